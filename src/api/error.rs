@@ -1,0 +1,71 @@
+//! The one place domain errors become HTTP: `ApiError(Error)` → status + `{"error": {code, message}}`.
+
+use crate::error::Error;
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError, error::PayloadError};
+
+#[derive(Debug)]
+pub struct ApiError(pub Error);
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        ApiError(e)
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl ApiError {
+    fn code(&self) -> (StatusCode, &'static str) {
+        match &self.0 {
+            Error::InvalidInput(_) => (StatusCode::BAD_REQUEST, "invalid_input"),
+            Error::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Error::SeriesLimit(_) => (StatusCode::UNPROCESSABLE_ENTITY, "series_limit"),
+            Error::TooManyPoints(_) => (StatusCode::UNPROCESSABLE_ENTITY, "too_many_points"),
+            Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Error::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Error::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            Error::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            Error::Store(_) | Error::Corrupt(_) | Error::Io(_) | Error::Config(_) | Error::Internal(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+            }
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.code().0
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let (status, code) = self.code();
+        if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
+            log::error!("{code}: {}", self.0);
+        }
+        let mut resp = HttpResponse::build(status);
+        if let Error::Overloaded { retry_after_secs } = self.0 {
+            resp.insert_header(("Retry-After", retry_after_secs.to_string()));
+        }
+        resp.json(serde_json::json!({"error": {"code": code, "message": self.0.to_string()}}))
+    }
+}
+
+/// Maps a failed body extraction (too large, bad gzip, broken connection) to the JSON error.
+pub fn body_error(e: actix_web::Error, limit: usize) -> ApiError {
+    match e.as_error::<PayloadError>() {
+        Some(PayloadError::Overflow) => ApiError(Error::TooLarge(format!(
+            "request body is larger than {limit} bytes (after decompression)"
+        ))),
+        _ => ApiError(Error::invalid(format!("could not read the request body: {e}"))),
+    }
+}
+
+/// For `QueryConfig`/`PathConfig`/`JsonConfig` error handlers: malformed parameters are a 400.
+pub fn extractor_error(e: impl std::fmt::Display) -> actix_web::Error {
+    ApiError(Error::invalid(e.to_string())).into()
+}

@@ -1,0 +1,51 @@
+//! The HTTP API: the whole route table on one screen. Handlers live in one file per area and
+//! never block a worker: writes `try_send` to the writer, redb scans run in `web::block`.
+
+pub mod error;
+mod ingest;
+mod metrics;
+mod query;
+
+use crate::config::Config;
+use crate::store::Store;
+use crate::writer::WriterHandle;
+use actix_web::{HttpResponse, web};
+use std::sync::Arc;
+
+/// What every handler may use; cloned into each actix worker.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Arc<Store>,
+    pub writer: Arc<WriterHandle>,
+}
+
+/// Registers every route and the extractor settings; used by the daemon and by tests alike.
+pub fn configure(state: AppState) -> impl Fn(&mut web::ServiceConfig) + Clone {
+    move |cfg: &mut web::ServiceConfig| {
+        let limit = state.config.http.max_body_bytes;
+        cfg.app_data(web::Data::new(state.clone()))
+            .app_data(web::PayloadConfig::new(limit))
+            .app_data(web::QueryConfig::default().error_handler(|e, _| error::extractor_error(e)))
+            .app_data(web::PathConfig::default().error_handler(|e, _| error::extractor_error(e)))
+            .app_data(web::JsonConfig::default().limit(limit).error_handler(|e, _| error::extractor_error(e)))
+            .route("/healthz", web::get().to(healthz))
+            .route("/write", web::post().to(ingest::write_lines))
+            .route("/api/v1/import", web::post().to(ingest::import_json_lines))
+            .route("/api/v1/ingest", web::post().to(ingest::ingest_points))
+            .route("/api/v1/series", web::get().to(query::get_series))
+            .route("/api/v1/query_range", web::get().to(query::query_range))
+            .route("/api/v1/export", web::get().to(query::export))
+            .route("/api/v1/metrics/database", web::get().to(metrics::get_database))
+            .route("/api/v1/metrics/queue", web::get().to(metrics::get_queue))
+            .default_service(web::to(not_found));
+    }
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
+async fn not_found(req: actix_web::HttpRequest) -> Result<HttpResponse, error::ApiError> {
+    Err(error::ApiError(crate::Error::NotFound(format!("no route for {} {}", req.method(), req.path()))))
+}

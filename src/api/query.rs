@@ -1,0 +1,117 @@
+//! Read endpoints: `/api/v1/series`, `/api/v1/query_range`, `/api/v1/export`. redb reads run
+//! on the blocking pool (`web::block`), off the actix workers.
+
+use super::AppState;
+use super::error::ApiError;
+use crate::Error;
+use crate::model::now_ms;
+use crate::query::{self, Agg, Selector};
+use actix_web::{HttpResponse, web};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// Default window when `start` is absent: the last hour, like Prometheus' console.
+const DEFAULT_WINDOW_MS: i64 = 3_600_000;
+
+#[derive(Debug, Deserialize)]
+pub struct SeriesParams {
+    #[serde(rename = "match")]
+    selector: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RangeParams {
+    query: Option<String>,
+    #[serde(rename = "match")]
+    selector: Option<String>,
+    start: Option<String>,
+    end: Option<String>,
+    step: Option<String>,
+    agg: Option<String>,
+}
+
+/// Resolved `[start, end]` in ms; `end` defaults to now, `start` to an hour before `end`.
+fn time_range(start: Option<&str>, end: Option<&str>) -> Result<(i64, i64), Error> {
+    let end = end.map(query::parse_time).transpose()?.unwrap_or_else(now_ms);
+    let start = start.map(query::parse_time).transpose()?.unwrap_or(end - DEFAULT_WINDOW_MS);
+    if start > end {
+        return Err(Error::invalid(format!("start ({start}) is after end ({end})")));
+    }
+    Ok((start, end))
+}
+
+/// `step` as milliseconds: a number of ms or a duration such as `5m`.
+fn parse_step(s: &str) -> Result<i64, Error> {
+    let ms = match s.parse::<i64>() {
+        Ok(ms) => ms,
+        Err(_) => humantime::parse_duration(s)
+            .map(|d| d.as_millis() as i64)
+            .map_err(|_| Error::invalid(format!("invalid step {s:?}: use milliseconds or a duration like 5m")))?,
+    };
+    if ms <= 0 {
+        return Err(Error::invalid("step must be positive"));
+    }
+    Ok(ms)
+}
+
+fn parse_agg(s: Option<&str>) -> Result<Agg, Error> {
+    let s = s.unwrap_or("avg");
+    serde_json::from_value(serde_json::Value::String(s.to_owned()))
+        .map_err(|_| Error::invalid(format!("invalid agg {s:?}: use avg, min, max, sum, count, first or last")))
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, Error> + Send + 'static) -> Result<T, ApiError> {
+    Ok(web::block(f).await.map_err(|e| Error::Internal(format!("blocking pool: {e}")))??)
+}
+
+pub async fn get_series(state: web::Data<AppState>, params: web::Query<SeriesParams>) -> Result<HttpResponse, ApiError> {
+    let sel = Selector::parse(&params.selector)?;
+    let series: Vec<_> = query::select(&state.store, &sel)
+        .into_iter()
+        .map(|(_, k)| serde_json::json!({"name": k.name, "labels": k.labels.iter().cloned().collect::<BTreeMap<_, _>>()}))
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({"count": series.len(), "series": series})))
+}
+
+pub async fn query_range(state: web::Data<AppState>, params: web::Query<RangeParams>) -> Result<HttpResponse, ApiError> {
+    let text = params
+        .query
+        .as_deref()
+        .or(params.selector.as_deref())
+        .ok_or_else(|| Error::invalid("missing query= (a selector such as cpu{host=\"a\"})"))?;
+    let sel = Selector::parse(text)?;
+    let (start, end) = time_range(params.start.as_deref(), params.end.as_deref())?;
+    let step = params.step.as_deref().map(parse_step).transpose()?;
+    let agg = parse_agg(params.agg.as_deref())?;
+    let max = state.config.query.max_points;
+    let store = state.store.clone();
+    let series = blocking(move || match step {
+        None => query::read_raw(&store, &sel, start, end, max),
+        Some(step) => query::read_aggregated(&store, &sel, start, end, step, agg, max),
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({"series": series})))
+}
+
+/// JSON lines in VictoriaMetrics' export format, which `/api/v1/import` reads back.
+pub async fn export(state: web::Data<AppState>, params: web::Query<RangeParams>) -> Result<HttpResponse, ApiError> {
+    let text = params.selector.as_deref().or(params.query.as_deref()).ok_or_else(|| Error::invalid("missing match="))?;
+    let sel = Selector::parse(text)?;
+    let (start, end) = time_range(params.start.as_deref(), params.end.as_deref())?;
+    let max = state.config.query.max_points;
+    let store = state.store.clone();
+    let body = blocking(move || {
+        let mut out = Vec::new();
+        for s in query::read_raw(&store, &sel, start, end, max)? {
+            let mut metric = s.labels;
+            metric.insert("__name__".into(), s.name);
+            let (timestamps, values): (Vec<i64>, Vec<f64>) = s.points.into_iter().unzip();
+            serde_json::to_writer(&mut out, &serde_json::json!({"metric": metric, "values": values, "timestamps": timestamps}))
+                .map_err(|e| Error::Internal(e.to_string()))?;
+            out.push(b'\n');
+        }
+        Ok(out)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().content_type("application/x-ndjson").body(body))
+}

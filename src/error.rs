@@ -1,0 +1,69 @@
+//! `perfd::Error`: the kinds of failure a caller reacts to.
+//!
+//! Domain code returns these; only `api/error.rs` maps them to HTTP statuses, and only `main.rs`
+//! wraps them in `anyhow`.
+
+/// Every failure perfd reports, grouped by what the caller should do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The caller sent something malformed; fix the request.
+    #[error("{0}")]
+    InvalidInput(String),
+    /// The request body (or one entry of it) is larger than the configured limit.
+    #[error("{0}")]
+    TooLarge(String),
+    /// Accepting the request would create more series than `max_series` allows.
+    #[error("{0}")]
+    SeriesLimit(String),
+    /// A read would return more points than `query.max_points`; narrow it or use `step`.
+    #[error("{0}")]
+    TooManyPoints(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    /// The writer queue is full; retry after the given number of seconds.
+    #[error("write queue is full; retry in {retry_after_secs} s")]
+    Overloaded { retry_after_secs: u32 },
+    /// The daemon is stopping and takes no new work.
+    #[error("perfd is shutting down")]
+    ShuttingDown,
+    #[error("storage: {0}")]
+    Store(#[from] redb::Error),
+    /// Stored bytes do not decode: a bug or a damaged file, never the caller's fault.
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("config: {0}")]
+    Config(String),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        Error::InvalidInput(msg.into())
+    }
+}
+
+/// redb splits its errors by operation; they all fold into its umbrella `redb::Error`.
+macro_rules! from_redb {
+    ($($ty:ident),*) => {$(
+        impl From<redb::$ty> for Error {
+            fn from(e: redb::$ty) -> Self {
+                Error::Store(e.into())
+            }
+        }
+    )*};
+}
+from_redb!(
+    DatabaseError,
+    TransactionError,
+    TableError,
+    StorageError,
+    CommitError,
+    SetDurabilityError
+);

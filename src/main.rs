@@ -1,0 +1,85 @@
+//! The `perfd` binary: CLI → Config → Daemon::start → wait for SIGTERM/SIGINT → Daemon::shutdown.
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use perfd::config::{Config, Overrides};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// perfd: single-host caching and performance-monitoring daemon.
+#[derive(Parser)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon (the default command).
+    Serve(ServeArgs),
+    /// Open a data directory, verify it and print its counts (the daemon must be stopped).
+    Check(ServeArgs),
+}
+
+#[derive(Args, Clone, Default)]
+struct ServeArgs {
+    /// TOML configuration file (see systemd/perfd.toml for every key).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8470; env PERFD_LISTEN].
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Data directory holding perfd.redb, created if missing [default: ./data; env PERFD_DATA_DIR].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    let (args, check) = match cli.command {
+        None => (cli.serve, false),
+        Some(Command::Serve(a)) => (a, false),
+        Some(Command::Check(a)) => (a, true),
+    };
+    let flags = Overrides { config_file: args.config, listen: args.listen, data_dir: args.data_dir };
+    let config = match Config::load(&flags, std::env::vars()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("perfd: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = if check { run_check(config) } else { serve(config) };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("perfd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(config: Config) -> anyhow::Result<()> {
+    let data_dir = config.data_dir.clone();
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
+        .context("installing signal handlers")?;
+    let mut daemon = perfd::Daemon::start(config).context("starting perfd")?;
+    log::info!("perfd listening on http://{} with data dir {}", daemon.addr, data_dir.display());
+    if let Some(sig) = signals.forever().next() {
+        log::info!("signal {sig} received; shutting down");
+    }
+    daemon.shutdown();
+    log::info!("perfd stopped cleanly");
+    Ok(())
+}
+
+fn run_check(config: Config) -> anyhow::Result<()> {
+    let store = perfd::store::Store::open(&config.data_dir).context("opening the database")?;
+    let counts = store.counts()?;
+    println!("{}", serde_json::to_string_pretty(&counts)?);
+    Ok(())
+}

@@ -1,0 +1,297 @@
+//! Selectors, time parsing, range reads and aggregation. Read-only: never touches the writer.
+
+use crate::error::{Error, Result};
+use crate::model::{HOUR_MS, Point, SeriesKey};
+use crate::store::{HourData, Store, codec};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// `name` or `name{label="value",label!="value",...}`; labels not named match anything.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Selector {
+    pub name: String,
+    pub matchers: Vec<Matcher>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Matcher {
+    pub label: String,
+    pub value: String,
+    pub negated: bool,
+}
+
+impl Selector {
+    pub fn parse(text: &str) -> Result<Selector> {
+        let bad = |why: &str| Error::invalid(format!("invalid selector {text:?}: {why}"));
+        let text_t = text.trim();
+        let (name, rest) = match text_t.find('{') {
+            Some(i) => (text_t[..i].trim(), Some(&text_t[i + 1..])),
+            None => (text_t, None),
+        };
+        crate::model::validate_name(name).map_err(|e| bad(&e.to_string()))?;
+        let mut matchers = Vec::new();
+        if let Some(rest) = rest {
+            let body = rest.strip_suffix('}').ok_or_else(|| bad("missing closing }"))?;
+            let mut chars = body.chars().peekable();
+            loop {
+                while chars.next_if(|c| c.is_whitespace() || *c == ',').is_some() {}
+                if chars.peek().is_none() {
+                    break;
+                }
+                let label: String = std::iter::from_fn(|| chars.next_if(|c| c.is_alphanumeric() || "_.-".contains(*c))).collect();
+                while chars.next_if(|c| c.is_whitespace()).is_some() {}
+                let negated = match (chars.next(), chars.peek()) {
+                    (Some('='), _) => false,
+                    (Some('!'), Some('=')) => {
+                        chars.next();
+                        true
+                    }
+                    _ => return Err(bad("expected label=\"value\" or label!=\"value\"")),
+                };
+                while chars.next_if(|c| c.is_whitespace()).is_some() {}
+                if chars.next() != Some('"') {
+                    return Err(bad("label values must be in double quotes"));
+                }
+                let mut value = String::new();
+                loop {
+                    match chars.next() {
+                        None => return Err(bad("unterminated string")),
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some('n') => value.push('\n'),
+                            Some(c) => value.push(c),
+                            None => return Err(bad("unterminated string")),
+                        },
+                        Some(c) => value.push(c),
+                    }
+                }
+                crate::model::validate_label(&label, if value.is_empty() { "x" } else { &value })
+                    .map_err(|e| bad(&e.to_string()))?;
+                matchers.push(Matcher { label, value, negated });
+                while chars.next_if(|c| c.is_whitespace()).is_some() {}
+                match chars.next() {
+                    None => break,
+                    Some(',') => {}
+                    Some(_) => return Err(bad("expected , between matchers")),
+                }
+            }
+        }
+        Ok(Selector { name: name.to_owned(), matchers })
+    }
+
+    pub fn matches(&self, key: &SeriesKey) -> bool {
+        key.name == self.name
+            && self.matchers.iter().all(|m| {
+                let v = key.labels.iter().find(|(k, _)| *k == m.label).map_or("", |(_, v)| v.as_str());
+                (v == m.value) != m.negated
+            })
+    }
+}
+
+/// Every series the selector matches, in key order.
+pub fn select(store: &Store, sel: &Selector) -> Vec<(u64, Arc<SeriesKey>)> {
+    let catalog = store.catalog.read();
+    catalog.with_name(&sel.name).filter(|(_, k)| sel.matches(k)).map(|(id, k)| (id, k.clone())).collect()
+}
+
+/// Unix milliseconds, or RFC 3339 (`2026-11-27T08:00:00Z`).
+pub fn parse_time(s: &str) -> Result<i64> {
+    if let Ok(ms) = s.parse::<i64>() {
+        return Ok(ms);
+    }
+    humantime::parse_rfc3339_weak(s)
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as i64)
+        .ok_or_else(|| Error::invalid(format!("invalid time {s:?}: use unix milliseconds or RFC 3339")))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Agg {
+    Avg,
+    Min,
+    Max,
+    Sum,
+    Count,
+    First,
+    Last,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SeriesResult {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub points: Vec<Point>,
+}
+
+impl SeriesResult {
+    fn new(key: &SeriesKey, points: Vec<Point>) -> SeriesResult {
+        SeriesResult { name: key.name.clone(), labels: key.labels.iter().cloned().collect(), points }
+    }
+}
+
+/// Raw points of every matching series in `[start, end]`, at most `max_points` in all.
+pub fn read_raw(store: &Store, sel: &Selector, start: i64, end: i64, max_points: usize) -> Result<Vec<SeriesResult>> {
+    let series = select(store, sel);
+    let ids: Vec<u64> = series.iter().map(|s| s.0).collect();
+    let mut total = 0usize;
+    let mut out = Vec::with_capacity(series.len());
+    for ((_, key), hours) in series.iter().zip(store.read_hours(&ids, start, end)?) {
+        let mut points = Vec::new();
+        for (_, data) in hours {
+            let pts = match data {
+                HourData::Sealed(bytes) => codec::decode(&bytes)?,
+                HourData::Points(p) => p,
+            };
+            points.extend(pts.into_iter().filter(|p| p.0 >= start && p.0 <= end));
+        }
+        total += points.len();
+        if total > max_points {
+            return Err(Error::TooManyPoints(format!(
+                "more than {max_points} raw points match; narrow the time range or the selector, or pass step= to aggregate"
+            )));
+        }
+        if !points.is_empty() {
+            out.push(SeriesResult::new(key, points));
+        }
+    }
+    Ok(out)
+}
+
+/// One bucket's running aggregate.
+#[derive(Debug, Clone, Copy)]
+struct Acc {
+    count: u64,
+    sum: f64,
+    min: f64,
+    max: f64,
+    first: Point,
+    last: Point,
+}
+
+impl Acc {
+    fn point(p: Point) -> Acc {
+        Acc { count: 1, sum: p.1, min: p.1, max: p.1, first: p, last: p }
+    }
+
+    fn merge(&mut self, o: &Acc) {
+        self.count += o.count;
+        self.sum += o.sum;
+        self.min = self.min.min(o.min);
+        self.max = self.max.max(o.max);
+        if o.first.0 < self.first.0 {
+            self.first = o.first;
+        }
+        if o.last.0 >= self.last.0 {
+            self.last = o.last;
+        }
+    }
+
+    fn value(&self, agg: Agg) -> f64 {
+        match agg {
+            Agg::Avg => self.sum / self.count as f64,
+            Agg::Min => self.min,
+            Agg::Max => self.max,
+            Agg::Sum => self.sum,
+            Agg::Count => self.count as f64,
+            Agg::First => self.first.1,
+            Agg::Last => self.last.1,
+        }
+    }
+}
+
+/// Aggregates every matching series into buckets of `step` ms aligned to the Unix epoch; each
+/// output point carries its bucket's start. Whole sealed hours inside the range are answered from
+/// chunk headers without decoding when `step` is a multiple of an hour.
+pub fn read_aggregated(
+    store: &Store,
+    sel: &Selector,
+    start: i64,
+    end: i64,
+    step: i64,
+    agg: Agg,
+    max_points: usize,
+) -> Result<Vec<SeriesResult>> {
+    let series = select(store, sel);
+    let buckets_per_series = ((end - start) / step + 2) as usize;
+    if buckets_per_series.saturating_mul(series.len()) > max_points.saturating_mul(4) {
+        return Err(Error::TooManyPoints(format!(
+            "{} series × {buckets_per_series} buckets is too many; use a larger step or a narrower range",
+            series.len()
+        )));
+    }
+    let ids: Vec<u64> = series.iter().map(|s| s.0).collect();
+    let bucket_of = |ts: i64| ts - ts.rem_euclid(step);
+    let mut out = Vec::with_capacity(series.len());
+    for ((_, key), hours) in series.iter().zip(store.read_hours(&ids, start, end)?) {
+        let mut accs: Vec<(i64, Acc)> = Vec::new();
+        let mut add = |bucket: i64, acc: Acc| match accs.last_mut() {
+            Some((b, a)) if *b == bucket => a.merge(&acc),
+            _ => accs.push((bucket, acc)),
+        };
+        for (hour, data) in hours {
+            let whole = step % HOUR_MS == 0 && hour >= start && hour + HOUR_MS - 1 <= end;
+            let points = match data {
+                HourData::Sealed(bytes) if whole => {
+                    let h = codec::header(&bytes)?;
+                    let acc = Acc {
+                        count: h.count as u64,
+                        sum: h.sum,
+                        min: h.min,
+                        max: h.max,
+                        first: (h.first_ts, h.first),
+                        last: (h.last_ts, h.last),
+                    };
+                    add(bucket_of(hour), acc);
+                    continue;
+                }
+                HourData::Sealed(bytes) => codec::decode(&bytes)?,
+                HourData::Points(p) => p,
+            };
+            for p in points.into_iter().filter(|p| p.0 >= start && p.0 <= end) {
+                add(bucket_of(p.0), Acc::point(p));
+            }
+        }
+        if !accs.is_empty() {
+            let points = accs.iter().map(|(b, a)| (*b, a.value(agg))).collect();
+            out.push(SeriesResult::new(key, points));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selector_parses() {
+        let s = Selector::parse(r#"cpu{host="a\"b", env!="prod"}"#).unwrap();
+        assert_eq!(s.name, "cpu");
+        assert_eq!(s.matchers.len(), 2);
+        assert_eq!(s.matchers[0].value, "a\"b");
+        assert!(s.matchers[1].negated);
+        assert_eq!(Selector::parse("cpu{}").unwrap().matchers.len(), 0);
+        for bad in ["", "cpu{", "cpu{host=a}", "cpu{host=\"a\"", "1cpu", "cpu{host~\"a\"}", "cpu{__name__=\"x\"}"] {
+            assert!(Selector::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn selector_matches_missing_label_as_empty() {
+        let k = SeriesKey::new("cpu", vec![("host".into(), "a".into())]).unwrap();
+        assert!(Selector::parse("cpu").unwrap().matches(&k));
+        assert!(Selector::parse(r#"cpu{host="a"}"#).unwrap().matches(&k));
+        assert!(!Selector::parse(r#"cpu{host="b"}"#).unwrap().matches(&k));
+        assert!(Selector::parse(r#"cpu{env!="prod"}"#).unwrap().matches(&k));
+    }
+
+    #[test]
+    fn times_parse() {
+        assert_eq!(parse_time("1700000000000").unwrap(), 1_700_000_000_000);
+        assert_eq!(parse_time("2023-11-14T22:13:20Z").unwrap(), 1_700_000_000_000);
+        assert!(parse_time("yesterday").is_err());
+    }
+}

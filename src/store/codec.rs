@@ -1,0 +1,524 @@
+//! Chunk codec: one series-hour of points ⇄ bytes. Pure functions; no I/O.
+//!
+//! Layout of a chunk (all integers little-endian):
+//!
+//! ```text
+//! u8      format: high nibble = version (1), low bit = value mode (0 decimal, 1 XOR)
+//! varint  count (≥ 1)
+//! zigzag  first timestamp (unix ms)
+//! varint  last − first timestamp
+//! f64 ×5  sum, min, max, first value, last value      ← the summary header
+//! u8      decimal exponent e (decimal mode only)
+//! bits    count−1 timestamp codes, then count value codes, MSB first
+//! ```
+//!
+//! Timestamps are delta-of-delta coded: `0` for an unchanged interval, else a prefix choosing 7,
+//! 12, 20 or 64 bits of the zig-zagged difference. In decimal mode every value `v` equals
+//! `i / 10^e` bit for bit for an integer `i`; the first `i` and then successive differences are
+//! coded as `0` (same) or a prefix choosing 6, 13, 24 or 64 bits. Gauges with one or two decimals
+//! cost a little over one byte a point this way. Other values use Gorilla XOR coding. The
+//! summary header lets hourly aggregates skip decoding. Decoding never panics on bad bytes.
+
+use crate::error::{Error, Result};
+use crate::model::Point;
+
+const VERSION: u8 = 1 << 4;
+const MODE_XOR: u8 = 1;
+/// Largest decimal exponent tried; beyond 10^9 the integers stop being small.
+const MAX_EXP: u32 = 9;
+const POW10: [f64; 10] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9];
+/// |i| must stay below 2^53 so `i as f64` is exact.
+const MAX_EXACT: f64 = 9_007_199_254_740_992.0;
+
+/// The summary of a chunk, readable without decoding its points.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ChunkHeader {
+    pub count: u32,
+    pub first_ts: i64,
+    pub last_ts: i64,
+    pub sum: f64,
+    pub min: f64,
+    pub max: f64,
+    pub first: f64,
+    pub last: f64,
+}
+
+/// Sorts by timestamp and keeps, for each timestamp, the value that came last (last write wins).
+pub fn normalize(points: &mut Vec<Point>) {
+    // A stable sort keeps arrival order among equal timestamps, so the last of a run is newest.
+    points.sort_by_key(|p| p.0);
+    let mut out = 0;
+    for i in 0..points.len() {
+        if i + 1 < points.len() && points[i + 1].0 == points[i].0 {
+            continue;
+        }
+        points[out] = points[i];
+        out += 1;
+    }
+    points.truncate(out);
+}
+
+/// Encodes points that are sorted by timestamp with no duplicates (see [`normalize`]).
+pub fn encode(points: &[Point]) -> Vec<u8> {
+    debug_assert!(points.windows(2).all(|w| w[0].0 < w[1].0));
+    let mut out = Vec::with_capacity(64 + points.len() * 2);
+    let Some(&(first_ts, first)) = points.first() else {
+        return out;
+    };
+    let (last_ts, last) = points[points.len() - 1];
+    let exp = decimal_exponent(points);
+    out.push(VERSION | if exp.is_none() { MODE_XOR } else { 0 });
+    put_varint(&mut out, points.len() as u64);
+    put_varint(&mut out, zigzag(first_ts));
+    put_varint(&mut out, last_ts.wrapping_sub(first_ts) as u64);
+    let (mut sum, mut min, mut max) = (0.0, f64::INFINITY, f64::NEG_INFINITY);
+    for &(_, v) in points {
+        sum += v;
+        min = f64::min(min, v);
+        max = f64::max(max, v);
+    }
+    for f in [sum, min, max, first, last] {
+        out.extend_from_slice(&f.to_le_bytes());
+    }
+    if let Some(e) = exp {
+        out.push(e as u8);
+    }
+    let mut w = BitWriter { out, acc: 0, nbits: 0 };
+    let mut prev_delta = 0i64;
+    for pair in points.windows(2) {
+        let delta = pair[1].0.wrapping_sub(pair[0].0);
+        put_class(&mut w, zigzag(delta.wrapping_sub(prev_delta)), &[7, 12, 20]);
+        prev_delta = delta;
+    }
+    match exp {
+        Some(e) => {
+            let mut prev = 0i64;
+            for &(_, v) in points {
+                let i = (v * POW10[e as usize]).round() as i64;
+                put_class(&mut w, zigzag(i.wrapping_sub(prev)), &[6, 13, 24]);
+                prev = i;
+            }
+        }
+        None => put_xor(&mut w, points),
+    }
+    w.finish()
+}
+
+/// Reads only the summary header.
+pub fn header(bytes: &[u8]) -> Result<ChunkHeader> {
+    Ok(read_header(bytes)?.0)
+}
+
+/// Decodes every point of a chunk.
+pub fn decode(bytes: &[u8]) -> Result<Vec<Point>> {
+    let (h, pos, exp) = read_header(bytes)?;
+    let mut r = BitReader { bytes: &bytes[pos..], pos: 0 };
+    let n = h.count as usize;
+    // Each point after the first takes at least two bits; a larger count is a damaged chunk.
+    if n > 1 + r.bytes.len() * 4 {
+        return Err(corrupt("count exceeds payload"));
+    }
+    let mut ts = Vec::with_capacity(n);
+    ts.push(h.first_ts);
+    let (mut prev, mut delta) = (h.first_ts, 0i64);
+    for _ in 1..n {
+        delta = delta.wrapping_add(unzigzag(get_class(&mut r, &[7, 12, 20])?));
+        prev = prev.wrapping_add(delta);
+        ts.push(prev);
+    }
+    let mut points = Vec::with_capacity(n);
+    match exp {
+        Some(e) => {
+            let mut i = 0i64;
+            for t in ts {
+                i = i.wrapping_add(unzigzag(get_class(&mut r, &[6, 13, 24])?));
+                points.push((t, i as f64 / POW10[e as usize]));
+            }
+        }
+        None => get_xor(&mut r, &ts, &mut points)?,
+    }
+    Ok(points)
+}
+
+fn read_header(bytes: &[u8]) -> Result<(ChunkHeader, usize, Option<u32>)> {
+    let mut pos = 0;
+    let format = *bytes.first().ok_or_else(|| corrupt("empty chunk"))?;
+    pos += 1;
+    if format & 0xF0 != VERSION || format & 0x0E != 0 {
+        return Err(corrupt(format!("unknown chunk format {format:#x}")));
+    }
+    let count = get_varint(bytes, &mut pos)?;
+    let first_ts = unzigzag(get_varint(bytes, &mut pos)?);
+    let span = get_varint(bytes, &mut pos)?;
+    if count == 0 || count > u32::MAX as u64 {
+        return Err(corrupt("bad count or span"));
+    }
+    let mut f = [0f64; 5];
+    for slot in &mut f {
+        let b = bytes.get(pos..pos + 8).ok_or_else(|| corrupt("truncated header"))?;
+        *slot = f64::from_le_bytes(b.try_into().map_err(|_| corrupt("truncated header"))?);
+        pos += 8;
+    }
+    let exp = if format & MODE_XOR == 0 {
+        let e = *bytes.get(pos).ok_or_else(|| corrupt("truncated header"))? as u32;
+        pos += 1;
+        if e > MAX_EXP {
+            return Err(corrupt("bad decimal exponent"));
+        }
+        Some(e)
+    } else {
+        None
+    };
+    let h = ChunkHeader {
+        count: count as u32,
+        first_ts,
+        last_ts: first_ts.wrapping_add(span as i64),
+        sum: f[0],
+        min: f[1],
+        max: f[2],
+        first: f[3],
+        last: f[4],
+    };
+    Ok((h, pos, exp))
+}
+
+fn corrupt(msg: impl Into<String>) -> Error {
+    Error::Corrupt(format!("chunk: {}", msg.into()))
+}
+
+/// The smallest exponent that represents every value exactly, if one does.
+fn decimal_exponent(points: &[Point]) -> Option<u32> {
+    let exact = |v: f64, e: u32| {
+        let i = (v * POW10[e as usize]).round();
+        i.abs() < MAX_EXACT && ((i as i64) as f64 / POW10[e as usize]).to_bits() == v.to_bits()
+    };
+    let mut e = 0;
+    for &(_, v) in points {
+        while !exact(v, e) {
+            e += 1;
+            if e > MAX_EXP {
+                return None;
+            }
+        }
+    }
+    // A value exact at its own exponent may not be exact at a larger one; check them all.
+    points.iter().all(|&(_, v)| exact(v, e)).then_some(e)
+}
+
+fn put_xor(w: &mut BitWriter, points: &[Point]) {
+    let mut prev = points[0].1.to_bits();
+    w.put(prev, 64);
+    let (mut lead, mut trail) = (u32::MAX, 0u32);
+    for &(_, v) in &points[1..] {
+        let bits = v.to_bits();
+        let x = bits ^ prev;
+        prev = bits;
+        if x == 0 {
+            w.put(0, 1);
+            continue;
+        }
+        let (lz, tz) = (x.leading_zeros().min(31), x.trailing_zeros());
+        if lead != u32::MAX && lz >= lead && tz >= trail {
+            w.put(0b10, 2);
+            w.put(x >> trail, 64 - lead - trail);
+        } else {
+            let sig = 64 - lz - tz;
+            w.put(0b11, 2);
+            w.put(lz as u64, 5);
+            w.put((sig & 63) as u64, 6); // 64 is written as 0
+            w.put(x >> tz, sig);
+            (lead, trail) = (lz, tz);
+        }
+    }
+}
+
+fn get_xor(r: &mut BitReader, ts: &[i64], points: &mut Vec<Point>) -> Result<()> {
+    let mut prev = r.get(64)?;
+    points.push((ts[0], f64::from_bits(prev)));
+    let (mut lead, mut trail) = (u32::MAX, 0u32);
+    for &t in &ts[1..] {
+        if r.get(1)? == 1 {
+            if r.get(1)? == 0 {
+                if lead == u32::MAX {
+                    return Err(corrupt("XOR window used before it was set"));
+                }
+            } else {
+                lead = r.get(5)? as u32;
+                let sig = match r.get(6)? as u32 {
+                    0 => 64,
+                    s => s,
+                };
+                if lead + sig > 64 {
+                    return Err(corrupt("XOR window out of range"));
+                }
+                trail = 64 - lead - sig;
+            }
+            prev ^= r.get(64 - lead - trail)? << trail;
+        }
+        points.push((t, f64::from_bits(prev)));
+    }
+    Ok(())
+}
+
+/// Writes `z` as `0` when zero, else as the first class (prefix `10`, `110`, `1110`) whose width
+/// holds it, else as prefix `1111` and 64 bits.
+fn put_class(w: &mut BitWriter, z: u64, widths: &[u32; 3]) {
+    if z == 0 {
+        w.put(0, 1);
+        return;
+    }
+    for (i, &width) in widths.iter().enumerate() {
+        if z < 1u64 << width {
+            let n = i as u32 + 2;
+            w.put(((1u64 << n) - 1) ^ 1, n); // i+1 ones then a zero
+            w.put(z, width);
+            return;
+        }
+    }
+    w.put(0b1111, 4);
+    w.put(z, 64);
+}
+
+fn get_class(r: &mut BitReader, widths: &[u32; 3]) -> Result<u64> {
+    if r.get(1)? == 0 {
+        return Ok(0);
+    }
+    for &width in widths {
+        if r.get(1)? == 0 {
+            return r.get(width);
+        }
+    }
+    r.get(64)
+}
+
+/// Encodes one WAL batch: `varint series_count`, then per series `varint id, varint n` and `n`
+/// pairs of `i64 LE timestamp, f64 LE value` (see `store/tables.rs`).
+pub fn encode_wal(series: &[(u64, &[Point])]) -> Vec<u8> {
+    let n: usize = series.iter().map(|s| s.1.len()).sum();
+    let mut out = Vec::with_capacity(8 + series.len() * 6 + n * 16);
+    put_varint(&mut out, series.len() as u64);
+    for (id, points) in series {
+        put_varint(&mut out, *id);
+        put_varint(&mut out, points.len() as u64);
+        for &(t, v) in *points {
+            out.extend_from_slice(&t.to_le_bytes());
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    out
+}
+
+/// Decodes a WAL batch written by [`encode_wal`].
+pub fn decode_wal(bytes: &[u8]) -> Result<Vec<(u64, Vec<Point>)>> {
+    let mut pos = 0;
+    let count = get_varint(bytes, &mut pos)? as usize;
+    let mut out = Vec::with_capacity(count.min(bytes.len()));
+    for _ in 0..count {
+        let id = get_varint(bytes, &mut pos)?;
+        let n = get_varint(bytes, &mut pos)? as usize;
+        let body = bytes
+            .get(pos..pos.saturating_add(n.saturating_mul(16)))
+            .ok_or_else(|| corrupt("truncated WAL batch"))?;
+        pos += body.len();
+        let points = body
+            .chunks_exact(16)
+            .map(|c| {
+                let (t, v) = c.split_at(8);
+                let t = i64::from_le_bytes(t.try_into().unwrap_or_default());
+                let v = f64::from_le_bytes(v.try_into().unwrap_or_default());
+                (t, v)
+            })
+            .collect();
+        out.push((id, points));
+    }
+    Ok(out)
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(z: u64) -> i64 {
+    ((z >> 1) as i64) ^ -((z & 1) as i64)
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn get_varint(bytes: &[u8], pos: &mut usize) -> Result<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = *bytes.get(*pos).ok_or_else(|| corrupt("truncated varint"))?;
+        *pos += 1;
+        v |= ((b & 0x7f) as u64) << shift;
+        if b < 0x80 {
+            return Ok(v);
+        }
+    }
+    Err(corrupt("varint too long"))
+}
+
+/// MSB-first bit packing into a byte vector.
+struct BitWriter {
+    out: Vec<u8>,
+    acc: u64,
+    /// Bits pending in `acc` (always < 8 between calls).
+    nbits: u32,
+}
+
+impl BitWriter {
+    /// Appends the low `n` bits of `v` (n ≤ 64).
+    fn put(&mut self, v: u64, n: u32) {
+        if n > 56 {
+            self.put(v >> 32, n - 32);
+            self.put(v & 0xffff_ffff, 32);
+            return;
+        }
+        let v = if n == 0 { 0 } else { v & (u64::MAX >> (64 - n)) };
+        self.acc = (self.acc << n) | v;
+        self.nbits += n;
+        while self.nbits >= 8 {
+            self.nbits -= 8;
+            self.out.push((self.acc >> self.nbits) as u8);
+        }
+        self.acc &= (1u64 << self.nbits) - 1;
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        if self.nbits > 0 {
+            self.out.push((self.acc << (8 - self.nbits)) as u8);
+        }
+        self.out
+    }
+}
+
+struct BitReader<'a> {
+    bytes: &'a [u8],
+    /// Position in bits.
+    pos: usize,
+}
+
+impl BitReader<'_> {
+    /// Reads `n` bits (n ≤ 64) as the low bits of the result.
+    fn get(&mut self, n: u32) -> Result<u64> {
+        if self.pos + n as usize > self.bytes.len() * 8 {
+            return Err(corrupt("truncated bit stream"));
+        }
+        let mut v = 0u64;
+        let mut left = n;
+        while left > 0 {
+            let byte = self.bytes[self.pos / 8];
+            let off = (self.pos % 8) as u32;
+            let take = (8 - off).min(left);
+            let bits = (byte >> (8 - off - take)) & ((1u16 << take) - 1) as u8;
+            v = (v << take) | bits as u64;
+            self.pos += take as usize;
+            left -= take;
+        }
+        Ok(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn round_trip(points: &[Point]) {
+        let bytes = encode(points);
+        let back = decode(&bytes).unwrap();
+        assert_eq!(back.len(), points.len());
+        for (a, b) in points.iter().zip(&back) {
+            assert_eq!(a.0, b.0);
+            assert_eq!(a.1.to_bits(), b.1.to_bits(), "{} vs {}", a.1, b.1);
+        }
+        let h = header(&bytes).unwrap();
+        assert_eq!(h.count as usize, points.len());
+        assert_eq!(h.first_ts, points[0].0);
+        assert_eq!(h.last_ts, points[points.len() - 1].0);
+    }
+
+    #[test]
+    fn special_values_round_trip() {
+        let vals = [
+            0.0, -0.0, 1.5, -2.25, f64::MAX, f64::MIN, f64::MIN_POSITIVE, 5e-324, 1e-310, 42.0,
+            42.0, 42.0, 0.1, 0.2, 0.30000000000000004, 1e300, -1e-300,
+        ];
+        let pts: Vec<Point> = vals.iter().enumerate().map(|(i, &v)| (i as i64 * 7 - 3, v)).collect();
+        round_trip(&pts);
+    }
+
+    #[test]
+    fn gauges_with_two_decimals_are_compact() {
+        let pts: Vec<Point> = (0..3600)
+            .map(|i| (1_700_000_000_000 + i * 1000, ((i * 37 % 200) as f64 + 4000.0) / 100.0))
+            .collect();
+        let bytes = encode(&pts);
+        round_trip(&pts);
+        assert!(bytes.len() < 3 * pts.len(), "{} bytes", bytes.len());
+        assert_eq!(bytes[0] & MODE_XOR, 0, "should use decimal mode");
+    }
+
+    #[test]
+    fn normalize_keeps_last_write() {
+        let mut p = vec![(5, 1.0), (1, 2.0), (5, 3.0), (2, 4.0), (5, 9.0)];
+        normalize(&mut p);
+        assert_eq!(p, vec![(1, 2.0), (2, 4.0), (5, 9.0)]);
+    }
+
+    #[test]
+    fn wal_round_trip() {
+        let a = [(1, 1.5), (2, -0.0)];
+        let b = [(3, f64::MAX)];
+        let bytes = encode_wal(&[(7, &a), (u64::MAX, &b)]);
+        let back = decode_wal(&bytes).unwrap();
+        assert_eq!(back, vec![(7, a.to_vec()), (u64::MAX, b.to_vec())]);
+        assert!(decode_wal(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let pts: Vec<Point> = (0..100).map(|i| (i * 1000, i as f64 * 0.37)).collect();
+        let good = encode(&pts);
+        for cut in 0..good.len() {
+            let _ = decode(&good[..cut]);
+        }
+        for i in 0..good.len() {
+            let mut bad = good.clone();
+            bad[i] ^= 0x5a;
+            let _ = decode(&bad);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_points_round_trip(
+            raw in prop::collection::vec((any::<i64>(), any::<u64>()), 1..300),
+            regular in any::<bool>(),
+        ) {
+            let mut pts: Vec<Point> = raw.iter().enumerate().map(|(i, &(t, bits))| {
+                let ts = if regular { 1_600_000_000_000 + i as i64 * 10_000 } else { t >> 2 };
+                let v = f64::from_bits(bits);
+                (ts, if v.is_finite() { v } else { bits as f64 })
+            }).collect();
+            normalize(&mut pts);
+            round_trip(&pts);
+        }
+
+        #[test]
+        fn decimal_points_round_trip(
+            raw in prop::collection::vec((0i64..5_000, -1_000_000i64..1_000_000, 0u32..4), 1..300),
+        ) {
+            let mut pts: Vec<Point> = raw.iter()
+                .map(|&(t, i, e)| (t * 997, i as f64 / POW10[e as usize]))
+                .collect();
+            normalize(&mut pts);
+            round_trip(&pts);
+        }
+    }
+}

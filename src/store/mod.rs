@@ -1,0 +1,197 @@
+//! The store: the redb file plus the in-memory state readers need (catalog, open hours).
+//!
+//! Only the writer thread (`writer.rs`) mutates anything here; HTTP handlers and the sampler read.
+//! Readers must see every acknowledged point: the writer commits first and then publishes to
+//! `open`/`catalog`; a reader copies `open` first and then begins its read transaction, so a
+//! point being sealed is seen in `open`, in `CHUNKS`, or in both (duplicates are dropped by
+//! timestamp), never in neither.
+
+pub mod codec;
+pub mod tables;
+
+use crate::error::{Error, Result};
+use crate::model::{Point, SeriesKey};
+use parking_lot::RwLock;
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tables::*;
+
+/// Points of hours not yet sealed: series id → hour start → points in arrival order.
+pub type OpenHours = HashMap<u64, BTreeMap<i64, Vec<Point>>>;
+
+/// Every known series, for selector matching without touching redb.
+#[derive(Default)]
+pub struct Catalog {
+    pub by_key: BTreeMap<String, (u64, Arc<SeriesKey>)>,
+}
+
+impl Catalog {
+    /// Series whose name is `name` (exactly), in key order.
+    pub fn with_name<'a>(&'a self, name: &'a str) -> impl Iterator<Item = (u64, &'a Arc<SeriesKey>)> + 'a {
+        let exact = self.by_key.get(name).map(|(id, k)| (*id, k));
+        let prefix = format!("{name}{{");
+        let labelled = self
+            .by_key
+            .range(prefix.clone()..)
+            .take_while(move |(k, _)| k.starts_with(&prefix))
+            .map(|(_, (id, k))| (*id, k));
+        exact.into_iter().chain(labelled)
+    }
+}
+
+pub struct Store {
+    pub db: Database,
+    pub path: PathBuf,
+    /// Written by the writer only, after the commit that made the points durable.
+    pub open: RwLock<OpenHours>,
+    /// Written by the writer only, after the commit that created the series.
+    pub catalog: RwLock<Catalog>,
+}
+
+/// One sealed or open hour of one series as a reader sees it.
+pub enum HourData {
+    /// A sealed chunk with no open points on top: its header may answer aggregates.
+    Sealed(Vec<u8>),
+    /// Decoded, merged and normalized points.
+    Points(Vec<Point>),
+}
+
+impl Store {
+    /// Opens (or creates) `dir/perfd.redb`, checks the schema version and loads the catalog.
+    pub fn open(dir: &Path) -> Result<Store> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join("perfd.redb");
+        let db = Database::builder().create(&path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => Error::Conflict(format!(
+                "{} is already open in another perfd process",
+                path.display()
+            )),
+            e => e.into(),
+        })?;
+        let store = Store { db, path, open: RwLock::default(), catalog: RwLock::default() };
+        store.init_tables()?;
+        store.load_catalog()?;
+        Ok(store)
+    }
+
+    fn init_tables(&self) -> Result<()> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_quick_repair(true);
+        {
+            let mut meta = txn.open_table(META)?;
+            let stored = meta.get("schema_version")?.map(|v| v.value().to_vec());
+            match stored {
+                None => {
+                    meta.insert("schema_version", SCHEMA_VERSION.to_le_bytes().as_slice())?;
+                }
+                Some(v) => {
+                    let version = u32::from_le_bytes(v.as_slice().try_into().map_err(|_| {
+                        Error::Corrupt("meta.schema_version is not 4 bytes".into())
+                    })?);
+                    if version > SCHEMA_VERSION {
+                        return Err(Error::Conflict(format!(
+                            "database schema version {version} is newer than this perfd ({SCHEMA_VERSION})"
+                        )));
+                    }
+                }
+            }
+            txn.open_table(SERIES_BY_KEY)?;
+            txn.open_table(SERIES_BY_ID)?;
+            txn.open_table(CHUNKS)?;
+            txn.open_table(CHUNK_HOURS)?;
+            txn.open_table(WAL)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn load_catalog(&self) -> Result<()> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(SERIES_BY_KEY)?;
+        let mut catalog = self.catalog.write();
+        for row in table.iter()? {
+            let (k, id) = row?;
+            let key = SeriesKey::parse(k.value())
+                .map_err(|e| Error::Corrupt(format!("series key {:?}: {e}", k.value())))?;
+            catalog.by_key.insert(k.value().to_owned(), (id.value(), Arc::new(key)));
+        }
+        Ok(())
+    }
+
+    pub fn series_count(&self) -> usize {
+        self.catalog.read().by_key.len()
+    }
+
+    /// The hours of `series` that overlap `[start, end]`, oldest first, each either a sealed chunk
+    /// or merged points. Points outside `[start, end]` may remain; callers filter.
+    pub fn read_hours(&self, series: &[u64], start: i64, end: i64) -> Result<Vec<Vec<(i64, HourData)>>> {
+        let (h0, h1) = (crate::model::hour_start(start), crate::model::hour_start(end));
+        // Copy open points before the read transaction starts (see the module doc).
+        let open: Vec<BTreeMap<i64, Vec<Point>>> = {
+            let open = self.open.read();
+            series
+                .iter()
+                .map(|id| {
+                    open.get(id)
+                        .map(|hours| hours.range(h0..=h1).map(|(h, p)| (*h, p.clone())).collect())
+                        .unwrap_or_default()
+                })
+                .collect()
+        };
+        let txn = self.db.begin_read()?;
+        let chunks = txn.open_table(CHUNKS)?;
+        let mut out = Vec::with_capacity(series.len());
+        for (&id, mut open) in series.iter().zip(open) {
+            let mut hours = Vec::new();
+            for row in chunks.range((id, h0)..=(id, h1))? {
+                let (k, v) = row?;
+                let hour = k.value().1;
+                // Open hours below this one have no chunk: emit them first, in order.
+                while let Some(entry) = open.first_entry().filter(|e| *e.key() < hour) {
+                    let (h, pts) = entry.remove_entry();
+                    hours.push((h, HourData::Points(normalized(pts))));
+                }
+                match open.remove(&hour) {
+                    None => hours.push((hour, HourData::Sealed(v.value().to_vec()))),
+                    Some(extra) => {
+                        let mut pts = codec::decode(v.value())?;
+                        pts.extend(extra);
+                        hours.push((hour, HourData::Points(normalized(pts))));
+                    }
+                }
+            }
+            hours.extend(open.into_iter().map(|(h, p)| (h, HourData::Points(normalized(p)))));
+            out.push(hours);
+        }
+        Ok(out)
+    }
+
+    /// Counts for `/api/v1/metrics/database` and `perfd check`.
+    pub fn counts(&self) -> Result<StoreCounts> {
+        let txn = self.db.begin_read()?;
+        let open_points = self.open.read().values().flat_map(|h| h.values()).map(Vec::len).sum();
+        Ok(StoreCounts {
+            series: txn.open_table(SERIES_BY_ID)?.len()?,
+            chunks: txn.open_table(CHUNKS)?.len()?,
+            wal_entries: txn.open_table(WAL)?.len()?,
+            open_points,
+            file_bytes: std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0),
+        })
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StoreCounts {
+    pub series: u64,
+    pub chunks: u64,
+    pub wal_entries: u64,
+    pub open_points: usize,
+    pub file_bytes: u64,
+}
+
+fn normalized(mut pts: Vec<Point>) -> Vec<Point> {
+    codec::normalize(&mut pts);
+    pts
+}

@@ -1,0 +1,220 @@
+//! The writer thread: the only code that opens a redb write transaction.
+//!
+//! Ingest handlers `try_send` a [`WriterMsg::Write`]; the thread takes every message waiting in
+//! the channel and commits all their points in one `Durability::Immediate` transaction (group
+//! commit) into the WAL table, publishes them to the store's open hours, then answers each request.
+//! Maintenance, on a timer, seals closed hours into chunks (merging with any existing chunk),
+//! deletes WAL entries no open hour needs and applies retention. Seal commits use
+//! `Durability::None`: if one is lost in a crash the WAL still holds its points.
+
+use crate::config::{StorageConfig, WriterConfig};
+use crate::error::{Error, Result};
+use crate::model::{HOUR_MS, Point, SeriesKey, hour_start, now_ms};
+use crate::store::{Store, codec, tables::*};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use parking_lot::Mutex;
+use redb::{Durability, ReadableDatabase, ReadableTable};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// The points of one request, grouped by series (each series once).
+#[derive(Debug, Default)]
+pub struct WriteBatch {
+    pub series: Vec<SeriesPoints>,
+}
+
+#[derive(Debug)]
+pub struct SeriesPoints {
+    pub key: Arc<SeriesKey>,
+    pub canonical: String,
+    pub points: Vec<Point>,
+}
+
+impl WriteBatch {
+    pub fn point_count(&self) -> usize {
+        self.series.iter().map(|s| s.points.len()).sum()
+    }
+}
+
+/// What the writer tells an ingest request once its points are durable.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct WriteAck {
+    pub points: usize,
+    pub new_series: usize,
+}
+
+pub enum WriterMsg {
+    /// Commit these points; answer on `reply` (absent for `?ack=queued`).
+    Write { batch: WriteBatch, reply: Option<tokio::sync::oneshot::Sender<Result<WriteAck>>> },
+    /// A barrier: answered once everything sent before it is committed.
+    Flush(Sender<()>),
+    /// Seal every open hour now (tests, benchmarks, backups).
+    SealAll(Sender<Result<()>>),
+    /// Drain what is queued, commit it, answer, and end the thread.
+    Shutdown(Sender<()>),
+}
+
+/// Counters the writer keeps for `/api/v1/metrics/*`; written by the writer, read by anyone.
+#[derive(Default)]
+pub struct WriterStats {
+    pub commits: AtomicU64,
+    pub points: AtomicU64,
+    pub requests: AtomicU64,
+    pub rejected_full: AtomicU64,
+    pub rejected_series_limit: AtomicU64,
+    pub failed_commits: AtomicU64,
+    pub sealed_chunks: AtomicU64,
+    pub expired_chunks: AtomicU64,
+    /// Commit latency of ingest transactions, microseconds.
+    pub commit_us: Mutex<Option<hdrhistogram::Histogram<u64>>>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct WriterStatsSnapshot {
+    pub queue_depth: usize,
+    pub queue_capacity: usize,
+    pub queued_points: usize,
+    pub commits: u64,
+    pub points: u64,
+    pub requests: u64,
+    pub avg_batch_points: f64,
+    pub commit_p50_ms: f64,
+    pub commit_p99_ms: f64,
+    pub rejected_full: u64,
+    pub rejected_series_limit: u64,
+    pub failed_commits: u64,
+    pub sealed_chunks: u64,
+    pub expired_chunks: u64,
+}
+
+/// Owns the writer thread. Cloned senders live in the HTTP workers, so shutdown is an explicit
+/// message, never a closed channel.
+pub struct WriterHandle {
+    tx: Sender<WriterMsg>,
+    join: Mutex<Option<JoinHandle<()>>>,
+    pub stats: Arc<WriterStats>,
+    /// Points sent but not yet taken by the writer; bounds queued memory.
+    queued_points: Arc<AtomicUsize>,
+    cfg: WriterConfig,
+}
+
+impl WriterHandle {
+    /// Replays the WAL into the store's open hours and starts `perfd-writer`.
+    pub fn start(store: Arc<Store>, cfg: WriterConfig, storage: StorageConfig) -> Result<WriterHandle> {
+        let (tx, rx) = crossbeam_channel::bounded(cfg.queue_capacity);
+        let stats = Arc::new(WriterStats::default());
+        let queued_points = Arc::new(AtomicUsize::new(0));
+        let mut writer = Writer::new(store, cfg.clone(), storage, stats.clone(), queued_points.clone())?;
+        let join = std::thread::Builder::new()
+            .name("perfd-writer".into())
+            .spawn(move || writer.run(rx))?;
+        Ok(WriterHandle { tx, join: Mutex::new(Some(join)), stats, queued_points, cfg })
+    }
+
+    /// Queues a batch without blocking. A full queue is `Overloaded`, a stopped writer `ShuttingDown`.
+    pub fn submit(&self, batch: WriteBatch, wait: bool) -> Result<Option<tokio::sync::oneshot::Receiver<Result<WriteAck>>>> {
+        let n = batch.point_count();
+        let before = self.queued_points.fetch_add(n, Relaxed);
+        if before > 0 && before + n > self.cfg.max_queued_points {
+            self.queued_points.fetch_sub(n, Relaxed);
+            self.stats.rejected_full.fetch_add(1, Relaxed);
+            return Err(Error::Overloaded { retry_after_secs: 1 });
+        }
+        let (reply, rx) = if wait {
+            let (t, r) = tokio::sync::oneshot::channel();
+            (Some(t), Some(r))
+        } else {
+            (None, None)
+        };
+        match self.tx.try_send(WriterMsg::Write { batch, reply }) {
+            Ok(()) => Ok(rx),
+            Err(e) => {
+                self.queued_points.fetch_sub(n, Relaxed);
+                match e {
+                    TrySendError::Full(_) => {
+                        self.stats.rejected_full.fetch_add(1, Relaxed);
+                        Err(Error::Overloaded { retry_after_secs: 1 })
+                    }
+                    TrySendError::Disconnected(_) => Err(Error::ShuttingDown),
+                }
+            }
+        }
+    }
+
+    /// Blocks until everything sent before this call is committed.
+    pub fn flush(&self) -> Result<()> {
+        let (t, r) = crossbeam_channel::bounded(1);
+        self.tx.send(WriterMsg::Flush(t)).map_err(|_| Error::ShuttingDown)?;
+        r.recv().map_err(|_| Error::ShuttingDown)
+    }
+
+    /// Blocks until every open hour is sealed into a chunk.
+    pub fn seal_all(&self) -> Result<()> {
+        let (t, r) = crossbeam_channel::bounded(1);
+        self.tx.send(WriterMsg::SealAll(t)).map_err(|_| Error::ShuttingDown)?;
+        r.recv().map_err(|_| Error::ShuttingDown)?
+    }
+
+    /// Drains and commits what is queued, then joins the thread. Idempotent.
+    pub fn shutdown(&self) {
+        let Some(join) = self.join.lock().take() else { return };
+        let (t, r) = crossbeam_channel::bounded(1);
+        if self.tx.send(WriterMsg::Shutdown(t)).is_ok() {
+            let _ = r.recv();
+        }
+        if join.join().is_err() {
+            log::error!("writer thread panicked");
+        }
+    }
+
+    pub fn snapshot(&self) -> WriterStatsSnapshot {
+        let s = &self.stats;
+        let (p50, p99) = s
+            .commit_us
+            .lock()
+            .as_ref()
+            .map(|h| (h.value_at_quantile(0.5) as f64 / 1000.0, h.value_at_quantile(0.99) as f64 / 1000.0))
+            .unwrap_or_default();
+        let commits = s.commits.load(Relaxed);
+        let points = s.points.load(Relaxed);
+        WriterStatsSnapshot {
+            queue_depth: self.tx.len(),
+            queue_capacity: self.cfg.queue_capacity,
+            queued_points: self.queued_points.load(Relaxed),
+            commits,
+            points,
+            requests: s.requests.load(Relaxed),
+            avg_batch_points: if commits == 0 { 0.0 } else { points as f64 / commits as f64 },
+            commit_p50_ms: p50,
+            commit_p99_ms: p99,
+            rejected_full: s.rejected_full.load(Relaxed),
+            rejected_series_limit: s.rejected_series_limit.load(Relaxed),
+            failed_commits: s.failed_commits.load(Relaxed),
+            sealed_chunks: s.sealed_chunks.load(Relaxed),
+            expired_chunks: s.expired_chunks.load(Relaxed),
+        }
+    }
+}
+
+type Reply = Option<tokio::sync::oneshot::Sender<Result<WriteAck>>>;
+
+/// State owned by the writer thread.
+pub struct Writer {
+    store: Arc<Store>,
+    cfg: WriterConfig,
+    storage: StorageConfig,
+    stats: Arc<WriterStats>,
+    queued_points: Arc<AtomicUsize>,
+    next_seq: u64,
+    next_series_id: u64,
+    /// For each open hour, the first WAL entry that fed it; WAL entries below the minimum are garbage.
+    first_seq: HashMap<(u64, i64), u64>,
+    open_points: usize,
+    last_maintenance: Instant,
+    last_retention: Option<Instant>,
+}
+
+mod worker;

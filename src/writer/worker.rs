@@ -1,0 +1,383 @@
+//! The writer thread's loop: group commit, publishing, sealing and retention.
+
+use super::*;
+use crossbeam_channel::RecvTimeoutError;
+
+/// Upper bound on points merged into one ingest transaction, so one commit stays short.
+const MAX_COMMIT_POINTS: usize = 2_000_000;
+/// Retention runs at most this often; expiring whole hours needs no finer grain.
+const RETENTION_EVERY: Duration = Duration::from_secs(60);
+
+/// Per request: the series ids of its batch in order, or why it was refused.
+type Resolved = Vec<Result<Vec<u64>>>;
+
+impl Writer {
+    pub(super) fn new(
+        store: Arc<Store>,
+        cfg: WriterConfig,
+        storage: StorageConfig,
+        stats: Arc<WriterStats>,
+        queued_points: Arc<AtomicUsize>,
+    ) -> Result<Writer> {
+        let mut w = Writer {
+            store: store.clone(),
+            cfg,
+            storage,
+            stats,
+            queued_points,
+            next_seq: 1,
+            next_series_id: 1,
+            first_seq: HashMap::new(),
+            open_points: 0,
+            last_maintenance: Instant::now(),
+            last_retention: None,
+        };
+        let txn = store.db.begin_read()?;
+        if let Some(v) = txn.open_table(META)?.get("next_series_id")? {
+            let bytes: [u8; 8] =
+                v.value().try_into().map_err(|_| Error::Corrupt("meta.next_series_id is not 8 bytes".into()))?;
+            w.next_series_id = u64::from_le_bytes(bytes);
+        }
+        let mut replayed = 0;
+        for row in txn.open_table(WAL)?.iter()? {
+            let (seq, bytes) = row?;
+            let batch = codec::decode_wal(bytes.value())?;
+            let entries: Vec<(u64, &[Point])> = batch.iter().map(|(id, p)| (*id, p.as_slice())).collect();
+            replayed += entries.iter().map(|e| e.1.len()).sum::<usize>();
+            w.publish(seq.value(), &entries, Vec::new());
+            w.next_seq = seq.value() + 1;
+        }
+        if replayed > 0 {
+            log::info!("replayed {replayed} points of open hours from the WAL");
+        }
+        Ok(w)
+    }
+
+    pub(super) fn run(&mut self, rx: Receiver<WriterMsg>) {
+        loop {
+            let wait = self.cfg.maintenance_interval.saturating_sub(self.last_maintenance.elapsed());
+            match rx.recv_timeout(wait) {
+                Ok(first) => {
+                    if let Some(done) = self.step(take_group(first, &rx)) {
+                        // Everything sent before Shutdown is committed before it is answered.
+                        let rest: Vec<WriterMsg> = rx.try_iter().collect();
+                        if !rest.is_empty() {
+                            self.step(rest);
+                        }
+                        let _ = done.send(());
+                        return;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            if self.last_maintenance.elapsed() >= self.cfg.maintenance_interval {
+                self.maintenance();
+            }
+        }
+    }
+
+    /// Handles one group of messages: one commit for all writes, then seals, then barriers.
+    /// Returns the Shutdown reply if one was in the group.
+    pub fn step(&mut self, msgs: Vec<WriterMsg>) -> Option<Sender<()>> {
+        let (mut writes, mut flushes, mut seals, mut shutdown) = (Vec::new(), Vec::new(), Vec::new(), None);
+        for m in msgs {
+            match m {
+                WriterMsg::Write { batch, reply } => {
+                    self.queued_points.fetch_sub(batch.point_count(), Relaxed);
+                    writes.push((batch, reply));
+                }
+                WriterMsg::Flush(t) => flushes.push(t),
+                WriterMsg::SealAll(t) => seals.push(t),
+                WriterMsg::Shutdown(t) => shutdown = Some(t),
+            }
+        }
+        if !writes.is_empty() {
+            self.commit_writes(writes);
+        }
+        for t in seals {
+            let keys: Vec<(u64, i64)> = self.first_seq.keys().copied().collect();
+            let _ = t.send(self.seal(keys));
+        }
+        for t in flushes {
+            let _ = t.send(());
+        }
+        shutdown
+    }
+
+    fn commit_writes(&mut self, writes: Vec<(WriteBatch, Reply)>) {
+        let started = Instant::now();
+        let first_new_id = self.next_series_id;
+        let (resolved, new_series) = self.resolve(&writes);
+        let seq = self.next_seq;
+        let entries: Vec<(u64, &[Point])> = writes
+            .iter()
+            .zip(&resolved)
+            .filter_map(|((batch, _), ids)| ids.as_ref().ok().map(|ids| (batch, ids)))
+            .flat_map(|(batch, ids)| ids.iter().zip(&batch.series).map(|(id, s)| (*id, s.points.as_slice())))
+            .collect();
+        if !entries.is_empty() {
+            if let Err(e) = self.commit_wal(seq, &entries, &new_series) {
+                log::error!("ingest commit failed: {e}");
+                self.stats.failed_commits.fetch_add(1, Relaxed);
+                self.next_series_id = first_new_id;
+                for (_, reply) in writes {
+                    if let Some(r) = reply {
+                        let _ = r.send(Err(Error::Internal(format!("commit failed: {e}"))));
+                    }
+                }
+                return;
+            }
+            self.next_seq += 1;
+            let points: usize = entries.iter().map(|e| e.1.len()).sum();
+            self.publish(seq, &entries, new_series);
+            self.stats.commits.fetch_add(1, Relaxed);
+            self.stats.points.fetch_add(points as u64, Relaxed);
+            self.record_latency(started.elapsed());
+        }
+        self.stats.requests.fetch_add(writes.len() as u64, Relaxed);
+        for ((batch, reply), ids) in writes.into_iter().zip(resolved) {
+            let answer = ids.map(|ids| WriteAck {
+                points: batch.point_count(),
+                new_series: ids.iter().filter(|&&id| id >= first_new_id).count(),
+            });
+            if let Some(r) = reply {
+                let _ = r.send(answer);
+            } else if let Err(e) = answer {
+                log::warn!("queued write refused: {e}");
+            }
+        }
+    }
+
+    /// Maps every series to an id, creating ids for new series unless that would pass the
+    /// cardinality cap, in which case the whole request is refused.
+    fn resolve(&mut self, writes: &[(WriteBatch, Reply)]) -> (Resolved, Vec<(u64, String, Arc<SeriesKey>)>) {
+        let catalog = self.store.catalog.read();
+        let mut new_series: Vec<(u64, String, Arc<SeriesKey>)> = Vec::new();
+        let mut new_ids: HashMap<&str, u64> = HashMap::new();
+        let mut resolved = Vec::with_capacity(writes.len());
+        for (batch, _) in writes {
+            let known = |c: &str, new_ids: &HashMap<&str, u64>| {
+                catalog.by_key.get(c).map(|e| e.0).or_else(|| new_ids.get(c).copied())
+            };
+            let fresh = batch.series.iter().filter(|s| known(&s.canonical, &new_ids).is_none()).count();
+            let total = catalog.by_key.len() + new_series.len() + fresh;
+            if fresh > 0 && total > self.storage.max_series {
+                self.stats.rejected_series_limit.fetch_add(1, Relaxed);
+                resolved.push(Err(Error::SeriesLimit(format!(
+                    "request would create {fresh} new series; the limit is {} and {} exist",
+                    self.storage.max_series,
+                    catalog.by_key.len() + new_series.len()
+                ))));
+                continue;
+            }
+            let mut ids = Vec::with_capacity(batch.series.len());
+            for s in &batch.series {
+                let id = match known(&s.canonical, &new_ids) {
+                    Some(id) => id,
+                    None => {
+                        let id = self.next_series_id;
+                        self.next_series_id += 1;
+                        new_ids.insert(&s.canonical, id);
+                        new_series.push((id, s.canonical.clone(), s.key.clone()));
+                        id
+                    }
+                };
+                ids.push(id);
+            }
+            resolved.push(Ok(ids));
+        }
+        (resolved, new_series)
+    }
+
+    fn commit_wal(&self, seq: u64, entries: &[(u64, &[Point])], new_series: &[(u64, String, Arc<SeriesKey>)]) -> Result<()> {
+        let mut txn = self.store.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        txn.set_quick_repair(true);
+        if !new_series.is_empty() {
+            let mut by_key = txn.open_table(SERIES_BY_KEY)?;
+            let mut by_id = txn.open_table(SERIES_BY_ID)?;
+            for (id, canonical, _) in new_series {
+                by_key.insert(canonical.as_str(), id)?;
+                by_id.insert(id, canonical.as_str())?;
+            }
+            txn.open_table(META)?.insert("next_series_id", self.next_series_id.to_le_bytes().as_slice())?;
+        }
+        txn.open_table(WAL)?.insert(seq, codec::encode_wal(entries).as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Makes committed points (and series) visible to readers.
+    fn publish(&mut self, seq: u64, entries: &[(u64, &[Point])], new_series: Vec<(u64, String, Arc<SeriesKey>)>) {
+        if !new_series.is_empty() {
+            let mut catalog = self.store.catalog.write();
+            for (id, canonical, key) in new_series {
+                catalog.by_key.insert(canonical, (id, key));
+            }
+        }
+        let mut open = self.store.open.write();
+        for &(id, points) in entries {
+            let hours = open.entry(id).or_default();
+            let mut i = 0;
+            while i < points.len() {
+                // Points of one series in one request are nearly always in one hour: append runs.
+                let hour = hour_start(points[i].0);
+                let run = points[i..].iter().take_while(|p| hour_start(p.0) == hour).count();
+                hours.entry(hour).or_default().extend_from_slice(&points[i..i + run]);
+                self.first_seq.entry((id, hour)).or_insert(seq);
+                i += run;
+            }
+            self.open_points += points.len();
+        }
+    }
+
+    fn record_latency(&self, d: Duration) {
+        let mut h = self.stats.commit_us.lock();
+        let h = h.get_or_insert_with(|| {
+            hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 2).expect("static histogram bounds are valid")
+        });
+        let _ = h.record((d.as_micros() as u64).clamp(1, 60_000_000));
+    }
+
+    /// Seals closed hours (and the largest open hours when memory is over budget) and expires
+    /// chunks past retention. Errors are logged; the next round retries.
+    pub fn maintenance(&mut self) {
+        self.last_maintenance = Instant::now();
+        let now = now_ms();
+        let cutoff = now - HOUR_MS - self.cfg.seal_delay.as_millis() as i64;
+        let mut keys: Vec<(u64, i64)> = self.first_seq.keys().filter(|k| k.1 <= cutoff).copied().collect();
+        if self.open_points > self.cfg.max_open_points {
+            keys.extend(self.largest_open_hours(self.open_points - self.cfg.max_open_points / 2));
+        }
+        if let Err(e) = self.seal(keys) {
+            log::error!("sealing failed (will retry): {e}");
+        }
+        if self.last_retention.is_none_or(|t| t.elapsed() >= RETENTION_EVERY) {
+            self.last_retention = Some(Instant::now());
+            if let Err(e) = self.expire(now) {
+                log::error!("retention failed (will retry): {e}");
+            }
+        }
+    }
+
+    fn largest_open_hours(&self, mut points_to_free: usize) -> Vec<(u64, i64)> {
+        let open = self.store.open.read();
+        let mut sizes: Vec<(usize, (u64, i64))> = open
+            .iter()
+            .flat_map(|(id, hours)| hours.iter().map(move |(h, p)| (p.len(), (*id, *h))))
+            .collect();
+        sizes.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        let mut keys = Vec::new();
+        for (n, key) in sizes {
+            if points_to_free == 0 {
+                break;
+            }
+            points_to_free = points_to_free.saturating_sub(n);
+            keys.push(key);
+        }
+        keys
+    }
+
+    /// Writes the given open hours into chunks (merged with existing ones), drops WAL entries no
+    /// open hour needs any more, commits, then removes the hours from memory.
+    fn seal(&mut self, mut keys: Vec<(u64, i64)>) -> Result<()> {
+        keys.sort_unstable();
+        keys.dedup();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let sealing: std::collections::HashSet<(u64, i64)> = keys.iter().copied().collect();
+        let floor = self
+            .first_seq
+            .iter()
+            .filter(|(k, _)| !sealing.contains(k))
+            .map(|(_, s)| *s)
+            .min()
+            .unwrap_or(self.next_seq);
+        let mut txn = self.store.db.begin_write()?;
+        txn.set_durability(Durability::None)?;
+        txn.set_quick_repair(true);
+        {
+            let open = self.store.open.read();
+            let mut chunks = txn.open_table(CHUNKS)?;
+            let mut hours = txn.open_table(CHUNK_HOURS)?;
+            for &(id, hour) in &keys {
+                let Some(points) = open.get(&id).and_then(|h| h.get(&hour)) else { continue };
+                let mut merged = match chunks.get((id, hour))? {
+                    Some(v) => codec::decode(v.value())?,
+                    None => Vec::with_capacity(points.len()),
+                };
+                merged.extend_from_slice(points);
+                codec::normalize(&mut merged);
+                chunks.insert((id, hour), codec::encode(&merged).as_slice())?;
+                hours.insert((hour, id), ())?;
+            }
+            txn.open_table(WAL)?.retain_in(..floor, |_, _| false)?;
+        }
+        txn.commit()?;
+        let mut open = self.store.open.write();
+        for key in &keys {
+            self.first_seq.remove(key);
+            if let Some(hours) = open.get_mut(&key.0) {
+                if let Some(p) = hours.remove(&key.1) {
+                    self.open_points -= p.len();
+                }
+                if hours.is_empty() {
+                    open.remove(&key.0);
+                }
+            }
+        }
+        self.stats.sealed_chunks.fetch_add(keys.len() as u64, Relaxed);
+        Ok(())
+    }
+
+    /// Deletes chunks whose whole hour is older than the retention period.
+    fn expire(&mut self, now: i64) -> Result<()> {
+        let cutoff = hour_start(now - self.storage.retention.as_millis() as i64);
+        let expired: Vec<(i64, u64)> = {
+            let txn = self.store.db.begin_read()?;
+            let hours = txn.open_table(CHUNK_HOURS)?;
+            let mut keys = Vec::new();
+            for row in hours.range(..(cutoff, 0))? {
+                keys.push(row?.0.value());
+            }
+            keys
+        };
+        if expired.is_empty() {
+            return Ok(());
+        }
+        let mut txn = self.store.db.begin_write()?;
+        txn.set_durability(Durability::None)?;
+        txn.set_quick_repair(true);
+        {
+            let mut chunks = txn.open_table(CHUNKS)?;
+            let mut hours = txn.open_table(CHUNK_HOURS)?;
+            for &(hour, id) in &expired {
+                chunks.remove((id, hour))?;
+                hours.remove((hour, id))?;
+            }
+        }
+        txn.commit()?;
+        self.stats.expired_chunks.fetch_add(expired.len() as u64, Relaxed);
+        log::info!("retention removed {} chunks older than {cutoff} ms", expired.len());
+        Ok(())
+    }
+}
+
+/// The first message plus whatever else is already waiting, up to [`MAX_COMMIT_POINTS`].
+fn take_group(first: WriterMsg, rx: &Receiver<WriterMsg>) -> Vec<WriterMsg> {
+    let size = |m: &WriterMsg| if let WriterMsg::Write { batch, .. } = m { batch.point_count() } else { 0 };
+    let mut points = size(&first);
+    let mut msgs = vec![first];
+    while points < MAX_COMMIT_POINTS {
+        match rx.try_recv() {
+            Ok(m) => {
+                points += size(&m);
+                msgs.push(m);
+            }
+            Err(_) => break,
+        }
+    }
+    msgs
+}
