@@ -122,13 +122,17 @@ impl Config {
             None => toml::Table::new(),
         };
         for (var, value) in env {
-            let Some(rest) = var.strip_prefix("PERFD_") else { continue };
+            let Some(rest) = var.strip_prefix("PERFD_") else {
+                continue;
+            };
             let rest = rest.to_ascii_lowercase();
             let value = toml_value(&value);
             match SECTIONS.iter().find(|s| rest.starts_with(&format!("{s}_"))) {
                 Some(section) => {
                     let key = rest[section.len() + 1..].to_owned();
-                    let entry = table.entry(*section).or_insert_with(|| toml::Table::new().into());
+                    let entry = table
+                        .entry(*section)
+                        .or_insert_with(|| toml::Table::new().into());
                     if let Some(t) = entry.as_table_mut() {
                         t.insert(key, value);
                     }
@@ -144,7 +148,9 @@ impl Config {
         if let Some(d) = &flags.data_dir {
             table.insert("data_dir".into(), d.display().to_string().into());
         }
-        let raw: RawConfig = table.try_into().map_err(|e: toml::de::Error| Error::Config(e.to_string()))?;
+        let raw: RawConfig = table
+            .try_into()
+            .map_err(|e: toml::de::Error| Error::Config(e.to_string()))?;
         raw.validate()
     }
 
@@ -162,7 +168,8 @@ impl Config {
 fn read_toml(path: &Path) -> Result<toml::Table> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
-    text.parse::<toml::Table>().map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+    text.parse::<toml::Table>()
+        .map_err(|e| Error::Config(format!("{}: {e}", path.display())))
 }
 
 /// An environment value as TOML: numbers and booleans keep their type, anything else is a string.
@@ -177,13 +184,18 @@ fn toml_value(s: &str) -> toml::Value {
 
 fn duration(key: &str, v: Option<String>, default: &str) -> Result<Duration> {
     let text = v.as_deref().unwrap_or(default);
-    humantime::parse_duration(text)
-        .map_err(|e| Error::Config(format!("{key}: {text:?} is not a duration like \"30d\" or \"5m\" ({e})")))
+    humantime::parse_duration(text).map_err(|e| {
+        Error::Config(format!(
+            "{key}: {text:?} is not a duration like \"30d\" or \"5m\" ({e})"
+        ))
+    })
 }
 
 fn at_least<T: PartialOrd + std::fmt::Debug>(key: &str, v: T, min: T) -> Result<T> {
     if v < min {
-        return Err(Error::Config(format!("{key}: {v:?} is below the minimum {min:?}")));
+        return Err(Error::Config(format!(
+            "{key}: {v:?} is below the minimum {min:?}"
+        )));
     }
     Ok(v)
 }
@@ -191,35 +203,61 @@ fn at_least<T: PartialOrd + std::fmt::Debug>(key: &str, v: T, min: T) -> Result<
 impl RawConfig {
     fn validate(self) -> Result<Config> {
         let listen_text = self.listen.unwrap_or_else(|| "127.0.0.1:8470".into());
-        let listen = listen_text
-            .parse()
-            .map_err(|_| Error::Config(format!("listen: {listen_text:?} is not an address like 127.0.0.1:8470")))?;
+        let listen = listen_text.parse().map_err(|_| {
+            Error::Config(format!(
+                "listen: {listen_text:?} is not an address like 127.0.0.1:8470"
+            ))
+        })?;
         let retention = duration("storage.retention", self.storage.retention, "30d")?;
         let w = self.writer;
         Ok(Config {
             listen,
             data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from("./data")),
             http: HttpConfig {
-                max_body_bytes: at_least("http.max_body_bytes", self.http.max_body_bytes.unwrap_or(32 << 20), 1024)?,
+                max_body_bytes: at_least(
+                    "http.max_body_bytes",
+                    self.http.max_body_bytes.unwrap_or(32 << 20),
+                    1024,
+                )?,
                 workers: at_least("http.workers", self.http.workers.unwrap_or(2), 1)?,
             },
             storage: StorageConfig {
                 retention: at_least("storage.retention", retention, Duration::from_secs(3600))?,
-                max_series: at_least("storage.max_series", self.storage.max_series.unwrap_or(100_000), 1)?,
+                max_series: at_least(
+                    "storage.max_series",
+                    self.storage.max_series.unwrap_or(100_000),
+                    1,
+                )?,
             },
             writer: WriterConfig {
-                queue_capacity: at_least("writer.queue_capacity", w.queue_capacity.unwrap_or(1024), 1)?,
-                max_queued_points: at_least("writer.max_queued_points", w.max_queued_points.unwrap_or(8_000_000), 1)?,
+                queue_capacity: at_least(
+                    "writer.queue_capacity",
+                    w.queue_capacity.unwrap_or(1024),
+                    1,
+                )?,
+                max_queued_points: at_least(
+                    "writer.max_queued_points",
+                    w.max_queued_points.unwrap_or(8_000_000),
+                    1,
+                )?,
                 seal_delay: duration("writer.seal_delay", w.seal_delay, "2m")?,
                 maintenance_interval: at_least(
                     "writer.maintenance_interval",
                     duration("writer.maintenance_interval", w.maintenance_interval, "1s")?,
                     Duration::from_millis(10),
                 )?,
-                max_open_points: at_least("writer.max_open_points", w.max_open_points.unwrap_or(8_000_000), 1)?,
+                max_open_points: at_least(
+                    "writer.max_open_points",
+                    w.max_open_points.unwrap_or(8_000_000),
+                    1,
+                )?,
             },
             query: QueryConfig {
-                max_points: at_least("query.max_points", self.query.max_points.unwrap_or(5_000_000), 1)?,
+                max_points: at_least(
+                    "query.max_points",
+                    self.query.max_points.unwrap_or(5_000_000),
+                    1,
+                )?,
             },
         })
     }
@@ -230,29 +268,67 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> impl Iterator<Item = (String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>().into_iter()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<Vec<_>>()
+            .into_iter()
     }
 
     #[test]
     fn precedence_defaults_file_env_flags() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("perfd.toml");
-        std::fs::write(&file, "listen = \"127.0.0.1:1\"\n[storage]\nretention = \"2d\"\nmax_series = 5\n").unwrap();
-        let flags = Overrides { config_file: Some(file), listen: Some("127.0.0.1:3".into()), data_dir: None };
-        let c = Config::load(&flags, env(&[("PERFD_STORAGE_MAX_SERIES", "7"), ("PERFD_LISTEN", "127.0.0.1:2")])).unwrap();
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:1\"\n[storage]\nretention = \"2d\"\nmax_series = 5\n",
+        )
+        .unwrap();
+        let flags = Overrides {
+            config_file: Some(file),
+            listen: Some("127.0.0.1:3".into()),
+            data_dir: None,
+        };
+        let c = Config::load(
+            &flags,
+            env(&[
+                ("PERFD_STORAGE_MAX_SERIES", "7"),
+                ("PERFD_LISTEN", "127.0.0.1:2"),
+            ]),
+        )
+        .unwrap();
         assert_eq!(c.listen.port(), 3);
         assert_eq!(c.storage.retention, Duration::from_secs(2 * 86400));
         assert_eq!(c.storage.max_series, 7);
         assert_eq!(c.data_dir, PathBuf::from("./data"));
     }
 
+    /// The shipped example must stay loadable and say the defaults.
+    #[test]
+    fn shipped_example_config_is_valid_and_matches_defaults() {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("systemd/perfd.toml");
+        let flags = Overrides {
+            config_file: Some(path),
+            ..Overrides::default()
+        };
+        let from_file = Config::load(&flags, env(&[])).unwrap();
+        let defaults = Config::load(&Overrides::default(), env(&[])).unwrap();
+        assert_eq!(format!("{from_file:?}"), format!("{defaults:?}"));
+    }
+
     #[test]
     fn errors_name_the_key() {
-        let e = Config::load(&Overrides::default(), env(&[("PERFD_STORAGE_RETENTION", "forever")])).unwrap_err();
+        let e = Config::load(
+            &Overrides::default(),
+            env(&[("PERFD_STORAGE_RETENTION", "forever")]),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("storage.retention"), "{e}");
-        let e = Config::load(&Overrides::default(), env(&[("PERFD_WRITER_BOGUS", "1")])).unwrap_err();
+        let e =
+            Config::load(&Overrides::default(), env(&[("PERFD_WRITER_BOGUS", "1")])).unwrap_err();
         assert!(e.to_string().contains("bogus"), "{e}");
-        let e = Config::load(&Overrides::default(), env(&[("PERFD_LISTEN", "nowhere")])).unwrap_err();
+        let e =
+            Config::load(&Overrides::default(), env(&[("PERFD_LISTEN", "nowhere")])).unwrap_err();
         assert!(e.to_string().contains("listen"), "{e}");
     }
 }

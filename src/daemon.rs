@@ -28,42 +28,61 @@ pub struct Daemon {
 impl Daemon {
     pub fn start(config: Config) -> Result<Daemon> {
         let store = Arc::new(Store::open(&config.data_dir)?);
-        let writer = Arc::new(WriterHandle::start(store.clone(), config.writer.clone(), config.storage.clone())?);
-        let listener = std::net::TcpListener::bind(config.listen)
-            .map_err(|e| Error::Io(std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen))))?;
+        let writer = Arc::new(WriterHandle::start(
+            store.clone(),
+            config.writer.clone(),
+            config.storage.clone(),
+        )?);
+        let listener = std::net::TcpListener::bind(config.listen).map_err(|e| {
+            Error::Io(std::io::Error::new(
+                e.kind(),
+                format!("cannot listen on {}: {e}", config.listen),
+            ))
+        })?;
         let addr = listener.local_addr()?;
         let workers = config.http.workers;
-        let state = AppState { config: Arc::new(config), store: store.clone(), writer: writer.clone() };
+        let state = AppState {
+            config: Arc::new(config),
+            store: store.clone(),
+            writer: writer.clone(),
+        };
         let (tx, rx) = std::sync::mpsc::channel();
-        let join = std::thread::Builder::new().name("perfd-http".into()).spawn(move || {
-            let system = actix_web::rt::System::new();
-            let result = system.block_on(async move {
-                let routes = api::configure(state);
-                let server = HttpServer::new(move || App::new().configure(routes.clone()))
-                    .workers(workers)
-                    .disable_signals()
-                    .shutdown_timeout(10)
-                    .client_request_timeout(Duration::from_secs(30))
-                    .listen(listener);
-                let server = match server {
-                    Ok(s) => s.run(),
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                        return Ok(());
-                    }
-                };
-                let _ = tx.send(Ok(server.handle()));
-                server.await
-            });
-            if let Err(e) = result {
-                log::error!("http server failed: {e}");
-            }
-        })?;
+        let join = std::thread::Builder::new()
+            .name("perfd-http".into())
+            .spawn(move || {
+                let system = actix_web::rt::System::new();
+                let result = system.block_on(async move {
+                    let routes = api::configure(state);
+                    let server = HttpServer::new(move || App::new().configure(routes.clone()))
+                        .workers(workers)
+                        .disable_signals()
+                        .shutdown_timeout(10)
+                        .client_request_timeout(Duration::from_secs(30))
+                        .listen(listener);
+                    let server = match server {
+                        Ok(s) => s.run(),
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                            return Ok(());
+                        }
+                    };
+                    let _ = tx.send(Ok(server.handle()));
+                    server.await
+                });
+                if let Err(e) = result {
+                    log::error!("http server failed: {e}");
+                }
+            })?;
         let handle = rx
             .recv()
             .map_err(|_| Error::Internal("http thread ended before starting".into()))?
             .map_err(Error::Io)?;
-        Ok(Daemon { addr, store, writer, http: Some((handle, join)) })
+        Ok(Daemon {
+            addr,
+            store,
+            writer,
+            http: Some((handle, join)),
+        })
     }
 
     /// Stops accepting, lets in-flight requests finish, commits everything queued, closes the store.

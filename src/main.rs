@@ -45,7 +45,11 @@ fn main() -> ExitCode {
         Some(Command::Serve(a)) => (a, false),
         Some(Command::Check(a)) => (a, true),
     };
-    let flags = Overrides { config_file: args.config, listen: args.listen, data_dir: args.data_dir };
+    let flags = Overrides {
+        config_file: args.config,
+        listen: args.listen,
+        data_dir: args.data_dir,
+    };
     let config = match Config::load(&flags, std::env::vars()) {
         Ok(c) => c,
         Err(e) => {
@@ -53,7 +57,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let result = if check { run_check(config) } else { serve(config) };
+    let result = if check {
+        run_check(config)
+    } else {
+        serve(config)
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -65,10 +73,17 @@ fn main() -> ExitCode {
 
 fn serve(config: Config) -> anyhow::Result<()> {
     let data_dir = config.data_dir.clone();
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
-        .context("installing signal handlers")?;
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])
+    .context("installing signal handlers")?;
     let mut daemon = perfd::Daemon::start(config).context("starting perfd")?;
-    log::info!("perfd listening on http://{} with data dir {}", daemon.addr, data_dir.display());
+    log::info!(
+        "perfd listening on http://{} with data dir {}",
+        daemon.addr,
+        data_dir.display()
+    );
     if let Some(sig) = signals.forever().next() {
         log::info!("signal {sig} received; shutting down");
     }

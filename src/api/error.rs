@@ -30,9 +30,11 @@ impl ApiError {
             Error::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Error::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             Error::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
-            Error::Store(_) | Error::Corrupt(_) | Error::Io(_) | Error::Config(_) | Error::Internal(_) => {
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
-            }
+            Error::Store(_)
+            | Error::Corrupt(_)
+            | Error::Io(_)
+            | Error::Config(_)
+            | Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
 }
@@ -61,7 +63,9 @@ pub fn body_error(e: actix_web::Error, limit: usize) -> ApiError {
         Some(PayloadError::Overflow) => ApiError(Error::TooLarge(format!(
             "request body is larger than {limit} bytes (after decompression)"
         ))),
-        _ => ApiError(Error::invalid(format!("could not read the request body: {e}"))),
+        _ => ApiError(Error::invalid(format!(
+            "could not read the request body: {e}"
+        ))),
     }
 }
 

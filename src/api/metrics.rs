@@ -7,7 +7,9 @@ use actix_web::{HttpResponse, web};
 
 pub async fn get_database(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let store = state.store.clone();
-    let counts = web::block(move || store.counts()).await.map_err(|e| Error::Internal(e.to_string()))??;
+    let counts = web::block(move || store.counts())
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))??;
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "database": counts,
         "writer": state.writer.snapshot(),

@@ -28,7 +28,11 @@ pub fn configure(state: AppState) -> impl Fn(&mut web::ServiceConfig) + Clone {
             .app_data(web::PayloadConfig::new(limit))
             .app_data(web::QueryConfig::default().error_handler(|e, _| error::extractor_error(e)))
             .app_data(web::PathConfig::default().error_handler(|e, _| error::extractor_error(e)))
-            .app_data(web::JsonConfig::default().limit(limit).error_handler(|e, _| error::extractor_error(e)))
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(limit)
+                    .error_handler(|e, _| error::extractor_error(e)),
+            )
             .route("/healthz", web::get().to(healthz))
             .route("/write", web::post().to(ingest::write_lines))
             .route("/api/v1/import", web::post().to(ingest::import_json_lines))
@@ -36,7 +40,10 @@ pub fn configure(state: AppState) -> impl Fn(&mut web::ServiceConfig) + Clone {
             .route("/api/v1/series", web::get().to(query::get_series))
             .route("/api/v1/query_range", web::get().to(query::query_range))
             .route("/api/v1/export", web::get().to(query::export))
-            .route("/api/v1/metrics/database", web::get().to(metrics::get_database))
+            .route(
+                "/api/v1/metrics/database",
+                web::get().to(metrics::get_database),
+            )
             .route("/api/v1/metrics/queue", web::get().to(metrics::get_queue))
             .default_service(web::to(not_found));
     }
@@ -47,5 +54,9 @@ async fn healthz() -> HttpResponse {
 }
 
 async fn not_found(req: actix_web::HttpRequest) -> Result<HttpResponse, error::ApiError> {
-    Err(error::ApiError(crate::Error::NotFound(format!("no route for {} {}", req.method(), req.path()))))
+    Err(error::ApiError(crate::Error::NotFound(format!(
+        "no route for {} {}",
+        req.method(),
+        req.path()
+    ))))
 }

@@ -32,10 +32,18 @@ pub struct RangeParams {
 
 /// Resolved `[start, end]` in ms; `end` defaults to now, `start` to an hour before `end`.
 fn time_range(start: Option<&str>, end: Option<&str>) -> Result<(i64, i64), Error> {
-    let end = end.map(query::parse_time).transpose()?.unwrap_or_else(now_ms);
-    let start = start.map(query::parse_time).transpose()?.unwrap_or(end - DEFAULT_WINDOW_MS);
+    let end = end
+        .map(query::parse_time)
+        .transpose()?
+        .unwrap_or_else(now_ms);
+    let start = start
+        .map(query::parse_time)
+        .transpose()?
+        .unwrap_or(end - DEFAULT_WINDOW_MS);
     if start > end {
-        return Err(Error::invalid(format!("start ({start}) is after end ({end})")));
+        return Err(Error::invalid(format!(
+            "start ({start}) is after end ({end})"
+        )));
     }
     Ok((start, end))
 }
@@ -46,7 +54,11 @@ fn parse_step(s: &str) -> Result<i64, Error> {
         Ok(ms) => ms,
         Err(_) => humantime::parse_duration(s)
             .map(|d| d.as_millis() as i64)
-            .map_err(|_| Error::invalid(format!("invalid step {s:?}: use milliseconds or a duration like 5m")))?,
+            .map_err(|_| {
+                Error::invalid(format!(
+                    "invalid step {s:?}: use milliseconds or a duration like 5m"
+                ))
+            })?,
     };
     if ms <= 0 {
         return Err(Error::invalid("step must be positive"));
@@ -56,15 +68,25 @@ fn parse_step(s: &str) -> Result<i64, Error> {
 
 fn parse_agg(s: Option<&str>) -> Result<Agg, Error> {
     let s = s.unwrap_or("avg");
-    serde_json::from_value(serde_json::Value::String(s.to_owned()))
-        .map_err(|_| Error::invalid(format!("invalid agg {s:?}: use avg, min, max, sum, count, first or last")))
+    serde_json::from_value(serde_json::Value::String(s.to_owned())).map_err(|_| {
+        Error::invalid(format!(
+            "invalid agg {s:?}: use avg, min, max, sum, count, first or last"
+        ))
+    })
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, Error> + Send + 'static) -> Result<T, ApiError> {
-    Ok(web::block(f).await.map_err(|e| Error::Internal(format!("blocking pool: {e}")))??)
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, ApiError> {
+    Ok(web::block(f)
+        .await
+        .map_err(|e| Error::Internal(format!("blocking pool: {e}")))??)
 }
 
-pub async fn get_series(state: web::Data<AppState>, params: web::Query<SeriesParams>) -> Result<HttpResponse, ApiError> {
+pub async fn get_series(
+    state: web::Data<AppState>,
+    params: web::Query<SeriesParams>,
+) -> Result<HttpResponse, ApiError> {
     let sel = Selector::parse(&params.selector)?;
     let series: Vec<_> = query::select(&state.store, &sel)
         .into_iter()
@@ -73,7 +95,10 @@ pub async fn get_series(state: web::Data<AppState>, params: web::Query<SeriesPar
     Ok(HttpResponse::Ok().json(serde_json::json!({"count": series.len(), "series": series})))
 }
 
-pub async fn query_range(state: web::Data<AppState>, params: web::Query<RangeParams>) -> Result<HttpResponse, ApiError> {
+pub async fn query_range(
+    state: web::Data<AppState>,
+    params: web::Query<RangeParams>,
+) -> Result<HttpResponse, ApiError> {
     let text = params
         .query
         .as_deref()
@@ -94,8 +119,15 @@ pub async fn query_range(state: web::Data<AppState>, params: web::Query<RangePar
 }
 
 /// JSON lines in VictoriaMetrics' export format, which `/api/v1/import` reads back.
-pub async fn export(state: web::Data<AppState>, params: web::Query<RangeParams>) -> Result<HttpResponse, ApiError> {
-    let text = params.selector.as_deref().or(params.query.as_deref()).ok_or_else(|| Error::invalid("missing match="))?;
+pub async fn export(
+    state: web::Data<AppState>,
+    params: web::Query<RangeParams>,
+) -> Result<HttpResponse, ApiError> {
+    let text = params
+        .selector
+        .as_deref()
+        .or(params.query.as_deref())
+        .ok_or_else(|| Error::invalid("missing match="))?;
     let sel = Selector::parse(text)?;
     let (start, end) = time_range(params.start.as_deref(), params.end.as_deref())?;
     let max = state.config.query.max_points;
@@ -106,12 +138,17 @@ pub async fn export(state: web::Data<AppState>, params: web::Query<RangeParams>)
             let mut metric = s.labels;
             metric.insert("__name__".into(), s.name);
             let (timestamps, values): (Vec<i64>, Vec<f64>) = s.points.into_iter().unzip();
-            serde_json::to_writer(&mut out, &serde_json::json!({"metric": metric, "values": values, "timestamps": timestamps}))
-                .map_err(|e| Error::Internal(e.to_string()))?;
+            serde_json::to_writer(
+                &mut out,
+                &serde_json::json!({"metric": metric, "values": values, "timestamps": timestamps}),
+            )
+            .map_err(|e| Error::Internal(e.to_string()))?;
             out.push(b'\n');
         }
         Ok(out)
     })
     .await?;
-    Ok(HttpResponse::Ok().content_type("application/x-ndjson").body(body))
+    Ok(HttpResponse::Ok()
+        .content_type("application/x-ndjson")
+        .body(body))
 }

@@ -28,7 +28,8 @@ pub fn parse_import(body: &[u8], out: &mut BatchBuilder) -> Result<usize> {
 }
 
 fn import_line(line: &[u8], out: &mut BatchBuilder) -> Result<()> {
-    let l: ImportLine = serde_json::from_slice(line).map_err(|e| Error::invalid(format!("invalid JSON: {e}")))?;
+    let l: ImportLine =
+        serde_json::from_slice(line).map_err(|e| Error::invalid(format!("invalid JSON: {e}")))?;
     if l.values.len() != l.timestamps.len() {
         return Err(Error::invalid(format!(
             "{} values but {} timestamps",
@@ -36,9 +37,16 @@ fn import_line(line: &[u8], out: &mut BatchBuilder) -> Result<()> {
             l.timestamps.len()
         )));
     }
-    let name = l.metric.get("__name__").ok_or_else(|| Error::invalid("metric has no __name__"))?;
-    let mut labels: Vec<(&str, &str)> =
-        l.metric.iter().filter(|(k, _)| k.as_str() != "__name__").map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let name = l
+        .metric
+        .get("__name__")
+        .ok_or_else(|| Error::invalid("metric has no __name__"))?;
+    let mut labels: Vec<(&str, &str)> = l
+        .metric
+        .iter()
+        .filter(|(k, _)| k.as_str() != "__name__")
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     sort_labels(&mut labels);
     for (&ts, &v) in l.timestamps.iter().zip(&l.values) {
         out.push(name, &labels, (ts, v))?;
@@ -74,11 +82,18 @@ pub fn parse_ingest(body: &[u8], now_ms: i64, out: &mut BatchBuilder) -> Result<
         let ts = match &p.timestamp {
             None => now_ms,
             Some(Timestamp::Ms(ms)) => *ms,
-            Some(Timestamp::Text(t)) => crate::query::parse_time(t).map_err(|e| at(format_args!("[{i}]"), e))?,
+            Some(Timestamp::Text(t)) => {
+                crate::query::parse_time(t).map_err(|e| at(format_args!("[{i}]"), e))?
+            }
         };
-        let mut labels: Vec<(&str, &str)> = p.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let mut labels: Vec<(&str, &str)> = p
+            .labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         sort_labels(&mut labels);
-        out.push(&p.name, &labels, (ts, p.value)).map_err(|e| at(format_args!("[{i}]"), e))?;
+        out.push(&p.name, &labels, (ts, p.value))
+            .map_err(|e| at(format_args!("[{i}]"), e))?;
     }
     Ok(points.len())
 }
@@ -124,8 +139,16 @@ mod tests {
         let body = br#"[{"name":"lat","labels":{"route":"/x"},"timestamp":1700000000000,"value":3.5},
                         {"name":"lat","labels":{"route":"/x"},"timestamp":"2023-11-14T22:13:21Z","value":4}]"#;
         assert_eq!(parse_ingest(body, NOW, &mut b).unwrap(), 2);
-        assert_eq!(b.finish().series[0].points, vec![(NOW, 3.5), (NOW + 1000, 4.0)]);
-        let e = parse_ingest(br#"[{"name":"ok","value":1},{"name":"bad name","value":1}]"#, NOW, &mut builder()).unwrap_err();
+        assert_eq!(
+            b.finish().series[0].points,
+            vec![(NOW, 3.5), (NOW + 1000, 4.0)]
+        );
+        let e = parse_ingest(
+            br#"[{"name":"ok","value":1},{"name":"bad name","value":1}]"#,
+            NOW,
+            &mut builder(),
+        )
+        .unwrap_err();
         assert!(e.to_string().starts_with("[1]"), "{e}");
         assert!(parse_ingest(br#"[{"name":"x","value":1e999}]"#, NOW, &mut builder()).is_err());
     }

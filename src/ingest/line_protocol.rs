@@ -23,7 +23,9 @@ impl Precision {
             "us" | "u" | "µ" => Ok(Precision::Us),
             "ms" => Ok(Precision::Ms),
             "s" => Ok(Precision::S),
-            _ => Err(Error::invalid(format!("invalid precision {s:?}: use ns, us, ms or s"))),
+            _ => Err(Error::invalid(format!(
+                "invalid precision {s:?}: use ns, us, ms or s"
+            ))),
         }
     }
 
@@ -45,8 +47,14 @@ pub struct ParseReport {
 }
 
 /// Parses a whole body into `out`; `now_ms` stands in for missing timestamps.
-pub fn parse(body: &[u8], precision: Precision, now_ms: i64, out: &mut BatchBuilder) -> Result<ParseReport> {
-    let text = std::str::from_utf8(body).map_err(|e| Error::invalid(format!("body is not UTF-8: {e}")))?;
+pub fn parse(
+    body: &[u8],
+    precision: Precision,
+    now_ms: i64,
+    out: &mut BatchBuilder,
+) -> Result<ParseReport> {
+    let text =
+        std::str::from_utf8(body).map_err(|e| Error::invalid(format!("body is not UTF-8: {e}")))?;
     let mut report = ParseReport::default();
     let mut tags: Vec<(Cow<str>, Cow<str>)> = Vec::new();
     for (i, line) in text.split('\n').enumerate() {
@@ -55,7 +63,8 @@ pub fn parse(body: &[u8], precision: Precision, now_ms: i64, out: &mut BatchBuil
             continue;
         }
         report.lines += 1;
-        parse_line(line, precision, now_ms, out, &mut tags, &mut report).map_err(|e| at(format_args!("line {}", i + 1), e))?;
+        parse_line(line, precision, now_ms, out, &mut tags, &mut report)
+            .map_err(|e| at(format_args!("line {}", i + 1), e))?;
     }
     Ok(report)
 }
@@ -100,11 +109,19 @@ fn parse_line<'a>(
         }
         pos = p + 1;
         if b.get(pos) == Some(&b'"') {
-            pos = skip_string(b, pos + 1).ok_or_else(|| Error::invalid(format!("field {k:?}: unterminated string")))?;
+            pos = skip_string(b, pos + 1)
+                .ok_or_else(|| Error::invalid(format!("field {k:?}: unterminated string")))?;
             report.skipped_string_fields += 1;
         } else {
-            let end = pos + b[pos..].iter().position(|&c| c == b',' || c == b' ').unwrap_or(b.len() - pos);
-            fields.push((k.clone(), field_value(&line[pos..end]).map_err(|e| at(format_args!("field {k:?}"), e))?));
+            let end = pos
+                + b[pos..]
+                    .iter()
+                    .position(|&c| c == b',' || c == b' ')
+                    .unwrap_or(b.len() - pos);
+            fields.push((
+                k.clone(),
+                field_value(&line[pos..end]).map_err(|e| at(format_args!("field {k:?}"), e))?,
+            ));
             pos = end;
         }
         if b.get(pos) != Some(&b',') {
@@ -118,11 +135,16 @@ fn parse_line<'a>(
     let ts = match line[pos..].trim_end() {
         "" => now_ms,
         t => {
-            let raw: i64 = t.parse().map_err(|_| Error::invalid(format!("invalid timestamp {t:?}")))?;
-            precision.to_ms(raw).ok_or_else(|| Error::invalid(format!("timestamp {t} out of range")))?
+            let raw: i64 = t
+                .parse()
+                .map_err(|_| Error::invalid(format!("invalid timestamp {t:?}")))?;
+            precision
+                .to_ms(raw)
+                .ok_or_else(|| Error::invalid(format!("timestamp {t} out of range")))?
         }
     };
-    let mut labels: Vec<(&str, &str)> = tags.iter().map(|(k, v)| (k.as_ref(), v.as_ref())).collect();
+    let mut labels: Vec<(&str, &str)> =
+        tags.iter().map(|(k, v)| (k.as_ref(), v.as_ref())).collect();
     sort_labels(&mut labels);
     let mut name = String::with_capacity(measurement.len() + 16);
     for (field, value) in fields {
@@ -144,7 +166,13 @@ fn token<'a>(line: &'a str, start: usize, stops: &[u8], eq_escapes: bool) -> (Co
     let mut escaped = false;
     while i < b.len() {
         let c = b[i];
-        if c == b'\\' && i + 1 < b.len() && (stops.contains(&b[i + 1]) || b[i + 1] == b' ' || b[i + 1] == b',' || (eq_escapes && b[i + 1] == b'=')) {
+        if c == b'\\'
+            && i + 1 < b.len()
+            && (stops.contains(&b[i + 1])
+                || b[i + 1] == b' '
+                || b[i + 1] == b','
+                || (eq_escapes && b[i + 1] == b'='))
+        {
             escaped = true;
             i += 2;
             continue;
@@ -190,7 +218,12 @@ fn field_value(s: &str) -> Result<f64> {
         _ if s.ends_with('u') => s[..s.len() - 1].parse::<u64>().map_err(|_| bad())? as f64,
         // Only digits, signs, dots and exponents reach `parse`, so "inf"/"NaN" never do; an
         // overflow such as 1e999 becomes inf and the bounds check rejects it.
-        _ if s.bytes().all(|c| c.is_ascii_digit() || matches!(c, b'.' | b'-' | b'+' | b'e' | b'E')) => s.parse::<f64>().map_err(|_| bad())?,
+        _ if s
+            .bytes()
+            .all(|c| c.is_ascii_digit() || matches!(c, b'.' | b'-' | b'+' | b'e' | b'E')) =>
+        {
+            s.parse::<f64>().map_err(|_| bad())?
+        }
         _ => return Err(bad()),
     };
     Ok(v)
@@ -204,10 +237,16 @@ mod tests {
 
     const NOW: i64 = 1_700_000_000_000;
 
-    fn run(body: &str, p: Precision) -> Result<Vec<(String, Vec<(i64, f64)>)>> {
+    type Parsed = Vec<(String, Vec<(i64, f64)>)>;
+
+    fn run(body: &str, p: Precision) -> Result<Parsed> {
         let mut b = BatchBuilder::new(TimeBounds::new(NOW, 86_400_000 * 30));
         parse(body.as_bytes(), p, NOW, &mut b)?;
-        Ok(b.finish().series.into_iter().map(|s| (s.canonical, s.points)).collect())
+        Ok(b.finish()
+            .series
+            .into_iter()
+            .map(|s| (s.canonical, s.points))
+            .collect())
     }
 
     #[test]
@@ -219,26 +258,51 @@ mod tests {
             \n\
             disk free=1.5e3\n";
         let got = run(body, Precision::Ns).unwrap();
-        assert_eq!(got[0], (r#"cpu_usage_idle{host="a",region="eu-1"}"#.into(), vec![(NOW, 99.5), (NOW + 1000, 98.0)]));
+        assert_eq!(
+            got[0],
+            (
+                r#"cpu_usage_idle{host="a",region="eu-1"}"#.into(),
+                vec![(NOW, 99.5), (NOW + 1000, 98.0)]
+            )
+        );
         assert_eq!(got[1].0, r#"cpu_usage_user{host="a",region="eu-1"}"#);
         assert!(got.iter().any(|s| s.0 == r#"mem_used{host="b=c d,e"}"#));
-        assert!(!got.iter().any(|s| s.0.starts_with("mem_msg")), "string fields are skipped");
-        assert_eq!(got.last().unwrap(), &("disk_free".to_string(), vec![(NOW, 1500.0)]));
+        assert!(
+            !got.iter().any(|s| s.0.starts_with("mem_msg")),
+            "string fields are skipped"
+        );
+        assert_eq!(
+            got.last().unwrap(),
+            &("disk_free".to_string(), vec![(NOW, 1500.0)])
+        );
     }
 
     #[test]
     fn typed_fields_and_precision() {
-        let got = run("m,h=a i=-12i,u=30u,b=true,f=FALSE,s=\"x\" 1700000000\n", Precision::S).unwrap();
+        let got = run(
+            "m,h=a i=-12i,u=30u,b=true,f=FALSE,s=\"x\" 1700000000\n",
+            Precision::S,
+        )
+        .unwrap();
         let vals: Vec<(String, f64)> = got.iter().map(|(k, p)| (k.clone(), p[0].1)).collect();
-        assert_eq!(vals, vec![
-            (r#"m_i{h="a"}"#.into(), -12.0),
-            (r#"m_u{h="a"}"#.into(), 30.0),
-            (r#"m_b{h="a"}"#.into(), 1.0),
-            (r#"m_f{h="a"}"#.into(), 0.0),
-        ]);
+        assert_eq!(
+            vals,
+            vec![
+                (r#"m_i{h="a"}"#.into(), -12.0),
+                (r#"m_u{h="a"}"#.into(), 30.0),
+                (r#"m_b{h="a"}"#.into(), 1.0),
+                (r#"m_f{h="a"}"#.into(), 0.0),
+            ]
+        );
         assert_eq!(got[0].1[0].0, NOW);
-        assert_eq!(run("m v=1 1700000000000000", Precision::Us).unwrap()[0].1[0].0, NOW);
-        assert_eq!(run("m v=1 1700000000000", Precision::Ms).unwrap()[0].1[0].0, NOW);
+        assert_eq!(
+            run("m v=1 1700000000000000", Precision::Us).unwrap()[0].1[0].0,
+            NOW
+        );
+        assert_eq!(
+            run("m v=1 1700000000000", Precision::Ms).unwrap()[0].1[0].0,
+            NOW
+        );
     }
 
     #[test]

@@ -23,7 +23,12 @@ pub struct BatchBuilder {
 
 impl BatchBuilder {
     pub fn new(bounds: TimeBounds) -> BatchBuilder {
-        BatchBuilder { bounds, index: HashMap::new(), batch: WriteBatch::default(), key_buf: String::new() }
+        BatchBuilder {
+            bounds,
+            index: HashMap::new(),
+            batch: WriteBatch::default(),
+            key_buf: String::new(),
+        }
     }
 
     /// Adds one point of the series `name` + `labels` (`labels` sorted by name).
@@ -48,11 +53,19 @@ impl BatchBuilder {
             self.batch.series[i].points.push(point);
             return Ok(());
         }
-        let owned = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let owned = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let key = SeriesKey::new(name, owned)?;
         debug_assert_eq!(key.canonical(), self.key_buf);
-        self.index.insert(self.key_buf.clone(), self.batch.series.len());
-        self.batch.series.push(SeriesPoints { key: Arc::new(key), canonical: self.key_buf.clone(), points: vec![point] });
+        self.index
+            .insert(self.key_buf.clone(), self.batch.series.len());
+        self.batch.series.push(SeriesPoints {
+            key: Arc::new(key),
+            canonical: self.key_buf.clone(),
+            points: vec![point],
+        });
         Ok(())
     }
 

@@ -83,7 +83,11 @@ pub fn encode(points: &[Point]) -> Vec<u8> {
     if let Some(e) = exp {
         out.push(e as u8);
     }
-    let mut w = BitWriter { out, acc: 0, nbits: 0 };
+    let mut w = BitWriter {
+        out,
+        acc: 0,
+        nbits: 0,
+    };
     let mut prev_delta = 0i64;
     for pair in points.windows(2) {
         let delta = pair[1].0.wrapping_sub(pair[0].0);
@@ -112,7 +116,10 @@ pub fn header(bytes: &[u8]) -> Result<ChunkHeader> {
 /// Decodes every point of a chunk.
 pub fn decode(bytes: &[u8]) -> Result<Vec<Point>> {
     let (h, pos, exp) = read_header(bytes)?;
-    let mut r = BitReader { bytes: &bytes[pos..], pos: 0 };
+    let mut r = BitReader {
+        bytes: &bytes[pos..],
+        pos: 0,
+    };
     let n = h.count as usize;
     // Each point after the first takes at least two bits; a larger count is a damaged chunk.
     if n > 1 + r.bytes.len() * 4 {
@@ -155,7 +162,9 @@ fn read_header(bytes: &[u8]) -> Result<(ChunkHeader, usize, Option<u32>)> {
     }
     let mut f = [0f64; 5];
     for slot in &mut f {
-        let b = bytes.get(pos..pos + 8).ok_or_else(|| corrupt("truncated header"))?;
+        let b = bytes
+            .get(pos..pos + 8)
+            .ok_or_else(|| corrupt("truncated header"))?;
         *slot = f64::from_le_bytes(b.try_into().map_err(|_| corrupt("truncated header"))?);
         pos += 8;
     }
@@ -379,7 +388,11 @@ impl BitWriter {
             self.put(v & 0xffff_ffff, 32);
             return;
         }
-        let v = if n == 0 { 0 } else { v & (u64::MAX >> (64 - n)) };
+        let v = if n == 0 {
+            0
+        } else {
+            v & (u64::MAX >> (64 - n))
+        };
         self.acc = (self.acc << n) | v;
         self.nbits += n;
         while self.nbits >= 8 {
@@ -446,17 +459,41 @@ mod tests {
     #[test]
     fn special_values_round_trip() {
         let vals = [
-            0.0, -0.0, 1.5, -2.25, f64::MAX, f64::MIN, f64::MIN_POSITIVE, 5e-324, 1e-310, 42.0,
-            42.0, 42.0, 0.1, 0.2, 0.30000000000000004, 1e300, -1e-300,
+            0.0,
+            -0.0,
+            1.5,
+            -2.25,
+            f64::MAX,
+            f64::MIN,
+            f64::MIN_POSITIVE,
+            5e-324,
+            1e-310,
+            42.0,
+            42.0,
+            42.0,
+            0.1,
+            0.2,
+            0.30000000000000004,
+            1e300,
+            -1e-300,
         ];
-        let pts: Vec<Point> = vals.iter().enumerate().map(|(i, &v)| (i as i64 * 7 - 3, v)).collect();
+        let pts: Vec<Point> = vals
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| (i as i64 * 7 - 3, v))
+            .collect();
         round_trip(&pts);
     }
 
     #[test]
     fn gauges_with_two_decimals_are_compact() {
         let pts: Vec<Point> = (0..3600)
-            .map(|i| (1_700_000_000_000 + i * 1000, ((i * 37 % 200) as f64 + 4000.0) / 100.0))
+            .map(|i| {
+                (
+                    1_700_000_000_000 + i * 1000,
+                    ((i * 37 % 200) as f64 + 4000.0) / 100.0,
+                )
+            })
             .collect();
         let bytes = encode(&pts);
         round_trip(&pts);

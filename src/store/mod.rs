@@ -29,7 +29,10 @@ pub struct Catalog {
 
 impl Catalog {
     /// Series whose name is `name` (exactly), in key order.
-    pub fn with_name<'a>(&'a self, name: &'a str) -> impl Iterator<Item = (u64, &'a Arc<SeriesKey>)> + 'a {
+    pub fn with_name<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> impl Iterator<Item = (u64, &'a Arc<SeriesKey>)> + 'a {
         let exact = self.by_key.get(name).map(|(id, k)| (*id, k));
         let prefix = format!("{name}{{");
         let labelled = self
@@ -70,7 +73,12 @@ impl Store {
             )),
             e => e.into(),
         })?;
-        let store = Store { db, path, open: RwLock::default(), catalog: RwLock::default() };
+        let store = Store {
+            db,
+            path,
+            open: RwLock::default(),
+            catalog: RwLock::default(),
+        };
         store.init_tables()?;
         store.load_catalog()?;
         Ok(store)
@@ -115,7 +123,9 @@ impl Store {
             let (k, id) = row?;
             let key = SeriesKey::parse(k.value())
                 .map_err(|e| Error::Corrupt(format!("series key {:?}: {e}", k.value())))?;
-            catalog.by_key.insert(k.value().to_owned(), (id.value(), Arc::new(key)));
+            catalog
+                .by_key
+                .insert(k.value().to_owned(), (id.value(), Arc::new(key)));
         }
         Ok(())
     }
@@ -126,8 +136,16 @@ impl Store {
 
     /// The hours of `series` that overlap `[start, end]`, oldest first, each either a sealed chunk
     /// or merged points. Points outside `[start, end]` may remain; callers filter.
-    pub fn read_hours(&self, series: &[u64], start: i64, end: i64) -> Result<Vec<Vec<(i64, HourData)>>> {
-        let (h0, h1) = (crate::model::hour_start(start), crate::model::hour_start(end));
+    pub fn read_hours(
+        &self,
+        series: &[u64],
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<Vec<(i64, HourData)>>> {
+        let (h0, h1) = (
+            crate::model::hour_start(start),
+            crate::model::hour_start(end),
+        );
         // Copy open points before the read transaction starts (see the module doc).
         let open: Vec<BTreeMap<i64, Vec<Point>>> = {
             let open = self.open.read();
@@ -162,7 +180,10 @@ impl Store {
                     }
                 }
             }
-            hours.extend(open.into_iter().map(|(h, p)| (h, HourData::Points(normalized(p)))));
+            hours.extend(
+                open.into_iter()
+                    .map(|(h, p)| (h, HourData::Points(normalized(p)))),
+            );
             out.push(hours);
         }
         Ok(out)
@@ -171,7 +192,13 @@ impl Store {
     /// Counts for `/api/v1/metrics/database` and `perfd check`.
     pub fn counts(&self) -> Result<StoreCounts> {
         let txn = self.db.begin_read()?;
-        let open_points = self.open.read().values().flat_map(|h| h.values()).map(Vec::len).sum();
+        let open_points = self
+            .open
+            .read()
+            .values()
+            .flat_map(|h| h.values())
+            .map(Vec::len)
+            .sum();
         Ok(StoreCounts {
             series: txn.open_table(SERIES_BY_ID)?.len()?,
             chunks: txn.open_table(CHUNKS)?.len()?,

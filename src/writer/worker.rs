@@ -34,15 +34,18 @@ impl Writer {
         };
         let txn = store.db.begin_read()?;
         if let Some(v) = txn.open_table(META)?.get("next_series_id")? {
-            let bytes: [u8; 8] =
-                v.value().try_into().map_err(|_| Error::Corrupt("meta.next_series_id is not 8 bytes".into()))?;
+            let bytes: [u8; 8] = v
+                .value()
+                .try_into()
+                .map_err(|_| Error::Corrupt("meta.next_series_id is not 8 bytes".into()))?;
             w.next_series_id = u64::from_le_bytes(bytes);
         }
         let mut replayed = 0;
         for row in txn.open_table(WAL)?.iter()? {
             let (seq, bytes) = row?;
             let batch = codec::decode_wal(bytes.value())?;
-            let entries: Vec<(u64, &[Point])> = batch.iter().map(|(id, p)| (*id, p.as_slice())).collect();
+            let entries: Vec<(u64, &[Point])> =
+                batch.iter().map(|(id, p)| (*id, p.as_slice())).collect();
             replayed += entries.iter().map(|e| e.1.len()).sum::<usize>();
             w.publish(seq.value(), &entries, Vec::new());
             w.next_seq = seq.value() + 1;
@@ -55,7 +58,10 @@ impl Writer {
 
     pub(super) fn run(&mut self, rx: Receiver<WriterMsg>) {
         loop {
-            let wait = self.cfg.maintenance_interval.saturating_sub(self.last_maintenance.elapsed());
+            let wait = self
+                .cfg
+                .maintenance_interval
+                .saturating_sub(self.last_maintenance.elapsed());
             match rx.recv_timeout(wait) {
                 Ok(first) => {
                     if let Some(done) = self.step(take_group(first, &rx)) {
@@ -80,7 +86,9 @@ impl Writer {
     /// Handles one group of messages: one commit for all writes, then seals, then barriers.
     /// Returns the Shutdown reply if one was in the group.
     pub fn step(&mut self, msgs: Vec<WriterMsg>) -> Option<Sender<()>> {
-        let (mut writes, mut flushes, mut seals, mut shutdown) = (Vec::new(), Vec::new(), Vec::new(), None);
+        let (mut writes, mut flushes, mut seals, mut shutdown) =
+            (Vec::new(), Vec::new(), Vec::new(), None);
+        let mut pause = None;
         for m in msgs {
             match m {
                 WriterMsg::Write { batch, reply } => {
@@ -90,6 +98,7 @@ impl Writer {
                 WriterMsg::Flush(t) => flushes.push(t),
                 WriterMsg::SealAll(t) => seals.push(t),
                 WriterMsg::Shutdown(t) => shutdown = Some(t),
+                WriterMsg::Pause { reached, release } => pause = Some((reached, release)),
             }
         }
         if !writes.is_empty() {
@@ -101,6 +110,11 @@ impl Writer {
         }
         for t in flushes {
             let _ = t.send(());
+        }
+        if let Some((reached, release)) = pause {
+            let _ = reached.send(());
+            // Returns when the PauseGuard (the only sender) drops.
+            let _ = release.recv();
         }
         shutdown
     }
@@ -114,7 +128,11 @@ impl Writer {
             .iter()
             .zip(&resolved)
             .filter_map(|((batch, _), ids)| ids.as_ref().ok().map(|ids| (batch, ids)))
-            .flat_map(|(batch, ids)| ids.iter().zip(&batch.series).map(|(id, s)| (*id, s.points.as_slice())))
+            .flat_map(|(batch, ids)| {
+                ids.iter()
+                    .zip(&batch.series)
+                    .map(|(id, s)| (*id, s.points.as_slice()))
+            })
             .collect();
         if !entries.is_empty() {
             if let Err(e) = self.commit_wal(seq, &entries, &new_series) {
@@ -151,16 +169,27 @@ impl Writer {
 
     /// Maps every series to an id, creating ids for new series unless that would pass the
     /// cardinality cap, in which case the whole request is refused.
-    fn resolve(&mut self, writes: &[(WriteBatch, Reply)]) -> (Resolved, Vec<(u64, String, Arc<SeriesKey>)>) {
+    fn resolve(
+        &mut self,
+        writes: &[(WriteBatch, Reply)],
+    ) -> (Resolved, Vec<(u64, String, Arc<SeriesKey>)>) {
         let catalog = self.store.catalog.read();
         let mut new_series: Vec<(u64, String, Arc<SeriesKey>)> = Vec::new();
         let mut new_ids: HashMap<&str, u64> = HashMap::new();
         let mut resolved = Vec::with_capacity(writes.len());
         for (batch, _) in writes {
             let known = |c: &str, new_ids: &HashMap<&str, u64>| {
-                catalog.by_key.get(c).map(|e| e.0).or_else(|| new_ids.get(c).copied())
+                catalog
+                    .by_key
+                    .get(c)
+                    .map(|e| e.0)
+                    .or_else(|| new_ids.get(c).copied())
             };
-            let fresh = batch.series.iter().filter(|s| known(&s.canonical, &new_ids).is_none()).count();
+            let fresh = batch
+                .series
+                .iter()
+                .filter(|s| known(&s.canonical, &new_ids).is_none())
+                .count();
             let total = catalog.by_key.len() + new_series.len() + fresh;
             if fresh > 0 && total > self.storage.max_series {
                 self.stats.rejected_series_limit.fetch_add(1, Relaxed);
@@ -190,7 +219,12 @@ impl Writer {
         (resolved, new_series)
     }
 
-    fn commit_wal(&self, seq: u64, entries: &[(u64, &[Point])], new_series: &[(u64, String, Arc<SeriesKey>)]) -> Result<()> {
+    fn commit_wal(
+        &self,
+        seq: u64,
+        entries: &[(u64, &[Point])],
+        new_series: &[(u64, String, Arc<SeriesKey>)],
+    ) -> Result<()> {
         let mut txn = self.store.db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         txn.set_quick_repair(true);
@@ -201,15 +235,24 @@ impl Writer {
                 by_key.insert(canonical.as_str(), id)?;
                 by_id.insert(id, canonical.as_str())?;
             }
-            txn.open_table(META)?.insert("next_series_id", self.next_series_id.to_le_bytes().as_slice())?;
+            txn.open_table(META)?.insert(
+                "next_series_id",
+                self.next_series_id.to_le_bytes().as_slice(),
+            )?;
         }
-        txn.open_table(WAL)?.insert(seq, codec::encode_wal(entries).as_slice())?;
+        txn.open_table(WAL)?
+            .insert(seq, codec::encode_wal(entries).as_slice())?;
         txn.commit()?;
         Ok(())
     }
 
     /// Makes committed points (and series) visible to readers.
-    fn publish(&mut self, seq: u64, entries: &[(u64, &[Point])], new_series: Vec<(u64, String, Arc<SeriesKey>)>) {
+    fn publish(
+        &mut self,
+        seq: u64,
+        entries: &[(u64, &[Point])],
+        new_series: Vec<(u64, String, Arc<SeriesKey>)>,
+    ) {
         if !new_series.is_empty() {
             let mut catalog = self.store.catalog.write();
             for (id, canonical, key) in new_series {
@@ -223,8 +266,14 @@ impl Writer {
             while i < points.len() {
                 // Points of one series in one request are nearly always in one hour: append runs.
                 let hour = hour_start(points[i].0);
-                let run = points[i..].iter().take_while(|p| hour_start(p.0) == hour).count();
-                hours.entry(hour).or_default().extend_from_slice(&points[i..i + run]);
+                let run = points[i..]
+                    .iter()
+                    .take_while(|p| hour_start(p.0) == hour)
+                    .count();
+                hours
+                    .entry(hour)
+                    .or_default()
+                    .extend_from_slice(&points[i..i + run]);
                 self.first_seq.entry((id, hour)).or_insert(seq);
                 i += run;
             }
@@ -235,7 +284,8 @@ impl Writer {
     fn record_latency(&self, d: Duration) {
         let mut h = self.stats.commit_us.lock();
         let h = h.get_or_insert_with(|| {
-            hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 2).expect("static histogram bounds are valid")
+            hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 2)
+                .expect("static histogram bounds are valid")
         });
         let _ = h.record((d.as_micros() as u64).clamp(1, 60_000_000));
     }
@@ -246,14 +296,22 @@ impl Writer {
         self.last_maintenance = Instant::now();
         let now = now_ms();
         let cutoff = now - HOUR_MS - self.cfg.seal_delay.as_millis() as i64;
-        let mut keys: Vec<(u64, i64)> = self.first_seq.keys().filter(|k| k.1 <= cutoff).copied().collect();
+        let mut keys: Vec<(u64, i64)> = self
+            .first_seq
+            .keys()
+            .filter(|k| k.1 <= cutoff)
+            .copied()
+            .collect();
         if self.open_points > self.cfg.max_open_points {
             keys.extend(self.largest_open_hours(self.open_points - self.cfg.max_open_points / 2));
         }
         if let Err(e) = self.seal(keys) {
             log::error!("sealing failed (will retry): {e}");
         }
-        if self.last_retention.is_none_or(|t| t.elapsed() >= RETENTION_EVERY) {
+        if self
+            .last_retention
+            .is_none_or(|t| t.elapsed() >= RETENTION_EVERY)
+        {
             self.last_retention = Some(Instant::now());
             if let Err(e) = self.expire(now) {
                 log::error!("retention failed (will retry): {e}");
@@ -267,7 +325,7 @@ impl Writer {
             .iter()
             .flat_map(|(id, hours)| hours.iter().map(move |(h, p)| (p.len(), (*id, *h))))
             .collect();
-        sizes.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        sizes.sort_unstable_by_key(|s| std::cmp::Reverse(s.0));
         let mut keys = Vec::new();
         for (n, key) in sizes {
             if points_to_free == 0 {
@@ -303,7 +361,9 @@ impl Writer {
             let mut chunks = txn.open_table(CHUNKS)?;
             let mut hours = txn.open_table(CHUNK_HOURS)?;
             for &(id, hour) in &keys {
-                let Some(points) = open.get(&id).and_then(|h| h.get(&hour)) else { continue };
+                let Some(points) = open.get(&id).and_then(|h| h.get(&hour)) else {
+                    continue;
+                };
                 let mut merged = match chunks.get((id, hour))? {
                     Some(v) => codec::decode(v.value())?,
                     None => Vec::with_capacity(points.len()),
@@ -328,7 +388,9 @@ impl Writer {
                 }
             }
         }
-        self.stats.sealed_chunks.fetch_add(keys.len() as u64, Relaxed);
+        self.stats
+            .sealed_chunks
+            .fetch_add(keys.len() as u64, Relaxed);
         Ok(())
     }
 
@@ -359,21 +421,36 @@ impl Writer {
             }
         }
         txn.commit()?;
-        self.stats.expired_chunks.fetch_add(expired.len() as u64, Relaxed);
-        log::info!("retention removed {} chunks older than {cutoff} ms", expired.len());
+        self.stats
+            .expired_chunks
+            .fetch_add(expired.len() as u64, Relaxed);
+        log::info!(
+            "retention removed {} chunks older than {cutoff} ms",
+            expired.len()
+        );
         Ok(())
     }
 }
 
 /// The first message plus whatever else is already waiting, up to [`MAX_COMMIT_POINTS`].
 fn take_group(first: WriterMsg, rx: &Receiver<WriterMsg>) -> Vec<WriterMsg> {
-    let size = |m: &WriterMsg| if let WriterMsg::Write { batch, .. } = m { batch.point_count() } else { 0 };
+    let size = |m: &WriterMsg| {
+        if let WriterMsg::Write { batch, .. } = m {
+            batch.point_count()
+        } else {
+            0
+        }
+    };
+    // A pause or shutdown ends the group: nothing sent after it may be handled before it.
+    let ends = |m: &WriterMsg| matches!(m, WriterMsg::Pause { .. } | WriterMsg::Shutdown(_));
     let mut points = size(&first);
+    let mut done = ends(&first);
     let mut msgs = vec![first];
-    while points < MAX_COMMIT_POINTS {
+    while points < MAX_COMMIT_POINTS && !done {
         match rx.try_recv() {
             Ok(m) => {
                 points += size(&m);
+                done = ends(&m);
                 msgs.push(m);
             }
             Err(_) => break,

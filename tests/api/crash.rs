@@ -1,0 +1,168 @@
+//! The real binary as a child process: SIGTERM exits cleanly; `kill -9` during ingestion loses
+//! no acknowledged point.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+struct Proc {
+    child: Child,
+    base: String,
+}
+
+/// Starts `perfd serve` on port 0 and reads the bound address from its log.
+fn spawn(dir: &std::path::Path) -> Proc {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_perfd"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn perfd");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let base = loop {
+        let line = lines
+            .next()
+            .expect("perfd exited before listening")
+            .expect("read log");
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            break rest.split_whitespace().next().expect("address").to_owned();
+        }
+    };
+    // Keep draining the log so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Proc { child, base }
+}
+
+/// A minimal blocking HTTP/1.1 client: status code, or `None` when the connection fails or
+/// breaks (the server died). No runtime, so killing the server mid-request is simple.
+fn post(base: &str, path: &str, body: String) -> Option<u16> {
+    let addr = base.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).ok()?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).ok()?;
+    resp.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn get(base: &str, path: &str) -> Option<String> {
+    let addr = base.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).ok()?;
+    Some(resp.split("\r\n\r\n").nth(1)?.to_owned())
+}
+
+fn series_points(base: &str, start: i64, end: i64) -> Vec<(i64, f64)> {
+    let body = get(
+        base,
+        &format!("/api/v1/query_range?query=crash_v&start={start}&end={end}"),
+    )
+    .expect("query answers");
+    // Chunked transfer encoding may wrap the JSON; find the object.
+    let json = &body[body.find('{').expect("json")..=body.rfind('}').expect("json")];
+    let v: serde_json::Value = serde_json::from_str(json).expect("valid json");
+    let mut pts: Vec<(i64, f64)> = v["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| serde_json::from_value::<Vec<(i64, f64)>>(s["points"].clone()).unwrap())
+        .collect();
+    pts.sort_by_key(|p| p.0);
+    pts
+}
+
+#[test]
+fn sigterm_exits_zero_and_keeps_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = spawn(dir.path());
+    let t = crate::helpers::base_ms();
+    assert_eq!(
+        post(&p.base, "/write?precision=ms", format!("crash v=1 {t}")),
+        Some(204)
+    );
+    let pid = p.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = p.child.wait().unwrap();
+    assert!(status.success(), "exit status {status}");
+    let mut p = spawn(dir.path());
+    assert_eq!(series_points(&p.base, t, t + 1), vec![(t, 1.0)]);
+    p.child.kill().unwrap();
+    p.child.wait().unwrap();
+}
+
+/// Four clients ingest while the server is killed with SIGKILL at a different moment each round;
+/// after every restart each acknowledged point must be there.
+#[test]
+fn kill_dash_nine_loses_no_acknowledged_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = crate::helpers::base_ms();
+    let acked: Arc<Mutex<Vec<(i64, f64)>>> = Arc::default();
+    let seq = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    for round in 0..4 {
+        let mut p = spawn(dir.path());
+        let workers: Vec<_> = (0..4)
+            .map(|w| {
+                let (base, acked, seq) = (p.base.clone(), acked.clone(), seq.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        let i = seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let pts: Vec<(i64, f64)> = (0..20)
+                            .map(|j| (t0 + i * 20 + j, (i * 20 + j) as f64 + w as f64 / 8.0))
+                            .collect();
+                        let body: String = pts
+                            .iter()
+                            .map(|(t, v)| format!("crash v={v:?} {t}\n"))
+                            .collect();
+                        match post(&base, "/write?precision=ms", body) {
+                            Some(204) => acked.lock().unwrap().extend(pts),
+                            Some(code) => panic!("unexpected status {code}"),
+                            None => return,
+                        }
+                    }
+                })
+            })
+            .collect();
+        // Wait (bounded) until this round acknowledged something, then kill mid-stream.
+        let want = acked.lock().unwrap().len() + 200 * (round + 1);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while acked.lock().unwrap().len() < want && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        p.child.kill().unwrap();
+        p.child.wait().unwrap();
+        for w in workers {
+            w.join().unwrap();
+        }
+        let mut p = spawn(dir.path());
+        let got = series_points(&p.base, t0, t0 + 100_000_000);
+        let got: std::collections::HashMap<i64, f64> = got.into_iter().collect();
+        let acked = acked.lock().unwrap();
+        assert!(!acked.is_empty());
+        for (t, v) in acked.iter() {
+            assert_eq!(
+                got.get(t),
+                Some(v),
+                "acknowledged point {t} lost in round {round}"
+            );
+        }
+        p.child.kill().unwrap();
+        p.child.wait().unwrap();
+    }
+}

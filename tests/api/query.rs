@@ -1,0 +1,226 @@
+//! Queries through the real server: selectors, raw and aggregated reads over open and sealed
+//! hours, late points, export → import, limits and bad parameters.
+
+use crate::helpers::{TestServer, base_ms, expect_error};
+use crate::ingest::urlencode;
+
+/// 2 series × 3 hours of points every 10 s with two decimals; returns them per series.
+async fn load(s: &TestServer, t0: i64) -> Vec<Vec<(i64, f64)>> {
+    let mut all = vec![Vec::new(), Vec::new()];
+    let mut body = String::new();
+    for i in 0..(3 * 360) {
+        let ts = t0 + i * 10_000;
+        for (h, pts) in all.iter_mut().enumerate() {
+            let v = ((i * 37 + h as i64 * 11) % 1000) as f64 / 100.0;
+            pts.push((ts, v));
+            body.push_str(&format!("svc,host=h{h} lat={v:?} {ts}\n"));
+        }
+    }
+    assert_eq!(s.post("/write?precision=ms", body).await.status(), 204);
+    all
+}
+
+fn agg(points: &[(i64, f64)], step: i64, f: &str) -> Vec<(i64, f64)> {
+    let mut out: Vec<(i64, Vec<f64>)> = Vec::new();
+    for &(t, v) in points {
+        let b = t - t.rem_euclid(step);
+        match out.last_mut() {
+            Some((bb, vs)) if *bb == b => vs.push(v),
+            _ => out.push((b, vec![v])),
+        }
+    }
+    out.into_iter()
+        .map(|(b, vs)| {
+            let v = match f {
+                "sum" => vs.iter().sum(),
+                "avg" => vs.iter().sum::<f64>() / vs.len() as f64,
+                "min" => vs.iter().cloned().fold(f64::INFINITY, f64::min),
+                "max" => vs.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
+                "count" => vs.len() as f64,
+                "first" => vs[0],
+                _ => vs[vs.len() - 1],
+            };
+            (b, v)
+        })
+        .collect()
+}
+
+fn close(a: &[(i64, f64)], b: &[(i64, f64)]) {
+    assert_eq!(a.len(), b.len(), "{a:?} vs {b:?}");
+    for (x, y) in a.iter().zip(b) {
+        assert_eq!(x.0, y.0);
+        assert!(
+            (x.1 - y.1).abs() <= 1e-9 * y.1.abs().max(1.0),
+            "{x:?} vs {y:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn aggregates_match_raw_over_open_and_sealed_hours() {
+    let s = TestServer::start();
+    let t0 = base_ms() - 3_600_000;
+    let data = load(&s, t0).await;
+    let end = t0 + 3 * 3_600_000 - 1;
+    for sealed in [false, true] {
+        if sealed {
+            s.seal();
+        }
+        let raw = s
+            .points(&format!(
+                "query=svc_lat{{host=\"h1\"}}&start={t0}&end={end}"
+            ))
+            .await;
+        assert_eq!(raw[0].1, data[1]);
+        for f in ["avg", "min", "max", "sum", "count", "first", "last"] {
+            for step in [3_600_000i64, 7_200_000, 60_000, 1_000_000] {
+                let got = s
+                    .points(&format!(
+                        "query=svc_lat{{host=\"h0\"}}&start={t0}&end={end}&step={step}&agg={f}"
+                    ))
+                    .await;
+                close(&got[0].1, &agg(&data[0], step, f));
+            }
+        }
+        // A range that cuts hours: partial hours are decoded, not taken from headers.
+        let (a, b) = (t0 + 1_800_000, t0 + 9_000_000);
+        let inside: Vec<_> = data[0]
+            .iter()
+            .copied()
+            .filter(|p| p.0 >= a && p.0 <= b)
+            .collect();
+        let got = s
+            .points(&format!(
+                "query=svc_lat{{host=\"h0\"}}&start={a}&end={b}&step=1h&agg=sum"
+            ))
+            .await;
+        close(&got[0].1, &agg(&inside, 3_600_000, "sum"));
+    }
+}
+
+#[tokio::test]
+async fn late_points_merge_into_sealed_hours_last_write_wins() {
+    let s = TestServer::start();
+    let t = base_ms();
+    s.post(
+        "/write?precision=ms",
+        format!("m v=1 {t}\nm v=2 {}", t + 1000),
+    )
+    .await;
+    s.seal();
+    s.post(
+        "/write?precision=ms",
+        format!("m v=20 {}\nm v=1.5 {}", t + 1000, t + 500),
+    )
+    .await;
+    let want = vec![(t, 1.0), (t + 500, 1.5), (t + 1000, 20.0)];
+    let q = format!("query=m_v&start={t}&end={}", t + 2000);
+    assert_eq!(s.points(&q).await[0].1, want); // chunk + open points merged on read
+    s.seal();
+    assert_eq!(s.points(&q).await[0].1, want); // merged into the chunk
+}
+
+#[tokio::test]
+async fn selectors_series_and_times() {
+    let s = TestServer::start();
+    let t = base_ms();
+    s.post(
+        "/write?precision=ms",
+        format!("up,job=a,env=prod v=1 {t}\nup,job=b,env=dev v=2 {t}\nup v=3 {t}\nupx v=4 {t}"),
+    )
+    .await;
+    let (_, body) = s
+        .get_json(&format!("/api/v1/series?match={}", urlencode("up_v")))
+        .await;
+    assert_eq!(body["count"], 3);
+    let (_, body) = s
+        .get_json(&format!(
+            "/api/v1/series?match={}",
+            urlencode(r#"up_v{env!="prod"}"#)
+        ))
+        .await;
+    assert_eq!(body["count"], 2);
+    let q = |sel: &str| format!("query={}&start={t}&end={}", urlencode(sel), t + 1);
+    let got = s.points(&q(r#"up_v{job="b"}"#)).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0["env"], "dev");
+    assert_eq!(s.points(&q("upx_v")).await.len(), 1);
+    // RFC 3339 times.
+    let start = humantime::format_rfc3339_millis(
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(t as u64),
+    );
+    let got = s
+        .points(&format!(
+            "query=up_v&start={}&end={}",
+            urlencode(&start.to_string()),
+            t
+        ))
+        .await;
+    assert_eq!(got.len(), 3);
+    for bad in [
+        "query=up_v{job=a}".to_string(),
+        format!("query=up_v&start={}&end={t}", t + 5),
+        "query=up_v&start=yesterday".into(),
+        "query=up_v&step=-5".into(),
+        "query=up_v&step=1m&agg=median".into(),
+    ] {
+        let r = s
+            .client
+            .get(s.url(&format!("/api/v1/query_range?{bad}")))
+            .send()
+            .await
+            .unwrap();
+        expect_error(r, 400, "invalid_input").await;
+    }
+}
+
+#[tokio::test]
+async fn raw_answers_over_the_limit_are_422() {
+    let s = TestServer::start_with(|c| c.query.max_points = 10);
+    let t = base_ms();
+    let body: String = (0..11).map(|i| format!("big v={i} {}\n", t + i)).collect();
+    s.post("/write?precision=ms", body).await;
+    let r = s
+        .client
+        .get(s.url(&format!(
+            "/api/v1/query_range?query=big_v&start={t}&end={}",
+            t + 100
+        )))
+        .send()
+        .await
+        .unwrap();
+    let msg = expect_error(r, 422, "too_many_points").await;
+    assert!(msg.contains("step"), "{msg}");
+    let got = s
+        .points(&format!(
+            "query=big_v&start={t}&end={}&step=1h&agg=count",
+            t + 100
+        ))
+        .await;
+    assert_eq!(got[0].1[0].1, 11.0);
+}
+
+#[tokio::test]
+async fn export_is_importable_elsewhere() {
+    let a = TestServer::start();
+    let b = TestServer::start();
+    let t = base_ms();
+    let lines: String = (0..500)
+        .map(|i| format!("exp,k=v{} v={} {}\n", i % 3, i as f64 * 0.25, t + i * 997))
+        .collect();
+    a.post("/write?precision=ms", lines).await;
+    a.seal();
+    let range = format!("start={t}&end={}", t + 1_000_000);
+    let export = a
+        .client
+        .get(a.url(&format!("/api/v1/export?match=exp_v&{range}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(export.status(), 200);
+    let body = export.text().await.unwrap();
+    assert_eq!(body.lines().count(), 3);
+    assert_eq!(b.post("/api/v1/import", body).await.status(), 204);
+    let q = format!("query=exp_v&{range}");
+    assert_eq!(a.points(&q).await, b.points(&q).await);
+}
