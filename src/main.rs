@@ -21,7 +21,16 @@ enum Command {
     /// Run the daemon (the default command).
     Serve(ServeArgs),
     /// Open a data directory, verify it and print its counts (the daemon must be stopped).
-    Check(ServeArgs),
+    Check(CheckArgs),
+}
+
+#[derive(Args, Clone, Default)]
+struct CheckArgs {
+    #[command(flatten)]
+    common: ServeArgs,
+    /// Also rewrite the file without free pages (shrinks it after large deletions).
+    #[arg(long)]
+    compact: bool,
 }
 
 #[derive(Args, Clone, Default)]
@@ -41,9 +50,9 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
     let (args, check) = match cli.command {
-        None => (cli.serve, false),
-        Some(Command::Serve(a)) => (a, false),
-        Some(Command::Check(a)) => (a, true),
+        None => (cli.serve, None),
+        Some(Command::Serve(a)) => (a, None),
+        Some(Command::Check(a)) => (a.common, Some(a.compact)),
     };
     let flags = Overrides {
         config_file: args.config,
@@ -57,10 +66,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let result = if check {
-        run_check(config)
-    } else {
-        serve(config)
+    let result = match check {
+        Some(compact) => run_check(config, compact),
+        None => serve(config),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -92,8 +100,12 @@ fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run_check(config: Config) -> anyhow::Result<()> {
+fn run_check(config: Config, compact: bool) -> anyhow::Result<()> {
     let store = perfd::store::Store::open(&config.data_dir).context("opening the database")?;
+    if compact {
+        store.compact().context("compacting")?;
+        return run_check(config, false);
+    }
     let counts = store.counts()?;
     println!("{}", serde_json::to_string_pretty(&counts)?);
     Ok(())

@@ -199,13 +199,23 @@ impl Store {
             .flat_map(|h| h.values())
             .map(Vec::len)
             .sum();
+        let chunks = txn.open_table(CHUNKS)?;
         Ok(StoreCounts {
             series: txn.open_table(SERIES_BY_ID)?.len()?,
-            chunks: txn.open_table(CHUNKS)?.len()?,
+            chunks: chunks.len()?,
+            chunk_bytes: chunks.stats()?.stored_bytes(),
             wal_entries: txn.open_table(WAL)?.len()?,
             open_points,
             file_bytes: std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0),
         })
+    }
+
+    /// Rewrites the file without free pages. Needs exclusive access: offline only.
+    pub fn compact(self) -> Result<()> {
+        let mut db = self.db;
+        // Each pass moves pages towards the start; repeat until nothing moves.
+        while db.compact().map_err(|e| Error::Store(e.into()))? {}
+        Ok(())
     }
 }
 
@@ -213,6 +223,8 @@ impl Store {
 pub struct StoreCounts {
     pub series: u64,
     pub chunks: u64,
+    /// Bytes of sealed chunk data (keys and values), before redb's page overhead.
+    pub chunk_bytes: u64,
     pub wal_entries: u64,
     pub open_points: usize,
     pub file_bytes: u64,

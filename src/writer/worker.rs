@@ -303,7 +303,9 @@ impl Writer {
             .copied()
             .collect();
         if self.open_points > self.cfg.max_open_points {
-            keys.extend(self.largest_open_hours(self.open_points - self.cfg.max_open_points / 2));
+            // Seal every open hour, not just the largest: a small hour with an old first WAL
+            // entry would otherwise keep the whole WAL alive until its hour ends.
+            keys = self.first_seq.keys().copied().collect();
         }
         if let Err(e) = self.seal(keys) {
             log::error!("sealing failed (will retry): {e}");
@@ -317,24 +319,6 @@ impl Writer {
                 log::error!("retention failed (will retry): {e}");
             }
         }
-    }
-
-    fn largest_open_hours(&self, mut points_to_free: usize) -> Vec<(u64, i64)> {
-        let open = self.store.open.read();
-        let mut sizes: Vec<(usize, (u64, i64))> = open
-            .iter()
-            .flat_map(|(id, hours)| hours.iter().map(move |(h, p)| (p.len(), (*id, *h))))
-            .collect();
-        sizes.sort_unstable_by_key(|s| std::cmp::Reverse(s.0));
-        let mut keys = Vec::new();
-        for (n, key) in sizes {
-            if points_to_free == 0 {
-                break;
-            }
-            points_to_free = points_to_free.saturating_sub(n);
-            keys.push(key);
-        }
-        keys
     }
 
     /// Writes the given open hours into chunks (merged with existing ones), drops WAL entries no
