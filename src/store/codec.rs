@@ -8,16 +8,17 @@
 //! zigzag  first timestamp (unix ms)
 //! varint  last − first timestamp
 //! f64 ×5  sum, min, max, first value, last value      ← the summary header
-//! u8      decimal exponent e (decimal mode only)
+//! u8      Rice parameter for timestamps
+//! u8 ×2   decimal exponent e, Rice parameter for values (decimal mode only)
 //! bits    count−1 timestamp codes, then count value codes, MSB first
 //! ```
 //!
-//! Timestamps are delta-of-delta coded: `0` for an unchanged interval, else a prefix choosing 7,
-//! 12, 20 or 64 bits of the zig-zagged difference. In decimal mode every value `v` equals
-//! `i / 10^e` bit for bit for an integer `i`; the first `i` and then successive differences are
-//! coded as `0` (same) or a prefix choosing 6, 13, 24 or 64 bits. Gauges with one or two decimals
-//! cost a little over one byte a point this way. Other values use Gorilla XOR coding. The
-//! summary header lets hourly aggregates skip decoding. Decoding never panics on bad bytes.
+//! Timestamps are delta-of-delta coded; in decimal mode every value `v` equals `i / 10^e` bit for
+//! bit for an integer `i`, and the first `i` and then successive differences are coded. Both
+//! streams zig-zag their differences and write them as Rice codes whose parameter is chosen per
+//! chunk (a regular interval costs one bit a point; a gauge with two decimals about one byte).
+//! Other values use Gorilla XOR coding. The summary header lets hourly aggregates skip decoding.
+//! Decoding never panics on bad bytes.
 
 use crate::error::{Error, Result};
 use crate::model::Point;
@@ -80,30 +81,46 @@ pub fn encode(points: &[Point]) -> Vec<u8> {
     for f in [sum, min, max, first, last] {
         out.extend_from_slice(&f.to_le_bytes());
     }
-    if let Some(e) = exp {
-        out.push(e as u8);
-    }
+    let mut prev_delta = 0i64;
+    let ts_codes: Vec<u64> = points
+        .windows(2)
+        .map(|pair| {
+            let delta = pair[1].0.wrapping_sub(pair[0].0);
+            let z = zigzag(delta.wrapping_sub(prev_delta));
+            prev_delta = delta;
+            z
+        })
+        .collect();
+    let k_ts = rice_parameter(&ts_codes);
+    out.push(k_ts as u8);
+    let value_codes: Option<Vec<u64>> = exp.map(|e| {
+        let mut prev = 0i64;
+        points
+            .iter()
+            .map(|&(_, v)| {
+                let i = (v * POW10[e as usize]).round() as i64;
+                let z = zigzag(i.wrapping_sub(prev));
+                prev = i;
+                z
+            })
+            .collect()
+    });
     let mut w = BitWriter {
         out,
         acc: 0,
         nbits: 0,
     };
-    let mut prev_delta = 0i64;
-    for pair in points.windows(2) {
-        let delta = pair[1].0.wrapping_sub(pair[0].0);
-        put_class(&mut w, zigzag(delta.wrapping_sub(prev_delta)), &[7, 12, 20]);
-        prev_delta = delta;
-    }
-    match exp {
-        Some(e) => {
-            let mut prev = 0i64;
-            for &(_, v) in points {
-                let i = (v * POW10[e as usize]).round() as i64;
-                put_class(&mut w, zigzag(i.wrapping_sub(prev)), &[6, 13, 24]);
-                prev = i;
-            }
+    match (exp, value_codes) {
+        (Some(e), Some(codes)) => {
+            let k_val = rice_parameter(&codes);
+            w.out.extend_from_slice(&[e as u8, k_val as u8]);
+            put_rice_all(&mut w, &ts_codes, k_ts);
+            put_rice_all(&mut w, &codes, k_val);
         }
-        None => put_xor(&mut w, points),
+        _ => {
+            put_rice_all(&mut w, &ts_codes, k_ts);
+            put_xor(&mut w, points);
+        }
     }
     w.finish()
 }
@@ -115,7 +132,7 @@ pub fn header(bytes: &[u8]) -> Result<ChunkHeader> {
 
 /// Decodes every point of a chunk.
 pub fn decode(bytes: &[u8]) -> Result<Vec<Point>> {
-    let (h, pos, exp) = read_header(bytes)?;
+    let (h, pos, layout) = read_header(bytes)?;
     let mut r = BitReader {
         bytes: &bytes[pos..],
         pos: 0,
@@ -129,16 +146,16 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<Point>> {
     ts.push(h.first_ts);
     let (mut prev, mut delta) = (h.first_ts, 0i64);
     for _ in 1..n {
-        delta = delta.wrapping_add(unzigzag(get_class(&mut r, &[7, 12, 20])?));
+        delta = delta.wrapping_add(unzigzag(get_rice(&mut r, layout.k_ts)?));
         prev = prev.wrapping_add(delta);
         ts.push(prev);
     }
     let mut points = Vec::with_capacity(n);
-    match exp {
+    match layout.exp {
         Some(e) => {
             let mut i = 0i64;
             for t in ts {
-                i = i.wrapping_add(unzigzag(get_class(&mut r, &[6, 13, 24])?));
+                i = i.wrapping_add(unzigzag(get_rice(&mut r, layout.k_val)?));
                 points.push((t, i as f64 / POW10[e as usize]));
             }
         }
@@ -147,7 +164,14 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<Point>> {
     Ok(points)
 }
 
-fn read_header(bytes: &[u8]) -> Result<(ChunkHeader, usize, Option<u32>)> {
+/// How a chunk's bit stream is coded.
+struct Layout {
+    exp: Option<u32>,
+    k_ts: u32,
+    k_val: u32,
+}
+
+fn read_header(bytes: &[u8]) -> Result<(ChunkHeader, usize, Layout)> {
     let mut pos = 0;
     let format = *bytes.first().ok_or_else(|| corrupt("empty chunk"))?;
     pos += 1;
@@ -168,16 +192,28 @@ fn read_header(bytes: &[u8]) -> Result<(ChunkHeader, usize, Option<u32>)> {
         *slot = f64::from_le_bytes(b.try_into().map_err(|_| corrupt("truncated header"))?);
         pos += 8;
     }
-    let exp = if format & MODE_XOR == 0 {
-        let e = *bytes.get(pos).ok_or_else(|| corrupt("truncated header"))? as u32;
-        pos += 1;
+    let byte = |pos: usize| {
+        bytes
+            .get(pos)
+            .copied()
+            .map(u32::from)
+            .ok_or_else(|| corrupt("truncated header"))
+    };
+    let k_ts = byte(pos)?;
+    pos += 1;
+    let (exp, k_val) = if format & MODE_XOR == 0 {
+        let (e, k) = (byte(pos)?, byte(pos + 1)?);
+        pos += 2;
         if e > MAX_EXP {
             return Err(corrupt("bad decimal exponent"));
         }
-        Some(e)
+        (Some(e), k)
     } else {
-        None
+        (None, 0)
     };
+    if k_ts > 63 || k_val > 63 {
+        return Err(corrupt("bad Rice parameter"));
+    }
     let h = ChunkHeader {
         count: count as u32,
         first_ts,
@@ -188,7 +224,7 @@ fn read_header(bytes: &[u8]) -> Result<(ChunkHeader, usize, Option<u32>)> {
         first: f[3],
         last: f[4],
     };
-    Ok((h, pos, exp))
+    Ok((h, pos, Layout { exp, k_ts, k_val }))
 }
 
 fn corrupt(msg: impl Into<String>) -> Error {
@@ -269,49 +305,33 @@ fn get_xor(r: &mut BitReader, ts: &[i64], points: &mut Vec<Point>) -> Result<()>
     Ok(())
 }
 
-/// Writes `z` as `0` when zero, else as the first class (prefix `10`, `110`, `1110`) whose width
-/// holds it, else as prefix `1111` and 64 bits.
-fn put_class(w: &mut BitWriter, z: u64, widths: &[u32; 3]) {
-    if z == 0 {
-        w.put(0, 1);
-        return;
-    }
-    for (i, &width) in widths.iter().enumerate() {
-        if z < 1u64 << width {
-            let n = i as u32 + 2;
-            w.put(((1u64 << n) - 1) ^ 1, n); // i+1 ones then a zero
-            w.put(z, width);
-            return;
-        }
-    }
-    w.put(0b1111, 4);
-    w.put(z, 64);
-}
+/// Series with at least this many points in a WAL batch are stored as a chunk; fewer are stored
+/// raw, since a chunk's 41-byte summary would outweigh what it saves.
+const WAL_CHUNK_MIN_POINTS: usize = 8;
 
-fn get_class(r: &mut BitReader, widths: &[u32; 3]) -> Result<u64> {
-    if r.get(1)? == 0 {
-        return Ok(0);
-    }
-    for &width in widths {
-        if r.get(1)? == 0 {
-            return r.get(width);
-        }
-    }
-    r.get(64)
-}
-
-/// Encodes one WAL batch: `varint series_count`, then per series `varint id, varint n` and `n`
-/// pairs of `i64 LE timestamp, f64 LE value` (see `store/tables.rs`).
+/// Encodes one WAL batch: `varint series_count`, then per series `varint id` and either
+/// `0u8, varint n, n × (i64 LE timestamp, f64 LE value)` or `1u8, varint len, chunk` (points
+/// normalized, last write wins). See `store/tables.rs`.
 pub fn encode_wal(series: &[(u64, &[Point])]) -> Vec<u8> {
     let n: usize = series.iter().map(|s| s.1.len()).sum();
-    let mut out = Vec::with_capacity(8 + series.len() * 6 + n * 16);
+    let mut out = Vec::with_capacity(8 + series.len() * 6 + n * 4);
     put_varint(&mut out, series.len() as u64);
     for (id, points) in series {
         put_varint(&mut out, *id);
-        put_varint(&mut out, points.len() as u64);
-        for &(t, v) in *points {
-            out.extend_from_slice(&t.to_le_bytes());
-            out.extend_from_slice(&v.to_le_bytes());
+        if points.len() >= WAL_CHUNK_MIN_POINTS {
+            let mut sorted = points.to_vec();
+            normalize(&mut sorted);
+            let chunk = encode(&sorted);
+            out.push(1);
+            put_varint(&mut out, chunk.len() as u64);
+            out.extend_from_slice(&chunk);
+        } else {
+            out.push(0);
+            put_varint(&mut out, points.len() as u64);
+            for &(t, v) in *points {
+                out.extend_from_slice(&t.to_le_bytes());
+                out.extend_from_slice(&v.to_le_bytes());
+            }
         }
     }
     out
@@ -324,23 +344,85 @@ pub fn decode_wal(bytes: &[u8]) -> Result<Vec<(u64, Vec<Point>)>> {
     let mut out = Vec::with_capacity(count.min(bytes.len()));
     for _ in 0..count {
         let id = get_varint(bytes, &mut pos)?;
+        let kind = *bytes
+            .get(pos)
+            .ok_or_else(|| corrupt("truncated WAL batch"))?;
+        pos += 1;
         let n = get_varint(bytes, &mut pos)? as usize;
+        let size = if kind == 0 { n.saturating_mul(16) } else { n };
         let body = bytes
-            .get(pos..pos.saturating_add(n.saturating_mul(16)))
+            .get(pos..pos.saturating_add(size))
             .ok_or_else(|| corrupt("truncated WAL batch"))?;
         pos += body.len();
-        let points = body
-            .chunks_exact(16)
-            .map(|c| {
-                let (t, v) = c.split_at(8);
-                let t = i64::from_le_bytes(t.try_into().unwrap_or_default());
-                let v = f64::from_le_bytes(v.try_into().unwrap_or_default());
-                (t, v)
-            })
-            .collect();
+        let points = match kind {
+            0 => body
+                .chunks_exact(16)
+                .map(|c| {
+                    let (t, v) = c.split_at(8);
+                    let t = i64::from_le_bytes(t.try_into().unwrap_or_default());
+                    let v = f64::from_le_bytes(v.try_into().unwrap_or_default());
+                    (t, v)
+                })
+                .collect(),
+            1 => decode(body)?,
+            _ => return Err(corrupt("unknown WAL entry kind")),
+        };
         out.push((id, points));
     }
     Ok(out)
+}
+
+/// Quotients from this value on are escaped: the code is this many ones and then 64 raw bits.
+const RICE_ESCAPE: u64 = 24;
+
+/// The Rice parameter that codes `codes` in the fewest bits: near log2 of their mean, checked
+/// exactly on the neighbours.
+fn rice_parameter(codes: &[u64]) -> u32 {
+    if codes.is_empty() {
+        return 0;
+    }
+    let mean = (codes.iter().map(|&z| z as u128).sum::<u128>() / codes.len() as u128) as u64;
+    let guess = 63 - mean.max(1).leading_zeros();
+    let cost = |k: u32| -> u64 {
+        codes
+            .iter()
+            .map(|&z| {
+                if z >> k < RICE_ESCAPE {
+                    (z >> k) + 1 + k as u64
+                } else {
+                    RICE_ESCAPE + 64
+                }
+            })
+            .sum()
+    };
+    (guess.saturating_sub(1)..=(guess + 1).min(63))
+        .min_by_key(|&k| cost(k))
+        .unwrap_or(guess)
+}
+
+fn put_rice_all(w: &mut BitWriter, codes: &[u64], k: u32) {
+    for &z in codes {
+        let q = z >> k;
+        if q < RICE_ESCAPE {
+            // q ones, then a zero, then the low k bits.
+            w.put((1u64 << (q + 1)) - 2, q as u32 + 1);
+            w.put(z, k);
+        } else {
+            w.put((1u64 << RICE_ESCAPE) - 1, RICE_ESCAPE as u32);
+            w.put(z, 64);
+        }
+    }
+}
+
+fn get_rice(r: &mut BitReader, k: u32) -> Result<u64> {
+    let mut q = 0u64;
+    while q < RICE_ESCAPE && r.get(1)? == 1 {
+        q += 1;
+    }
+    if q == RICE_ESCAPE {
+        return r.get(64);
+    }
+    Ok((q << k) | r.get(k)?)
 }
 
 fn zigzag(v: i64) -> u64 {
@@ -351,7 +433,7 @@ fn unzigzag(z: u64) -> i64 {
     ((z >> 1) as i64) ^ -((z & 1) as i64)
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -359,7 +441,7 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-fn get_varint(bytes: &[u8], pos: &mut usize) -> Result<u64> {
+pub(crate) fn get_varint(bytes: &[u8], pos: &mut usize) -> Result<u64> {
     let mut v = 0u64;
     for shift in (0..64).step_by(7) {
         let b = *bytes.get(*pos).ok_or_else(|| corrupt("truncated varint"))?;
@@ -512,10 +594,28 @@ mod tests {
     fn wal_round_trip() {
         let a = [(1, 1.5), (2, -0.0)];
         let b = [(3, f64::MAX)];
-        let bytes = encode_wal(&[(7, &a), (u64::MAX, &b)]);
+        // Enough points to be stored as a chunk; unsorted with a duplicate: last write wins.
+        let c: Vec<Point> = (0..20)
+            .rev()
+            .map(|i| (i, i as f64 * 0.5))
+            .chain([(3, 99.0)])
+            .collect();
+        let bytes = encode_wal(&[(7, &a), (u64::MAX, &b), (9, &c)]);
         let back = decode_wal(&bytes).unwrap();
-        assert_eq!(back, vec![(7, a.to_vec()), (u64::MAX, b.to_vec())]);
-        assert!(decode_wal(&bytes[..bytes.len() - 1]).is_err());
+        let mut c_norm = c.clone();
+        normalize(&mut c_norm);
+        assert_eq!(c_norm[3], (3, 99.0));
+        assert_eq!(
+            back,
+            vec![(7, a.to_vec()), (u64::MAX, b.to_vec()), (9, c_norm)]
+        );
+        assert!(
+            bytes.len() < 2 * 16 + 16 + 20 * 16 / 2,
+            "chunked WAL entries are compact"
+        );
+        for cut in 0..bytes.len() {
+            assert!(decode_wal(&bytes[..cut]).is_err());
+        }
     }
 
     #[test]

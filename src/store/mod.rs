@@ -6,6 +6,7 @@
 //! point being sealed is seen in `open`, in `CHUNKS`, or in both (duplicates are dropped by
 //! timestamp), never in neither.
 
+pub mod block;
 pub mod codec;
 pub mod tables;
 
@@ -160,33 +161,27 @@ impl Store {
         };
         let txn = self.db.begin_read()?;
         let chunks = txn.open_table(CHUNKS)?;
-        let mut out = Vec::with_capacity(series.len());
-        for (&id, mut open) in series.iter().zip(open) {
-            let mut hours = Vec::new();
-            for row in chunks.range((id, h0)..=(id, h1))? {
-                let (k, v) = row?;
-                let hour = k.value().1;
-                // Open hours below this one have no chunk: emit them first, in order.
-                while let Some(entry) = open.first_entry().filter(|e| *e.key() < hour) {
-                    let (h, pts) = entry.remove_entry();
-                    hours.push((h, HourData::Points(normalized(pts))));
-                }
-                match open.remove(&hour) {
-                    None => hours.push((hour, HourData::Sealed(v.value().to_vec()))),
-                    Some(extra) => {
-                        let mut pts = codec::decode(v.value())?;
-                        pts.extend(extra);
-                        hours.push((hour, HourData::Points(normalized(pts))));
+        // Each block is read and indexed once, however many of its series are asked for.
+        let mut sealed: Vec<BTreeMap<i64, Vec<u8>>> = vec![BTreeMap::new(); series.len()];
+        let mut by_group: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+        for (i, id) in series.iter().enumerate() {
+            by_group.entry(block::group_of(*id)).or_default().push(i);
+        }
+        for (group, wanted) in by_group {
+            for (hour, bytes) in read_blocks(&chunks, group, h0, h1)? {
+                let index = block::index(&bytes)?;
+                for &i in &wanted {
+                    if let Some((_, r)) = index.iter().find(|(id, _)| *id == series[i]) {
+                        sealed[i].insert(hour, bytes[r.clone()].to_vec());
                     }
                 }
             }
-            hours.extend(
-                open.into_iter()
-                    .map(|(h, p)| (h, HourData::Points(normalized(p)))),
-            );
-            out.push(hours);
         }
-        Ok(out)
+        sealed
+            .into_iter()
+            .zip(open)
+            .map(|(sealed, open)| merge_hours(sealed, open))
+            .collect()
     }
 
     /// Counts for `/api/v1/metrics/database` and `perfd check`.
@@ -202,7 +197,7 @@ impl Store {
         let chunks = txn.open_table(CHUNKS)?;
         Ok(StoreCounts {
             series: txn.open_table(SERIES_BY_ID)?.len()?,
-            chunks: chunks.len()?,
+            blocks: chunks.len()?,
             chunk_bytes: chunks.stats()?.stored_bytes(),
             wal_entries: txn.open_table(WAL)?.len()?,
             open_points,
@@ -222,12 +217,55 @@ impl Store {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct StoreCounts {
     pub series: u64,
-    pub chunks: u64,
+    /// Chunk blocks (one per series group and hour).
+    pub blocks: u64,
     /// Bytes of sealed chunk data (keys and values), before redb's page overhead.
     pub chunk_bytes: u64,
     pub wal_entries: u64,
     pub open_points: usize,
     pub file_bytes: u64,
+}
+
+/// The blocks of `group` for hours `h0..=h1`, each reassembled from its parts.
+pub fn read_blocks(
+    chunks: &impl ReadableTable<(u64, i64, u32), &'static [u8]>,
+    group: u64,
+    h0: i64,
+    h1: i64,
+) -> Result<Vec<(i64, Vec<u8>)>> {
+    let mut out: Vec<(i64, Vec<u8>)> = Vec::new();
+    for row in chunks.range((group, h0, 0)..=(group, h1, u32::MAX))? {
+        let (k, v) = row?;
+        let hour = k.value().1;
+        match out.last_mut() {
+            Some((h, bytes)) if *h == hour => bytes.extend_from_slice(v.value()),
+            _ => out.push((hour, v.value().to_vec())),
+        }
+    }
+    Ok(out)
+}
+
+/// One series' hours in order: sealed chunks as they are, or merged with open points on top.
+fn merge_hours(
+    mut sealed: BTreeMap<i64, Vec<u8>>,
+    open: BTreeMap<i64, Vec<Point>>,
+) -> Result<Vec<(i64, HourData)>> {
+    let mut out = Vec::with_capacity(sealed.len() + open.len());
+    for (hour, extra) in open {
+        // Sealed hours before this open one come first.
+        while let Some(entry) = sealed.first_entry().filter(|e| *e.key() < hour) {
+            let (h, bytes) = entry.remove_entry();
+            out.push((h, HourData::Sealed(bytes)));
+        }
+        let mut points = match sealed.remove(&hour) {
+            Some(bytes) => codec::decode(&bytes)?,
+            None => Vec::new(),
+        };
+        points.extend(extra);
+        out.push((hour, HourData::Points(normalized(points))));
+    }
+    out.extend(sealed.into_iter().map(|(h, b)| (h, HourData::Sealed(b))));
+    Ok(out)
 }
 
 fn normalized(mut pts: Vec<Point>) -> Vec<Point> {

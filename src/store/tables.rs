@@ -4,14 +4,16 @@
 //! META          &str            -> &[u8]   "schema_version" (u32 LE), "next_series_id" (u64 LE)
 //! SERIES_BY_KEY &str            -> u64     canonical series key (model::SeriesKey::canonical) -> id
 //! SERIES_BY_ID  u64             -> &str    id -> canonical key
-//! CHUNKS        (u64, i64)      -> &[u8]   (series id, hour start ms) -> sealed chunk (store::codec)
-//! CHUNK_HOURS   (i64, u64)      -> ()      (hour start ms, series id): the retention index
+//! CHUNKS        (u64, i64, u32) -> &[u8]   (series group, hour start ms, part) -> part of a chunk block
+//! CHUNK_HOURS   (i64, u64)      -> ()      (hour start ms, series group): the retention index
 //! WAL           u64             -> &[u8]   sequence -> one batch of accepted points of open hours
 //! ```
 //!
-//! A WAL batch is `varint series_count`, then per series `varint id, varint n` and `n` pairs of
-//! `i64 LE timestamp, f64 LE value`. A WAL entry is deleted once every open hour it fed is sealed
-//! into `CHUNKS`. Tuple keys sort numerically, so one series' chunks are contiguous and in time order.
+//! A WAL batch is `varint series_count`, then per series `varint id` and its points, raw or as a
+//! codec chunk (see `codec::encode_wal`). A WAL entry is deleted once every open hour it fed is sealed
+//! into `CHUNKS`. A series' group is `id / block::GROUP_SIZE`; tuple keys sort numerically, so one
+//! group's blocks are contiguous and in time order. Each block (`store::block`) holds one codec
+//! chunk per series and is split into parts of at most `block::PART_SIZE` bytes.
 
 use redb::TableDefinition;
 
@@ -21,6 +23,6 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 pub const SERIES_BY_KEY: TableDefinition<&str, u64> = TableDefinition::new("series_by_key");
 pub const SERIES_BY_ID: TableDefinition<u64, &str> = TableDefinition::new("series_by_id");
-pub const CHUNKS: TableDefinition<(u64, i64), &[u8]> = TableDefinition::new("chunks");
+pub const CHUNKS: TableDefinition<(u64, i64, u32), &[u8]> = TableDefinition::new("chunks");
 pub const CHUNK_HOURS: TableDefinition<(i64, u64), ()> = TableDefinition::new("chunk_hours");
 pub const WAL: TableDefinition<u64, &[u8]> = TableDefinition::new("wal");

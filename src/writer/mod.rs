@@ -10,7 +10,7 @@
 use crate::config::{StorageConfig, WriterConfig};
 use crate::error::{Error, Result};
 use crate::model::{HOUR_MS, Point, SeriesKey, hour_start, now_ms};
-use crate::store::{Store, codec, tables::*};
+use crate::store::{Store, block, codec, tables::*};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use parking_lot::Mutex;
 use redb::{Durability, ReadableDatabase, ReadableTable};
@@ -280,6 +280,7 @@ pub struct Writer {
     first_seq: HashMap<(u64, i64), u64>,
     open_points: usize,
     last_maintenance: Instant,
+    points_since_maintenance: usize,
     last_retention: Option<Instant>,
 }
 

@@ -5,6 +5,9 @@ use crossbeam_channel::RecvTimeoutError;
 
 /// Upper bound on points merged into one ingest transaction, so one commit stays short.
 const MAX_COMMIT_POINTS: usize = 2_000_000;
+/// After this many points, maintenance runs early: a backfill of closed hours is sealed and its
+/// WAL entries trimmed before the WAL (16 bytes a point) grows the file much.
+const MAINTAIN_EVERY_POINTS: usize = 1_000_000;
 /// Retention runs at most this often; expiring whole hours needs no finer grain.
 const RETENTION_EVERY: Duration = Duration::from_secs(60);
 
@@ -30,6 +33,7 @@ impl Writer {
             first_seq: HashMap::new(),
             open_points: 0,
             last_maintenance: Instant::now(),
+            points_since_maintenance: 0,
             last_retention: None,
         };
         let txn = store.db.begin_read()?;
@@ -70,6 +74,14 @@ impl Writer {
                         if !rest.is_empty() {
                             self.step(rest);
                         }
+                        // Seal closed hours so the next start replays less, and make the
+                        // non-durable seal commits durable.
+                        self.maintenance();
+                        if let Err(e) = self.persist() {
+                            log::error!(
+                                "final commit failed (the WAL still holds every point): {e}"
+                            );
+                        }
                         let _ = done.send(());
                         return;
                     }
@@ -77,7 +89,9 @@ impl Writer {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }
-            if self.last_maintenance.elapsed() >= self.cfg.maintenance_interval {
+            if self.last_maintenance.elapsed() >= self.cfg.maintenance_interval
+                || self.points_since_maintenance >= MAINTAIN_EVERY_POINTS
+            {
                 self.maintenance();
             }
         }
@@ -278,6 +292,7 @@ impl Writer {
                 i += run;
             }
             self.open_points += points.len();
+            self.points_since_maintenance += points.len();
         }
     }
 
@@ -294,6 +309,7 @@ impl Writer {
     /// chunks past retention. Errors are logged; the next round retries.
     pub fn maintenance(&mut self) {
         self.last_maintenance = Instant::now();
+        self.points_since_maintenance = 0;
         let now = now_ms();
         let cutoff = now - HOUR_MS - self.cfg.seal_delay.as_millis() as i64;
         let mut keys: Vec<(u64, i64)> = self
@@ -344,18 +360,44 @@ impl Writer {
             let open = self.store.open.read();
             let mut chunks = txn.open_table(CHUNKS)?;
             let mut hours = txn.open_table(CHUNK_HOURS)?;
+            let mut blocks: std::collections::BTreeMap<(u64, i64), Vec<u64>> = Default::default();
             for &(id, hour) in &keys {
-                let Some(points) = open.get(&id).and_then(|h| h.get(&hour)) else {
-                    continue;
-                };
-                let mut merged = match chunks.get((id, hour))? {
-                    Some(v) => codec::decode(v.value())?,
-                    None => Vec::with_capacity(points.len()),
-                };
-                merged.extend_from_slice(points);
-                codec::normalize(&mut merged);
-                chunks.insert((id, hour), codec::encode(&merged).as_slice())?;
-                hours.insert((hour, id), ())?;
+                blocks
+                    .entry((block::group_of(id), hour))
+                    .or_default()
+                    .push(id);
+            }
+            for ((group, hour), ids) in blocks {
+                let mut entries: std::collections::BTreeMap<u64, Vec<u8>> =
+                    match crate::store::read_blocks(&chunks, group, hour, hour)?.pop() {
+                        Some((_, b)) => block::index(&b)?
+                            .into_iter()
+                            .map(|(id, r)| (id, b[r].to_vec()))
+                            .collect(),
+                        None => Default::default(),
+                    };
+                for id in ids {
+                    let Some(points) = open.get(&id).and_then(|h| h.get(&hour)) else {
+                        continue;
+                    };
+                    let mut merged = match entries.get(&id) {
+                        Some(chunk) => codec::decode(chunk)?,
+                        None => Vec::with_capacity(points.len()),
+                    };
+                    merged.extend_from_slice(points);
+                    codec::normalize(&mut merged);
+                    entries.insert(id, codec::encode(&merged));
+                }
+                let entries: Vec<(u64, Vec<u8>)> = entries.into_iter().collect();
+                let bytes = block::build(&entries);
+                let mut count = 0;
+                for (part, data) in block::parts(&bytes) {
+                    chunks.insert((group, hour, part), data)?;
+                    count = part + 1;
+                }
+                // A re-encoded block can be shorter than the one it replaces.
+                chunks.retain_in((group, hour, count)..=(group, hour, u32::MAX), |_, _| false)?;
+                hours.insert((hour, group), ())?;
             }
             txn.open_table(WAL)?.retain_in(..floor, |_, _| false)?;
         }
@@ -378,7 +420,16 @@ impl Writer {
         Ok(())
     }
 
-    /// Deletes chunks whose whole hour is older than the retention period.
+    /// An empty durable commit: makes every earlier `Durability::None` commit durable.
+    fn persist(&self) -> Result<()> {
+        let mut txn = self.store.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        txn.set_quick_repair(true);
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Deletes chunk blocks whose whole hour is older than the retention period.
     fn expire(&mut self, now: i64) -> Result<()> {
         let cutoff = hour_start(now - self.storage.retention.as_millis() as i64);
         let expired: Vec<(i64, u64)> = {
@@ -399,9 +450,9 @@ impl Writer {
         {
             let mut chunks = txn.open_table(CHUNKS)?;
             let mut hours = txn.open_table(CHUNK_HOURS)?;
-            for &(hour, id) in &expired {
-                chunks.remove((id, hour))?;
-                hours.remove((hour, id))?;
+            for &(hour, group) in &expired {
+                chunks.retain_in((group, hour, 0)..=(group, hour, u32::MAX), |_, _| false)?;
+                hours.remove((hour, group))?;
             }
         }
         txn.commit()?;
