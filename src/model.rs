@@ -84,6 +84,10 @@ impl SeriesKey {
 
 /// Escapes `\` and `"` so a label value can sit between double quotes.
 pub fn escape_into(out: &mut String, v: &str) {
+    if !v.bytes().any(|b| b == b'\\' || b == b'"') {
+        out.push_str(v);
+        return;
+    }
     for c in v.chars() {
         if c == '\\' || c == '"' {
             out.push('\\');

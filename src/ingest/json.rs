@@ -117,7 +117,7 @@ mod tests {
 {"metric":{"__name__":"up","job":"b"},"values":[2],"timestamps":[1700000000000]}"#;
         assert_eq!(parse_import(body, &mut b).unwrap(), 2);
         let batch = b.finish();
-        assert_eq!(batch.series[0].canonical, r#"up{job="a"}"#);
+        assert_eq!(&*batch.series[0].canonical, r#"up{job="a"}"#);
         assert_eq!(batch.series[0].points, vec![(NOW, 1.0), (NOW + 1000, 0.5)]);
     }
 

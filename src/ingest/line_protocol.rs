@@ -56,33 +56,39 @@ pub fn parse(
     let text =
         std::str::from_utf8(body).map_err(|e| Error::invalid(format!("body is not UTF-8: {e}")))?;
     let mut report = ParseReport::default();
-    let mut tags: Vec<(Cow<str>, Cow<str>)> = Vec::new();
+    let mut scratch = Scratch::default();
     for (i, line) in text.split('\n').enumerate() {
         let line = line.strip_suffix('\r').unwrap_or(line).trim_start();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
         report.lines += 1;
-        parse_line(line, precision, now_ms, out, &mut tags, &mut report)
+        parse_line(line, precision, now_ms, out, &mut scratch, &mut report)
             .map_err(|e| at(format_args!("line {}", i + 1), e))?;
     }
     Ok(report)
 }
 
-fn parse_line<'a>(
-    line: &'a str,
+/// Buffers reused from line to line.
+#[derive(Default)]
+struct Scratch {
+    name: String,
+}
+
+fn parse_line(
+    line: &str,
     precision: Precision,
     now_ms: i64,
     out: &mut BatchBuilder,
-    tags: &mut Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    scratch: &mut Scratch,
     report: &mut ParseReport,
 ) -> Result<()> {
+    let mut tags: Vec<(Cow<str>, Cow<str>)> = Vec::new();
     let b = line.as_bytes();
     let (measurement, mut pos) = token(line, 0, b",  ", false);
     if measurement.is_empty() {
         return Err(Error::invalid("missing measurement"));
     }
-    tags.clear();
     while b.get(pos) == Some(&b',') {
         let (k, p) = token(line, pos + 1, b"=", true);
         if b.get(p) != Some(&b'=') || k.is_empty() {
@@ -101,7 +107,7 @@ fn parse_line<'a>(
     while b.get(pos) == Some(&b' ') {
         pos += 1;
     }
-    let mut fields: Vec<(Cow<str>, f64)> = Vec::new();
+    let mut fields: Vec<(Cow<str>, f64)> = Vec::with_capacity(4);
     loop {
         let (k, p) = token(line, pos, b"=", true);
         if b.get(p) != Some(&b'=') || k.is_empty() {
@@ -118,10 +124,9 @@ fn parse_line<'a>(
                     .iter()
                     .position(|&c| c == b',' || c == b' ')
                     .unwrap_or(b.len() - pos);
-            fields.push((
-                k.clone(),
-                field_value(&line[pos..end]).map_err(|e| at(format_args!("field {k:?}"), e))?,
-            ));
+            let value =
+                field_value(&line[pos..end]).map_err(|e| at(format_args!("field {k:?}"), e))?;
+            fields.push((k, value));
             pos = end;
         }
         if b.get(pos) != Some(&b',') {
@@ -146,13 +151,13 @@ fn parse_line<'a>(
     let mut labels: Vec<(&str, &str)> =
         tags.iter().map(|(k, v)| (k.as_ref(), v.as_ref())).collect();
     sort_labels(&mut labels);
-    let mut name = String::with_capacity(measurement.len() + 16);
-    for (field, value) in fields {
+    let name = &mut scratch.name;
+    for (field, value) in &fields {
         name.clear();
         name.push_str(&measurement);
         name.push('_');
-        name.push_str(&field);
-        out.push(&name, &labels, (ts, value))?;
+        name.push_str(field);
+        out.push(name, &labels, (ts, *value))?;
     }
     Ok(())
 }
@@ -245,7 +250,7 @@ mod tests {
         Ok(b.finish()
             .series
             .into_iter()
-            .map(|s| (s.canonical, s.points))
+            .map(|s| (s.canonical.to_string(), s.points))
             .collect())
     }
 

@@ -9,13 +9,25 @@ pub mod line_protocol;
 use crate::error::{Error, Result};
 use crate::model::{Point, SeriesKey, TimeBounds, escape_into};
 use crate::writer::{SeriesPoints, WriteBatch};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
+
+/// Validated keys seen on this worker thread, so a series that reports every few seconds is
+/// validated once, not once per request. Cleared whole when it passes this size (bounded memory).
+const KEY_CACHE_MAX: usize = 200_000;
+
+thread_local! {
+    static KEY_CACHE: RefCell<HashMap<Box<str>, Arc<SeriesKey>, foldhash::fast::RandomState>> =
+        RefCell::new(HashMap::default());
+}
 
 /// Groups points by series while a body is parsed; validates each point and each new series.
 pub struct BatchBuilder {
     bounds: TimeBounds,
-    index: HashMap<String, usize>,
+    /// Canonical key → position in `batch.series`. foldhash: fast, and seeded per process so a
+    /// body cannot be crafted to collide.
+    index: HashMap<Arc<str>, usize, foldhash::fast::RandomState>,
     batch: WriteBatch,
     /// Reused buffer for the canonical key of the series being added.
     key_buf: String,
@@ -25,7 +37,7 @@ impl BatchBuilder {
     pub fn new(bounds: TimeBounds) -> BatchBuilder {
         BatchBuilder {
             bounds,
-            index: HashMap::new(),
+            index: HashMap::default(),
             batch: WriteBatch::default(),
             key_buf: String::new(),
         }
@@ -53,17 +65,28 @@ impl BatchBuilder {
             self.batch.series[i].points.push(point);
             return Ok(());
         }
-        let owned = labels
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let key = SeriesKey::new(name, owned)?;
-        debug_assert_eq!(key.canonical(), self.key_buf);
+        let key = KEY_CACHE.with_borrow_mut(|cache| -> Result<Arc<SeriesKey>> {
+            if let Some(k) = cache.get(self.key_buf.as_str()) {
+                return Ok(k.clone());
+            }
+            let owned = labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let key = Arc::new(SeriesKey::new(name, owned)?);
+            debug_assert_eq!(key.canonical(), self.key_buf);
+            if cache.len() >= KEY_CACHE_MAX {
+                cache.clear();
+            }
+            cache.insert(self.key_buf.as_str().into(), key.clone());
+            Ok(key)
+        })?;
+        let canonical: Arc<str> = self.key_buf.as_str().into();
         self.index
-            .insert(self.key_buf.clone(), self.batch.series.len());
+            .insert(canonical.clone(), self.batch.series.len());
         self.batch.series.push(SeriesPoints {
-            key: Arc::new(key),
-            canonical: self.key_buf.clone(),
+            key,
+            canonical,
             points: vec![point],
         });
         Ok(())

@@ -31,6 +31,18 @@ const POW10: [f64; 10] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9];
 /// |i| must stay below 2^53 so `i as f64` is exact.
 const MAX_EXACT: f64 = 9_007_199_254_740_992.0;
 
+/// Rounds to the nearest integer (ties to even). Adding and subtracting 1.5 × 2^52 does it in two
+/// instructions where `f64::round` is a library call; outside ±2^51 the values are integers (or
+/// unrepresentable as `i`) already. Encoders verify exactness, so the tie rule never matters.
+fn round(x: f64) -> f64 {
+    const MAGIC: f64 = 6_755_399_441_055_744.0;
+    if x.abs() < 2_251_799_813_685_248.0 {
+        (x + MAGIC) - MAGIC
+    } else {
+        x.round()
+    }
+}
+
 /// The summary of a chunk, readable without decoding its points.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ChunkHeader {
@@ -98,7 +110,7 @@ pub fn encode(points: &[Point]) -> Vec<u8> {
         points
             .iter()
             .map(|&(_, v)| {
-                let i = (v * POW10[e as usize]).round() as i64;
+                let i = round(v * POW10[e as usize]) as i64;
                 let z = zigzag(i.wrapping_sub(prev));
                 prev = i;
                 z
@@ -234,7 +246,7 @@ fn corrupt(msg: impl Into<String>) -> Error {
 /// The smallest exponent that represents every value exactly, if one does.
 fn decimal_exponent(points: &[Point]) -> Option<u32> {
     let exact = |v: f64, e: u32| {
-        let i = (v * POW10[e as usize]).round();
+        let i = round(v * POW10[e as usize]);
         i.abs() < MAX_EXACT && ((i as i64) as f64 / POW10[e as usize]).to_bits() == v.to_bits()
     };
     let mut e = 0;
@@ -415,10 +427,7 @@ fn put_rice_all(w: &mut BitWriter, codes: &[u64], k: u32) {
 }
 
 fn get_rice(r: &mut BitReader, k: u32) -> Result<u64> {
-    let mut q = 0u64;
-    while q < RICE_ESCAPE && r.get(1)? == 1 {
-        q += 1;
-    }
+    let q = r.unary(RICE_ESCAPE as u32)? as u64;
     if q == RICE_ESCAPE {
         return r.get(64);
     }
@@ -499,23 +508,49 @@ struct BitReader<'a> {
 }
 
 impl BitReader<'_> {
-    /// Reads `n` bits (n ≤ 64) as the low bits of the result.
-    fn get(&mut self, n: u32) -> Result<u64> {
+    /// The next up-to-57 unread bits, MSB first, zero-padded past the end.
+    fn window(&self) -> u64 {
+        let start = self.pos / 8;
+        let w = match self.bytes.get(start..start + 8) {
+            Some(b) => u64::from_be_bytes(b.try_into().unwrap_or_default()),
+            None => {
+                let mut pad = [0u8; 8];
+                let tail = &self.bytes[start.min(self.bytes.len())..];
+                pad[..tail.len()].copy_from_slice(tail);
+                u64::from_be_bytes(pad)
+            }
+        };
+        w << (self.pos % 8)
+    }
+
+    fn take(&mut self, n: u32) -> Result<()> {
         if self.pos + n as usize > self.bytes.len() * 8 {
             return Err(corrupt("truncated bit stream"));
         }
-        let mut v = 0u64;
-        let mut left = n;
-        while left > 0 {
-            let byte = self.bytes[self.pos / 8];
-            let off = (self.pos % 8) as u32;
-            let take = (8 - off).min(left);
-            let bits = (byte >> (8 - off - take)) & ((1u16 << take) - 1) as u8;
-            v = (v << take) | bits as u64;
-            self.pos += take as usize;
-            left -= take;
+        self.pos += n as usize;
+        Ok(())
+    }
+
+    /// Reads `n` bits (n ≤ 64) as the low bits of the result.
+    fn get(&mut self, n: u32) -> Result<u64> {
+        if n > 56 {
+            let hi = self.get(n - 32)?;
+            return Ok((hi << 32) | self.get(32)?);
         }
-        Ok(v)
+        if n == 0 {
+            return Ok(0);
+        }
+        let w = self.window();
+        self.take(n)?;
+        Ok(w >> (64 - n))
+    }
+
+    /// Counts leading one bits (at most `max` ≤ 56) and consumes them and the zero after them,
+    /// unless `max` ones come first (then only those are consumed).
+    fn unary(&mut self, max: u32) -> Result<u32> {
+        let ones = self.window().leading_ones().min(max);
+        self.take(if ones == max { ones } else { ones + 1 })?;
+        Ok(ones)
     }
 }
 

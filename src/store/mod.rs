@@ -25,10 +25,18 @@ pub type OpenHours = HashMap<u64, BTreeMap<i64, Vec<Point>>>;
 /// Every known series, for selector matching without touching redb.
 #[derive(Default)]
 pub struct Catalog {
+    /// Ordered, for selector matching by name prefix.
     pub by_key: BTreeMap<String, (u64, Arc<SeriesKey>)>,
+    /// The same keys hashed, for the writer's exact lookups on every ingested series.
+    pub ids: HashMap<Box<str>, u64, foldhash::fast::RandomState>,
 }
 
 impl Catalog {
+    pub fn insert(&mut self, canonical: String, id: u64, key: Arc<SeriesKey>) {
+        self.ids.insert(canonical.as_str().into(), id);
+        self.by_key.insert(canonical, (id, key));
+    }
+
     /// Series whose name is `name` (exactly), in key order.
     pub fn with_name<'a>(
         &'a self,
@@ -124,9 +132,7 @@ impl Store {
             let (k, id) = row?;
             let key = SeriesKey::parse(k.value())
                 .map_err(|e| Error::Corrupt(format!("series key {:?}: {e}", k.value())))?;
-            catalog
-                .by_key
-                .insert(k.value().to_owned(), (id.value(), Arc::new(key)));
+            catalog.insert(k.value().to_owned(), id.value(), Arc::new(key));
         }
         Ok(())
     }

@@ -29,7 +29,7 @@ pub struct WriteBatch {
 #[derive(Debug)]
 pub struct SeriesPoints {
     pub key: Arc<SeriesKey>,
-    pub canonical: String,
+    pub canonical: Arc<str>,
     pub points: Vec<Point>,
 }
 

@@ -194,9 +194,9 @@ impl Writer {
         for (batch, _) in writes {
             let known = |c: &str, new_ids: &HashMap<&str, u64>| {
                 catalog
-                    .by_key
+                    .ids
                     .get(c)
-                    .map(|e| e.0)
+                    .copied()
                     .or_else(|| new_ids.get(c).copied())
             };
             let fresh = batch
@@ -222,7 +222,7 @@ impl Writer {
                         let id = self.next_series_id;
                         self.next_series_id += 1;
                         new_ids.insert(&s.canonical, id);
-                        new_series.push((id, s.canonical.clone(), s.key.clone()));
+                        new_series.push((id, s.canonical.to_string(), s.key.clone()));
                         id
                     }
                 };
@@ -270,7 +270,7 @@ impl Writer {
         if !new_series.is_empty() {
             let mut catalog = self.store.catalog.write();
             for (id, canonical, key) in new_series {
-                catalog.by_key.insert(canonical, (id, key));
+                catalog.insert(canonical, id, key);
             }
         }
         let mut open = self.store.open.write();

@@ -10,6 +10,14 @@ struct Proc {
     base: String,
 }
 
+/// A failing assertion must not leave a server running (it would hold the test's pipes open).
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Starts `perfd serve` on port 0 and reads the bound address from its log.
 fn spawn(dir: &std::path::Path) -> Proc {
     let mut child = Command::new(env!("CARGO_BIN_EXE_perfd"))

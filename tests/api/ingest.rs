@@ -78,6 +78,25 @@ async fn check_formats(s: &TestServer, t: i64) {
         .await;
     assert_eq!(lat[0].1, vec![(t, 12.345678901234567)]);
 }
+/// Regression: the catalog's hash index was not loaded on start, so a restarted daemon gave a
+/// known series a second id and queries saw only the points written after the restart.
+#[tokio::test]
+async fn writes_after_restart_extend_the_same_series() {
+    let mut s = TestServer::start();
+    let t = base_ms();
+    s.post("/write?precision=ms", format!("r,h=a v=1 {t}"))
+        .await;
+    s.restart();
+    s.post("/write?precision=ms", format!("r,h=a v=2 {}", t + 1))
+        .await;
+    let (_, db) = s.get_json("/api/v1/metrics/database").await;
+    assert_eq!(db["database"]["series"], 1);
+    let pts = s
+        .points(&format!("query=r_v&start={t}&end={}", t + 1))
+        .await;
+    assert_eq!(pts[0].1, vec![(t, 1.0), (t + 1, 2.0)]);
+}
+
 #[tokio::test]
 async fn gzip_bodies_and_queued_acks() {
     let s = TestServer::start();
