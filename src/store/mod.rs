@@ -211,11 +211,35 @@ impl Store {
         })
     }
 
-    /// Rewrites the file without free pages. Needs exclusive access: offline only.
+    /// Rewrites the chunk table in key order (re-sealed blocks leave half-empty leaves that page
+    /// moves alone keep), then rewrites the file without free pages. Offline only: it needs
+    /// exclusive access.
     pub fn compact(self) -> Result<()> {
+        self.rebuild_chunks()?;
         let mut db = self.db;
         // Each pass moves pages towards the start; repeat until nothing moves.
         while db.compact().map_err(|e| Error::Store(e.into()))? {}
+        Ok(())
+    }
+}
+
+impl Store {
+    fn rebuild_chunks(&self) -> Result<()> {
+        const REBUILT: redb::TableDefinition<(u64, i64, u32), &[u8]> =
+            redb::TableDefinition::new("chunks_rebuild");
+        let mut txn = self.db.begin_write()?;
+        txn.set_quick_repair(true);
+        {
+            let old = txn.open_table(CHUNKS)?;
+            let mut new = txn.open_table(REBUILT)?;
+            for row in old.iter()? {
+                let (k, v) = row?;
+                new.insert(k.value(), v.value())?;
+            }
+        }
+        txn.delete_table(CHUNKS)?;
+        txn.rename_table(REBUILT, CHUNKS)?;
+        txn.commit()?;
         Ok(())
     }
 }

@@ -24,6 +24,8 @@ fn spawn(dir: &std::path::Path) -> Proc {
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
         .env("RUST_LOG", "info")
+        // Seal every 10 ms, so kills also land in the middle of seals and WAL trims.
+        .env("PERFD_WRITER_MAINTENANCE_INTERVAL", "10ms")
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn perfd");
@@ -115,7 +117,8 @@ fn sigterm_exits_zero_and_keeps_data() {
     p.child.wait().unwrap();
 }
 
-/// Four clients ingest while the server is killed with SIGKILL at a different moment each round;
+/// Four clients ingest while the server is killed with SIGKILL at a different moment in each of
+/// six rounds;
 /// after every restart each acknowledged point must be there.
 #[test]
 fn kill_dash_nine_loses_no_acknowledged_point() {
@@ -123,7 +126,7 @@ fn kill_dash_nine_loses_no_acknowledged_point() {
     let t0 = crate::helpers::base_ms();
     let acked: Arc<Mutex<Vec<(i64, f64)>>> = Arc::default();
     let seq = Arc::new(std::sync::atomic::AtomicI64::new(0));
-    for round in 0..4 {
+    for round in 0..6 {
         let mut p = spawn(dir.path());
         let workers: Vec<_> = (0..4)
             .map(|w| {
@@ -148,7 +151,8 @@ fn kill_dash_nine_loses_no_acknowledged_point() {
             })
             .collect();
         // Wait (bounded) until this round acknowledged something, then kill mid-stream.
-        let want = acked.lock().unwrap().len() + 200 * (round + 1);
+        // A different moment each round: after 2,000 to 7,000 more acknowledged points.
+        let want = acked.lock().unwrap().len() + 2000 + 1000 * round;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         while acked.lock().unwrap().len() < want && std::time::Instant::now() < deadline {
             std::thread::yield_now();
