@@ -14,11 +14,7 @@ fn series(n: usize, decimals: bool) -> Vec<(i64, f64)> {
             x ^= x >> 7;
             x ^= x << 17;
             let step = (x % 201) as f64 / 100.0 - 1.0;
-            v = if decimals {
-                ((v + step) * 100.0).round() / 100.0
-            } else {
-                v + step * 1.000_000_1
-            };
+            v = if decimals { ((v + step) * 100.0).round() / 100.0 } else { v + step * 1.000_000_1 };
             (1_700_000_000_000 + i as i64 * 1000 + (x % 3) as i64, v)
         })
         .collect()
@@ -28,19 +24,12 @@ fn bench(c: &mut Criterion) {
     for (label, decimals) in [("decimal", true), ("xor", false)] {
         let points = series(3600, decimals);
         let bytes = codec::encode(&points);
-        eprintln!(
-            "{label}: {:.2} bytes/point",
-            bytes.len() as f64 / points.len() as f64
-        );
+        eprintln!("{label}: {:.2} bytes/point", bytes.len() as f64 / points.len() as f64);
         let mut g = c.benchmark_group(format!("codec/{label}"));
         g.throughput(Throughput::Elements(points.len() as u64));
         g.bench_function("encode", |b| b.iter(|| codec::encode(black_box(&points))));
-        g.bench_function("decode", |b| {
-            b.iter(|| codec::decode(black_box(&bytes)).unwrap())
-        });
-        g.bench_function("header", |b| {
-            b.iter(|| codec::header(black_box(&bytes)).unwrap())
-        });
+        g.bench_function("decode", |b| b.iter(|| codec::decode(black_box(&bytes)).unwrap()));
+        g.bench_function("header", |b| b.iter(|| codec::header(black_box(&bytes)).unwrap()));
         g.finish();
     }
 }

@@ -35,13 +35,8 @@ fn parse(c: &mut Criterion) {
     g.bench_function("parse_10k_lines", |b| {
         b.iter(|| {
             let mut out = BatchBuilder::new(TimeBounds::new(now, 86_400_000));
-            line_protocol::parse(
-                black_box(text.as_bytes()),
-                line_protocol::Precision::Ns,
-                now,
-                &mut out,
-            )
-            .unwrap();
+            line_protocol::parse(black_box(text.as_bytes()), line_protocol::Precision::Ns, now, &mut out)
+                .unwrap();
             out.finish()
         })
     });
@@ -66,15 +61,7 @@ fn commit(c: &mut Criterion) {
     g.bench_function("durable_commit_10k_points", |b| {
         b.iter_batched(
             make,
-            |batch| {
-                writer
-                    .submit(batch, true)
-                    .unwrap()
-                    .unwrap()
-                    .blocking_recv()
-                    .unwrap()
-                    .unwrap()
-            },
+            |batch| writer.submit(batch, true).unwrap().unwrap().blocking_recv().unwrap().unwrap(),
             criterion::BatchSize::LargeInput,
         )
     });

@@ -37,9 +37,7 @@ fn parse_args() -> Args {
             "--url" => a.url = v,
             "--connections" => a.connections = v.parse().expect("--connections N"),
             "--points" => a.points = v.parse().expect("--points N"),
-            "--lines-per-request" => {
-                a.lines_per_request = v.parse().expect("--lines-per-request N")
-            }
+            "--lines-per-request" => a.lines_per_request = v.parse().expect("--lines-per-request N"),
             "--series" => a.series = v.parse().expect("--series N"),
             "--seconds" => a.seconds = v.parse().expect("--seconds N"),
             "--query" => a.query = v,
@@ -57,10 +55,7 @@ fn parse_args() -> Args {
 /// Gauge-like values (a random walk with two decimals, fixed seed), one point per series per
 /// second, ending two hours ago (so every hour is closed and sealed while the run goes on).
 fn build_bodies(a: &Args) -> Vec<(String, usize)> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
     let per_series = a.points.div_ceil(a.series) as i64;
     let t0 = now - now.rem_euclid(3_600_000) - 2 * 3_600_000 - per_series * 1000;
     let mut bodies = Vec::new();
@@ -74,11 +69,7 @@ fn build_bodies(a: &Args) -> Vec<(String, usize)> {
         x ^= x << 17;
         walk[s] = (walk[s] + (x % 41) as i64 - 20).clamp(0, 10_000);
         let v = walk[s] as f64 / 100.0;
-        body.push_str(&format!(
-            "cpu,host=host-{s:05},region=r{} usage={v} {}\n",
-            s % 8,
-            t0 + step * 1000
-        ));
+        body.push_str(&format!("cpu,host=host-{s:05},region=r{} usage={v} {}\n", s % 8, t0 + step * 1000));
         lines += 1;
         if lines == a.lines_per_request {
             bodies.push((std::mem::take(&mut body), lines));
@@ -96,12 +87,7 @@ async fn main() {
     let a = parse_args();
     let bodies = Arc::new(build_bodies(&a));
     let bytes: usize = bodies.iter().map(|b| b.0.len()).sum();
-    eprintln!(
-        "built {} bodies, {} points, {:.1} MB",
-        bodies.len(),
-        a.points,
-        bytes as f64 / 1e6
-    );
+    eprintln!("built {} bodies, {} points, {:.1} MB", bodies.len(), a.points, bytes as f64 / 1e6);
     let url = format!("{}/write?{}", a.url, a.query);
     let next = Arc::new(AtomicUsize::new(0));
     let (acked, errors) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
@@ -109,18 +95,10 @@ async fn main() {
     let started = Instant::now();
     let tasks: Vec<_> = (0..a.connections)
         .map(|_| {
-            let (bodies, next, acked, errors, url) = (
-                bodies.clone(),
-                next.clone(),
-                acked.clone(),
-                errors.clone(),
-                url.clone(),
-            );
+            let (bodies, next, acked, errors, url) =
+                (bodies.clone(), next.clone(), acked.clone(), errors.clone(), url.clone());
             tokio::spawn(async move {
-                let client = reqwest::Client::builder()
-                    .pool_max_idle_per_host(1)
-                    .build()
-                    .expect("client");
+                let client = reqwest::Client::builder().pool_max_idle_per_host(1).build().expect("client");
                 let mut lat = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
                 while Instant::now() < deadline {
                     let i = next.fetch_add(1, Relaxed);
@@ -136,11 +114,7 @@ async fn main() {
                                 errors.fetch_add(1, Relaxed);
                                 tokio::time::sleep(Duration::from_millis(20)).await;
                             }
-                            Ok(r) => panic!(
-                                "status {}: {}",
-                                r.status(),
-                                r.text().await.unwrap_or_default()
-                            ),
+                            Ok(r) => panic!("status {}: {}", r.status(), r.text().await.unwrap_or_default()),
                             Err(e) => panic!("request failed: {e}"),
                         }
                     }

@@ -17,8 +17,7 @@ fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let config = Config::for_test(dir.path());
     let store = Arc::new(Store::open(dir.path()).unwrap());
-    let writer =
-        WriterHandle::start(store.clone(), config.writer.clone(), config.storage.clone()).unwrap();
+    let writer = WriterHandle::start(store.clone(), config.writer.clone(), config.storage.clone()).unwrap();
     let now = now_ms();
     let t0 = now - now.rem_euclid(HOUR) - 8 * HOUR;
     for hour in 0..6 {
@@ -27,43 +26,21 @@ fn bench(c: &mut Criterion) {
             let host = format!("h{s:03}");
             for i in 0..360 {
                 let v = ((i * 7 + s * 13) % 10_000) as f64 / 100.0;
-                b.push(
-                    "cpu_usage",
-                    &[("host", &host)],
-                    (t0 + hour * HOUR + i * 10_000, v),
-                )
-                .unwrap();
+                b.push("cpu_usage", &[("host", &host)], (t0 + hour * HOUR + i * 10_000, v)).unwrap();
             }
         }
-        writer
-            .submit(b.finish(), true)
-            .unwrap()
-            .unwrap()
-            .blocking_recv()
-            .unwrap()
-            .unwrap();
+        writer.submit(b.finish(), true).unwrap().unwrap().blocking_recv().unwrap().unwrap();
     }
     writer.seal_all().unwrap();
     let sel = Selector::parse("cpu_usage").unwrap();
     let end = t0 + 6 * HOUR - 1;
     let mut g = c.benchmark_group("query_200_series_6h");
     g.bench_function("hourly_avg_from_headers", |b| {
-        b.iter(|| {
-            read_aggregated(black_box(&store), &sel, t0, end, HOUR, Agg::Avg, 5_000_000).unwrap()
-        })
+        b.iter(|| read_aggregated(black_box(&store), &sel, t0, end, HOUR, Agg::Avg, 5_000_000).unwrap())
     });
     g.bench_function("avg_decoding_every_point", |b| {
         b.iter(|| {
-            read_aggregated(
-                black_box(&store),
-                &sel,
-                t0,
-                end,
-                HOUR - 60_000,
-                Agg::Avg,
-                5_000_000,
-            )
-            .unwrap()
+            read_aggregated(black_box(&store), &sel, t0, end, HOUR - 60_000, Agg::Avg, 5_000_000).unwrap()
         })
     });
     g.finish();

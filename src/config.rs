@@ -4,6 +4,7 @@
 
 use crate::error::{Error, Result};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -19,7 +20,48 @@ pub struct Config {
     pub storage: StorageConfig,
     pub writer: WriterConfig,
     pub query: QueryConfig,
+    pub cache: CacheConfig,
 }
+
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    /// L1 entries (quick_cache capacity when no byte budget is set).
+    pub max_entries: usize,
+    /// L1 byte budget; 0 means none (then `max_entries` bounds L1).
+    pub max_bytes: u64,
+    /// Largest value accepted (413 above).
+    pub max_entry_bytes: usize,
+    /// How often expired L1 entries are swept.
+    pub sweep_interval: Duration,
+    /// How long a fill lease lasts before another caller may take it.
+    pub lease_ttl: Duration,
+    /// Save live L1 entries on shutdown and load them on start.
+    pub warm_restart: bool,
+    /// Strategy name → default TTL: the built-in five plus any from the file.
+    pub strategies: BTreeMap<String, Duration>,
+    pub redis: RedisConfig,
+}
+
+/// The Redis L2 (used only when built with `--features redis` and `url` is set).
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    pub url: Option<String>,
+    /// Connections kept open (each multiplexes many requests), at most 50.
+    pub pool_size: usize,
+    /// Limit on every Redis call; past it L1 keeps serving and a timeout is counted.
+    pub timeout: Duration,
+    /// Prefix of every key perfd writes; `clear l2` deletes only these.
+    pub prefix: String,
+}
+
+/// Strategies every perfd knows, with the TTLs the agent backend relies on.
+pub const BUILTIN_STRATEGIES: [(&str, u64); 5] = [
+    ("crew_config", 3600),
+    ("execution_state", 300),
+    ("memory_query", 900),
+    ("llm_response", 1800),
+    ("performance", 60),
+];
 
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
@@ -71,6 +113,32 @@ struct RawConfig {
     writer: RawWriter,
     #[serde(default)]
     query: RawQuery,
+    #[serde(default)]
+    cache: RawCache,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCache {
+    max_entries: Option<usize>,
+    max_bytes: Option<u64>,
+    max_entry_bytes: Option<usize>,
+    sweep_interval: Option<String>,
+    lease_ttl: Option<String>,
+    warm_restart: Option<bool>,
+    #[serde(default)]
+    strategies: BTreeMap<String, String>,
+    #[serde(default)]
+    redis: RawRedis,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRedis {
+    url: Option<String>,
+    pool_size: Option<usize>,
+    timeout: Option<String>,
+    prefix: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -103,8 +171,9 @@ struct RawQuery {
     max_points: Option<usize>,
 }
 
-/// Sections of the TOML file; `PERFD_<SECTION>_<KEY>` maps to `[section] key`.
-const SECTIONS: [&str; 4] = ["http", "storage", "writer", "query"];
+/// Sections of the TOML file, longest first; `PERFD_<SECTION>_<KEY>` maps to `[section] key`
+/// (`PERFD_CACHE_REDIS_URL` to `[cache.redis] url`).
+const SECTIONS: [&str; 6] = ["cache_redis", "storage", "writer", "query", "cache", "http"];
 
 /// Flags that override everything else.
 #[derive(Debug, Default, Clone)]
@@ -130,9 +199,7 @@ impl Config {
             match SECTIONS.iter().find(|s| rest.starts_with(&format!("{s}_"))) {
                 Some(section) => {
                     let key = rest[section.len() + 1..].to_owned();
-                    let entry = table
-                        .entry(*section)
-                        .or_insert_with(|| toml::Table::new().into());
+                    let entry = table.entry(*section).or_insert_with(|| toml::Table::new().into());
                     if let Some(t) = entry.as_table_mut() {
                         t.insert(key, value);
                     }
@@ -148,9 +215,7 @@ impl Config {
         if let Some(d) = &flags.data_dir {
             table.insert("data_dir".into(), d.display().to_string().into());
         }
-        let raw: RawConfig = table
-            .try_into()
-            .map_err(|e: toml::de::Error| Error::Config(e.to_string()))?;
+        let raw: RawConfig = table.try_into().map_err(|e: toml::de::Error| Error::Config(e.to_string()))?;
         raw.validate()
     }
 
@@ -168,8 +233,7 @@ impl Config {
 fn read_toml(path: &Path) -> Result<toml::Table> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
-    text.parse::<toml::Table>()
-        .map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+    text.parse::<toml::Table>().map_err(|e| Error::Config(format!("{}: {e}", path.display())))
 }
 
 /// An environment value as TOML: numbers and booleans keep their type, anything else is a string.
@@ -184,18 +248,13 @@ fn toml_value(s: &str) -> toml::Value {
 
 fn duration(key: &str, v: Option<String>, default: &str) -> Result<Duration> {
     let text = v.as_deref().unwrap_or(default);
-    humantime::parse_duration(text).map_err(|e| {
-        Error::Config(format!(
-            "{key}: {text:?} is not a duration like \"30d\" or \"5m\" ({e})"
-        ))
-    })
+    humantime::parse_duration(text)
+        .map_err(|e| Error::Config(format!("{key}: {text:?} is not a duration like \"30d\" or \"5m\" ({e})")))
 }
 
 fn at_least<T: PartialOrd + std::fmt::Debug>(key: &str, v: T, min: T) -> Result<T> {
     if v < min {
-        return Err(Error::Config(format!(
-            "{key}: {v:?} is below the minimum {min:?}"
-        )));
+        return Err(Error::Config(format!("{key}: {v:?} is below the minimum {min:?}")));
     }
     Ok(v)
 }
@@ -204,11 +263,10 @@ impl RawConfig {
     fn validate(self) -> Result<Config> {
         let listen_text = self.listen.unwrap_or_else(|| "127.0.0.1:8470".into());
         let listen = listen_text.parse().map_err(|_| {
-            Error::Config(format!(
-                "listen: {listen_text:?} is not an address like 127.0.0.1:8470"
-            ))
+            Error::Config(format!("listen: {listen_text:?} is not an address like 127.0.0.1:8470"))
         })?;
         let retention = duration("storage.retention", self.storage.retention, "30d")?;
+        let cache = self.cache.validate()?;
         let w = self.writer;
         Ok(Config {
             listen,
@@ -223,18 +281,10 @@ impl RawConfig {
             },
             storage: StorageConfig {
                 retention: at_least("storage.retention", retention, Duration::from_secs(3600))?,
-                max_series: at_least(
-                    "storage.max_series",
-                    self.storage.max_series.unwrap_or(100_000),
-                    1,
-                )?,
+                max_series: at_least("storage.max_series", self.storage.max_series.unwrap_or(100_000), 1)?,
             },
             writer: WriterConfig {
-                queue_capacity: at_least(
-                    "writer.queue_capacity",
-                    w.queue_capacity.unwrap_or(1024),
-                    1,
-                )?,
+                queue_capacity: at_least("writer.queue_capacity", w.queue_capacity.unwrap_or(1024), 1)?,
                 max_queued_points: at_least(
                     "writer.max_queued_points",
                     w.max_queued_points.unwrap_or(8_000_000),
@@ -253,11 +303,57 @@ impl RawConfig {
                 )?,
             },
             query: QueryConfig {
-                max_points: at_least(
-                    "query.max_points",
-                    self.query.max_points.unwrap_or(5_000_000),
-                    1,
-                )?,
+                max_points: at_least("query.max_points", self.query.max_points.unwrap_or(5_000_000), 1)?,
+            },
+            cache,
+        })
+    }
+}
+
+impl RawCache {
+    fn validate(self) -> Result<CacheConfig> {
+        let mut strategies: BTreeMap<String, Duration> =
+            BUILTIN_STRATEGIES.iter().map(|(n, s)| (n.to_string(), Duration::from_secs(*s))).collect();
+        for (name, ttl) in self.strategies {
+            let key = format!("cache.strategies.{name}");
+            let ok = !name.is_empty()
+                && name.len() <= 64
+                && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            if !ok {
+                return Err(Error::Config(format!("{key}: strategy names are [a-z0-9_], 1 to 64 bytes")));
+            }
+            let ttl = at_least(&key, duration(&key, Some(ttl), "")?, Duration::from_secs(1))?;
+            strategies.insert(name, ttl);
+        }
+        let r = self.redis;
+        Ok(CacheConfig {
+            max_entries: at_least("cache.max_entries", self.max_entries.unwrap_or(1000), 1)?,
+            max_bytes: self.max_bytes.unwrap_or(0),
+            max_entry_bytes: at_least("cache.max_entry_bytes", self.max_entry_bytes.unwrap_or(1 << 20), 1)?,
+            sweep_interval: at_least(
+                "cache.sweep_interval",
+                duration("cache.sweep_interval", self.sweep_interval, "30s")?,
+                Duration::from_millis(10),
+            )?,
+            lease_ttl: at_least(
+                "cache.lease_ttl",
+                duration("cache.lease_ttl", self.lease_ttl, "30s")?,
+                Duration::from_millis(10),
+            )?,
+            warm_restart: self.warm_restart.unwrap_or(true),
+            strategies,
+            redis: RedisConfig {
+                url: r.url.filter(|u| !u.is_empty()),
+                pool_size: match r.pool_size.unwrap_or(8) {
+                    n @ 1..=50 => n,
+                    n => {
+                        return Err(Error::Config(format!(
+                            "cache.redis.pool_size: {n} is not between 1 and 50"
+                        )));
+                    }
+                },
+                timeout: duration("cache.redis.timeout", r.timeout, "50ms")?,
+                prefix: r.prefix.unwrap_or_else(|| "perfd:".into()),
             },
         })
     }
@@ -268,35 +364,19 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> impl Iterator<Item = (String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect::<Vec<_>>()
-            .into_iter()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>().into_iter()
     }
 
     #[test]
     fn precedence_defaults_file_env_flags() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("perfd.toml");
-        std::fs::write(
-            &file,
-            "listen = \"127.0.0.1:1\"\n[storage]\nretention = \"2d\"\nmax_series = 5\n",
-        )
-        .unwrap();
-        let flags = Overrides {
-            config_file: Some(file),
-            listen: Some("127.0.0.1:3".into()),
-            data_dir: None,
-        };
-        let c = Config::load(
-            &flags,
-            env(&[
-                ("PERFD_STORAGE_MAX_SERIES", "7"),
-                ("PERFD_LISTEN", "127.0.0.1:2"),
-            ]),
-        )
-        .unwrap();
+        std::fs::write(&file, "listen = \"127.0.0.1:1\"\n[storage]\nretention = \"2d\"\nmax_series = 5\n")
+            .unwrap();
+        let flags = Overrides { config_file: Some(file), listen: Some("127.0.0.1:3".into()), data_dir: None };
+        let c =
+            Config::load(&flags, env(&[("PERFD_STORAGE_MAX_SERIES", "7"), ("PERFD_LISTEN", "127.0.0.1:2")]))
+                .unwrap();
         assert_eq!(c.listen.port(), 3);
         assert_eq!(c.storage.retention, Duration::from_secs(2 * 86400));
         assert_eq!(c.storage.max_series, 7);
@@ -307,10 +387,7 @@ mod tests {
     #[test]
     fn shipped_example_config_is_valid_and_matches_defaults() {
         let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("systemd/perfd.toml");
-        let flags = Overrides {
-            config_file: Some(path),
-            ..Overrides::default()
-        };
+        let flags = Overrides { config_file: Some(path), ..Overrides::default() };
         let from_file = Config::load(&flags, env(&[])).unwrap();
         let defaults = Config::load(&Overrides::default(), env(&[])).unwrap();
         assert_eq!(format!("{from_file:?}"), format!("{defaults:?}"));
@@ -318,17 +395,12 @@ mod tests {
 
     #[test]
     fn errors_name_the_key() {
-        let e = Config::load(
-            &Overrides::default(),
-            env(&[("PERFD_STORAGE_RETENTION", "forever")]),
-        )
-        .unwrap_err();
+        let e =
+            Config::load(&Overrides::default(), env(&[("PERFD_STORAGE_RETENTION", "forever")])).unwrap_err();
         assert!(e.to_string().contains("storage.retention"), "{e}");
-        let e =
-            Config::load(&Overrides::default(), env(&[("PERFD_WRITER_BOGUS", "1")])).unwrap_err();
+        let e = Config::load(&Overrides::default(), env(&[("PERFD_WRITER_BOGUS", "1")])).unwrap_err();
         assert!(e.to_string().contains("bogus"), "{e}");
-        let e =
-            Config::load(&Overrides::default(), env(&[("PERFD_LISTEN", "nowhere")])).unwrap_err();
+        let e = Config::load(&Overrides::default(), env(&[("PERFD_LISTEN", "nowhere")])).unwrap_err();
         assert!(e.to_string().contains("listen"), "{e}");
     }
 }

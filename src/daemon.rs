@@ -6,6 +6,7 @@
 //! store closes when the last reference goes.
 
 use crate::api::{self, AppState};
+use crate::cache::TieredCache;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::store::Store;
@@ -22,22 +23,29 @@ pub struct Daemon {
     pub addr: SocketAddr,
     pub store: Arc<Store>,
     pub writer: Arc<WriterHandle>,
+    pub cache: Arc<TieredCache>,
     http: Option<(ServerHandle, JoinHandle<()>)>,
+    /// Dropping the sender stops the sweeper; then it is joined.
+    sweeper: Option<(crossbeam_channel::Sender<()>, JoinHandle<()>)>,
 }
 
 impl Daemon {
     pub fn start(config: Config) -> Result<Daemon> {
         let store = Arc::new(Store::open(&config.data_dir)?);
-        let writer = Arc::new(WriterHandle::start(
-            store.clone(),
-            config.writer.clone(),
-            config.storage.clone(),
-        )?);
+        let writer =
+            Arc::new(WriterHandle::start(store.clone(), config.writer.clone(), config.storage.clone())?);
+        let cache = Arc::new(TieredCache::new(config.cache.clone())?);
+        if config.cache.warm_restart {
+            let loaded = cache.load(store.cache_snapshot()?);
+            // Cleared once loaded: after a crash, an old snapshot must not come back.
+            writer.save_cache(Vec::new())?;
+            if loaded > 0 {
+                log::info!("warm restart: {loaded} cache entries loaded");
+            }
+        }
+        let sweeper = start_sweeper(cache.clone(), config.cache.sweep_interval)?;
         let listener = std::net::TcpListener::bind(config.listen).map_err(|e| {
-            Error::Io(std::io::Error::new(
-                e.kind(),
-                format!("cannot listen on {}: {e}", config.listen),
-            ))
+            Error::Io(std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen)))
         })?;
         let addr = listener.local_addr()?;
         let workers = config.http.workers;
@@ -45,44 +53,38 @@ impl Daemon {
             config: Arc::new(config),
             store: store.clone(),
             writer: writer.clone(),
+            cache: cache.clone(),
         };
         let (tx, rx) = std::sync::mpsc::channel();
-        let join = std::thread::Builder::new()
-            .name("perfd-http".into())
-            .spawn(move || {
-                let system = actix_web::rt::System::new();
-                let result = system.block_on(async move {
-                    let routes = api::configure(state);
-                    let server = HttpServer::new(move || App::new().configure(routes.clone()))
-                        .workers(workers)
-                        .disable_signals()
-                        .shutdown_timeout(10)
-                        .client_request_timeout(Duration::from_secs(30))
-                        .listen(listener);
-                    let server = match server {
-                        Ok(s) => s.run(),
-                        Err(e) => {
-                            let _ = tx.send(Err(e));
-                            return Ok(());
-                        }
-                    };
-                    let _ = tx.send(Ok(server.handle()));
-                    server.await
-                });
-                if let Err(e) = result {
-                    log::error!("http server failed: {e}");
-                }
-            })?;
+        let join = std::thread::Builder::new().name("perfd-http".into()).spawn(move || {
+            let system = actix_web::rt::System::new();
+            let result = system.block_on(async move {
+                let routes = api::configure(state);
+                let server = HttpServer::new(move || App::new().configure(routes.clone()))
+                    .workers(workers)
+                    .disable_signals()
+                    .shutdown_timeout(10)
+                    .client_request_timeout(Duration::from_secs(30))
+                    .listen(listener);
+                let server = match server {
+                    Ok(s) => s.run(),
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return Ok(());
+                    }
+                };
+                let _ = tx.send(Ok(server.handle()));
+                server.await
+            });
+            if let Err(e) = result {
+                log::error!("http server failed: {e}");
+            }
+        })?;
         let handle = rx
             .recv()
             .map_err(|_| Error::Internal("http thread ended before starting".into()))?
             .map_err(Error::Io)?;
-        Ok(Daemon {
-            addr,
-            store,
-            writer,
-            http: Some((handle, join)),
-        })
+        Ok(Daemon { addr, store, writer, cache, http: Some((handle, join)), sweeper: Some(sweeper) })
     }
 
     /// Stops accepting, lets in-flight requests finish, commits everything queued, closes the store.
@@ -94,9 +96,53 @@ impl Daemon {
             if join.join().is_err() {
                 log::error!("http thread panicked");
             }
+            if self.cache.config().warm_restart {
+                self.save_cache();
+            }
+        }
+        if let Some((stop, join)) = self.sweeper.take() {
+            drop(stop);
+            let _ = join.join();
         }
         self.writer.shutdown();
     }
+}
+
+impl Daemon {
+    fn save_cache(&self) {
+        let mut saved = Vec::new();
+        for (k, e) in self.cache.entries() {
+            match crate::store::encode_cache_entry(&e) {
+                Ok(v) => saved.push((k, v)),
+                Err(e) => log::error!("cache snapshot: {e}"),
+            }
+        }
+        let n = saved.len();
+        match self.writer.save_cache(saved) {
+            Ok(()) => log::info!("warm restart: {n} cache entries saved"),
+            Err(e) => log::error!("saving the cache snapshot failed: {e}"),
+        }
+    }
+}
+
+/// `perfd-sweeper`: drops expired L1 entries every `interval`; stops when its sender drops.
+fn start_sweeper(
+    cache: Arc<TieredCache>,
+    interval: Duration,
+) -> Result<(crossbeam_channel::Sender<()>, JoinHandle<()>)> {
+    let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+    let ticker = crossbeam_channel::tick(interval);
+    let join = std::thread::Builder::new().name("perfd-sweeper".into()).spawn(move || {
+        loop {
+            crossbeam_channel::select! {
+                recv(stopped) -> _ => return,
+                recv(ticker) -> _ => {
+                    cache.sweep();
+                }
+            }
+        }
+    })?;
+    Ok((stop, join))
 }
 
 impl Drop for Daemon {

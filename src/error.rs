@@ -20,6 +20,9 @@ pub enum Error {
     TooManyPoints(String),
     #[error("{0}")]
     NotFound(String),
+    /// A cache strategy that is neither built in nor configured; the message lists the known ones.
+    #[error("{0}")]
+    UnknownStrategy(String),
     #[error("{0}")]
     Conflict(String),
     /// The writer queue is full; retry after the given number of seconds.
@@ -59,11 +62,4 @@ macro_rules! from_redb {
         }
     )*};
 }
-from_redb!(
-    DatabaseError,
-    TransactionError,
-    TableError,
-    StorageError,
-    CommitError,
-    SetDurabilityError
-);
+from_redb!(DatabaseError, TransactionError, TableError, StorageError, CommitError, SetDurabilityError);

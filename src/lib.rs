@@ -12,6 +12,7 @@
 //! one validated [`config::Config`]; `error` holds the error kinds every module returns.
 
 pub mod api;
+pub mod cache;
 pub mod config;
 pub mod daemon;
 pub mod error;

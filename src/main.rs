@@ -54,11 +54,7 @@ fn main() -> ExitCode {
         Some(Command::Serve(a)) => (a, None),
         Some(Command::Check(a)) => (a.common, Some(a.compact)),
     };
-    let flags = Overrides {
-        config_file: args.config,
-        listen: args.listen,
-        data_dir: args.data_dir,
-    };
+    let flags = Overrides { config_file: args.config, listen: args.listen, data_dir: args.data_dir };
     let config = match Config::load(&flags, std::env::vars()) {
         Ok(c) => c,
         Err(e) => {
@@ -81,17 +77,11 @@ fn main() -> ExitCode {
 
 fn serve(config: Config) -> anyhow::Result<()> {
     let data_dir = config.data_dir.clone();
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-    ])
-    .context("installing signal handlers")?;
+    let mut signals =
+        signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
+            .context("installing signal handlers")?;
     let mut daemon = perfd::Daemon::start(config).context("starting perfd")?;
-    log::info!(
-        "perfd listening on http://{} with data dir {}",
-        daemon.addr,
-        data_dir.display()
-    );
+    log::info!("perfd listening on http://{} with data dir {}", daemon.addr, data_dir.display());
     if let Some(sig) = signals.forever().next() {
         log::info!("signal {sig} received; shutting down");
     }

@@ -41,10 +41,7 @@ impl SeriesKey {
         if let Some(w) = labels.windows(2).find(|w| w[0].0 == w[1].0) {
             return Err(Error::invalid(format!("label {:?} appears twice", w[0].0)));
         }
-        Ok(SeriesKey {
-            name: name.to_owned(),
-            labels,
-        })
+        Ok(SeriesKey { name: name.to_owned(), labels })
     }
 
     /// The canonical text form, `name` or `name{a="x",b="y"}`: the catalog key on disk.
@@ -72,9 +69,7 @@ impl SeriesKey {
         let mut labels = Vec::with_capacity(sel.matchers.len());
         for m in sel.matchers {
             if m.negated {
-                return Err(Error::invalid(format!(
-                    "{text:?} is a selector, not a series key"
-                )));
+                return Err(Error::invalid(format!("{text:?} is a selector, not a series key")));
             }
             labels.push((m.label, m.value));
         }
@@ -106,8 +101,7 @@ pub fn validate_name(name: &str) -> Result<()> {
     let ok = !b.is_empty()
         && b.len() <= MAX_NAME_LEN
         && is_name_start(b[0])
-        && b.iter()
-            .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b':' | b'.' | b'-'));
+        && b.iter().all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b':' | b'.' | b'-'));
     if ok {
         Ok(())
     } else {
@@ -125,15 +119,13 @@ pub fn validate_label(name: &str, value: &str) -> Result<()> {
         && b.len() <= MAX_NAME_LEN
         && (b[0].is_ascii_alphabetic() || b[0] == b'_')
         && !name.starts_with("__")
-        && b.iter()
-            .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'));
+        && b.iter().all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'));
     if !name_ok {
         return Err(Error::invalid(format!(
             "invalid label name {name:?}: must match [A-Za-z_][A-Za-z0-9_.-]* and not start with __"
         )));
     }
-    if value.is_empty() || value.len() > MAX_LABEL_VALUE_LEN || value.chars().any(char::is_control)
-    {
+    if value.is_empty() || value.len() > MAX_LABEL_VALUE_LEN || value.chars().any(char::is_control) {
         return Err(Error::invalid(format!(
             "invalid value for label {name:?}: must be 1 to {MAX_LABEL_VALUE_LEN} bytes without control characters"
         )));
@@ -155,18 +147,13 @@ pub const MAX_FUTURE_MS: i64 = 24 * 3600 * 1000;
 
 impl TimeBounds {
     pub fn new(now_ms: i64, retention_ms: i64) -> TimeBounds {
-        TimeBounds {
-            min_ms: now_ms - retention_ms,
-            max_ms: now_ms + MAX_FUTURE_MS,
-        }
+        TimeBounds { min_ms: now_ms - retention_ms, max_ms: now_ms + MAX_FUTURE_MS }
     }
 
     /// Checks one point: the timestamp inside the window and the value finite.
     pub fn check(&self, ts: i64, value: f64) -> Result<()> {
         if !value.is_finite() {
-            return Err(Error::invalid(format!(
-                "value {value} is not a finite number"
-            )));
+            return Err(Error::invalid(format!("value {value} is not a finite number")));
         }
         if ts < self.min_ms {
             return Err(Error::invalid(format!(
@@ -205,11 +192,8 @@ mod tests {
 
     #[test]
     fn canonical_sorts_labels_and_escapes() {
-        let k = SeriesKey::new(
-            "cpu_usage",
-            vec![("z".into(), "a\"b".into()), ("a".into(), "x\\y".into())],
-        )
-        .unwrap();
+        let k = SeriesKey::new("cpu_usage", vec![("z".into(), "a\"b".into()), ("a".into(), "x\\y".into())])
+            .unwrap();
         assert_eq!(k.canonical(), r#"cpu_usage{a="x\\y",z="a\"b"}"#);
         assert_eq!(SeriesKey::parse(&k.canonical()).unwrap(), k);
     }
@@ -223,16 +207,8 @@ mod tests {
         assert!(validate_label("__name__", "x").is_err());
         assert!(validate_label("host", "").is_err());
         assert!(validate_label("host", "a\nb").is_err());
-        assert!(
-            SeriesKey::new(
-                "m",
-                vec![("a".into(), "1".into()), ("a".into(), "2".into())]
-            )
-            .is_err()
-        );
-        let many = (0..31)
-            .map(|i| (format!("l{i}"), "v".to_string()))
-            .collect();
+        assert!(SeriesKey::new("m", vec![("a".into(), "1".into()), ("a".into(), "2".into())]).is_err());
+        let many = (0..31).map(|i| (format!("l{i}"), "v".to_string())).collect();
         assert!(SeriesKey::new("m", many).is_err());
     }
 

@@ -32,19 +32,16 @@ impl Selector {
         crate::model::validate_name(name).map_err(|e| bad(&e.to_string()))?;
         let mut matchers = Vec::new();
         if let Some(rest) = rest {
-            let body = rest
-                .strip_suffix('}')
-                .ok_or_else(|| bad("missing closing }"))?;
+            let body = rest.strip_suffix('}').ok_or_else(|| bad("missing closing }"))?;
             let mut chars = body.chars().peekable();
             loop {
                 while chars.next_if(|c| c.is_whitespace() || *c == ',').is_some() {}
                 if chars.peek().is_none() {
                     break;
                 }
-                let label: String = std::iter::from_fn(|| {
-                    chars.next_if(|c| c.is_alphanumeric() || "_.-".contains(*c))
-                })
-                .collect();
+                let label: String =
+                    std::iter::from_fn(|| chars.next_if(|c| c.is_alphanumeric() || "_.-".contains(*c)))
+                        .collect();
                 while chars.next_if(|c| c.is_whitespace()).is_some() {}
                 let negated = match (chars.next(), chars.peek()) {
                     (Some('='), _) => false,
@@ -73,11 +70,7 @@ impl Selector {
                 }
                 crate::model::validate_label(&label, if value.is_empty() { "x" } else { &value })
                     .map_err(|e| bad(&e.to_string()))?;
-                matchers.push(Matcher {
-                    label,
-                    value,
-                    negated,
-                });
+                matchers.push(Matcher { label, value, negated });
                 while chars.next_if(|c| c.is_whitespace()).is_some() {}
                 match chars.next() {
                     None => break,
@@ -86,20 +79,13 @@ impl Selector {
                 }
             }
         }
-        Ok(Selector {
-            name: name.to_owned(),
-            matchers,
-        })
+        Ok(Selector { name: name.to_owned(), matchers })
     }
 
     pub fn matches(&self, key: &SeriesKey) -> bool {
         key.name == self.name
             && self.matchers.iter().all(|m| {
-                let v = key
-                    .labels
-                    .iter()
-                    .find(|(k, _)| *k == m.label)
-                    .map_or("", |(_, v)| v.as_str());
+                let v = key.labels.iter().find(|(k, _)| *k == m.label).map_or("", |(_, v)| v.as_str());
                 (v == m.value) != m.negated
             })
     }
@@ -108,11 +94,7 @@ impl Selector {
 /// Every series the selector matches, in key order.
 pub fn select(store: &Store, sel: &Selector) -> Vec<(u64, Arc<SeriesKey>)> {
     let catalog = store.catalog.read();
-    catalog
-        .with_name(&sel.name)
-        .filter(|(_, k)| sel.matches(k))
-        .map(|(id, k)| (id, k.clone()))
-        .collect()
+    catalog.with_name(&sel.name).filter(|(_, k)| sel.matches(k)).map(|(id, k)| (id, k.clone())).collect()
 }
 
 /// Unix milliseconds, or RFC 3339 (`2026-11-27T08:00:00Z`).
@@ -124,11 +106,7 @@ pub fn parse_time(s: &str) -> Result<i64> {
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map(|d| d.as_millis() as i64)
-        .ok_or_else(|| {
-            Error::invalid(format!(
-                "invalid time {s:?}: use unix milliseconds or RFC 3339"
-            ))
-        })
+        .ok_or_else(|| Error::invalid(format!("invalid time {s:?}: use unix milliseconds or RFC 3339")))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -152,11 +130,7 @@ pub struct SeriesResult {
 
 impl SeriesResult {
     fn new(key: &SeriesKey, points: Vec<Point>) -> SeriesResult {
-        SeriesResult {
-            name: key.name.clone(),
-            labels: key.labels.iter().cloned().collect(),
-            points,
-        }
+        SeriesResult { name: key.name.clone(), labels: key.labels.iter().cloned().collect(), points }
     }
 }
 
@@ -207,14 +181,7 @@ struct Acc {
 
 impl Acc {
     fn point(p: Point) -> Acc {
-        Acc {
-            count: 1,
-            sum: p.1,
-            min: p.1,
-            max: p.1,
-            first: p,
-            last: p,
-        }
+        Acc { count: 1, sum: p.1, min: p.1, max: p.1, first: p, last: p }
     }
 
     fn merge(&mut self, o: &Acc) {
@@ -315,15 +282,9 @@ mod tests {
         assert_eq!(s.matchers[0].value, "a\"b");
         assert!(s.matchers[1].negated);
         assert_eq!(Selector::parse("cpu{}").unwrap().matchers.len(), 0);
-        for bad in [
-            "",
-            "cpu{",
-            "cpu{host=a}",
-            "cpu{host=\"a\"",
-            "1cpu",
-            "cpu{host~\"a\"}",
-            "cpu{__name__=\"x\"}",
-        ] {
+        for bad in
+            ["", "cpu{", "cpu{host=a}", "cpu{host=\"a\"", "1cpu", "cpu{host~\"a\"}", "cpu{__name__=\"x\"}"]
+        {
             assert!(Selector::parse(bad).is_err(), "{bad}");
         }
     }
@@ -340,10 +301,7 @@ mod tests {
     #[test]
     fn times_parse() {
         assert_eq!(parse_time("1700000000000").unwrap(), 1_700_000_000_000);
-        assert_eq!(
-            parse_time("2023-11-14T22:13:20Z").unwrap(),
-            1_700_000_000_000
-        );
+        assert_eq!(parse_time("2023-11-14T22:13:20Z").unwrap(), 1_700_000_000_000);
         assert!(parse_time("yesterday").is_err());
     }
 }

@@ -27,14 +27,13 @@ impl ApiError {
             Error::SeriesLimit(_) => (StatusCode::UNPROCESSABLE_ENTITY, "series_limit"),
             Error::TooManyPoints(_) => (StatusCode::UNPROCESSABLE_ENTITY, "too_many_points"),
             Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Error::UnknownStrategy(_) => (StatusCode::NOT_FOUND, "unknown_strategy"),
             Error::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Error::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             Error::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
-            Error::Store(_)
-            | Error::Corrupt(_)
-            | Error::Io(_)
-            | Error::Config(_)
-            | Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            Error::Store(_) | Error::Corrupt(_) | Error::Io(_) | Error::Config(_) | Error::Internal(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+            }
         }
     }
 }
@@ -63,9 +62,7 @@ pub fn body_error(e: actix_web::Error, limit: usize) -> ApiError {
         Some(PayloadError::Overflow) => ApiError(Error::TooLarge(format!(
             "request body is larger than {limit} bytes (after decompression)"
         ))),
-        _ => ApiError(Error::invalid(format!(
-            "could not read the request body: {e}"
-        ))),
+        _ => ApiError(Error::invalid(format!("could not read the request body: {e}"))),
     }
 }
 

@@ -32,9 +32,7 @@ fn prepare(
         None | Some("durable") => false,
         Some("queued") => true,
         Some(other) => {
-            return Err(
-                Error::invalid(format!("invalid ack {other:?}: use durable or queued")).into(),
-            );
+            return Err(Error::invalid(format!("invalid ack {other:?}: use durable or queued")).into());
         }
     };
     let now = now_ms();
@@ -71,11 +69,7 @@ pub async fn write_lines(
     line_protocol::parse(&body, precision, now, &mut builder)?;
     let points = builder.point_count();
     commit(&state, builder.finish(), queued).await?;
-    Ok(if queued {
-        queued_response(points)
-    } else {
-        HttpResponse::NoContent().finish()
-    })
+    Ok(if queued { queued_response(points) } else { HttpResponse::NoContent().finish() })
 }
 
 pub async fn import_json_lines(
@@ -87,11 +81,7 @@ pub async fn import_json_lines(
     json::parse_import(&body, &mut builder)?;
     let points = builder.point_count();
     commit(&state, builder.finish(), queued).await?;
-    Ok(if queued {
-        queued_response(points)
-    } else {
-        HttpResponse::NoContent().finish()
-    })
+    Ok(if queued { queued_response(points) } else { HttpResponse::NoContent().finish() })
 }
 
 pub async fn ingest_points(
@@ -105,8 +95,9 @@ pub async fn ingest_points(
     let ack = commit(&state, builder.finish(), queued).await?;
     Ok(match ack {
         _ if queued => queued_response(points),
-        Some(a) => HttpResponse::Ok()
-            .json(serde_json::json!({"points": a.points, "new_series": a.new_series})),
+        Some(a) => {
+            HttpResponse::Ok().json(serde_json::json!({"points": a.points, "new_series": a.new_series}))
+        }
         None => HttpResponse::Ok().json(serde_json::json!({"points": 0, "new_series": 0})),
     })
 }

@@ -1,6 +1,7 @@
 //! The HTTP API: the whole route table on one screen. Handlers live in one file per area and
 //! never block a worker: writes `try_send` to the writer, redb scans run in `web::block`.
 
+mod cache;
 pub mod error;
 mod ingest;
 mod metrics;
@@ -18,6 +19,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub store: Arc<Store>,
     pub writer: Arc<WriterHandle>,
+    pub cache: Arc<crate::cache::TieredCache>,
 }
 
 /// Registers every route and the extractor settings; used by the daemon and by tests alike.
@@ -28,11 +30,7 @@ pub fn configure(state: AppState) -> impl Fn(&mut web::ServiceConfig) + Clone {
             .app_data(web::PayloadConfig::new(limit))
             .app_data(web::QueryConfig::default().error_handler(|e, _| error::extractor_error(e)))
             .app_data(web::PathConfig::default().error_handler(|e, _| error::extractor_error(e)))
-            .app_data(
-                web::JsonConfig::default()
-                    .limit(limit)
-                    .error_handler(|e, _| error::extractor_error(e)),
-            )
+            .app_data(web::JsonConfig::default().limit(limit).error_handler(|e, _| error::extractor_error(e)))
             .route("/healthz", web::get().to(healthz))
             .route("/write", web::post().to(ingest::write_lines))
             .route("/api/v1/import", web::post().to(ingest::import_json_lines))
@@ -40,10 +38,18 @@ pub fn configure(state: AppState) -> impl Fn(&mut web::ServiceConfig) + Clone {
             .route("/api/v1/series", web::get().to(query::get_series))
             .route("/api/v1/query_range", web::get().to(query::query_range))
             .route("/api/v1/export", web::get().to(query::export))
-            .route(
-                "/api/v1/metrics/database",
-                web::get().to(metrics::get_database),
+            .route("/api/v1/cache/mget", web::post().to(cache::mget))
+            .route("/api/v1/cache/invalidate", web::post().to(cache::invalidate))
+            .route("/api/v1/cache/warm", web::post().to(cache::warm))
+            .service(
+                web::resource("/api/v1/cache/{strategy}/{key:.+}")
+                    .route(web::get().to(cache::get_entry))
+                    .route(web::put().to(cache::put_entry))
+                    .route(web::delete().to(cache::delete_entry)),
             )
+            .route("/api/v1/metrics/cache", web::get().to(metrics::get_cache))
+            .route("/api/v1/metrics/cache/clear", web::post().to(metrics::clear_cache))
+            .route("/api/v1/metrics/database", web::get().to(metrics::get_database))
             .route("/api/v1/metrics/queue", web::get().to(metrics::get_queue))
             .default_service(web::to(not_found));
     }
@@ -54,9 +60,5 @@ async fn healthz() -> HttpResponse {
 }
 
 async fn not_found(req: actix_web::HttpRequest) -> Result<HttpResponse, error::ApiError> {
-    Err(error::ApiError(crate::Error::NotFound(format!(
-        "no route for {} {}",
-        req.method(),
-        req.path()
-    ))))
+    Err(error::ApiError(crate::Error::NotFound(format!("no route for {} {}", req.method(), req.path()))))
 }

@@ -32,18 +32,10 @@ pub struct RangeParams {
 
 /// Resolved `[start, end]` in ms; `end` defaults to now, `start` to an hour before `end`.
 fn time_range(start: Option<&str>, end: Option<&str>) -> Result<(i64, i64), Error> {
-    let end = end
-        .map(query::parse_time)
-        .transpose()?
-        .unwrap_or_else(now_ms);
-    let start = start
-        .map(query::parse_time)
-        .transpose()?
-        .unwrap_or(end - DEFAULT_WINDOW_MS);
+    let end = end.map(query::parse_time).transpose()?.unwrap_or_else(now_ms);
+    let start = start.map(query::parse_time).transpose()?.unwrap_or(end - DEFAULT_WINDOW_MS);
     if start > end {
-        return Err(Error::invalid(format!(
-            "start ({start}) is after end ({end})"
-        )));
+        return Err(Error::invalid(format!("start ({start}) is after end ({end})")));
     }
     Ok((start, end))
 }
@@ -52,13 +44,9 @@ fn time_range(start: Option<&str>, end: Option<&str>) -> Result<(i64, i64), Erro
 fn parse_step(s: &str) -> Result<i64, Error> {
     let ms = match s.parse::<i64>() {
         Ok(ms) => ms,
-        Err(_) => humantime::parse_duration(s)
-            .map(|d| d.as_millis() as i64)
-            .map_err(|_| {
-                Error::invalid(format!(
-                    "invalid step {s:?}: use milliseconds or a duration like 5m"
-                ))
-            })?,
+        Err(_) => humantime::parse_duration(s).map(|d| d.as_millis() as i64).map_err(|_| {
+            Error::invalid(format!("invalid step {s:?}: use milliseconds or a duration like 5m"))
+        })?,
     };
     if ms <= 0 {
         return Err(Error::invalid("step must be positive"));
@@ -69,18 +57,14 @@ fn parse_step(s: &str) -> Result<i64, Error> {
 fn parse_agg(s: Option<&str>) -> Result<Agg, Error> {
     let s = s.unwrap_or("avg");
     serde_json::from_value(serde_json::Value::String(s.to_owned())).map_err(|_| {
-        Error::invalid(format!(
-            "invalid agg {s:?}: use avg, min, max, sum, count, first or last"
-        ))
+        Error::invalid(format!("invalid agg {s:?}: use avg, min, max, sum, count, first or last"))
     })
 }
 
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, Error> + Send + 'static,
 ) -> Result<T, ApiError> {
-    Ok(web::block(f)
-        .await
-        .map_err(|e| Error::Internal(format!("blocking pool: {e}")))??)
+    Ok(web::block(f).await.map_err(|e| Error::Internal(format!("blocking pool: {e}")))??)
 }
 
 pub async fn get_series(
@@ -148,7 +132,5 @@ pub async fn export(
         Ok(out)
     })
     .await?;
-    Ok(HttpResponse::Ok()
-        .content_type("application/x-ndjson")
-        .body(body))
+    Ok(HttpResponse::Ok().content_type("application/x-ndjson").body(body))
 }

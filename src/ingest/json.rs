@@ -37,10 +37,7 @@ fn import_line(line: &[u8], out: &mut BatchBuilder) -> Result<()> {
             l.timestamps.len()
         )));
     }
-    let name = l
-        .metric
-        .get("__name__")
-        .ok_or_else(|| Error::invalid("metric has no __name__"))?;
+    let name = l.metric.get("__name__").ok_or_else(|| Error::invalid("metric has no __name__"))?;
     let mut labels: Vec<(&str, &str)> = l
         .metric
         .iter()
@@ -86,14 +83,9 @@ pub fn parse_ingest(body: &[u8], now_ms: i64, out: &mut BatchBuilder) -> Result<
                 crate::query::parse_time(t).map_err(|e| at(format_args!("[{i}]"), e))?
             }
         };
-        let mut labels: Vec<(&str, &str)> = p
-            .labels
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
+        let mut labels: Vec<(&str, &str)> = p.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         sort_labels(&mut labels);
-        out.push(&p.name, &labels, (ts, p.value))
-            .map_err(|e| at(format_args!("[{i}]"), e))?;
+        out.push(&p.name, &labels, (ts, p.value)).map_err(|e| at(format_args!("[{i}]"), e))?;
     }
     Ok(points.len())
 }
@@ -126,7 +118,10 @@ mod tests {
         for (body, needle) in [
             (&br#"{"metric":{"__name__":"up"},"values":[1],"timestamps":[]}"#[..], "1 values"),
             (br#"{"metric":{"job":"x"},"values":[1],"timestamps":[1700000000000]}"#, "__name__"),
-            (b"{\"metric\":{\"__name__\":\"up\"},\"values\":[1],\"timestamps\":[1700000000000]}\nnot json", "line 2"),
+            (
+                b"{\"metric\":{\"__name__\":\"up\"},\"values\":[1],\"timestamps\":[1700000000000]}\nnot json",
+                "line 2",
+            ),
         ] {
             let e = parse_import(body, &mut builder()).unwrap_err().to_string();
             assert!(e.contains(needle), "{e}");
@@ -139,16 +134,10 @@ mod tests {
         let body = br#"[{"name":"lat","labels":{"route":"/x"},"timestamp":1700000000000,"value":3.5},
                         {"name":"lat","labels":{"route":"/x"},"timestamp":"2023-11-14T22:13:21Z","value":4}]"#;
         assert_eq!(parse_ingest(body, NOW, &mut b).unwrap(), 2);
-        assert_eq!(
-            b.finish().series[0].points,
-            vec![(NOW, 3.5), (NOW + 1000, 4.0)]
-        );
-        let e = parse_ingest(
-            br#"[{"name":"ok","value":1},{"name":"bad name","value":1}]"#,
-            NOW,
-            &mut builder(),
-        )
-        .unwrap_err();
+        assert_eq!(b.finish().series[0].points, vec![(NOW, 3.5), (NOW + 1000, 4.0)]);
+        let e =
+            parse_ingest(br#"[{"name":"ok","value":1},{"name":"bad name","value":1}]"#, NOW, &mut builder())
+                .unwrap_err();
         assert!(e.to_string().starts_with("[1]"), "{e}");
         assert!(parse_ingest(br#"[{"name":"x","value":1e999}]"#, NOW, &mut builder()).is_err());
     }

@@ -23,9 +23,7 @@ impl Precision {
             "us" | "u" | "µ" => Ok(Precision::Us),
             "ms" => Ok(Precision::Ms),
             "s" => Ok(Precision::S),
-            _ => Err(Error::invalid(format!(
-                "invalid precision {s:?}: use ns, us, ms or s"
-            ))),
+            _ => Err(Error::invalid(format!("invalid precision {s:?}: use ns, us, ms or s"))),
         }
     }
 
@@ -47,14 +45,8 @@ pub struct ParseReport {
 }
 
 /// Parses a whole body into `out`; `now_ms` stands in for missing timestamps.
-pub fn parse(
-    body: &[u8],
-    precision: Precision,
-    now_ms: i64,
-    out: &mut BatchBuilder,
-) -> Result<ParseReport> {
-    let text =
-        std::str::from_utf8(body).map_err(|e| Error::invalid(format!("body is not UTF-8: {e}")))?;
+pub fn parse(body: &[u8], precision: Precision, now_ms: i64, out: &mut BatchBuilder) -> Result<ParseReport> {
+    let text = std::str::from_utf8(body).map_err(|e| Error::invalid(format!("body is not UTF-8: {e}")))?;
     let mut report = ParseReport::default();
     let mut scratch = Scratch::default();
     for (i, line) in text.split('\n').enumerate() {
@@ -119,13 +111,8 @@ fn parse_line(
                 .ok_or_else(|| Error::invalid(format!("field {k:?}: unterminated string")))?;
             report.skipped_string_fields += 1;
         } else {
-            let end = pos
-                + b[pos..]
-                    .iter()
-                    .position(|&c| c == b',' || c == b' ')
-                    .unwrap_or(b.len() - pos);
-            let value =
-                field_value(&line[pos..end]).map_err(|e| at(format_args!("field {k:?}"), e))?;
+            let end = pos + b[pos..].iter().position(|&c| c == b',' || c == b' ').unwrap_or(b.len() - pos);
+            let value = field_value(&line[pos..end]).map_err(|e| at(format_args!("field {k:?}"), e))?;
             fields.push((k, value));
             pos = end;
         }
@@ -140,16 +127,11 @@ fn parse_line(
     let ts = match line[pos..].trim_end() {
         "" => now_ms,
         t => {
-            let raw: i64 = t
-                .parse()
-                .map_err(|_| Error::invalid(format!("invalid timestamp {t:?}")))?;
-            precision
-                .to_ms(raw)
-                .ok_or_else(|| Error::invalid(format!("timestamp {t} out of range")))?
+            let raw: i64 = t.parse().map_err(|_| Error::invalid(format!("invalid timestamp {t:?}")))?;
+            precision.to_ms(raw).ok_or_else(|| Error::invalid(format!("timestamp {t} out of range")))?
         }
     };
-    let mut labels: Vec<(&str, &str)> =
-        tags.iter().map(|(k, v)| (k.as_ref(), v.as_ref())).collect();
+    let mut labels: Vec<(&str, &str)> = tags.iter().map(|(k, v)| (k.as_ref(), v.as_ref())).collect();
     sort_labels(&mut labels);
     let name = &mut scratch.name;
     for (field, value) in &fields {
@@ -223,10 +205,7 @@ fn field_value(s: &str) -> Result<f64> {
         _ if s.ends_with('u') => s[..s.len() - 1].parse::<u64>().map_err(|_| bad())? as f64,
         // Only digits, signs, dots and exponents reach `parse`, so "inf"/"NaN" never do; an
         // overflow such as 1e999 becomes inf and the bounds check rejects it.
-        _ if s
-            .bytes()
-            .all(|c| c.is_ascii_digit() || matches!(c, b'.' | b'-' | b'+' | b'e' | b'E')) =>
-        {
+        _ if s.bytes().all(|c| c.is_ascii_digit() || matches!(c, b'.' | b'-' | b'+' | b'e' | b'E')) => {
             s.parse::<f64>().map_err(|_| bad())?
         }
         _ => return Err(bad()),
@@ -247,11 +226,7 @@ mod tests {
     fn run(body: &str, p: Precision) -> Result<Parsed> {
         let mut b = BatchBuilder::new(TimeBounds::new(NOW, 86_400_000 * 30));
         parse(body.as_bytes(), p, NOW, &mut b)?;
-        Ok(b.finish()
-            .series
-            .into_iter()
-            .map(|s| (s.canonical.to_string(), s.points))
-            .collect())
+        Ok(b.finish().series.into_iter().map(|s| (s.canonical.to_string(), s.points)).collect())
     }
 
     #[test]
@@ -265,30 +240,17 @@ mod tests {
         let got = run(body, Precision::Ns).unwrap();
         assert_eq!(
             got[0],
-            (
-                r#"cpu_usage_idle{host="a",region="eu-1"}"#.into(),
-                vec![(NOW, 99.5), (NOW + 1000, 98.0)]
-            )
+            (r#"cpu_usage_idle{host="a",region="eu-1"}"#.into(), vec![(NOW, 99.5), (NOW + 1000, 98.0)])
         );
         assert_eq!(got[1].0, r#"cpu_usage_user{host="a",region="eu-1"}"#);
         assert!(got.iter().any(|s| s.0 == r#"mem_used{host="b=c d,e"}"#));
-        assert!(
-            !got.iter().any(|s| s.0.starts_with("mem_msg")),
-            "string fields are skipped"
-        );
-        assert_eq!(
-            got.last().unwrap(),
-            &("disk_free".to_string(), vec![(NOW, 1500.0)])
-        );
+        assert!(!got.iter().any(|s| s.0.starts_with("mem_msg")), "string fields are skipped");
+        assert_eq!(got.last().unwrap(), &("disk_free".to_string(), vec![(NOW, 1500.0)]));
     }
 
     #[test]
     fn typed_fields_and_precision() {
-        let got = run(
-            "m,h=a i=-12i,u=30u,b=true,f=FALSE,s=\"x\" 1700000000\n",
-            Precision::S,
-        )
-        .unwrap();
+        let got = run("m,h=a i=-12i,u=30u,b=true,f=FALSE,s=\"x\" 1700000000\n", Precision::S).unwrap();
         let vals: Vec<(String, f64)> = got.iter().map(|(k, p)| (k.clone(), p[0].1)).collect();
         assert_eq!(
             vals,
@@ -300,14 +262,8 @@ mod tests {
             ]
         );
         assert_eq!(got[0].1[0].0, NOW);
-        assert_eq!(
-            run("m v=1 1700000000000000", Precision::Us).unwrap()[0].1[0].0,
-            NOW
-        );
-        assert_eq!(
-            run("m v=1 1700000000000", Precision::Ms).unwrap()[0].1[0].0,
-            NOW
-        );
+        assert_eq!(run("m v=1 1700000000000000", Precision::Us).unwrap()[0].1[0].0, NOW);
+        assert_eq!(run("m v=1 1700000000000", Precision::Ms).unwrap()[0].1[0].0, NOW);
     }
 
     #[test]

@@ -69,10 +69,7 @@ impl BatchBuilder {
             if let Some(k) = cache.get(self.key_buf.as_str()) {
                 return Ok(k.clone());
             }
-            let owned = labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
+            let owned = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
             let key = Arc::new(SeriesKey::new(name, owned)?);
             debug_assert_eq!(key.canonical(), self.key_buf);
             if cache.len() >= KEY_CACHE_MAX {
@@ -82,13 +79,8 @@ impl BatchBuilder {
             Ok(key)
         })?;
         let canonical: Arc<str> = self.key_buf.as_str().into();
-        self.index
-            .insert(canonical.clone(), self.batch.series.len());
-        self.batch.series.push(SeriesPoints {
-            key,
-            canonical,
-            points: vec![point],
-        });
+        self.index.insert(canonical.clone(), self.batch.series.len());
+        self.batch.series.push(SeriesPoints { key, canonical, points: vec![point] });
         Ok(())
     }
 

@@ -20,10 +20,7 @@ pub const PART_SIZE: usize = 4040;
 
 /// The parts a block is stored as, numbered from 0.
 pub fn parts(block: &[u8]) -> impl Iterator<Item = (u32, &[u8])> {
-    block
-        .chunks(PART_SIZE)
-        .enumerate()
-        .map(|(i, p)| (i as u32, p))
+    block.chunks(PART_SIZE).enumerate().map(|(i, p)| (i as u32, p))
 }
 
 /// The block a series belongs to.
@@ -50,10 +47,7 @@ pub fn index(bytes: &[u8]) -> Result<Vec<(u64, Range<usize>)>> {
     }
     let mut out = Vec::with_capacity(n);
     for (id, len) in lens {
-        let end = pos
-            .checked_add(len)
-            .filter(|&e| e <= bytes.len())
-            .ok_or_else(|| bad("truncated"))?;
+        let end = pos.checked_add(len).filter(|&e| e <= bytes.len()).ok_or_else(|| bad("truncated"))?;
         out.push((id, pos..end));
         pos = end;
     }
@@ -62,10 +56,7 @@ pub fn index(bytes: &[u8]) -> Result<Vec<(u64, Range<usize>)>> {
 
 /// The chunk of `series_id` in a block, if it has one.
 pub fn find(bytes: &[u8], series_id: u64) -> Result<Option<&[u8]>> {
-    Ok(index(bytes)?
-        .into_iter()
-        .find(|(id, _)| *id == series_id)
-        .map(|(_, r)| &bytes[r]))
+    Ok(index(bytes)?.into_iter().find(|(id, _)| *id == series_id).map(|(_, r)| &bytes[r]))
 }
 
 /// Builds a block from `(series id, chunk)` pairs sorted by id.

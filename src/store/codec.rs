@@ -36,11 +36,7 @@ const MAX_EXACT: f64 = 9_007_199_254_740_992.0;
 /// unrepresentable as `i`) already. Encoders verify exactness, so the tie rule never matters.
 fn round(x: f64) -> f64 {
     const MAGIC: f64 = 6_755_399_441_055_744.0;
-    if x.abs() < 2_251_799_813_685_248.0 {
-        (x + MAGIC) - MAGIC
-    } else {
-        x.round()
-    }
+    if x.abs() < 2_251_799_813_685_248.0 { (x + MAGIC) - MAGIC } else { x.round() }
 }
 
 /// The summary of a chunk, readable without decoding its points.
@@ -117,11 +113,7 @@ pub fn encode(points: &[Point]) -> Vec<u8> {
             })
             .collect()
     });
-    let mut w = BitWriter {
-        out,
-        acc: 0,
-        nbits: 0,
-    };
+    let mut w = BitWriter { out, acc: 0, nbits: 0 };
     match (exp, value_codes) {
         (Some(e), Some(codes)) => {
             let k_val = rice_parameter(&codes);
@@ -145,10 +137,7 @@ pub fn header(bytes: &[u8]) -> Result<ChunkHeader> {
 /// Decodes every point of a chunk.
 pub fn decode(bytes: &[u8]) -> Result<Vec<Point>> {
     let (h, pos, layout) = read_header(bytes)?;
-    let mut r = BitReader {
-        bytes: &bytes[pos..],
-        pos: 0,
-    };
+    let mut r = BitReader { bytes: &bytes[pos..], pos: 0 };
     let n = h.count as usize;
     // Each point after the first takes at least two bits; a larger count is a damaged chunk.
     if n > 1 + r.bytes.len() * 4 {
@@ -198,19 +187,11 @@ fn read_header(bytes: &[u8]) -> Result<(ChunkHeader, usize, Layout)> {
     }
     let mut f = [0f64; 5];
     for slot in &mut f {
-        let b = bytes
-            .get(pos..pos + 8)
-            .ok_or_else(|| corrupt("truncated header"))?;
+        let b = bytes.get(pos..pos + 8).ok_or_else(|| corrupt("truncated header"))?;
         *slot = f64::from_le_bytes(b.try_into().map_err(|_| corrupt("truncated header"))?);
         pos += 8;
     }
-    let byte = |pos: usize| {
-        bytes
-            .get(pos)
-            .copied()
-            .map(u32::from)
-            .ok_or_else(|| corrupt("truncated header"))
-    };
+    let byte = |pos: usize| bytes.get(pos).copied().map(u32::from).ok_or_else(|| corrupt("truncated header"));
     let k_ts = byte(pos)?;
     pos += 1;
     let (exp, k_val) = if format & MODE_XOR == 0 {
@@ -356,15 +337,11 @@ pub fn decode_wal(bytes: &[u8]) -> Result<Vec<(u64, Vec<Point>)>> {
     let mut out = Vec::with_capacity(count.min(bytes.len()));
     for _ in 0..count {
         let id = get_varint(bytes, &mut pos)?;
-        let kind = *bytes
-            .get(pos)
-            .ok_or_else(|| corrupt("truncated WAL batch"))?;
+        let kind = *bytes.get(pos).ok_or_else(|| corrupt("truncated WAL batch"))?;
         pos += 1;
         let n = get_varint(bytes, &mut pos)? as usize;
         let size = if kind == 0 { n.saturating_mul(16) } else { n };
-        let body = bytes
-            .get(pos..pos.saturating_add(size))
-            .ok_or_else(|| corrupt("truncated WAL batch"))?;
+        let body = bytes.get(pos..pos.saturating_add(size)).ok_or_else(|| corrupt("truncated WAL batch"))?;
         pos += body.len();
         let points = match kind {
             0 => body
@@ -398,18 +375,10 @@ fn rice_parameter(codes: &[u64]) -> u32 {
     let cost = |k: u32| -> u64 {
         codes
             .iter()
-            .map(|&z| {
-                if z >> k < RICE_ESCAPE {
-                    (z >> k) + 1 + k as u64
-                } else {
-                    RICE_ESCAPE + 64
-                }
-            })
+            .map(|&z| if z >> k < RICE_ESCAPE { (z >> k) + 1 + k as u64 } else { RICE_ESCAPE + 64 })
             .sum()
     };
-    (guess.saturating_sub(1)..=(guess + 1).min(63))
-        .min_by_key(|&k| cost(k))
-        .unwrap_or(guess)
+    (guess.saturating_sub(1)..=(guess + 1).min(63)).min_by_key(|&k| cost(k)).unwrap_or(guess)
 }
 
 fn put_rice_all(w: &mut BitWriter, codes: &[u64], k: u32) {
@@ -479,11 +448,7 @@ impl BitWriter {
             self.put(v & 0xffff_ffff, 32);
             return;
         }
-        let v = if n == 0 {
-            0
-        } else {
-            v & (u64::MAX >> (64 - n))
-        };
+        let v = if n == 0 { 0 } else { v & (u64::MAX >> (64 - n)) };
         self.acc = (self.acc << n) | v;
         self.nbits += n;
         while self.nbits >= 8 {
@@ -594,23 +559,14 @@ mod tests {
             1e300,
             -1e-300,
         ];
-        let pts: Vec<Point> = vals
-            .iter()
-            .enumerate()
-            .map(|(i, &v)| (i as i64 * 7 - 3, v))
-            .collect();
+        let pts: Vec<Point> = vals.iter().enumerate().map(|(i, &v)| (i as i64 * 7 - 3, v)).collect();
         round_trip(&pts);
     }
 
     #[test]
     fn gauges_with_two_decimals_are_compact() {
         let pts: Vec<Point> = (0..3600)
-            .map(|i| {
-                (
-                    1_700_000_000_000 + i * 1000,
-                    ((i * 37 % 200) as f64 + 4000.0) / 100.0,
-                )
-            })
+            .map(|i| (1_700_000_000_000 + i * 1000, ((i * 37 % 200) as f64 + 4000.0) / 100.0))
             .collect();
         let bytes = encode(&pts);
         round_trip(&pts);
@@ -630,24 +586,14 @@ mod tests {
         let a = [(1, 1.5), (2, -0.0)];
         let b = [(3, f64::MAX)];
         // Enough points to be stored as a chunk; unsorted with a duplicate: last write wins.
-        let c: Vec<Point> = (0..20)
-            .rev()
-            .map(|i| (i, i as f64 * 0.5))
-            .chain([(3, 99.0)])
-            .collect();
+        let c: Vec<Point> = (0..20).rev().map(|i| (i, i as f64 * 0.5)).chain([(3, 99.0)]).collect();
         let bytes = encode_wal(&[(7, &a), (u64::MAX, &b), (9, &c)]);
         let back = decode_wal(&bytes).unwrap();
         let mut c_norm = c.clone();
         normalize(&mut c_norm);
         assert_eq!(c_norm[3], (3, 99.0));
-        assert_eq!(
-            back,
-            vec![(7, a.to_vec()), (u64::MAX, b.to_vec()), (9, c_norm)]
-        );
-        assert!(
-            bytes.len() < 2 * 16 + 16 + 20 * 16 / 2,
-            "chunked WAL entries are compact"
-        );
+        assert_eq!(back, vec![(7, a.to_vec()), (u64::MAX, b.to_vec()), (9, c_norm)]);
+        assert!(bytes.len() < 2 * 16 + 16 + 20 * 16 / 2, "chunked WAL entries are compact");
         for cut in 0..bytes.len() {
             assert!(decode_wal(&bytes[..cut]).is_err());
         }

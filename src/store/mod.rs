@@ -38,10 +38,7 @@ impl Catalog {
     }
 
     /// Series whose name is `name` (exactly), in key order.
-    pub fn with_name<'a>(
-        &'a self,
-        name: &'a str,
-    ) -> impl Iterator<Item = (u64, &'a Arc<SeriesKey>)> + 'a {
+    pub fn with_name<'a>(&'a self, name: &'a str) -> impl Iterator<Item = (u64, &'a Arc<SeriesKey>)> + 'a {
         let exact = self.by_key.get(name).map(|(id, k)| (*id, k));
         let prefix = format!("{name}{{");
         let labelled = self
@@ -76,18 +73,12 @@ impl Store {
         std::fs::create_dir_all(dir)?;
         let path = dir.join("perfd.redb");
         let db = Database::builder().create(&path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => Error::Conflict(format!(
-                "{} is already open in another perfd process",
-                path.display()
-            )),
+            redb::DatabaseError::DatabaseAlreadyOpen => {
+                Error::Conflict(format!("{} is already open in another perfd process", path.display()))
+            }
             e => e.into(),
         })?;
-        let store = Store {
-            db,
-            path,
-            open: RwLock::default(),
-            catalog: RwLock::default(),
-        };
+        let store = Store { db, path, open: RwLock::default(), catalog: RwLock::default() };
         store.init_tables()?;
         store.load_catalog()?;
         Ok(store)
@@ -104,9 +95,11 @@ impl Store {
                     meta.insert("schema_version", SCHEMA_VERSION.to_le_bytes().as_slice())?;
                 }
                 Some(v) => {
-                    let version = u32::from_le_bytes(v.as_slice().try_into().map_err(|_| {
-                        Error::Corrupt("meta.schema_version is not 4 bytes".into())
-                    })?);
+                    let version = u32::from_le_bytes(
+                        v.as_slice()
+                            .try_into()
+                            .map_err(|_| Error::Corrupt("meta.schema_version is not 4 bytes".into()))?,
+                    );
                     if version > SCHEMA_VERSION {
                         return Err(Error::Conflict(format!(
                             "database schema version {version} is newer than this perfd ({SCHEMA_VERSION})"
@@ -119,6 +112,7 @@ impl Store {
             txn.open_table(CHUNKS)?;
             txn.open_table(CHUNK_HOURS)?;
             txn.open_table(WAL)?;
+            txn.open_table(CACHE_SNAPSHOT)?;
         }
         txn.commit()?;
         Ok(())
@@ -143,16 +137,8 @@ impl Store {
 
     /// The hours of `series` that overlap `[start, end]`, oldest first, each either a sealed chunk
     /// or merged points. Points outside `[start, end]` may remain; callers filter.
-    pub fn read_hours(
-        &self,
-        series: &[u64],
-        start: i64,
-        end: i64,
-    ) -> Result<Vec<Vec<(i64, HourData)>>> {
-        let (h0, h1) = (
-            crate::model::hour_start(start),
-            crate::model::hour_start(end),
-        );
+    pub fn read_hours(&self, series: &[u64], start: i64, end: i64) -> Result<Vec<Vec<(i64, HourData)>>> {
+        let (h0, h1) = (crate::model::hour_start(start), crate::model::hour_start(end));
         // Copy open points before the read transaction starts (see the module doc).
         let open: Vec<BTreeMap<i64, Vec<Point>>> = {
             let open = self.open.read();
@@ -183,23 +169,13 @@ impl Store {
                 }
             }
         }
-        sealed
-            .into_iter()
-            .zip(open)
-            .map(|(sealed, open)| merge_hours(sealed, open))
-            .collect()
+        sealed.into_iter().zip(open).map(|(sealed, open)| merge_hours(sealed, open)).collect()
     }
 
     /// Counts for `/api/v1/metrics/database` and `perfd check`.
     pub fn counts(&self) -> Result<StoreCounts> {
         let txn = self.db.begin_read()?;
-        let open_points = self
-            .open
-            .read()
-            .values()
-            .flat_map(|h| h.values())
-            .map(Vec::len)
-            .sum();
+        let open_points = self.open.read().values().flat_map(|h| h.values()).map(Vec::len).sum();
         let chunks = txn.open_table(CHUNKS)?;
         Ok(StoreCounts {
             series: txn.open_table(SERIES_BY_ID)?.len()?,
@@ -223,7 +199,43 @@ impl Store {
     }
 }
 
+/// An L1 entry as saved for a warm restart.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedEntry {
+    #[serde(with = "serde_bytes")]
+    value: Vec<u8>,
+    content_type: Option<String>,
+    expires_at_ms: i64,
+}
+
+pub fn encode_cache_entry(e: &crate::cache::Entry) -> Result<Vec<u8>> {
+    let saved = SavedEntry {
+        value: e.value.to_vec(),
+        content_type: e.content_type.as_deref().map(str::to_owned),
+        expires_at_ms: e.expires_at_ms,
+    };
+    rmp_serde::to_vec_named(&saved).map_err(|e| Error::Internal(format!("encoding a cache entry: {e}")))
+}
+
 impl Store {
+    /// The L1 snapshot saved at the last shutdown (entries may have expired since).
+    pub fn cache_snapshot(&self) -> Result<Vec<(String, crate::cache::Entry)>> {
+        let txn = self.db.begin_read()?;
+        let mut out = Vec::new();
+        for row in txn.open_table(CACHE_SNAPSHOT)?.iter()? {
+            let (k, v) = row?;
+            let saved: SavedEntry = rmp_serde::from_slice(v.value())
+                .map_err(|e| Error::Corrupt(format!("cache snapshot entry {:?}: {e}", k.value())))?;
+            let entry = crate::cache::Entry {
+                value: saved.value.into(),
+                content_type: saved.content_type.map(Into::into),
+                expires_at_ms: saved.expires_at_ms,
+            };
+            out.push((k.value().to_owned(), entry));
+        }
+        Ok(out)
+    }
+
     fn rebuild_chunks(&self) -> Result<()> {
         const REBUILT: redb::TableDefinition<(u64, i64, u32), &[u8]> =
             redb::TableDefinition::new("chunks_rebuild");

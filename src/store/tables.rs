@@ -7,6 +7,7 @@
 //! CHUNKS        (u64, i64, u32) -> &[u8]   (series group, hour start ms, part) -> part of a chunk block
 //! CHUNK_HOURS   (i64, u64)      -> ()      (hour start ms, series group): the retention index
 //! WAL           u64             -> &[u8]   sequence -> one batch of accepted points of open hours
+//! CACHE_SNAPSHOT &str           -> &[u8]   full cache key -> L1 entry saved at shutdown (rmp-serde, named)
 //! ```
 //!
 //! A WAL batch is `varint series_count`, then per series `varint id` and its points, raw or as a
@@ -26,3 +27,4 @@ pub const SERIES_BY_ID: TableDefinition<u64, &str> = TableDefinition::new("serie
 pub const CHUNKS: TableDefinition<(u64, i64, u32), &[u8]> = TableDefinition::new("chunks");
 pub const CHUNK_HOURS: TableDefinition<(i64, u64), ()> = TableDefinition::new("chunk_hours");
 pub const WAL: TableDefinition<u64, &[u8]> = TableDefinition::new("wal");
+pub const CACHE_SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("cache_snapshot");

@@ -48,19 +48,15 @@ pub struct WriteAck {
 
 pub enum WriterMsg {
     /// Commit these points; answer on `reply` (absent for `?ack=queued`).
-    Write {
-        batch: WriteBatch,
-        reply: Option<tokio::sync::oneshot::Sender<Result<WriteAck>>>,
-    },
+    Write { batch: WriteBatch, reply: Option<tokio::sync::oneshot::Sender<Result<WriteAck>>> },
     /// A barrier: answered once everything sent before it is committed.
     Flush(Sender<()>),
     /// Seal every open hour now (tests, benchmarks, backups).
     SealAll(Sender<Result<()>>),
+    /// Replace the saved cache snapshot with these (full key, encoded entry) pairs.
+    SaveCache(Vec<(String, Vec<u8>)>, Sender<Result<()>>),
     /// Answer `reached`, then block until `release`'s sender drops (see [`WriterHandle::pause`]).
-    Pause {
-        reached: Sender<()>,
-        release: Receiver<()>,
-    },
+    Pause { reached: Sender<()>, release: Receiver<()> },
     /// Drain what is queued, commit it, answer, and end the thread.
     Shutdown(Sender<()>),
 }
@@ -116,31 +112,13 @@ pub struct WriterHandle {
 
 impl WriterHandle {
     /// Replays the WAL into the store's open hours and starts `perfd-writer`.
-    pub fn start(
-        store: Arc<Store>,
-        cfg: WriterConfig,
-        storage: StorageConfig,
-    ) -> Result<WriterHandle> {
+    pub fn start(store: Arc<Store>, cfg: WriterConfig, storage: StorageConfig) -> Result<WriterHandle> {
         let (tx, rx) = crossbeam_channel::bounded(cfg.queue_capacity);
         let stats = Arc::new(WriterStats::default());
         let queued_points = Arc::new(AtomicUsize::new(0));
-        let mut writer = Writer::new(
-            store,
-            cfg.clone(),
-            storage,
-            stats.clone(),
-            queued_points.clone(),
-        )?;
-        let join = std::thread::Builder::new()
-            .name("perfd-writer".into())
-            .spawn(move || writer.run(rx))?;
-        Ok(WriterHandle {
-            tx,
-            join: Mutex::new(Some(join)),
-            stats,
-            queued_points,
-            cfg,
-        })
+        let mut writer = Writer::new(store, cfg.clone(), storage, stats.clone(), queued_points.clone())?;
+        let join = std::thread::Builder::new().name("perfd-writer".into()).spawn(move || writer.run(rx))?;
+        Ok(WriterHandle { tx, join: Mutex::new(Some(join)), stats, queued_points, cfg })
     }
 
     /// Queues a batch without blocking. A full queue is `Overloaded`, a stopped writer `ShuttingDown`.
@@ -154,9 +132,7 @@ impl WriterHandle {
         if before > 0 && before + n > self.cfg.max_queued_points {
             self.queued_points.fetch_sub(n, Relaxed);
             self.stats.rejected_full.fetch_add(1, Relaxed);
-            return Err(Error::Overloaded {
-                retry_after_secs: 1,
-            });
+            return Err(Error::Overloaded { retry_after_secs: 1 });
         }
         let (reply, rx) = if wait {
             let (t, r) = tokio::sync::oneshot::channel();
@@ -171,9 +147,7 @@ impl WriterHandle {
                 match e {
                     TrySendError::Full(_) => {
                         self.stats.rejected_full.fetch_add(1, Relaxed);
-                        Err(Error::Overloaded {
-                            retry_after_secs: 1,
-                        })
+                        Err(Error::Overloaded { retry_after_secs: 1 })
                     }
                     TrySendError::Disconnected(_) => Err(Error::ShuttingDown),
                 }
@@ -184,18 +158,14 @@ impl WriterHandle {
     /// Blocks until everything sent before this call is committed.
     pub fn flush(&self) -> Result<()> {
         let (t, r) = crossbeam_channel::bounded(1);
-        self.tx
-            .send(WriterMsg::Flush(t))
-            .map_err(|_| Error::ShuttingDown)?;
+        self.tx.send(WriterMsg::Flush(t)).map_err(|_| Error::ShuttingDown)?;
         r.recv().map_err(|_| Error::ShuttingDown)
     }
 
     /// Blocks until every open hour is sealed into a chunk.
     pub fn seal_all(&self) -> Result<()> {
         let (t, r) = crossbeam_channel::bounded(1);
-        self.tx
-            .send(WriterMsg::SealAll(t))
-            .map_err(|_| Error::ShuttingDown)?;
+        self.tx.send(WriterMsg::SealAll(t)).map_err(|_| Error::ShuttingDown)?;
         r.recv().map_err(|_| Error::ShuttingDown)?
     }
 
@@ -204,13 +174,16 @@ impl WriterHandle {
     pub fn pause(&self) -> Result<PauseGuard> {
         let (release_tx, release) = crossbeam_channel::bounded(0);
         let (reached, reached_rx) = crossbeam_channel::bounded(1);
-        self.tx
-            .send(WriterMsg::Pause { reached, release })
-            .map_err(|_| Error::ShuttingDown)?;
+        self.tx.send(WriterMsg::Pause { reached, release }).map_err(|_| Error::ShuttingDown)?;
         reached_rx.recv().map_err(|_| Error::ShuttingDown)?;
-        Ok(PauseGuard {
-            _release: release_tx,
-        })
+        Ok(PauseGuard { _release: release_tx })
+    }
+
+    /// Replaces the warm-restart cache snapshot (empty: clears it). Blocks until committed.
+    pub fn save_cache(&self, entries: Vec<(String, Vec<u8>)>) -> Result<()> {
+        let (t, r) = crossbeam_channel::bounded(1);
+        self.tx.send(WriterMsg::SaveCache(entries, t)).map_err(|_| Error::ShuttingDown)?;
+        r.recv().map_err(|_| Error::ShuttingDown)?
     }
 
     /// Drains and commits what is queued, then joins the thread. Idempotent.
@@ -233,12 +206,7 @@ impl WriterHandle {
             .commit_us
             .lock()
             .as_ref()
-            .map(|h| {
-                (
-                    h.value_at_quantile(0.5) as f64 / 1000.0,
-                    h.value_at_quantile(0.99) as f64 / 1000.0,
-                )
-            })
+            .map(|h| (h.value_at_quantile(0.5) as f64 / 1000.0, h.value_at_quantile(0.99) as f64 / 1000.0))
             .unwrap_or_default();
         let commits = s.commits.load(Relaxed);
         let points = s.points.load(Relaxed);
@@ -249,11 +217,7 @@ impl WriterHandle {
             commits,
             points,
             requests: s.requests.load(Relaxed),
-            avg_batch_points: if commits == 0 {
-                0.0
-            } else {
-                points as f64 / commits as f64
-            },
+            avg_batch_points: if commits == 0 { 0.0 } else { points as f64 / commits as f64 },
             commit_p50_ms: p50,
             commit_p99_ms: p99,
             rejected_full: s.rejected_full.load(Relaxed),

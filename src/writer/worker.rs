@@ -48,8 +48,7 @@ impl Writer {
         for row in txn.open_table(WAL)?.iter()? {
             let (seq, bytes) = row?;
             let batch = codec::decode_wal(bytes.value())?;
-            let entries: Vec<(u64, &[Point])> =
-                batch.iter().map(|(id, p)| (*id, p.as_slice())).collect();
+            let entries: Vec<(u64, &[Point])> = batch.iter().map(|(id, p)| (*id, p.as_slice())).collect();
             replayed += entries.iter().map(|e| e.1.len()).sum::<usize>();
             w.publish(seq.value(), &entries, Vec::new());
             w.next_seq = seq.value() + 1;
@@ -62,10 +61,7 @@ impl Writer {
 
     pub(super) fn run(&mut self, rx: Receiver<WriterMsg>) {
         loop {
-            let wait = self
-                .cfg
-                .maintenance_interval
-                .saturating_sub(self.last_maintenance.elapsed());
+            let wait = self.cfg.maintenance_interval.saturating_sub(self.last_maintenance.elapsed());
             match rx.recv_timeout(wait) {
                 Ok(first) => {
                     if let Some(done) = self.step(take_group(first, &rx)) {
@@ -78,9 +74,7 @@ impl Writer {
                         // non-durable seal commits durable.
                         self.maintenance();
                         if let Err(e) = self.persist() {
-                            log::error!(
-                                "final commit failed (the WAL still holds every point): {e}"
-                            );
+                            log::error!("final commit failed (the WAL still holds every point): {e}");
                         }
                         let _ = done.send(());
                         return;
@@ -100,8 +94,7 @@ impl Writer {
     /// Handles one group of messages: one commit for all writes, then seals, then barriers.
     /// Returns the Shutdown reply if one was in the group.
     pub fn step(&mut self, msgs: Vec<WriterMsg>) -> Option<Sender<()>> {
-        let (mut writes, mut flushes, mut seals, mut shutdown) =
-            (Vec::new(), Vec::new(), Vec::new(), None);
+        let (mut writes, mut flushes, mut seals, mut shutdown) = (Vec::new(), Vec::new(), Vec::new(), None);
         let mut pause = None;
         for m in msgs {
             match m {
@@ -111,6 +104,9 @@ impl Writer {
                 }
                 WriterMsg::Flush(t) => flushes.push(t),
                 WriterMsg::SealAll(t) => seals.push(t),
+                WriterMsg::SaveCache(entries, t) => {
+                    let _ = t.send(self.save_cache(&entries));
+                }
                 WriterMsg::Shutdown(t) => shutdown = Some(t),
                 WriterMsg::Pause { reached, release } => pause = Some((reached, release)),
             }
@@ -142,11 +138,7 @@ impl Writer {
             .iter()
             .zip(&resolved)
             .filter_map(|((batch, _), ids)| ids.as_ref().ok().map(|ids| (batch, ids)))
-            .flat_map(|(batch, ids)| {
-                ids.iter()
-                    .zip(&batch.series)
-                    .map(|(id, s)| (*id, s.points.as_slice()))
-            })
+            .flat_map(|(batch, ids)| ids.iter().zip(&batch.series).map(|(id, s)| (*id, s.points.as_slice())))
             .collect();
         if !entries.is_empty() {
             if let Err(e) = self.commit_wal(seq, &entries, &new_series) {
@@ -183,27 +175,16 @@ impl Writer {
 
     /// Maps every series to an id, creating ids for new series unless that would pass the
     /// cardinality cap, in which case the whole request is refused.
-    fn resolve(
-        &mut self,
-        writes: &[(WriteBatch, Reply)],
-    ) -> (Resolved, Vec<(u64, String, Arc<SeriesKey>)>) {
+    fn resolve(&mut self, writes: &[(WriteBatch, Reply)]) -> (Resolved, Vec<(u64, String, Arc<SeriesKey>)>) {
         let catalog = self.store.catalog.read();
         let mut new_series: Vec<(u64, String, Arc<SeriesKey>)> = Vec::new();
         let mut new_ids: HashMap<&str, u64> = HashMap::new();
         let mut resolved = Vec::with_capacity(writes.len());
         for (batch, _) in writes {
             let known = |c: &str, new_ids: &HashMap<&str, u64>| {
-                catalog
-                    .ids
-                    .get(c)
-                    .copied()
-                    .or_else(|| new_ids.get(c).copied())
+                catalog.ids.get(c).copied().or_else(|| new_ids.get(c).copied())
             };
-            let fresh = batch
-                .series
-                .iter()
-                .filter(|s| known(&s.canonical, &new_ids).is_none())
-                .count();
+            let fresh = batch.series.iter().filter(|s| known(&s.canonical, &new_ids).is_none()).count();
             let total = catalog.by_key.len() + new_series.len() + fresh;
             if fresh > 0 && total > self.storage.max_series {
                 self.stats.rejected_series_limit.fetch_add(1, Relaxed);
@@ -249,13 +230,9 @@ impl Writer {
                 by_key.insert(canonical.as_str(), id)?;
                 by_id.insert(id, canonical.as_str())?;
             }
-            txn.open_table(META)?.insert(
-                "next_series_id",
-                self.next_series_id.to_le_bytes().as_slice(),
-            )?;
+            txn.open_table(META)?.insert("next_series_id", self.next_series_id.to_le_bytes().as_slice())?;
         }
-        txn.open_table(WAL)?
-            .insert(seq, codec::encode_wal(entries).as_slice())?;
+        txn.open_table(WAL)?.insert(seq, codec::encode_wal(entries).as_slice())?;
         txn.commit()?;
         Ok(())
     }
@@ -280,14 +257,8 @@ impl Writer {
             while i < points.len() {
                 // Points of one series in one request are nearly always in one hour: append runs.
                 let hour = hour_start(points[i].0);
-                let run = points[i..]
-                    .iter()
-                    .take_while(|p| hour_start(p.0) == hour)
-                    .count();
-                hours
-                    .entry(hour)
-                    .or_default()
-                    .extend_from_slice(&points[i..i + run]);
+                let run = points[i..].iter().take_while(|p| hour_start(p.0) == hour).count();
+                hours.entry(hour).or_default().extend_from_slice(&points[i..i + run]);
                 self.first_seq.entry((id, hour)).or_insert(seq);
                 i += run;
             }
@@ -312,12 +283,7 @@ impl Writer {
         self.points_since_maintenance = 0;
         let now = now_ms();
         let cutoff = now - HOUR_MS - self.cfg.seal_delay.as_millis() as i64;
-        let mut keys: Vec<(u64, i64)> = self
-            .first_seq
-            .keys()
-            .filter(|k| k.1 <= cutoff)
-            .copied()
-            .collect();
+        let mut keys: Vec<(u64, i64)> = self.first_seq.keys().filter(|k| k.1 <= cutoff).copied().collect();
         if self.open_points > self.cfg.max_open_points {
             // Seal every open hour, not just the largest: a small hour with an old first WAL
             // entry would otherwise keep the whole WAL alive until its hour ends.
@@ -326,10 +292,7 @@ impl Writer {
         if let Err(e) = self.seal(keys) {
             log::error!("sealing failed (will retry): {e}");
         }
-        if self
-            .last_retention
-            .is_none_or(|t| t.elapsed() >= RETENTION_EVERY)
-        {
+        if self.last_retention.is_none_or(|t| t.elapsed() >= RETENTION_EVERY) {
             self.last_retention = Some(Instant::now());
             if let Err(e) = self.expire(now) {
                 log::error!("retention failed (will retry): {e}");
@@ -362,18 +325,14 @@ impl Writer {
             let mut hours = txn.open_table(CHUNK_HOURS)?;
             let mut blocks: std::collections::BTreeMap<(u64, i64), Vec<u64>> = Default::default();
             for &(id, hour) in &keys {
-                blocks
-                    .entry((block::group_of(id), hour))
-                    .or_default()
-                    .push(id);
+                blocks.entry((block::group_of(id), hour)).or_default().push(id);
             }
             for ((group, hour), ids) in blocks {
                 let mut entries: std::collections::BTreeMap<u64, Vec<u8>> =
                     match crate::store::read_blocks(&chunks, group, hour, hour)?.pop() {
-                        Some((_, b)) => block::index(&b)?
-                            .into_iter()
-                            .map(|(id, r)| (id, b[r].to_vec()))
-                            .collect(),
+                        Some((_, b)) => {
+                            block::index(&b)?.into_iter().map(|(id, r)| (id, b[r].to_vec())).collect()
+                        }
                         None => Default::default(),
                     };
                 for id in ids {
@@ -414,9 +373,22 @@ impl Writer {
                 }
             }
         }
-        self.stats
-            .sealed_chunks
-            .fetch_add(keys.len() as u64, Relaxed);
+        self.stats.sealed_chunks.fetch_add(keys.len() as u64, Relaxed);
+        Ok(())
+    }
+
+    fn save_cache(&self, entries: &[(String, Vec<u8>)]) -> Result<()> {
+        let mut txn = self.store.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        txn.set_quick_repair(true);
+        {
+            let mut table = txn.open_table(CACHE_SNAPSHOT)?;
+            table.retain(|_, _| false)?;
+            for (k, v) in entries {
+                table.insert(k.as_str(), v.as_slice())?;
+            }
+        }
+        txn.commit()?;
         Ok(())
     }
 
@@ -456,13 +428,8 @@ impl Writer {
             }
         }
         txn.commit()?;
-        self.stats
-            .expired_chunks
-            .fetch_add(expired.len() as u64, Relaxed);
-        log::info!(
-            "retention removed {} chunks older than {cutoff} ms",
-            expired.len()
-        );
+        self.stats.expired_chunks.fetch_add(expired.len() as u64, Relaxed);
+        log::info!("retention removed {} chunks older than {cutoff} ms", expired.len());
         Ok(())
     }
 }
@@ -470,11 +437,7 @@ impl Writer {
 /// The first message plus whatever else is already waiting, up to [`MAX_COMMIT_POINTS`].
 fn take_group(first: WriterMsg, rx: &Receiver<WriterMsg>) -> Vec<WriterMsg> {
     let size = |m: &WriterMsg| {
-        if let WriterMsg::Write { batch, .. } = m {
-            batch.point_count()
-        } else {
-            0
-        }
+        if let WriterMsg::Write { batch, .. } = m { batch.point_count() } else { 0 }
     };
     // A pause or shutdown ends the group: nothing sent after it may be handled before it.
     let ends = |m: &WriterMsg| matches!(m, WriterMsg::Pause { .. } | WriterMsg::Shutdown(_));

@@ -32,10 +32,7 @@ fn spawn(dir: &std::path::Path) -> Proc {
     let stderr = child.stderr.take().expect("stderr");
     let mut lines = BufReader::new(stderr).lines();
     let base = loop {
-        let line = lines
-            .next()
-            .expect("perfd exited before listening")
-            .expect("read log");
+        let line = lines.next().expect("perfd exited before listening").expect("read log");
         if let Some(rest) = line.split("listening on ").nth(1) {
             break rest.split_whitespace().next().expect("address").to_owned();
         }
@@ -63,22 +60,15 @@ fn post(base: &str, path: &str, body: String) -> Option<u16> {
 fn get(base: &str, path: &str) -> Option<String> {
     let addr = base.trim_start_matches("http://");
     let mut s = std::net::TcpStream::connect(addr).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
     let mut resp = String::new();
     s.read_to_string(&mut resp).ok()?;
     Some(resp.split("\r\n\r\n").nth(1)?.to_owned())
 }
 
 fn series_points(base: &str, start: i64, end: i64) -> Vec<(i64, f64)> {
-    let body = get(
-        base,
-        &format!("/api/v1/query_range?query=crash_v&start={start}&end={end}"),
-    )
-    .expect("query answers");
+    let body = get(base, &format!("/api/v1/query_range?query=crash_v&start={start}&end={end}"))
+        .expect("query answers");
     // Chunked transfer encoding may wrap the JSON; find the object.
     let json = &body[body.find('{').expect("json")..=body.rfind('}').expect("json")];
     let v: serde_json::Value = serde_json::from_str(json).expect("valid json");
@@ -97,18 +87,9 @@ fn sigterm_exits_zero_and_keeps_data() {
     let dir = tempfile::tempdir().unwrap();
     let mut p = spawn(dir.path());
     let t = crate::helpers::base_ms();
-    assert_eq!(
-        post(&p.base, "/write?precision=ms", format!("crash v=1 {t}")),
-        Some(204)
-    );
+    assert_eq!(post(&p.base, "/write?precision=ms", format!("crash v=1 {t}")), Some(204));
     let pid = p.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let status = p.child.wait().unwrap();
     assert!(status.success(), "exit status {status}");
     let mut p = spawn(dir.path());
@@ -137,10 +118,7 @@ fn kill_dash_nine_loses_no_acknowledged_point() {
                         let pts: Vec<(i64, f64)> = (0..20)
                             .map(|j| (t0 + i * 20 + j, (i * 20 + j) as f64 + w as f64 / 8.0))
                             .collect();
-                        let body: String = pts
-                            .iter()
-                            .map(|(t, v)| format!("crash v={v:?} {t}\n"))
-                            .collect();
+                        let body: String = pts.iter().map(|(t, v)| format!("crash v={v:?} {t}\n")).collect();
                         match post(&base, "/write?precision=ms", body) {
                             Some(204) => acked.lock().unwrap().extend(pts),
                             Some(code) => panic!("unexpected status {code}"),
@@ -168,11 +146,7 @@ fn kill_dash_nine_loses_no_acknowledged_point() {
         let acked = acked.lock().unwrap();
         assert!(!acked.is_empty());
         for (t, v) in acked.iter() {
-            assert_eq!(
-                got.get(t),
-                Some(v),
-                "acknowledged point {t} lost in round {round}"
-            );
+            assert_eq!(got.get(t), Some(v), "acknowledged point {t} lost in round {round}");
         }
         p.child.kill().unwrap();
         p.child.wait().unwrap();

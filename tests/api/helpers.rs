@@ -26,13 +26,7 @@ impl TestServer {
         tweak(&mut config);
         let daemon = Daemon::start(config.clone()).expect("daemon starts");
         let base = format!("http://{}", daemon.addr);
-        TestServer {
-            daemon: Some(daemon),
-            config,
-            base,
-            client: reqwest::Client::new(),
-            _dir: dir,
-        }
+        TestServer { daemon: Some(daemon), config, base, client: reqwest::Client::new(), _dir: dir }
     }
 
     pub fn daemon(&self) -> &Daemon {
@@ -70,21 +64,11 @@ impl TestServer {
     }
 
     pub async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
-        self.client
-            .post(self.url(path))
-            .body(body)
-            .send()
-            .await
-            .expect("request")
+        self.client.post(self.url(path)).body(body).send().await.expect("request")
     }
 
     pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
-        let r = self
-            .client
-            .get(self.url(path))
-            .send()
-            .await
-            .expect("request");
+        let r = self.client.get(self.url(path)).send().await.expect("request");
         let status = r.status().as_u16();
         (status, r.json().await.expect("json body"))
     }
@@ -97,12 +81,7 @@ impl TestServer {
             .as_array()
             .expect("series array")
             .iter()
-            .map(|s| {
-                (
-                    s["labels"].clone(),
-                    serde_json::from_value(s["points"].clone()).expect("points"),
-                )
-            })
+            .map(|s| (s["labels"].clone(), serde_json::from_value(s["points"].clone()).expect("points")))
             .collect()
     }
 }
@@ -118,10 +97,7 @@ pub async fn expect_error(r: reqwest::Response, status: u16, code: &str) -> Stri
     assert_eq!(r.status().as_u16(), status, "unexpected status");
     let body: serde_json::Value = r.json().await.expect("JSON error body");
     assert_eq!(body["error"]["code"], code, "{body}");
-    body["error"]["message"]
-        .as_str()
-        .expect("message")
-        .to_owned()
+    body["error"]["message"].as_str().expect("message").to_owned()
 }
 
 /// A recent, hour-aligned base time (two hours ago), so tests never straddle "now".

@@ -10,9 +10,7 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 }
 
 async fn series_count(s: &TestServer, selector: &str) -> u64 {
-    let (status, body) = s
-        .get_json(&format!("/api/v1/series?match={}", urlencode(selector)))
-        .await;
+    let (status, body) = s.get_json(&format!("/api/v1/series?match={}", urlencode(selector))).await;
     assert_eq!(status, 200, "{body}");
     body["count"].as_u64().unwrap()
 }
@@ -62,9 +60,7 @@ async fn three_formats_round_trip_exactly_and_survive_restart() {
 
 async fn check_formats(s: &TestServer, t: i64) {
     let range = format!("start={}&end={}", t - 1, t + 10_000);
-    let cpu = s
-        .points(&format!("query=cpu_usage{{host=\"a\"}}&{range}"))
-        .await;
+    let cpu = s.points(&format!("query=cpu_usage{{host=\"a\"}}&{range}")).await;
     assert_eq!(cpu.len(), 1);
     assert_eq!(cpu[0].1[0], (t, 0.1));
     assert_eq!(cpu[0].1[1].1.to_bits(), (-0.0f64).to_bits());
@@ -73,9 +69,7 @@ async fn check_formats(s: &TestServer, t: i64) {
     assert_eq!(all[1].1, vec![(t, 1e-300)]);
     let mem = s.points(&format!("query=mem_used&{range}")).await;
     assert_eq!(mem[0].1, vec![(t, f64::MAX), (t + 5, 5e-324)]);
-    let lat = s
-        .points(&format!("query=lat_ms{{route=\"/x\"}}&{range}"))
-        .await;
+    let lat = s.points(&format!("query=lat_ms{{route=\"/x\"}}&{range}")).await;
     assert_eq!(lat[0].1, vec![(t, 12.345678901234567)]);
 }
 /// Regression: the catalog's hash index was not loaded on start, so a restarted daemon gave a
@@ -84,16 +78,12 @@ async fn check_formats(s: &TestServer, t: i64) {
 async fn writes_after_restart_extend_the_same_series() {
     let mut s = TestServer::start();
     let t = base_ms();
-    s.post("/write?precision=ms", format!("r,h=a v=1 {t}"))
-        .await;
+    s.post("/write?precision=ms", format!("r,h=a v=1 {t}")).await;
     s.restart();
-    s.post("/write?precision=ms", format!("r,h=a v=2 {}", t + 1))
-        .await;
+    s.post("/write?precision=ms", format!("r,h=a v=2 {}", t + 1)).await;
     let (_, db) = s.get_json("/api/v1/metrics/database").await;
     assert_eq!(db["database"]["series"], 1);
-    let pts = s
-        .points(&format!("query=r_v&start={t}&end={}", t + 1))
-        .await;
+    let pts = s.points(&format!("query=r_v&start={t}&end={}", t + 1)).await;
     assert_eq!(pts[0].1, vec![(t, 1.0), (t + 1, 2.0)]);
 }
 
@@ -120,9 +110,7 @@ async fn gzip_bodies_and_queued_acks() {
         .unwrap();
     assert_eq!(r.status(), 202);
     s.flush();
-    let pts = s
-        .points(&format!("query=g_v&start={t}&end={}", t + 10))
-        .await;
+    let pts = s.points(&format!("query=g_v&start={t}&end={}", t + 10)).await;
     assert_eq!(pts[0].1, vec![(t, 1.0), (t + 1, 2.0), (t + 2, 3.0)]);
 }
 
@@ -135,66 +123,16 @@ async fn every_bad_input_is_a_json_4xx_and_writes_nothing() {
     let t = base_ms();
     let labels31: String = (0..31).map(|i| format!(",l{i}=v")).collect();
     let cases: Vec<(&str, String, u16, &str)> = vec![
-        (
-            "/write?precision=ms",
-            format!("ok v=1 {t}\nok v=NaN {t}"),
-            400,
-            "invalid_input",
-        ),
-        (
-            "/write?precision=ms",
-            format!("ok v=1 {t}\nok v=inf {t}"),
-            400,
-            "invalid_input",
-        ),
-        (
-            "/write?precision=ms",
-            format!("ok v=1 {t}\n1bad v=1 {t}"),
-            400,
-            "invalid_input",
-        ),
-        (
-            "/write?precision=ms",
-            format!("ok{labels31} v=1 {t}"),
-            400,
-            "invalid_input",
-        ),
-        (
-            "/write?precision=ms",
-            format!("ok v=1 {}", t - 40 * 86_400_000),
-            400,
-            "invalid_input",
-        ),
-        (
-            "/write?precision=ms",
-            format!("ok v=1 {}", t + 3 * 86_400_000),
-            400,
-            "invalid_input",
-        ),
-        (
-            "/write?precision=ms",
-            format!("ok,__name__=x v=1 {t}"),
-            400,
-            "invalid_input",
-        ),
-        (
-            "/write?precision=ms",
-            "ok v=1 12abc".into(),
-            400,
-            "invalid_input",
-        ),
-        (
-            "/write?precision=weeks",
-            format!("ok v=1 {t}"),
-            400,
-            "invalid_input",
-        ),
-        (
-            "/write?ack=maybe",
-            format!("ok v=1 {t}"),
-            400,
-            "invalid_input",
-        ),
+        ("/write?precision=ms", format!("ok v=1 {t}\nok v=NaN {t}"), 400, "invalid_input"),
+        ("/write?precision=ms", format!("ok v=1 {t}\nok v=inf {t}"), 400, "invalid_input"),
+        ("/write?precision=ms", format!("ok v=1 {t}\n1bad v=1 {t}"), 400, "invalid_input"),
+        ("/write?precision=ms", format!("ok{labels31} v=1 {t}"), 400, "invalid_input"),
+        ("/write?precision=ms", format!("ok v=1 {}", t - 40 * 86_400_000), 400, "invalid_input"),
+        ("/write?precision=ms", format!("ok v=1 {}", t + 3 * 86_400_000), 400, "invalid_input"),
+        ("/write?precision=ms", format!("ok,__name__=x v=1 {t}"), 400, "invalid_input"),
+        ("/write?precision=ms", "ok v=1 12abc".into(), 400, "invalid_input"),
+        ("/write?precision=weeks", format!("ok v=1 {t}"), 400, "invalid_input"),
+        ("/write?ack=maybe", format!("ok v=1 {t}"), 400, "invalid_input"),
         ("/write", "ok v=\u{0}1".into(), 400, "invalid_input"),
         ("/api/v1/import", "{not json".into(), 400, "invalid_input"),
         (
@@ -209,30 +147,10 @@ async fn every_bad_input_is_a_json_4xx_and_writes_nothing() {
             400,
             "invalid_input",
         ),
-        (
-            "/api/v1/ingest",
-            r#"[{"name":"ok","value":1e999}]"#.into(),
-            400,
-            "invalid_input",
-        ),
-        (
-            "/api/v1/ingest",
-            r#"[{"name":"ok","labels":{"a":"\n"},"value":1}]"#.into(),
-            400,
-            "invalid_input",
-        ),
-        (
-            "/write?precision=ms",
-            "x v=1\n".repeat(20_000),
-            413,
-            "payload_too_large",
-        ),
-        (
-            "/write?precision=ms",
-            format!("a v=1 {t}\nb v=1 {t}\nc v=1 {t}\nd v=1 {t}"),
-            422,
-            "series_limit",
-        ),
+        ("/api/v1/ingest", r#"[{"name":"ok","value":1e999}]"#.into(), 400, "invalid_input"),
+        ("/api/v1/ingest", r#"[{"name":"ok","labels":{"a":"\n"},"value":1}]"#.into(), 400, "invalid_input"),
+        ("/write?precision=ms", "x v=1\n".repeat(20_000), 413, "payload_too_large"),
+        ("/write?precision=ms", format!("a v=1 {t}\nb v=1 {t}\nc v=1 {t}\nd v=1 {t}"), 422, "series_limit"),
     ];
     for (path, body, status, code) in cases {
         let msg = expect_error(s.post(path, body.clone()).await, status, code).await;
@@ -241,14 +159,8 @@ async fn every_bad_input_is_a_json_4xx_and_writes_nothing() {
     // A gzip bomb: 64 KiB limit, 10 MiB of zeros compressed to ~10 KiB.
     let bomb = gzip(&vec![b'0'; 10 << 20]);
     assert!(bomb.len() < 64 * 1024);
-    let r = s
-        .client
-        .post(s.url("/write"))
-        .header("Content-Encoding", "gzip")
-        .body(bomb)
-        .send()
-        .await
-        .unwrap();
+    let r =
+        s.client.post(s.url("/write")).header("Content-Encoding", "gzip").body(bomb).send().await.unwrap();
     expect_error(r, 413, "payload_too_large").await;
     s.flush();
     for name in ["ok_v", "a_v", "x_v"] {
@@ -256,35 +168,16 @@ async fn every_bad_input_is_a_json_4xx_and_writes_nothing() {
     }
     // The error names the failing line.
     let msg = expect_error(
-        s.post("/write?precision=ms", format!("ok v=1 {t}\nok v=NaN {t}"))
-            .await,
+        s.post("/write?precision=ms", format!("ok v=1 {t}\nok v=NaN {t}")).await,
         400,
         "invalid_input",
     )
     .await;
     assert!(msg.contains("line 2"), "{msg}");
     // Within the cap still works.
-    assert_eq!(
-        s.post(
-            "/write?precision=ms",
-            format!("a v=1 {t}\nb v=1 {t}\nc v=1 {t}")
-        )
-        .await
-        .status(),
-        204
-    );
-    expect_error(
-        s.post("/write?precision=ms", format!("d v=1 {t}")).await,
-        422,
-        "series_limit",
-    )
-    .await;
-    assert_eq!(
-        s.post("/write?precision=ms", format!("a v=2 {}", t + 1))
-            .await
-            .status(),
-        204
-    );
+    assert_eq!(s.post("/write?precision=ms", format!("a v=1 {t}\nb v=1 {t}\nc v=1 {t}")).await.status(), 204);
+    expect_error(s.post("/write?precision=ms", format!("d v=1 {t}")).await, 422, "series_limit").await;
+    assert_eq!(s.post("/write?precision=ms", format!("a v=2 {}", t + 1)).await.status(), 204);
 }
 
 #[tokio::test]
@@ -295,25 +188,14 @@ async fn full_queue_answers_503_with_retry_after_and_loses_nothing_accepted() {
     });
     let t = base_ms();
     let pause = s.daemon().writer.pause().unwrap();
-    let r = s
-        .post("/write?precision=ms&ack=queued", format!("q v=1 {t}"))
-        .await;
+    let r = s.post("/write?precision=ms&ack=queued", format!("q v=1 {t}")).await;
     assert_eq!(r.status(), 202);
-    let r = s
-        .post("/write?precision=ms&ack=queued", format!("q v=2 {}", t + 1))
-        .await;
-    assert_eq!(
-        r.headers()
-            .get("retry-after")
-            .map(|v| v.to_str().unwrap().to_owned()),
-        Some("1".into())
-    );
+    let r = s.post("/write?precision=ms&ack=queued", format!("q v=2 {}", t + 1)).await;
+    assert_eq!(r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned()), Some("1".into()));
     expect_error(r, 503, "overloaded").await;
     drop(pause);
     s.flush();
-    let pts = s
-        .points(&format!("query=q_v&start={t}&end={}", t + 10))
-        .await;
+    let pts = s.points(&format!("query=q_v&start={t}&end={}", t + 10)).await;
     assert_eq!(pts[0].1, vec![(t, 1.0)]);
     let (_, q) = s.get_json("/api/v1/metrics/queue").await;
     assert_eq!(q["writer"]["rejected_full"], 1);
@@ -322,18 +204,8 @@ async fn full_queue_answers_503_with_retry_after_and_loses_nothing_accepted() {
 #[tokio::test]
 async fn unknown_routes_and_bad_params_are_json_errors() {
     let s = TestServer::start();
-    expect_error(
-        s.client.get(s.url("/nope")).send().await.unwrap(),
-        404,
-        "not_found",
-    )
-    .await;
-    expect_error(
-        s.client.get(s.url("/api/v1/series")).send().await.unwrap(),
-        400,
-        "invalid_input",
-    )
-    .await;
+    expect_error(s.client.get(s.url("/nope")).send().await.unwrap(), 404, "not_found").await;
+    expect_error(s.client.get(s.url("/api/v1/series")).send().await.unwrap(), 400, "invalid_input").await;
     let (status, body) = s.get_json("/healthz").await;
     assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
 }

@@ -1,6 +1,9 @@
 //! One integration-test binary: real daemon, real redb file, real HTTP on port 0.
 
+mod cache;
 mod crash;
 mod helpers;
 mod ingest;
 mod query;
+#[cfg(feature = "redis")]
+mod redis;

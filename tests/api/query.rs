@@ -49,10 +49,7 @@ fn close(a: &[(i64, f64)], b: &[(i64, f64)]) {
     assert_eq!(a.len(), b.len(), "{a:?} vs {b:?}");
     for (x, y) in a.iter().zip(b) {
         assert_eq!(x.0, y.0);
-        assert!(
-            (x.1 - y.1).abs() <= 1e-9 * y.1.abs().max(1.0),
-            "{x:?} vs {y:?}"
-        );
+        assert!((x.1 - y.1).abs() <= 1e-9 * y.1.abs().max(1.0), "{x:?} vs {y:?}");
     }
 }
 
@@ -66,34 +63,20 @@ async fn aggregates_match_raw_over_open_and_sealed_hours() {
         if sealed {
             s.seal();
         }
-        let raw = s
-            .points(&format!(
-                "query=svc_lat{{host=\"h1\"}}&start={t0}&end={end}"
-            ))
-            .await;
+        let raw = s.points(&format!("query=svc_lat{{host=\"h1\"}}&start={t0}&end={end}")).await;
         assert_eq!(raw[0].1, data[1]);
         for f in ["avg", "min", "max", "sum", "count", "first", "last"] {
             for step in [3_600_000i64, 7_200_000, 60_000, 1_000_000] {
                 let got = s
-                    .points(&format!(
-                        "query=svc_lat{{host=\"h0\"}}&start={t0}&end={end}&step={step}&agg={f}"
-                    ))
+                    .points(&format!("query=svc_lat{{host=\"h0\"}}&start={t0}&end={end}&step={step}&agg={f}"))
                     .await;
                 close(&got[0].1, &agg(&data[0], step, f));
             }
         }
         // A range that cuts hours: partial hours are decoded, not taken from headers.
         let (a, b) = (t0 + 1_800_000, t0 + 9_000_000);
-        let inside: Vec<_> = data[0]
-            .iter()
-            .copied()
-            .filter(|p| p.0 >= a && p.0 <= b)
-            .collect();
-        let got = s
-            .points(&format!(
-                "query=svc_lat{{host=\"h0\"}}&start={a}&end={b}&step=1h&agg=sum"
-            ))
-            .await;
+        let inside: Vec<_> = data[0].iter().copied().filter(|p| p.0 >= a && p.0 <= b).collect();
+        let got = s.points(&format!("query=svc_lat{{host=\"h0\"}}&start={a}&end={b}&step=1h&agg=sum")).await;
         close(&got[0].1, &agg(&inside, 3_600_000, "sum"));
     }
 }
@@ -102,17 +85,9 @@ async fn aggregates_match_raw_over_open_and_sealed_hours() {
 async fn late_points_merge_into_sealed_hours_last_write_wins() {
     let s = TestServer::start();
     let t = base_ms();
-    s.post(
-        "/write?precision=ms",
-        format!("m v=1 {t}\nm v=2 {}", t + 1000),
-    )
-    .await;
+    s.post("/write?precision=ms", format!("m v=1 {t}\nm v=2 {}", t + 1000)).await;
     s.seal();
-    s.post(
-        "/write?precision=ms",
-        format!("m v=20 {}\nm v=1.5 {}", t + 1000, t + 500),
-    )
-    .await;
+    s.post("/write?precision=ms", format!("m v=20 {}\nm v=1.5 {}", t + 1000, t + 500)).await;
     let want = vec![(t, 1.0), (t + 500, 1.5), (t + 1000, 20.0)];
     let q = format!("query=m_v&start={t}&end={}", t + 2000);
     assert_eq!(s.points(&q).await[0].1, want); // chunk + open points merged on read
@@ -129,16 +104,9 @@ async fn selectors_series_and_times() {
         format!("up,job=a,env=prod v=1 {t}\nup,job=b,env=dev v=2 {t}\nup v=3 {t}\nupx v=4 {t}"),
     )
     .await;
-    let (_, body) = s
-        .get_json(&format!("/api/v1/series?match={}", urlencode("up_v")))
-        .await;
+    let (_, body) = s.get_json(&format!("/api/v1/series?match={}", urlencode("up_v"))).await;
     assert_eq!(body["count"], 3);
-    let (_, body) = s
-        .get_json(&format!(
-            "/api/v1/series?match={}",
-            urlencode(r#"up_v{env!="prod"}"#)
-        ))
-        .await;
+    let (_, body) = s.get_json(&format!("/api/v1/series?match={}", urlencode(r#"up_v{env!="prod"}"#))).await;
     assert_eq!(body["count"], 2);
     let q = |sel: &str| format!("query={}&start={t}&end={}", urlencode(sel), t + 1);
     let got = s.points(&q(r#"up_v{job="b"}"#)).await;
@@ -146,16 +114,9 @@ async fn selectors_series_and_times() {
     assert_eq!(got[0].0["env"], "dev");
     assert_eq!(s.points(&q("upx_v")).await.len(), 1);
     // RFC 3339 times.
-    let start = humantime::format_rfc3339_millis(
-        std::time::UNIX_EPOCH + std::time::Duration::from_millis(t as u64),
-    );
-    let got = s
-        .points(&format!(
-            "query=up_v&start={}&end={}",
-            urlencode(&start.to_string()),
-            t
-        ))
-        .await;
+    let start =
+        humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(t as u64));
+    let got = s.points(&format!("query=up_v&start={}&end={}", urlencode(&start.to_string()), t)).await;
     assert_eq!(got.len(), 3);
     for bad in [
         "query=up_v{job=a}".to_string(),
@@ -164,12 +125,7 @@ async fn selectors_series_and_times() {
         "query=up_v&step=-5".into(),
         "query=up_v&step=1m&agg=median".into(),
     ] {
-        let r = s
-            .client
-            .get(s.url(&format!("/api/v1/query_range?{bad}")))
-            .send()
-            .await
-            .unwrap();
+        let r = s.client.get(s.url(&format!("/api/v1/query_range?{bad}"))).send().await.unwrap();
         expect_error(r, 400, "invalid_input").await;
     }
 }
@@ -182,21 +138,13 @@ async fn raw_answers_over_the_limit_are_422() {
     s.post("/write?precision=ms", body).await;
     let r = s
         .client
-        .get(s.url(&format!(
-            "/api/v1/query_range?query=big_v&start={t}&end={}",
-            t + 100
-        )))
+        .get(s.url(&format!("/api/v1/query_range?query=big_v&start={t}&end={}", t + 100)))
         .send()
         .await
         .unwrap();
     let msg = expect_error(r, 422, "too_many_points").await;
     assert!(msg.contains("step"), "{msg}");
-    let got = s
-        .points(&format!(
-            "query=big_v&start={t}&end={}&step=1h&agg=count",
-            t + 100
-        ))
-        .await;
+    let got = s.points(&format!("query=big_v&start={t}&end={}&step=1h&agg=count", t + 100)).await;
     assert_eq!(got[0].1[0].1, 11.0);
 }
 
@@ -205,18 +153,12 @@ async fn export_is_importable_elsewhere() {
     let a = TestServer::start();
     let b = TestServer::start();
     let t = base_ms();
-    let lines: String = (0..500)
-        .map(|i| format!("exp,k=v{} v={} {}\n", i % 3, i as f64 * 0.25, t + i * 997))
-        .collect();
+    let lines: String =
+        (0..500).map(|i| format!("exp,k=v{} v={} {}\n", i % 3, i as f64 * 0.25, t + i * 997)).collect();
     a.post("/write?precision=ms", lines).await;
     a.seal();
     let range = format!("start={t}&end={}", t + 1_000_000);
-    let export = a
-        .client
-        .get(a.url(&format!("/api/v1/export?match=exp_v&{range}")))
-        .send()
-        .await
-        .unwrap();
+    let export = a.client.get(a.url(&format!("/api/v1/export?match=exp_v&{range}"))).send().await.unwrap();
     assert_eq!(export.status(), 200);
     let body = export.text().await.unwrap();
     assert_eq!(body.lines().count(), 3);

@@ -1,0 +1,161 @@
+//! L1: the in-process quick_cache. Not an LRU (S3-FIFO-like), so callers never assume an order.
+//!
+//! quick_cache has no TTL: every entry carries its expiry, reads drop expired entries, and
+//! [`L1::sweep`] removes the rest periodically.
+
+use super::Entry;
+use quick_cache::{Lifecycle, Weighter, sync::Cache};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Weighs entries by bytes when a byte budget is set, else counts them.
+#[derive(Clone)]
+pub struct EntryWeighter {
+    by_bytes: bool,
+}
+
+impl Weighter<String, Entry> for EntryWeighter {
+    fn weight(&self, key: &String, val: &Entry) -> u64 {
+        if self.by_bytes { (key.len() + val.value.len() + 64) as u64 } else { 1 }
+    }
+}
+
+/// Counts evictions (capacity pressure, never explicit removals).
+#[derive(Clone, Default)]
+pub struct EvictionCounter(pub Arc<AtomicU64>);
+
+impl Lifecycle<String, Entry> for EvictionCounter {
+    type RequestState = ();
+
+    fn on_evict(&self, _: &mut (), _: String, _: Entry) {
+        self.0.fetch_add(1, Relaxed);
+    }
+}
+
+#[derive(Debug, PartialEq)]
+pub enum Lookup {
+    Hit(Entry),
+    /// It was there but past its expiry (and is now removed).
+    Expired,
+    Missing,
+}
+
+pub struct L1 {
+    cache: Cache<String, Entry, EntryWeighter, foldhash::fast::RandomState, EvictionCounter>,
+    pub evictions: Arc<AtomicU64>,
+    bytes: AtomicU64,
+}
+
+impl L1 {
+    /// `max_bytes` 0 means no byte budget: the cache holds `max_entries` entries.
+    pub fn new(max_entries: usize, max_bytes: u64) -> L1 {
+        let by_bytes = max_bytes > 0;
+        let capacity = if by_bytes { max_bytes } else { max_entries as u64 };
+        let counter = EvictionCounter::default();
+        let evictions = counter.0.clone();
+        let cache =
+            Cache::with(max_entries, capacity, EntryWeighter { by_bytes }, Default::default(), counter);
+        L1 { cache, evictions, bytes: AtomicU64::new(0) }
+    }
+
+    /// The live entry for `key`; an expired one is removed on the way.
+    pub fn get(&self, key: &str, now_ms: i64) -> Lookup {
+        match self.cache.get(key) {
+            Some(e) if e.expires_at_ms > now_ms => Lookup::Hit(e),
+            Some(_) => {
+                self.cache.remove_if(key, |e| e.expires_at_ms <= now_ms);
+                Lookup::Expired
+            }
+            None => Lookup::Missing,
+        }
+    }
+
+    pub fn insert(&self, key: String, entry: Entry) {
+        self.cache.insert(key, entry);
+    }
+
+    pub fn remove(&self, key: &str) -> bool {
+        self.cache.remove(key).is_some()
+    }
+
+    /// Removes every key `keep` rejects; returns how many.
+    pub fn remove_where(&self, drop: impl Fn(&str, &Entry) -> bool) -> u64 {
+        let before = self.cache.len();
+        self.cache.retain(|k, e| !drop(k, e));
+        before.saturating_sub(self.cache.len()) as u64
+    }
+
+    /// Drops expired entries; returns how many.
+    pub fn sweep(&self, now_ms: i64) -> u64 {
+        self.remove_where(|_, e| e.expires_at_ms <= now_ms)
+    }
+
+    pub fn clear(&self) -> u64 {
+        let n = self.cache.len() as u64;
+        self.cache.clear();
+        n
+    }
+
+    pub fn len(&self) -> usize {
+        self.cache.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.cache.is_empty()
+    }
+
+    pub fn capacity(&self) -> u64 {
+        self.cache.capacity()
+    }
+
+    /// Bytes of keys and values held (computed by walking the cache; for stats, not hot paths).
+    pub fn bytes(&self) -> u64 {
+        let b = self.cache.iter().map(|(k, e)| (k.len() + e.value.len()) as u64).sum();
+        self.bytes.store(b, Relaxed);
+        b
+    }
+
+    /// Every live entry, for the warm-restart snapshot.
+    pub fn entries(&self, now_ms: i64) -> Vec<(String, Entry)> {
+        self.cache.iter().filter(|(_, e)| e.expires_at_ms > now_ms).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn entry(v: &str, expires_at_ms: i64) -> Entry {
+        Entry { value: Bytes::copy_from_slice(v.as_bytes()), content_type: None, expires_at_ms }
+    }
+
+    #[test]
+    fn expired_entries_are_never_served_and_are_swept() {
+        let l1 = L1::new(100, 0);
+        l1.insert("a".into(), entry("1", 1000));
+        l1.insert("b".into(), entry("2", 2000));
+        assert!(matches!(l1.get("a", 999), Lookup::Hit(_)));
+        assert_eq!(l1.get("a", 1000), Lookup::Expired);
+        assert_eq!(l1.get("a", 1000), Lookup::Missing);
+        assert_eq!(l1.sweep(2000), 1);
+        assert!(l1.is_empty());
+    }
+
+    #[test]
+    fn entry_count_and_byte_budget_hold() {
+        let l1 = L1::new(10, 0);
+        for i in 0..100 {
+            l1.insert(format!("k{i}"), entry("v", i64::MAX));
+        }
+        assert!(l1.len() <= 10, "{}", l1.len());
+        assert!(l1.evictions.load(Relaxed) >= 90);
+        let l1 = L1::new(1000, 10_000);
+        for i in 0..100 {
+            l1.insert(format!("k{i}"), entry(&"x".repeat(500), i64::MAX));
+        }
+        // Which entries survive is the cache's choice (not LRU); only the budget is asserted.
+        assert!(l1.bytes() <= 10_000, "{}", l1.bytes());
+        assert!(l1.len() >= 5);
+    }
+}

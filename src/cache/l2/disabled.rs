@@ -1,0 +1,38 @@
+//! L2 when perfd is built without the `redis` feature: every call is a no-op miss.
+
+use super::L2Stats;
+use crate::cache::Entry;
+use crate::config::CacheConfig;
+use crate::error::Result;
+
+pub struct L2;
+
+impl L2 {
+    pub fn new(_: &CacheConfig) -> Result<L2> {
+        Ok(L2)
+    }
+
+    pub fn enabled(&self) -> bool {
+        false
+    }
+
+    pub async fn get(&self, _key: &str) -> Option<Entry> {
+        None
+    }
+
+    pub async fn set(&self, _key: &str, _entry: &Entry) {}
+
+    pub async fn delete(&self, _key: &str) {}
+
+    pub async fn invalidate(&self, _pattern: &str) -> u64 {
+        0
+    }
+
+    pub async fn clear(&self) -> Result<u64> {
+        Ok(0)
+    }
+
+    pub fn stats(&self) -> L2Stats {
+        L2Stats::default()
+    }
+}

@@ -1,0 +1,23 @@
+//! The second cache level: Redis behind the `redis` feature, a no-op otherwise.
+
+#[cfg(not(feature = "redis"))]
+mod disabled;
+#[cfg(not(feature = "redis"))]
+pub use disabled::L2;
+#[cfg(feature = "redis")]
+mod redis;
+#[cfg(feature = "redis")]
+pub use self::redis::L2;
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct L2Stats {
+    pub enabled: bool,
+    pub reachable: bool,
+    pub hits: u64,
+    pub misses: u64,
+    pub sets: u64,
+    pub errors: u64,
+    pub timeouts: u64,
+    pub ping_ms: Option<f64>,
+    pub pool_size: usize,
+}

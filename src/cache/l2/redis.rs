@@ -1,0 +1,267 @@
+//! L2 on a real Redis server (feature `redis`): a small pool of auto-reconnecting multiplexed
+//! connections driven by a dedicated one-thread tokio runtime (`perfd-redis`), so connections
+//! outlive any one actix worker. Every call has `cache.redis.timeout`; on error or timeout the
+//! caller gets a miss (or a no-op) and L1 keeps serving. Keys carry `cache.redis.prefix`.
+
+use super::L2Stats;
+use crate::cache::Entry;
+use crate::config::{CacheConfig, RedisConfig};
+use crate::error::{Error, Result};
+use crate::model::now_ms;
+use parking_lot::{Mutex, RwLock};
+use redis::aio::ConnectionManager;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+/// How often the background task pings Redis (and connects, while it is unreachable).
+const PING_EVERY: Duration = Duration::from_secs(1);
+/// Keys fetched per SCAN round when invalidating.
+const SCAN_COUNT: usize = 1000;
+
+#[derive(Default)]
+struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    sets: AtomicU64,
+    errors: AtomicU64,
+    timeouts: AtomicU64,
+    reachable: AtomicBool,
+    /// Last ping round trip, microseconds (0: none yet).
+    ping_us: AtomicU64,
+}
+
+struct Shared {
+    cfg: RedisConfig,
+    client: redis::Client,
+    pool: RwLock<Vec<ConnectionManager>>,
+    next: AtomicUsize,
+    counters: Counters,
+}
+
+pub struct L2 {
+    shared: Option<Arc<Shared>>,
+    /// Taken in Drop and shut down in the background: dropping a runtime inside another
+    /// runtime's worker (where the last reference may go) would panic.
+    rt: Mutex<Option<tokio::runtime::Runtime>>,
+}
+
+impl L2 {
+    pub fn new(cfg: &CacheConfig) -> Result<L2> {
+        let Some(url) = cfg.redis.url.clone() else {
+            return Ok(L2 { shared: None, rt: Mutex::new(None) });
+        };
+        let client =
+            redis::Client::open(url.as_str()).map_err(|e| Error::Config(format!("cache.redis.url: {e}")))?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("perfd-redis")
+            .enable_all()
+            .build()?;
+        let shared = Arc::new(Shared {
+            cfg: cfg.redis.clone(),
+            client,
+            pool: RwLock::new(Vec::new()),
+            next: AtomicUsize::new(0),
+            counters: Counters::default(),
+        });
+        rt.spawn(keep_alive(Arc::downgrade(&shared)));
+        Ok(L2 { shared: Some(shared), rt: Mutex::new(Some(rt)) })
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    pub async fn get(&self, key: &str) -> Option<Entry> {
+        let s = self.shared.as_ref()?;
+        let k = format!("{}{key}", s.cfg.prefix);
+        let mut pipe = redis::pipe();
+        pipe.cmd("GET").arg(&k).cmd("PTTL").arg(&k);
+        let (raw, pttl): (Option<Vec<u8>>, i64) = s.call(pipe).await?;
+        let found = raw.filter(|_| pttl > 0).and_then(|raw| decode(&raw, now_ms() + pttl));
+        let counter = if found.is_some() { &s.counters.hits } else { &s.counters.misses };
+        counter.fetch_add(1, Relaxed);
+        found
+    }
+
+    pub async fn set(&self, key: &str, entry: &Entry) {
+        let Some(s) = &self.shared else { return };
+        let ttl = entry.ttl_ms(now_ms());
+        if ttl <= 0 {
+            return;
+        }
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET").arg(format!("{}{key}", s.cfg.prefix)).arg(encode(entry)).arg("PX").arg(ttl).ignore();
+        if s.call::<()>(pipe).await.is_some() {
+            s.counters.sets.fetch_add(1, Relaxed);
+        }
+    }
+
+    pub async fn delete(&self, key: &str) {
+        let Some(s) = &self.shared else { return };
+        let mut pipe = redis::pipe();
+        pipe.cmd("UNLINK").arg(format!("{}{key}", s.cfg.prefix)).ignore();
+        let _ = s.call::<()>(pipe).await;
+    }
+
+    /// Deletes prefixed keys matching a glob with SCAN + UNLINK (never KEYS); how many went.
+    pub async fn invalidate(&self, pattern: &str) -> u64 {
+        match &self.shared {
+            Some(s) => s.scan_unlink(&format!("{}{pattern}", glob_escape(&s.cfg.prefix))).await.unwrap_or(0),
+            None => 0,
+        }
+    }
+
+    /// Deletes every key with perfd's prefix (and nothing else: no FLUSHALL).
+    pub async fn clear(&self) -> Result<u64> {
+        match &self.shared {
+            Some(s) => s
+                .scan_unlink(&format!("{}*", glob_escape(&s.cfg.prefix)))
+                .await
+                .ok_or_else(|| Error::Internal("Redis did not answer while clearing L2".into())),
+            None => Ok(0),
+        }
+    }
+
+    pub fn stats(&self) -> L2Stats {
+        let Some(s) = &self.shared else { return L2Stats::default() };
+        let c = &s.counters;
+        let ping = c.ping_us.load(Relaxed);
+        L2Stats {
+            enabled: true,
+            reachable: c.reachable.load(Relaxed),
+            hits: c.hits.load(Relaxed),
+            misses: c.misses.load(Relaxed),
+            sets: c.sets.load(Relaxed),
+            errors: c.errors.load(Relaxed),
+            timeouts: c.timeouts.load(Relaxed),
+            ping_ms: (ping > 0).then(|| ping as f64 / 1000.0),
+            pool_size: s.pool.read().len(),
+        }
+    }
+}
+
+impl Drop for L2 {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.lock().take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl Shared {
+    fn connection(&self) -> Option<ConnectionManager> {
+        let pool = self.pool.read();
+        if pool.is_empty() {
+            return None;
+        }
+        Some(pool[self.next.fetch_add(1, Relaxed) % pool.len()].clone())
+    }
+
+    /// Runs a pipeline with the timeout; errors and timeouts are counted and become `None`.
+    async fn call<T: redis::FromRedisValue>(&self, pipe: redis::Pipeline) -> Option<T> {
+        let Some(mut conn) = self.connection() else {
+            self.counters.errors.fetch_add(1, Relaxed);
+            return None;
+        };
+        match tokio::time::timeout(self.cfg.timeout, pipe.query_async::<T>(&mut conn)).await {
+            Ok(Ok(v)) => Some(v),
+            Ok(Err(e)) => {
+                self.counters.errors.fetch_add(1, Relaxed);
+                self.counters.reachable.store(false, Relaxed);
+                log::debug!("redis: {e}");
+                None
+            }
+            Err(_) => {
+                self.counters.timeouts.fetch_add(1, Relaxed);
+                None
+            }
+        }
+    }
+
+    async fn scan_unlink(&self, pattern: &str) -> Option<u64> {
+        let mut cursor = 0u64;
+        let mut removed = 0u64;
+        loop {
+            let mut pipe = redis::pipe();
+            pipe.cmd("SCAN").arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(SCAN_COUNT);
+            let ((next, keys),): ((u64, Vec<String>),) = self.call(pipe).await?;
+            if !keys.is_empty() {
+                let mut unlink = redis::pipe();
+                unlink.cmd("UNLINK").arg(&keys);
+                let (n,): (u64,) = self.call(unlink).await?;
+                removed += n;
+            }
+            if next == 0 {
+                return Some(removed);
+            }
+            cursor = next;
+        }
+    }
+}
+
+/// Connects the pool (retrying while Redis is down) and pings it, until the L2 is dropped.
+async fn keep_alive(shared: std::sync::Weak<Shared>) {
+    loop {
+        let Some(s) = shared.upgrade() else { return };
+        if s.pool.read().is_empty() {
+            let mut conns = Vec::with_capacity(s.cfg.pool_size);
+            for _ in 0..s.cfg.pool_size {
+                let connect = ConnectionManager::new(s.client.clone());
+                match tokio::time::timeout(Duration::from_secs(2), connect).await {
+                    Ok(Ok(c)) => conns.push(c),
+                    _ => break,
+                }
+            }
+            if conns.len() == s.cfg.pool_size {
+                *s.pool.write() = conns;
+            }
+        }
+        if let Some(mut conn) = s.connection() {
+            let started = Instant::now();
+            let cmd = redis::cmd("PING");
+            let ping = cmd.query_async::<String>(&mut conn);
+            let ok = matches!(tokio::time::timeout(Duration::from_secs(1), ping).await, Ok(Ok(_)));
+            s.counters.reachable.store(ok, Relaxed);
+            if ok {
+                s.counters.ping_us.store(started.elapsed().as_micros().max(1) as u64, Relaxed);
+            }
+        }
+        drop(s);
+        tokio::time::sleep(PING_EVERY).await;
+    }
+}
+
+/// Redis value: `u8` content-type length, the content type, then the value.
+fn encode(e: &Entry) -> Vec<u8> {
+    let ct = e.content_type.as_deref().unwrap_or("");
+    let ct = &ct.as_bytes()[..ct.len().min(255)];
+    let mut out = Vec::with_capacity(1 + ct.len() + e.value.len());
+    out.push(ct.len() as u8);
+    out.extend_from_slice(ct);
+    out.extend_from_slice(&e.value);
+    out
+}
+
+fn decode(raw: &[u8], expires_at_ms: i64) -> Option<Entry> {
+    let n = *raw.first()? as usize;
+    let ct = std::str::from_utf8(raw.get(1..1 + n)?).ok()?;
+    Some(Entry {
+        value: bytes::Bytes::copy_from_slice(&raw[1 + n..]),
+        content_type: (!ct.is_empty()).then(|| Arc::from(ct)),
+        expires_at_ms,
+    })
+}
+
+/// Escapes glob metacharacters so the prefix matches only itself.
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}

@@ -1,0 +1,264 @@
+//! The cache through the real server: data plane, mget, invalidation, warm, clear, statistics,
+//! stampede control and warm restart.
+
+use crate::helpers::{TestServer, expect_error};
+use std::time::{Duration, Instant};
+
+async fn put(s: &TestServer, path: &str, body: &str, content_type: &str) -> u16 {
+    let r = s
+        .client
+        .put(s.url(path))
+        .header("Content-Type", content_type)
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    r.status().as_u16()
+}
+
+#[tokio::test]
+async fn put_get_delete_with_content_type_ttl_and_levels() {
+    let s = TestServer::start();
+    assert_eq!(
+        put(&s, "/api/v1/cache/llm_response/prompt%2F42%20x", r#"{"text":"hi"}"#, "application/json").await,
+        204
+    );
+    let r = s.client.get(s.url("/api/v1/cache/llm_response/prompt%2F42%20x")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    assert_eq!(r.headers()["x-cache"], "L1");
+    let max_age: u64 =
+        r.headers()["cache-control"].to_str().unwrap().trim_start_matches("max-age=").parse().unwrap();
+    assert!((1790..=1800).contains(&max_age), "llm_response TTL is 30 min: {max_age}");
+    assert_eq!(r.text().await.unwrap(), r#"{"text":"hi"}"#);
+    // ?ttl overrides the strategy's TTL.
+    assert_eq!(put(&s, "/api/v1/cache/crew_config/c1?ttl=5", "x", "text/plain").await, 204);
+    let r = s.client.get(s.url("/api/v1/cache/crew_config/c1")).send().await.unwrap();
+    assert_eq!(r.headers()["cache-control"], "max-age=5");
+    let r = s.client.delete(s.url("/api/v1/cache/crew_config/c1")).send().await.unwrap();
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["deleted"], true);
+    let r = s.client.get(s.url("/api/v1/cache/crew_config/c1")).send().await.unwrap();
+    expect_error(r, 404, "not_found").await;
+}
+
+#[tokio::test]
+async fn expired_entries_are_never_served() {
+    let s = TestServer::start();
+    assert_eq!(put(&s, "/api/v1/cache/performance/p?ttl=1", "v", "text/plain").await, 204);
+    // Bounded polling: the entry must disappear within its TTL plus a margin.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = s.client.get(s.url("/api/v1/cache/performance/p")).send().await.unwrap();
+        if r.status() == 404 {
+            break;
+        }
+        let max_age = r.headers()["cache-control"].to_str().unwrap().to_owned();
+        assert!(max_age == "max-age=1" || max_age == "max-age=0", "{max_age}");
+        assert!(Instant::now() < deadline, "entry still served after its TTL");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, m) = s.get_json("/api/v1/metrics/cache").await;
+    assert!(m["cache_statistics"]["strategies"]["performance"]["expirations"].as_u64().unwrap() >= 1, "{m}");
+}
+
+#[tokio::test]
+async fn bad_cache_input_is_a_json_error() {
+    let s = TestServer::start_with(|c| c.cache.max_entry_bytes = 1024);
+    let r = s.client.get(s.url("/api/v1/cache/nope/k")).send().await.unwrap();
+    let msg = expect_error(r, 404, "unknown_strategy").await;
+    assert!(msg.contains("crew_config") && msg.contains("llm_response"), "{msg}");
+    let r = s.client.put(s.url("/api/v1/cache/nope/k")).body("x").send().await.unwrap();
+    expect_error(r, 404, "unknown_strategy").await;
+    let r = s.client.put(s.url("/api/v1/cache/crew_config/k")).body("x".repeat(1025)).send().await.unwrap();
+    expect_error(r, 413, "payload_too_large").await;
+    let long = "k".repeat(513);
+    let r = s.client.put(s.url(&format!("/api/v1/cache/crew_config/{long}"))).body("x").send().await.unwrap();
+    expect_error(r, 400, "invalid_input").await;
+    let r = s.client.put(s.url("/api/v1/cache/crew_config/a%01b")).body("x").send().await.unwrap();
+    expect_error(r, 400, "invalid_input").await;
+    let r = s.client.put(s.url("/api/v1/cache/crew_config/k?ttl=0")).body("x").send().await.unwrap();
+    expect_error(r, 400, "invalid_input").await;
+    for (path, body) in [
+        ("/api/v1/cache/invalidate", r#"{"pattern":"crew_config:[a"}"#),
+        ("/api/v1/cache/invalidate", r#"{"glob":"x"}"#),
+        ("/api/v1/cache/mget", "{not json"),
+        (
+            "/api/v1/cache/warm",
+            r#"{"entries":[{"strategy":"crew_config","key":"a","value":"x","value_b64":"eA=="}]}"#,
+        ),
+        ("/api/v1/metrics/cache/clear", r#"{"level":"l3"}"#),
+    ] {
+        let r = s
+            .client
+            .post(s.url(path))
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        expect_error(r, 400, "invalid_input").await;
+    }
+    let keys: Vec<_> =
+        (0..1001).map(|i| serde_json::json!({"strategy": "crew_config", "key": format!("k{i}")})).collect();
+    let r = s
+        .client
+        .post(s.url("/api/v1/cache/mget"))
+        .json(&serde_json::json!({"keys": keys}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 400, "invalid_input").await;
+}
+
+#[tokio::test]
+async fn mget_json_and_binary() {
+    let s = TestServer::start();
+    put(&s, "/api/v1/cache/memory_query/a", "alpha", "text/plain").await;
+    let warm =
+        serde_json::json!({"entries": [{"strategy": "memory_query", "key": "bin", "value_b64": "AP8="}]});
+    s.client.post(s.url("/api/v1/cache/warm")).json(&warm).send().await.unwrap();
+    let keys = serde_json::json!({"keys": [
+        {"strategy": "memory_query", "key": "a"},
+        {"strategy": "memory_query", "key": "missing"},
+        {"strategy": "memory_query", "key": "bin"},
+    ]});
+    let r = s.client.post(s.url("/api/v1/cache/mget")).json(&keys).send().await.unwrap();
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["values"][0]["value"], "alpha");
+    assert_eq!(v["values"][1]["hit"], false);
+    assert_eq!(v["values"][2]["value_b64"], "AP8=");
+    let r = s
+        .client
+        .post(s.url("/api/v1/cache/mget"))
+        .header("Accept", "application/x-perfd-mget")
+        .json(&keys)
+        .send()
+        .await
+        .unwrap();
+    let b = r.bytes().await.unwrap();
+    assert_eq!(&b[..], &[1, 0, 0, 0, 5, b'a', b'l', b'p', b'h', b'a', 0, 1, 0, 0, 0, 2, 0, 255]);
+}
+
+#[tokio::test]
+async fn invalidate_warm_clear_and_statistics() {
+    let s = TestServer::start_with(|c| {
+        c.cache.strategies.insert("embeddings".into(), Duration::from_secs(7200));
+    });
+    let entries: Vec<_> = ["team-a", "team-b", "solo"]
+        .iter()
+        .map(|k| serde_json::json!({"strategy": "crew_config", "key": k, "value": k, "ttl": 600}))
+        .chain([serde_json::json!({"strategy": "embeddings", "key": "e1", "value": "vec"})])
+        .collect();
+    let r = s
+        .client
+        .post(s.url("/api/v1/cache/warm"))
+        .json(&serde_json::json!({"entries": entries}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["loaded"], 4);
+    let r = s
+        .client
+        .post(s.url("/api/v1/cache/invalidate"))
+        .json(&serde_json::json!({"pattern": "crew_config:team-*"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["removed"], 2);
+    assert_eq!(s.client.get(s.url("/api/v1/cache/crew_config/team-a")).send().await.unwrap().status(), 404);
+    assert_eq!(s.client.get(s.url("/api/v1/cache/crew_config/solo")).send().await.unwrap().status(), 200);
+    let r = s.client.get(s.url("/api/v1/cache/embeddings/e1")).send().await.unwrap();
+    assert_eq!(r.headers()["cache-control"], "max-age=7200");
+    let (_, m) = s.get_json("/api/v1/metrics/cache").await;
+    let st = &m["cache_statistics"];
+    assert_eq!(st["hits"], 2);
+    assert_eq!(st["misses"], 1);
+    assert_eq!(st["l1_size"], 2);
+    assert!((st["hit_rate_percent"].as_f64().unwrap() - 66.666).abs() < 0.1, "{st}");
+    assert!(m["recommendations"].is_array());
+    let r = s
+        .client
+        .post(s.url("/api/v1/metrics/cache/clear"))
+        .json(&serde_json::json!({"level": "all"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["cleared"]["l1"], 2);
+    let (_, m) = s.get_json("/api/v1/metrics/cache").await;
+    assert_eq!(m["cache_statistics"]["l1_size"], 0);
+}
+
+#[tokio::test]
+async fn low_hit_rate_yields_a_recommendation() {
+    let s = TestServer::start();
+    for i in 0..120 {
+        s.client.get(s.url(&format!("/api/v1/cache/memory_query/miss{i}"))).send().await.unwrap();
+    }
+    let (_, m) = s.get_json("/api/v1/metrics/cache").await;
+    let recs = m["recommendations"].as_array().unwrap();
+    assert!(recs.iter().any(|r| r.as_str().unwrap().contains("Low hit rate")), "{recs:?}");
+}
+
+/// 50 agents ask for the same missing LLM answer: exactly one gets the lease, computes and PUTs;
+/// the 49 others wait and receive the value.
+#[tokio::test]
+async fn stampede_gives_one_lease_and_49_values() {
+    let s = TestServer::start();
+    let url = s.url("/api/v1/cache/llm_response/same-prompt?wait=5s");
+    let (lease_tx, mut lease_rx) = tokio::sync::mpsc::unbounded_channel();
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let (client, url, lease_tx) = (s.client.clone(), url.clone(), lease_tx.clone());
+            tokio::spawn(async move {
+                let r = client.get(&url).send().await.unwrap();
+                let status = r.status().as_u16();
+                let fill = r.headers().get("x-cache-fill").map(|v| v.to_str().unwrap().to_owned());
+                if fill.as_deref() == Some("lease") {
+                    let _ = lease_tx.send(());
+                }
+                (status, fill, r.text().await.unwrap())
+            })
+        })
+        .collect();
+    // The lease holder answers at once; then "compute" and PUT.
+    tokio::time::timeout(Duration::from_secs(5), lease_rx.recv()).await.expect("a lease is granted");
+    assert_eq!(put(&s, "/api/v1/cache/llm_response/same-prompt", "the answer", "text/plain").await, 204);
+    let mut leases = 0;
+    let mut values = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            (404, Some(fill), _) if fill == "lease" => leases += 1,
+            (200, None, body) if body == "the answer" => values += 1,
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert_eq!((leases, values), (1, 49));
+}
+
+#[tokio::test]
+async fn an_expired_lease_passes_to_a_waiter() {
+    let s = TestServer::start_with(|c| c.cache.lease_ttl = Duration::from_millis(200));
+    let url = s.url("/api/v1/cache/llm_response/abandoned?wait=5s");
+    let first = s.client.get(&url).send().await.unwrap();
+    assert_eq!(first.headers()["x-cache-fill"], "lease");
+    // The holder never PUTs: the next caller gets the lease once it runs out.
+    let second = s.client.get(&url).send().await.unwrap();
+    assert_eq!(second.headers()["x-cache-fill"], "lease");
+    let third = s.client.get(s.url("/api/v1/cache/llm_response/abandoned?wait=50ms")).send().await.unwrap();
+    assert_eq!(third.headers()["x-cache-fill"], "timeout");
+}
+
+#[tokio::test]
+async fn warm_restart_keeps_entries_and_their_ttl() {
+    let mut s = TestServer::start();
+    put(&s, "/api/v1/cache/crew_config/kept?ttl=600", "cfg", "application/yaml").await;
+    s.restart();
+    let r = s.client.get(s.url("/api/v1/cache/crew_config/kept")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/yaml");
+    let max_age: u64 =
+        r.headers()["cache-control"].to_str().unwrap().trim_start_matches("max-age=").parse().unwrap();
+    assert!((590..=600).contains(&max_age), "{max_age}");
+    // The snapshot is consumed on start: a crash after this must not bring back stale entries.
+    assert!(s.daemon().store.cache_snapshot().unwrap().is_empty());
+}

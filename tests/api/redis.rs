@@ -1,0 +1,195 @@
+//! With `--features redis`: a real `redis-server` started by the test on a free loopback port.
+
+use crate::helpers::TestServer;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A redis-server child on 127.0.0.1; killed on drop.
+struct RedisServer {
+    child: Child,
+    port: u16,
+}
+
+impl RedisServer {
+    fn start_on(port: u16) -> RedisServer {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (.ci/run installs it)");
+        let server = RedisServer { child, port };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while server.conn().is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+
+    fn start() -> RedisServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        Self::start_on(port)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn conn(&self) -> redis::RedisResult<redis::Connection> {
+        let c = redis::Client::open(self.url())?.get_connection()?;
+        Ok(c)
+    }
+
+    fn cmd<T: redis::FromRedisValue>(&self, args: &[&str]) -> T {
+        let mut c = self.conn().unwrap();
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        cmd.query(&mut c).unwrap()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn server_with(redis: &RedisServer) -> TestServer {
+    let url = redis.url();
+    TestServer::start_with(move |c| {
+        c.cache.redis.url = Some(url);
+        c.cache.redis.pool_size = 2;
+        c.cache.redis.timeout = Duration::from_millis(200);
+    })
+}
+
+/// Bounded polling on the cache statistics until `pred` holds.
+async fn wait_for_l2(s: &TestServer, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, m) = s.get_json("/api/v1/metrics/cache").await;
+        let l2 = m["cache_statistics"]["l2"].clone();
+        if pred(&l2) {
+            return l2;
+        }
+        assert!(Instant::now() < deadline, "L2 never reached the expected state: {l2}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn clear_l1(s: &TestServer) {
+    let r = s
+        .client
+        .post(s.url("/api/v1/metrics/cache/clear"))
+        .json(&serde_json::json!({"level": "l1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l1_miss_promotes_from_l2_with_remaining_ttl() {
+    let redis = RedisServer::start();
+    let s = server_with(&redis);
+    wait_for_l2(&s, |l2| l2["reachable"] == true).await;
+    let r = s
+        .client
+        .put(s.url("/api/v1/cache/llm_response/p1?ttl=100"))
+        .header("Content-Type", "text/plain")
+        .body("answer")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let pttl: i64 = redis.cmd(&["PTTL", "perfd:llm_response:p1"]);
+    assert!(pttl > 90_000 && pttl <= 100_000, "{pttl}");
+    clear_l1(&s).await;
+    let r = s.client.get(s.url("/api/v1/cache/llm_response/p1")).send().await.unwrap();
+    assert_eq!(r.headers()["x-cache"], "L2");
+    assert_eq!(r.headers()["content-type"], "text/plain");
+    let max_age: u64 =
+        r.headers()["cache-control"].to_str().unwrap().trim_start_matches("max-age=").parse().unwrap();
+    assert!((90..=100).contains(&max_age), "{max_age}");
+    assert_eq!(r.text().await.unwrap(), "answer");
+    let r = s.client.get(s.url("/api/v1/cache/llm_response/p1")).send().await.unwrap();
+    assert_eq!(r.headers()["x-cache"], "L1", "promoted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalidate_and_clear_touch_only_perfd_keys() {
+    let redis = RedisServer::start();
+    let s = server_with(&redis);
+    wait_for_l2(&s, |l2| l2["reachable"] == true).await;
+    let _: () = redis.cmd(&["SET", "foreign:key", "keep"]);
+    for k in ["team-a", "team-b", "solo"] {
+        s.client.put(s.url(&format!("/api/v1/cache/crew_config/{k}"))).body(k).send().await.unwrap();
+    }
+    let r = s
+        .client
+        .post(s.url("/api/v1/cache/invalidate"))
+        .json(&serde_json::json!({"pattern": "crew_config:team-*"}))
+        .send()
+        .await
+        .unwrap();
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!((v["removed_l1"].as_u64(), v["removed_l2"].as_u64()), (Some(2), Some(2)), "{v}");
+    let left: i64 = redis.cmd(&["EXISTS", "perfd:crew_config:team-a", "perfd:crew_config:solo"]);
+    assert_eq!(left, 1);
+    let r = s
+        .client
+        .post(s.url("/api/v1/metrics/cache/clear"))
+        .json(&serde_json::json!({"level": "l2"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["cleared"]["l2"], 1);
+    let foreign: String = redis.cmd(&["GET", "foreign:key"]);
+    assert_eq!(foreign, "keep");
+    let keys: Vec<String> = redis.cmd(&["KEYS", "perfd:*"]);
+    assert!(keys.is_empty(), "{keys:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_l1_serves_errors_counted_and_recovers() {
+    let redis = RedisServer::start();
+    let port = redis.port;
+    let s = server_with(&redis);
+    wait_for_l2(&s, |l2| l2["reachable"] == true).await;
+    s.client.put(s.url("/api/v1/cache/crew_config/c")).body("v1").send().await.unwrap();
+    drop(redis);
+    // L1 keeps serving, and writes still succeed.
+    let r = s.client.get(s.url("/api/v1/cache/crew_config/c")).send().await.unwrap();
+    assert_eq!((r.status().as_u16(), r.headers()["x-cache"].to_str().unwrap()), (200, "L1"));
+    assert_eq!(
+        s.client.put(s.url("/api/v1/cache/crew_config/d")).body("v2").send().await.unwrap().status(),
+        204
+    );
+    let missing = s.client.get(s.url("/api/v1/cache/crew_config/none")).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+    let l2 = wait_for_l2(&s, |l2| l2["reachable"] == false).await;
+    assert!(l2["errors"].as_u64().unwrap() + l2["timeouts"].as_u64().unwrap() > 0, "{l2}");
+    let (_, m) = s.get_json("/api/v1/metrics/cache").await;
+    assert!(
+        m["recommendations"].as_array().unwrap().iter().any(|r| r.as_str().unwrap().contains("Redis")),
+        "{m}"
+    );
+    // Back on the same port: the cache reconnects by itself and uses L2 again.
+    let _redis = RedisServer::start_on(port);
+    wait_for_l2(&s, |l2| l2["reachable"] == true).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        s.client.put(s.url("/api/v1/cache/crew_config/e")).body("v3").send().await.unwrap();
+        clear_l1(&s).await;
+        let r = s.client.get(s.url("/api/v1/cache/crew_config/e")).send().await.unwrap();
+        if r.status() == 200 && r.headers()["x-cache"] == "L2" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "L2 not used again after Redis came back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
