@@ -21,6 +21,13 @@ pub struct Config {
     pub writer: WriterConfig,
     pub query: QueryConfig,
     pub cache: CacheConfig,
+    pub sampler: SamplerConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct SamplerConfig {
+    /// How often the host is read, statistics are written as series and health is scored.
+    pub interval: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -115,6 +122,14 @@ struct RawConfig {
     query: RawQuery,
     #[serde(default)]
     cache: RawCache,
+    #[serde(default)]
+    sampler: RawSampler,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSampler {
+    interval: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -173,7 +188,7 @@ struct RawQuery {
 
 /// Sections of the TOML file, longest first; `PERFD_<SECTION>_<KEY>` maps to `[section] key`
 /// (`PERFD_CACHE_REDIS_URL` to `[cache.redis] url`).
-const SECTIONS: [&str; 6] = ["cache_redis", "storage", "writer", "query", "cache", "http"];
+const SECTIONS: [&str; 7] = ["cache_redis", "storage", "sampler", "writer", "query", "cache", "http"];
 
 /// Flags that override everything else.
 #[derive(Debug, Default, Clone)]
@@ -226,6 +241,8 @@ impl Config {
         c.data_dir = dir.to_owned();
         c.http.workers = 2;
         c.writer.maintenance_interval = Duration::from_millis(200);
+        // Tests tick the sampler themselves (`SamplerHandle::tick`), so its writes are predictable.
+        c.sampler.interval = Duration::from_secs(3600);
         c
     }
 }
@@ -306,6 +323,13 @@ impl RawConfig {
                 max_points: at_least("query.max_points", self.query.max_points.unwrap_or(5_000_000), 1)?,
             },
             cache,
+            sampler: SamplerConfig {
+                interval: at_least(
+                    "sampler.interval",
+                    duration("sampler.interval", self.sampler.interval, "5s")?,
+                    Duration::from_secs(1),
+                )?,
+            },
         })
     }
 }

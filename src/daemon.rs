@@ -1,14 +1,17 @@
 //! The daemon: owns every long-lived thread and stops them in a fixed order.
 //!
-//! Start: open the store (loading the catalog), start the writer (replaying the WAL), bind the
-//! listener, start the HTTP server on its own thread with its own actix system. Stop: HTTP
-//! stops gracefully (in-flight requests finish), then the writer drains and commits, then the
-//! store closes when the last reference goes.
+//! Start: open the store (loading the catalog), start the writer (replaying the WAL), the cache
+//! (loading the warm-restart snapshot) and its sweeper, the sampler, bind the listener, start the
+//! HTTP server on its own thread with its own actix system. Stop: HTTP stops gracefully
+//! (in-flight requests finish), the cache snapshot is saved, the sampler and sweeper stop, then
+//! the writer drains and commits, then the store closes when the last reference goes.
 
 use crate::api::{self, AppState};
 use crate::cache::TieredCache;
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::monitor::Monitor;
+use crate::sampler::{Sampler, SamplerHandle, Sources};
 use crate::store::Store;
 use crate::writer::WriterHandle;
 use actix_web::{App, HttpServer, dev::ServerHandle};
@@ -24,6 +27,7 @@ pub struct Daemon {
     pub store: Arc<Store>,
     pub writer: Arc<WriterHandle>,
     pub cache: Arc<TieredCache>,
+    pub sampler: SamplerHandle,
     http: Option<(ServerHandle, JoinHandle<()>)>,
     /// Dropping the sender stops the sweeper; then it is joined.
     sweeper: Option<(crossbeam_channel::Sender<()>, JoinHandle<()>)>,
@@ -44,6 +48,14 @@ impl Daemon {
             }
         }
         let sweeper = start_sweeper(cache.clone(), config.cache.sweep_interval)?;
+        let monitor = Arc::new(Monitor::default());
+        let sources = Sources {
+            monitor: monitor.clone(),
+            cache: cache.clone(),
+            writer: writer.clone(),
+            retention_ms: config.storage.retention.as_millis() as i64,
+        };
+        let sampler = SamplerHandle::start(Sampler::new(config.sampler.interval, sources)?)?;
         let listener = std::net::TcpListener::bind(config.listen).map_err(|e| {
             Error::Io(std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen)))
         })?;
@@ -54,18 +66,24 @@ impl Daemon {
             store: store.clone(),
             writer: writer.clone(),
             cache: cache.clone(),
+            monitor,
+            published: sampler.published.clone(),
         };
         let (tx, rx) = std::sync::mpsc::channel();
         let join = std::thread::Builder::new().name("perfd-http".into()).spawn(move || {
             let system = actix_web::rt::System::new();
             let result = system.block_on(async move {
                 let routes = api::configure(state);
-                let server = HttpServer::new(move || App::new().configure(routes.clone()))
-                    .workers(workers)
-                    .disable_signals()
-                    .shutdown_timeout(10)
-                    .client_request_timeout(Duration::from_secs(30))
-                    .listen(listener);
+                let server = HttpServer::new(move || {
+                    App::new()
+                        .wrap(actix_web::middleware::from_fn(api::time_requests))
+                        .configure(routes.clone())
+                })
+                .workers(workers)
+                .disable_signals()
+                .shutdown_timeout(10)
+                .client_request_timeout(Duration::from_secs(30))
+                .listen(listener);
                 let server = match server {
                     Ok(s) => s.run(),
                     Err(e) => {
@@ -84,7 +102,7 @@ impl Daemon {
             .recv()
             .map_err(|_| Error::Internal("http thread ended before starting".into()))?
             .map_err(Error::Io)?;
-        Ok(Daemon { addr, store, writer, cache, http: Some((handle, join)), sweeper: Some(sweeper) })
+        Ok(Daemon { addr, store, writer, cache, sampler, http: Some((handle, join)), sweeper: Some(sweeper) })
     }
 
     /// Stops accepting, lets in-flight requests finish, commits everything queued, closes the store.
@@ -100,6 +118,7 @@ impl Daemon {
                 self.save_cache();
             }
         }
+        self.sampler.shutdown();
         if let Some((stop, join)) = self.sweeper.take() {
             drop(stop);
             let _ = join.join();

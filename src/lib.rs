@@ -5,7 +5,9 @@
 //! ```text
 //! HTTP (api) ──▶ ingest (parse + validate) ──▶ writer thread (group commit: WAL, seal, retention)
 //!     │                                               │
-//!     └──▶ query (selectors, aggregation) ◀── store (redb file + open hours + catalog)
+//!     ├──▶ query (selectors, aggregation) ◀── store (redb file + open hours + catalog)
+//!     ├──▶ cache (L1 quick_cache, L2 Redis)
+//!     └──▶ monitor (request timings) ──▶ sampler thread (sysinfo, stats → series; health score)
 //! ```
 //!
 //! `daemon` owns the threads and the stop order; `config` turns flags, environment and TOML into
@@ -18,7 +20,9 @@ pub mod daemon;
 pub mod error;
 pub mod ingest;
 pub mod model;
+pub mod monitor;
 pub mod query;
+pub mod sampler;
 pub mod store;
 pub mod writer;
 

@@ -5,6 +5,7 @@ mod cache;
 pub mod error;
 mod ingest;
 mod metrics;
+mod observe;
 mod query;
 
 use crate::config::Config;
@@ -20,6 +21,29 @@ pub struct AppState {
     pub store: Arc<Store>,
     pub writer: Arc<WriterHandle>,
     pub cache: Arc<crate::cache::TieredCache>,
+    pub monitor: Arc<crate::monitor::Monitor>,
+    pub published: Arc<crate::sampler::Published>,
+}
+
+/// Times every request by its route pattern (`unmatched` for unknown routes).
+pub async fn time_requests(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    let started = std::time::Instant::now();
+    let monitor = req.app_data::<web::Data<AppState>>().map(|s| s.monitor.clone());
+    let res = next.call(req).await?;
+    if let Some(m) = monitor {
+        let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".into());
+        m.record(
+            &route,
+            res.request().method().as_str(),
+            res.status().as_u16(),
+            started.elapsed(),
+            crate::model::now_ms(),
+        );
+    }
+    Ok(res)
 }
 
 /// Registers every route and the extractor settings; used by the daemon and by tests alike.
@@ -47,6 +71,9 @@ pub fn configure(state: AppState) -> impl Fn(&mut web::ServiceConfig) + Clone {
                     .route(web::put().to(cache::put_entry))
                     .route(web::delete().to(cache::delete_entry)),
             )
+            .route("/api/v1/metrics/performance", web::get().to(observe::get_performance))
+            .route("/api/v1/metrics/resources/usage", web::get().to(observe::get_resource_usage))
+            .route("/api/v1/metrics/health", web::get().to(observe::get_health))
             .route("/api/v1/metrics/cache", web::get().to(metrics::get_cache))
             .route("/api/v1/metrics/cache/clear", web::post().to(metrics::clear_cache))
             .route("/api/v1/metrics/database", web::get().to(metrics::get_database))

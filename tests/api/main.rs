@@ -4,6 +4,7 @@ mod cache;
 mod crash;
 mod helpers;
 mod ingest;
+mod observe;
 mod query;
 #[cfg(feature = "redis")]
 mod redis;

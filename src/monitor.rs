@@ -1,0 +1,173 @@
+//! Request timing: per route *pattern* (never the raw path, so cardinality stays bounded), method
+//! and status class, in hdrhistograms kept in 10-minute buckets for the last 24 hours. The
+//! sampler drains per-interval summaries into time series (`perfd_http_*`).
+
+use hdrhistogram::Histogram;
+use parking_lot::Mutex;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::Duration;
+
+/// Width of one bucket of the in-memory history.
+pub const BUCKET_MS: i64 = 600_000;
+/// Buckets kept: 24 hours.
+const BUCKETS: usize = 144;
+
+/// Route pattern and method, e.g. (`/api/v1/cache/{strategy}/{key:.+}`, `GET`).
+pub type RouteKey = (String, String);
+
+#[derive(Clone)]
+struct RouteStats {
+    /// Latency in microseconds.
+    latency: Histogram<u64>,
+    errors_4xx: u64,
+    errors_5xx: u64,
+}
+
+impl RouteStats {
+    fn new() -> RouteStats {
+        RouteStats {
+            latency: Histogram::new_with_bounds(1, 120_000_000, 2)
+                .expect("static histogram bounds are valid"),
+            errors_4xx: 0,
+            errors_5xx: 0,
+        }
+    }
+
+    fn count(&mut self, us: u64, status: u16) {
+        let _ = self.latency.record(us);
+        match status {
+            400..=499 => self.errors_4xx += 1,
+            500..=599 => self.errors_5xx += 1,
+            _ => {}
+        }
+    }
+
+    fn add(&mut self, o: &RouteStats) {
+        let _ = self.latency.add(&o.latency);
+        self.errors_4xx += o.errors_4xx;
+        self.errors_5xx += o.errors_5xx;
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    /// (bucket start ms, stats per route), oldest first.
+    history: VecDeque<(i64, HashMap<RouteKey, RouteStats>)>,
+    /// Since the sampler last drained it.
+    interval: HashMap<RouteKey, RouteStats>,
+}
+
+#[derive(Default)]
+pub struct Monitor {
+    inner: Mutex<Inner>,
+}
+
+/// One endpoint's figures over a window.
+#[derive(Debug, Clone, Serialize)]
+pub struct EndpointSummary {
+    pub route: String,
+    pub method: String,
+    pub requests: u64,
+    pub requests_per_sec: f64,
+    pub error_rate_percent: f64,
+    pub errors_5xx: u64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+fn summary(key: &RouteKey, s: &RouteStats, window_secs: f64) -> EndpointSummary {
+    let ms = |q: f64| s.latency.value_at_quantile(q) as f64 / 1000.0;
+    let n = s.latency.len();
+    EndpointSummary {
+        route: key.0.clone(),
+        method: key.1.clone(),
+        requests: n,
+        requests_per_sec: n as f64 / window_secs.max(1.0),
+        error_rate_percent: if n == 0 {
+            0.0
+        } else {
+            100.0 * (s.errors_4xx + s.errors_5xx) as f64 / n as f64
+        },
+        errors_5xx: s.errors_5xx,
+        p50_ms: ms(0.5),
+        p95_ms: ms(0.95),
+        p99_ms: ms(0.99),
+        max_ms: s.latency.max() as f64 / 1000.0,
+    }
+}
+
+impl Monitor {
+    pub fn record(&self, route: &str, method: &str, status: u16, elapsed: Duration, now_ms: i64) {
+        let bucket = now_ms - now_ms.rem_euclid(BUCKET_MS);
+        let key = (route.to_owned(), method.to_owned());
+        let us = (elapsed.as_micros() as u64).clamp(1, 120_000_000);
+        let mut inner = self.inner.lock();
+        if inner.history.back().is_none_or(|(b, _)| *b != bucket) {
+            inner.history.push_back((bucket, HashMap::new()));
+            while inner.history.len() > BUCKETS {
+                inner.history.pop_front();
+            }
+        }
+        if let Some((_, routes)) = inner.history.back_mut() {
+            routes.entry(key.clone()).or_insert_with(RouteStats::new).count(us, status);
+        }
+        inner.interval.entry(key).or_insert_with(RouteStats::new).count(us, status);
+    }
+
+    /// Per-endpoint figures over the last `window` (10-minute resolution), busiest first.
+    pub fn summarize(&self, window: Duration, now_ms: i64) -> Vec<EndpointSummary> {
+        let since = now_ms - window.as_millis() as i64;
+        let mut merged: BTreeMap<RouteKey, RouteStats> = BTreeMap::new();
+        let inner = self.inner.lock();
+        for (bucket, routes) in &inner.history {
+            if bucket + BUCKET_MS <= since {
+                continue;
+            }
+            for (k, s) in routes {
+                merged.entry(k.clone()).or_insert_with(RouteStats::new).add(s);
+            }
+        }
+        drop(inner);
+        let secs = window.as_secs_f64();
+        let mut out: Vec<EndpointSummary> = merged.iter().map(|(k, s)| summary(k, s, secs)).collect();
+        out.sort_by_key(|s| std::cmp::Reverse(s.requests));
+        out
+    }
+
+    /// Takes the figures gathered since the last call (for the sampler's time series).
+    pub fn drain_interval(&self, interval: Duration) -> Vec<EndpointSummary> {
+        let taken = std::mem::take(&mut self.inner.lock().interval);
+        taken.iter().map(|(k, s)| summary(k, s, interval.as_secs_f64())).collect()
+    }
+
+    /// (requests, 5xx) over the window, for the health score.
+    pub fn error_counts(&self, window: Duration, now_ms: i64) -> (u64, u64) {
+        self.summarize(window, now_ms).iter().fold((0, 0), |(n, e), s| (n + s.requests, e + s.errors_5xx))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summaries_by_route_and_window() {
+        let m = Monitor::default();
+        let now = 10 * BUCKET_MS;
+        for i in 0..100 {
+            m.record("/a/{id}", "GET", if i < 5 { 500 } else { 200 }, Duration::from_millis(i), now);
+        }
+        m.record("/a/{id}", "GET", 200, Duration::from_millis(1), now - 3 * BUCKET_MS);
+        let s = m.summarize(Duration::from_secs(600), now);
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].requests, 100);
+        assert_eq!(s[0].errors_5xx, 5);
+        assert!((s[0].p99_ms - 99.0).abs() < 1.0, "{}", s[0].p99_ms);
+        assert_eq!(m.summarize(Duration::from_secs(3600), now)[0].requests, 101);
+        assert_eq!(m.drain_interval(Duration::from_secs(10))[0].requests, 101);
+        assert!(m.drain_interval(Duration::from_secs(10)).is_empty());
+    }
+}

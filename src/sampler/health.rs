@@ -1,0 +1,194 @@
+//! The health score: a pure function of what the sampler and the other components report.
+//!
+//! Each component scores 0–100 by a linear ramp between a "fine" and a "bad" level; the total is
+//! their weighted average minus a penalty per firing alert, clamped to 0–100. Status: `healthy`
+//! ≥ 80, `degraded` ≥ 50, else `unhealthy`. A component without data (e.g. the hit rate before
+//! 100 lookups, Redis when no L2 is configured) is left out of the average.
+//!
+//! | component | weight | 100 at | 0 at |
+//! |---|---|---|---|
+//! | cpu (% of all cores) | 20 | ≤ 70 % | ≥ 100 % |
+//! | memory used | 20 | ≤ 75 % | ≥ 98 % |
+//! | fullest disk | 15 | ≤ 80 % | ≥ 98 % |
+//! | HTTP 5xx rate | 15 | 0 % | ≥ 5 % |
+//! | cache hit rate | 10 | ≥ 80 % | ≤ 20 % |
+//! | writer queue use | 10 | ≤ 50 % | 100 % |
+//! | Redis reachable | 10 | yes | no |
+//!
+//! Firing alerts cost 10 points each when warning and 25 when critical.
+
+use serde::Serialize;
+
+/// What the score is computed from; `None` means "no data".
+#[derive(Debug, Clone, Default)]
+pub struct HealthInputs {
+    pub cpu_percent: Option<f64>,
+    pub memory_percent: Option<f64>,
+    pub disk_percent: Option<f64>,
+    pub error_5xx_percent: Option<f64>,
+    pub cache_hit_rate_percent: Option<f64>,
+    pub writer_queue_percent: Option<f64>,
+    pub redis_reachable: Option<bool>,
+    pub alerts_warning: usize,
+    pub alerts_critical: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Component {
+    pub name: &'static str,
+    pub score: f64,
+    pub value: f64,
+    pub weight: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HealthScore {
+    pub score: u8,
+    pub status: &'static str,
+    pub components: Vec<Component>,
+    pub recommendations: Vec<String>,
+}
+
+/// 100 at or below `fine`, 0 at or beyond `bad`, linear between (works for either direction).
+fn ramp(value: f64, fine: f64, bad: f64) -> f64 {
+    let t = ((value - fine) / (bad - fine)).clamp(0.0, 1.0);
+    100.0 * (1.0 - t)
+}
+
+pub fn score(i: &HealthInputs) -> HealthScore {
+    let mut components = Vec::new();
+    let mut recommendations = Vec::new();
+    let mut add = |name, value: Option<f64>, fine, bad, weight, advice: &str| {
+        if let Some(v) = value {
+            let s = ramp(v, fine, bad);
+            if s < 50.0 {
+                recommendations.push(format!("{name} is at {v:.1}: {advice}"));
+            }
+            components.push(Component { name, score: s, value: v, weight });
+        }
+    };
+    add(
+        "cpu",
+        i.cpu_percent,
+        70.0,
+        100.0,
+        20.0,
+        "CPU is the bottleneck; lower max_concurrent executions or add cores.",
+    );
+    add(
+        "memory",
+        i.memory_percent,
+        75.0,
+        98.0,
+        20.0,
+        "memory is nearly exhausted; shrink caches or add memory.",
+    );
+    add("disk", i.disk_percent, 80.0, 98.0, 15.0, "a disk is nearly full; shorten retention or free space.");
+    add(
+        "http_5xx",
+        i.error_5xx_percent,
+        0.0,
+        5.0,
+        15.0,
+        "requests are failing; check the log for 5xx causes.",
+    );
+    add(
+        "cache_hit_rate",
+        i.cache_hit_rate_percent,
+        80.0,
+        20.0,
+        10.0,
+        "the cache rarely hits; see /api/v1/metrics/cache.",
+    );
+    add(
+        "writer_queue",
+        i.writer_queue_percent,
+        50.0,
+        100.0,
+        10.0,
+        "the writer queue is saturating; ingest is outrunning the disk.",
+    );
+    add(
+        "redis",
+        i.redis_reachable.map(|r| if r { 0.0 } else { 1.0 }),
+        0.0,
+        1.0,
+        10.0,
+        "Redis is unreachable; L1 serves alone.",
+    );
+    let weight: f64 = components.iter().map(|c| c.weight).sum();
+    let base = if weight == 0.0 {
+        100.0
+    } else {
+        components.iter().map(|c| c.score * c.weight).sum::<f64>() / weight
+    };
+    let penalty = 10.0 * i.alerts_warning as f64 + 25.0 * i.alerts_critical as f64;
+    let total = (base - penalty).clamp(0.0, 100.0).round() as u8;
+    HealthScore { score: total, status: status(total), components, recommendations }
+}
+
+pub fn status(score: u8) -> &'static str {
+    match score {
+        80.. => "healthy",
+        50..=79 => "degraded",
+        _ => "unhealthy",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn calm() -> HealthInputs {
+        HealthInputs {
+            cpu_percent: Some(20.0),
+            memory_percent: Some(40.0),
+            disk_percent: Some(50.0),
+            error_5xx_percent: Some(0.0),
+            cache_hit_rate_percent: Some(95.0),
+            writer_queue_percent: Some(0.0),
+            redis_reachable: None,
+            ..HealthInputs::default()
+        }
+    }
+
+    #[test]
+    fn a_calm_host_is_healthy() {
+        let h = score(&calm());
+        assert_eq!((h.score, h.status), (100, "healthy"));
+        assert!(h.recommendations.is_empty());
+        assert_eq!(h.components.len(), 6, "redis left out when not configured");
+    }
+
+    #[test]
+    fn memory_pressure_degrades_and_names_the_cause() {
+        let h = score(&HealthInputs { memory_percent: Some(97.0), ..calm() });
+        assert_eq!((h.score, h.status), (79, "degraded"));
+        assert!(h.recommendations.iter().any(|r| r.starts_with("memory")), "{:?}", h.recommendations);
+        let h = score(&HealthInputs { memory_percent: Some(97.0), cpu_percent: Some(99.0), ..calm() });
+        assert_eq!((h.score, h.status), (57, "degraded"));
+    }
+
+    #[test]
+    fn alerts_and_outages_make_it_unhealthy() {
+        let h = score(&HealthInputs { alerts_critical: 2, ..calm() });
+        assert_eq!((h.score, h.status), (50, "degraded"));
+        let h = score(&HealthInputs { alerts_critical: 3, redis_reachable: Some(false), ..calm() });
+        assert_eq!(h.status, "unhealthy");
+    }
+
+    #[test]
+    fn ramps_are_monotonic_and_bounded() {
+        let mut last = 101.0;
+        for v in 0..=120 {
+            let s = ramp(v as f64, 70.0, 100.0);
+            assert!((0.0..=100.0).contains(&s) && s <= last);
+            last = s;
+        }
+        assert_eq!(ramp(10.0, 80.0, 20.0), 0.0);
+        assert_eq!(ramp(90.0, 80.0, 20.0), 100.0);
+        assert_eq!(status(80), "healthy");
+        assert_eq!(status(79), "degraded");
+        assert_eq!(status(49), "unhealthy");
+    }
+}

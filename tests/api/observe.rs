@@ -1,0 +1,72 @@
+//! Request timing, the sampler's series, resource usage and the health score, through the server.
+
+use crate::helpers::{TestServer, expect_error};
+
+#[tokio::test]
+async fn performance_reports_route_patterns_not_raw_paths() {
+    let s = TestServer::start();
+    for i in 0..5 {
+        s.client.put(s.url(&format!("/api/v1/cache/crew_config/k{i}"))).body("v").send().await.unwrap();
+    }
+    s.client.get(s.url("/no/such/route")).send().await.unwrap();
+    let (status, p) = s.get_json("/api/v1/metrics/performance?window=1h").await;
+    assert_eq!(status, 200, "{p}");
+    let endpoints = p["endpoints"].as_array().unwrap();
+    let put = endpoints
+        .iter()
+        .find(|e| e["route"] == "/api/v1/cache/{strategy}/{key:.+}" && e["method"] == "PUT")
+        .expect("pattern");
+    assert_eq!(put["requests"], 5);
+    assert!(put["p99_ms"].as_f64().unwrap() >= 0.0);
+    assert!(endpoints.iter().any(|e| e["route"] == "unmatched" && e["error_rate_percent"] == 100.0), "{p}");
+    assert!(!endpoints.iter().any(|e| e["route"].as_str().unwrap().contains("k1")), "raw paths never appear");
+    assert!(p["slowest"].as_array().unwrap().len() <= 5);
+    for bad in ["window=forever", "window=48h", "window=0s"] {
+        let r = s.client.get(s.url(&format!("/api/v1/metrics/performance?{bad}"))).send().await.unwrap();
+        expect_error(r, 400, "invalid_input").await;
+    }
+}
+
+#[tokio::test]
+async fn sampler_writes_series_that_resources_and_queries_read() {
+    let s = TestServer::start();
+    s.client.get(s.url("/healthz")).send().await.unwrap();
+    s.client.get(s.url("/api/v1/cache/crew_config/missing")).send().await.unwrap();
+    s.daemon().sampler.tick();
+    s.daemon().sampler.tick();
+    s.flush();
+    let (status, r) = s.get_json("/api/v1/metrics/resources/usage?window=1h").await;
+    assert_eq!(status, 200, "{r}");
+    assert!(r["latest"]["memory_total_bytes"].as_u64().unwrap() > 0, "{r}");
+    assert!(r["latest"]["process_rss_bytes"].as_u64().unwrap() > 0, "{r}");
+    assert!(r["latest"]["process_threads"].as_u64().unwrap() >= 4, "{r}");
+    assert!(r["summary"]["perfd_memory_percent"]["samples"].as_u64().unwrap() >= 2, "{r}");
+    let now = perfd::model::now_ms();
+    let hit_rate =
+        s.points(&format!("query=perfd_cache_hit_rate_percent&start={}&end={now}", now - 60_000)).await;
+    assert!(hit_rate[0].1.len() >= 2, "cache statistics are written as series");
+    let healthz = s
+        .points(&format!("query=perfd_http_requests{{route=\"/healthz\"}}&start={}&end={now}", now - 60_000))
+        .await;
+    assert_eq!(healthz[0].1.iter().map(|p| p.1).sum::<f64>(), 1.0);
+}
+
+#[tokio::test]
+async fn health_has_score_status_and_components() {
+    let s = TestServer::start();
+    s.daemon().sampler.tick();
+    let r = s.client.get(s.url("/api/v1/metrics/health")).send().await.unwrap();
+    let code = r.status().as_u16();
+    let h: serde_json::Value = r.json().await.unwrap();
+    let score = h["score"].as_u64().unwrap();
+    assert!(score <= 100);
+    let status = h["status"].as_str().unwrap();
+    assert!(["healthy", "degraded", "unhealthy"].contains(&status));
+    assert_eq!(code == 503, status == "unhealthy");
+    let names: Vec<&str> =
+        h["components"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    for n in ["cpu", "memory", "writer_queue"] {
+        assert!(names.contains(&n), "{names:?}");
+    }
+    assert!(h["recommendations"].is_array());
+}
