@@ -53,8 +53,13 @@ impl Daemon {
             monitor: monitor.clone(),
             cache: cache.clone(),
             writer: writer.clone(),
+            store: store.clone(),
             retention_ms: config.storage.retention.as_millis() as i64,
         };
+        if let Some(seed) = crate::store::records::seed_defaults(&store)? {
+            writer.apply(seed)?;
+            log::info!("created the default alert thresholds");
+        }
         let sampler = SamplerHandle::start(Sampler::new(config.sampler.interval, sources)?)?;
         let listener = std::net::TcpListener::bind(config.listen).map_err(|e| {
             Error::Io(std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen)))

@@ -1,6 +1,7 @@
 //! The HTTP API: the whole route table on one screen. Handlers live in one file per area and
 //! never block a worker: writes `try_send` to the writer, redb scans run in `web::block`.
 
+mod alerts;
 mod cache;
 pub mod error;
 mod ingest;
@@ -74,6 +75,18 @@ pub fn configure(state: AppState) -> impl Fn(&mut web::ServiceConfig) + Clone {
             .route("/api/v1/metrics/performance", web::get().to(observe::get_performance))
             .route("/api/v1/metrics/resources/usage", web::get().to(observe::get_resource_usage))
             .route("/api/v1/metrics/health", web::get().to(observe::get_health))
+            .route("/api/v1/alerts/thresholds", web::get().to(alerts::list_thresholds))
+            .route("/api/v1/alerts/thresholds", web::post().to(alerts::create_threshold))
+            .service(
+                web::resource("/api/v1/alerts/thresholds/{id}")
+                    .route(web::get().to(alerts::get_threshold))
+                    .route(web::put().to(alerts::update_threshold))
+                    .route(web::delete().to(alerts::delete_threshold)),
+            )
+            .route("/api/v1/alerts", web::get().to(alerts::list_alerts))
+            .route("/api/v1/alerts/history", web::get().to(alerts::alert_history))
+            .route("/api/v1/alerts/silences", web::get().to(alerts::list_silences))
+            .route("/api/v1/alerts/silences", web::post().to(alerts::create_silence))
             .route("/api/v1/metrics/cache", web::get().to(metrics::get_cache))
             .route("/api/v1/metrics/cache/clear", web::post().to(metrics::clear_cache))
             .route("/api/v1/metrics/database", web::get().to(metrics::get_database))

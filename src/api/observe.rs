@@ -136,7 +136,7 @@ pub async fn get_health(state: web::Data<AppState>) -> Result<HttpResponse, ApiE
         "score": health.score,
         "status": health.status,
         "components": health.components,
-        "active_alerts": [],
+        "active_alerts": state.published.alerts.read().clone(),
         "recommendations": health.recommendations,
     })))
 }

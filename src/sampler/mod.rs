@@ -3,6 +3,7 @@
 //! writes them all as `perfd_*` time series through the writer (queued, never blocking), and
 //! recomputes the health score that `/api/v1/metrics/health` serves.
 
+pub mod alerts;
 pub mod health;
 
 use crate::cache::TieredCache;
@@ -58,6 +59,19 @@ pub struct ResourceSnapshot {
 pub struct Published {
     pub resources: RwLock<ResourceSnapshot>,
     pub health: RwLock<Option<health::HealthScore>>,
+    /// Alerts firing now (warning or critical).
+    pub alerts: RwLock<Vec<FiringAlert>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FiringAlert {
+    pub threshold_id: u64,
+    pub name: String,
+    pub selector: String,
+    pub level: alerts::Level,
+    pub value: Option<f64>,
+    pub since_ms: i64,
+    pub silenced: bool,
 }
 
 /// Everything a tick reads besides the host.
@@ -66,6 +80,7 @@ pub struct Sources {
     pub monitor: Arc<Monitor>,
     pub cache: Arc<TieredCache>,
     pub writer: Arc<WriterHandle>,
+    pub store: Arc<crate::store::Store>,
     pub retention_ms: i64,
 }
 
@@ -77,6 +92,7 @@ pub struct Sampler {
     interval: Duration,
     last_tick: Instant,
     sources: Sources,
+    alert_states: std::collections::HashMap<u64, alerts::AlertState>,
     pub published: Arc<Published>,
 }
 
@@ -91,6 +107,7 @@ impl Sampler {
             interval,
             last_tick: Instant::now(),
             sources,
+            alert_states: Default::default(),
             published: Arc::default(),
         })
     }
@@ -195,6 +212,16 @@ impl Sampler {
         if let Err(e) = self.sources.writer.submit(b.finish(), false) {
             log::warn!("sampler: this tick's samples were dropped: {e}");
         }
+        let firing = match self.evaluate_alerts(now) {
+            Ok(f) => f,
+            Err(e) => {
+                log::error!("alert evaluation failed: {e}");
+                self.published.alerts.read().clone()
+            }
+        };
+        let live = |level| firing.iter().filter(|a| !a.silenced && a.level == level).count();
+        let (alerts_warning, alerts_critical) = (live(alerts::Level::Warning), live(alerts::Level::Critical));
+        *self.published.alerts.write() = firing;
         let (requests, errors) = self.sources.monitor.error_counts(Duration::from_secs(300), now);
         let lookups = cache.total.hits + cache.total.misses;
         let inputs = health::HealthInputs {
@@ -205,10 +232,58 @@ impl Sampler {
             cache_hit_rate_percent: (lookups >= 100).then_some(cache.total.hit_rate_percent),
             writer_queue_percent: Some(queue_percent),
             redis_reachable: cache.l2.enabled.then_some(cache.l2.reachable),
-            ..health::HealthInputs::default()
+            alerts_warning,
+            alerts_critical,
         };
         *self.published.health.write() = Some(health::score(&inputs));
         *self.published.resources.write() = snap;
+    }
+}
+
+impl Sampler {
+    /// Evaluates every enabled threshold on its window of data, stores state changes as alert
+    /// events (logged too) and returns what fires now.
+    fn evaluate_alerts(&mut self, now: i64) -> Result<Vec<FiringAlert>> {
+        let store = self.sources.store.clone();
+        let thresholds = crate::store::records::thresholds(&store)?;
+        let silences = crate::store::records::silences(&store)?;
+        self.alert_states.retain(|id, _| thresholds.iter().any(|t| t.id == *id && t.enabled));
+        let mut events = Vec::new();
+        let mut firing = Vec::new();
+        for t in thresholds.iter().filter(|t| t.enabled) {
+            let window = t.window_duration()?.as_millis() as i64;
+            let selector = crate::query::Selector::parse(&t.selector)?;
+            let series = crate::query::read_raw(&store, &selector, now - window, now, 1_000_000)?;
+            let value = t.worst(series.iter().filter_map(|s| t.aggregate(&s.points)));
+            let state = self.alert_states.entry(t.id).or_default();
+            let silenced = silences.iter().any(|s| s.covers(t, now));
+            if let Some(mut e) = alerts::evaluate(t, state, value, now) {
+                e.silenced = silenced;
+                log::warn!(
+                    "alert {:?}: {:?} -> {:?} at {} (silenced: {silenced})",
+                    e.name,
+                    e.from,
+                    e.to,
+                    e.value
+                );
+                events.push((store.new_record_id(), e));
+            }
+            if state.level != alerts::Level::Ok {
+                firing.push(FiringAlert {
+                    threshold_id: t.id,
+                    name: t.name.clone(),
+                    selector: t.selector.clone(),
+                    level: state.level,
+                    value: state.value,
+                    since_ms: state.since_ms,
+                    silenced,
+                });
+            }
+        }
+        if !events.is_empty() {
+            self.sources.writer.apply(crate::store::records::append_events(&events)?)?;
+        }
+        Ok(firing)
     }
 }
 

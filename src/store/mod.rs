@@ -8,6 +8,7 @@
 
 pub mod block;
 pub mod codec;
+pub mod records;
 pub mod tables;
 
 use crate::error::{Error, Result};
@@ -57,6 +58,8 @@ pub struct Store {
     pub open: RwLock<OpenHours>,
     /// Written by the writer only, after the commit that created the series.
     pub catalog: RwLock<Catalog>,
+    /// Next id for thresholds, silences and alert events (one sequence for all three).
+    pub next_record_id: std::sync::atomic::AtomicU64,
 }
 
 /// One sealed or open hour of one series as a reader sees it.
@@ -78,9 +81,16 @@ impl Store {
             }
             e => e.into(),
         })?;
-        let store = Store { db, path, open: RwLock::default(), catalog: RwLock::default() };
+        let store = Store {
+            db,
+            path,
+            open: RwLock::default(),
+            catalog: RwLock::default(),
+            next_record_id: Default::default(),
+        };
         store.init_tables()?;
         store.load_catalog()?;
+        store.next_record_id.store(records::max_id(&store)? + 1, std::sync::atomic::Ordering::Relaxed);
         Ok(store)
     }
 
@@ -113,6 +123,9 @@ impl Store {
             txn.open_table(CHUNK_HOURS)?;
             txn.open_table(WAL)?;
             txn.open_table(CACHE_SNAPSHOT)?;
+            txn.open_table(THRESHOLDS)?;
+            txn.open_table(SILENCES)?;
+            txn.open_table(ALERT_EVENTS)?;
         }
         txn.commit()?;
         Ok(())
@@ -129,6 +142,11 @@ impl Store {
             catalog.insert(k.value().to_owned(), id.value(), Arc::new(key));
         }
         Ok(())
+    }
+
+    /// A fresh id for a threshold, silence or alert event.
+    pub fn new_record_id(&self) -> u64 {
+        self.next_record_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn series_count(&self) -> usize {

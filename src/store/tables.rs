@@ -8,6 +8,9 @@
 //! CHUNK_HOURS   (i64, u64)      -> ()      (hour start ms, series group): the retention index
 //! WAL           u64             -> &[u8]   sequence -> one batch of accepted points of open hours
 //! CACHE_SNAPSHOT &str           -> &[u8]   full cache key -> L1 entry saved at shutdown (rmp-serde, named)
+//! THRESHOLDS    u64             -> &[u8]   id -> alert threshold (rmp-serde, named)
+//! SILENCES      u64             -> &[u8]   id -> silence (rmp-serde, named)
+//! ALERT_EVENTS  u64             -> &[u8]   id (increasing) -> alert state change (rmp-serde, named)
 //! ```
 //!
 //! A WAL batch is `varint series_count`, then per series `varint id` and its points, raw or as a
@@ -28,3 +31,6 @@ pub const CHUNKS: TableDefinition<(u64, i64, u32), &[u8]> = TableDefinition::new
 pub const CHUNK_HOURS: TableDefinition<(i64, u64), ()> = TableDefinition::new("chunk_hours");
 pub const WAL: TableDefinition<u64, &[u8]> = TableDefinition::new("wal");
 pub const CACHE_SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("cache_snapshot");
+pub const THRESHOLDS: TableDefinition<u64, &[u8]> = TableDefinition::new("thresholds");
+pub const SILENCES: TableDefinition<u64, &[u8]> = TableDefinition::new("silences");
+pub const ALERT_EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("alert_events");

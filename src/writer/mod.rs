@@ -53,6 +53,8 @@ pub enum WriterMsg {
     Flush(Sender<()>),
     /// Seal every open hour now (tests, benchmarks, backups).
     SealAll(Sender<Result<()>>),
+    /// Run a small change (thresholds, alert events, profiles) in its own durable transaction.
+    Apply(Change, Sender<Result<()>>),
     /// Replace the saved cache snapshot with these (full key, encoded entry) pairs.
     SaveCache(Vec<(String, Vec<u8>)>, Sender<Result<()>>),
     /// Answer `reached`, then block until `release`'s sender drops (see [`WriterHandle::pause`]).
@@ -60,6 +62,9 @@ pub enum WriterMsg {
     /// Drain what is queued, commit it, answer, and end the thread.
     Shutdown(Sender<()>),
 }
+
+/// A change to small tables, run by the writer inside a durable transaction it commits.
+pub type Change = Box<dyn FnOnce(&redb::WriteTransaction) -> Result<()> + Send>;
 
 /// Keeps the writer paused while alive; see [`WriterHandle::pause`].
 pub struct PauseGuard {
@@ -177,6 +182,13 @@ impl WriterHandle {
         self.tx.send(WriterMsg::Pause { reached, release }).map_err(|_| Error::ShuttingDown)?;
         reached_rx.recv().map_err(|_| Error::ShuttingDown)?;
         Ok(PauseGuard { _release: release_tx })
+    }
+
+    /// Runs `change` in a durable write transaction on the writer thread; blocks until committed.
+    pub fn apply(&self, change: Change) -> Result<()> {
+        let (t, r) = crossbeam_channel::bounded(1);
+        self.tx.send(WriterMsg::Apply(change, t)).map_err(|_| Error::ShuttingDown)?;
+        r.recv().map_err(|_| Error::ShuttingDown)?
     }
 
     /// Replaces the warm-restart cache snapshot (empty: clears it). Blocks until committed.

@@ -104,6 +104,9 @@ impl Writer {
                 }
                 WriterMsg::Flush(t) => flushes.push(t),
                 WriterMsg::SealAll(t) => seals.push(t),
+                WriterMsg::Apply(change, t) => {
+                    let _ = t.send(self.apply(change));
+                }
                 WriterMsg::SaveCache(entries, t) => {
                     let _ = t.send(self.save_cache(&entries));
                 }
@@ -374,6 +377,15 @@ impl Writer {
             }
         }
         self.stats.sealed_chunks.fetch_add(keys.len() as u64, Relaxed);
+        Ok(())
+    }
+
+    fn apply(&self, change: Change) -> Result<()> {
+        let mut txn = self.store.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        txn.set_quick_repair(true);
+        change(&txn)?;
+        txn.commit()?;
         Ok(())
     }
 

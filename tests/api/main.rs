@@ -1,5 +1,6 @@
 //! One integration-test binary: real daemon, real redb file, real HTTP on port 0.
 
+mod alerts;
 mod cache;
 mod crash;
 mod helpers;

@@ -1,0 +1,387 @@
+//! Alert thresholds and their state machine. Pure: no I/O; the sampler feeds values in.
+//!
+//! A threshold compares an aggregation of a selector's series over a window with a warning and a
+//! critical level. Escalating needs the breach to hold for `for` (so a value hovering at the line
+//! does not fire); once firing, the alert resolves only when the value crosses the `clear` level
+//! (hysteresis: so it does not flap either). Downgrades and resolution are immediate.
+
+use crate::error::{Error, Result};
+use crate::query::Selector;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Aggregation {
+    Avg,
+    Min,
+    Max,
+    Last,
+    Sum,
+    Count,
+    /// Per-second increase from the first to the last point (counters).
+    Rate,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Comparison {
+    #[serde(rename = ">")]
+    Gt,
+    #[serde(rename = ">=")]
+    Ge,
+    #[serde(rename = "<")]
+    Lt,
+    #[serde(rename = "<=")]
+    Le,
+}
+
+impl Comparison {
+    fn breaches(self, value: f64, limit: f64) -> bool {
+        match self {
+            Comparison::Gt => value > limit,
+            Comparison::Ge => value >= limit,
+            Comparison::Lt => value < limit,
+            Comparison::Le => value <= limit,
+        }
+    }
+
+    fn upward(self) -> bool {
+        matches!(self, Comparison::Gt | Comparison::Ge)
+    }
+}
+
+fn default_window() -> String {
+    "5m".into()
+}
+fn default_for() -> String {
+    "0s".into()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_aggregation() -> Aggregation {
+    Aggregation::Avg
+}
+
+/// A stored threshold (the API shape of DESIGN §5).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Threshold {
+    #[serde(default)]
+    pub id: u64,
+    pub name: String,
+    pub selector: String,
+    #[serde(default = "default_aggregation")]
+    pub aggregation: Aggregation,
+    #[serde(default = "default_window")]
+    pub window: String,
+    pub comparison: Comparison,
+    #[serde(default)]
+    pub warning: Option<f64>,
+    #[serde(default)]
+    pub critical: Option<f64>,
+    /// Where a firing alert resolves; defaults to the warning (else the critical) level.
+    #[serde(default)]
+    pub clear: Option<f64>,
+    #[serde(rename = "for", default = "default_for")]
+    pub for_: String,
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+impl Threshold {
+    /// Checks every field; the error names the field.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::invalid(format!("threshold {:?}: {m}", self.name)));
+        if self.name.trim().is_empty() || self.name.len() > 128 {
+            return bad("name must be 1 to 128 bytes".into());
+        }
+        Selector::parse(&self.selector)?;
+        let window = self.window_duration()?;
+        if window < Duration::from_secs(1) || window > Duration::from_secs(24 * 3600) {
+            return bad("window must be between 1s and 24h".into());
+        }
+        self.for_duration()?;
+        let levels = [self.warning, self.critical, self.clear];
+        if levels.iter().flatten().any(|v| !v.is_finite()) {
+            return bad("levels must be finite numbers".into());
+        }
+        let up = self.comparison.upward();
+        // "More severe" means larger for > and >=, smaller for < and <=.
+        let worse = |a: f64, b: f64| if up { a > b } else { a < b };
+        match (self.warning, self.critical) {
+            (None, None) => return bad("give a warning or a critical level".into()),
+            (Some(w), Some(c)) if !worse(c, w) => {
+                return bad(format!(
+                    "critical ({c}) must be {} warning ({w})",
+                    if up { "above" } else { "below" }
+                ));
+            }
+            _ => {}
+        }
+        if let (Some(clear), Some(first)) = (self.clear, self.warning.or(self.critical))
+            && worse(clear, first)
+        {
+            return bad(format!("clear ({clear}) must not be past the first alert level ({first})"));
+        }
+        Ok(())
+    }
+
+    pub fn window_duration(&self) -> Result<Duration> {
+        humantime::parse_duration(&self.window).map_err(|_| {
+            Error::invalid(format!("threshold {:?}: invalid window {:?}", self.name, self.window))
+        })
+    }
+
+    pub fn for_duration(&self) -> Result<Duration> {
+        humantime::parse_duration(&self.for_)
+            .map_err(|_| Error::invalid(format!("threshold {:?}: invalid for {:?}", self.name, self.for_)))
+    }
+
+    /// Whether a firing alert may resolve at this value.
+    fn cleared(&self, value: f64) -> bool {
+        match self.clear.or(self.warning).or(self.critical) {
+            Some(clear) if self.comparison.upward() => value < clear,
+            Some(clear) => value > clear,
+            None => true,
+        }
+    }
+
+    /// The level the value calls for, before `for` and hysteresis.
+    fn target(&self, value: f64) -> Level {
+        let c = self.comparison;
+        if self.critical.is_some_and(|l| c.breaches(value, l)) {
+            Level::Critical
+        } else if self.warning.is_some_and(|l| c.breaches(value, l)) {
+            Level::Warning
+        } else {
+            Level::Ok
+        }
+    }
+
+    /// Aggregates points (sorted by time) as this threshold asks.
+    pub fn aggregate(&self, points: &[(i64, f64)]) -> Option<f64> {
+        let (first, last) = (points.first()?, points.last()?);
+        let vals = points.iter().map(|p| p.1);
+        Some(match self.aggregation {
+            Aggregation::Avg => vals.sum::<f64>() / points.len() as f64,
+            Aggregation::Min => vals.fold(f64::INFINITY, f64::min),
+            Aggregation::Max => vals.fold(f64::NEG_INFINITY, f64::max),
+            Aggregation::Last => last.1,
+            Aggregation::Sum => vals.sum(),
+            Aggregation::Count => points.len() as f64,
+            Aggregation::Rate if last.0 > first.0 => {
+                (last.1 - first.1) / ((last.0 - first.0) as f64 / 1000.0)
+            }
+            Aggregation::Rate => return None,
+        })
+    }
+
+    /// Combines per-series values: the worst one counts.
+    pub fn worst(&self, values: impl Iterator<Item = f64>) -> Option<f64> {
+        if self.comparison.upward() { values.reduce(f64::max) } else { values.reduce(f64::min) }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    #[default]
+    Ok,
+    Warning,
+    Critical,
+}
+
+/// A threshold's evaluation state, kept by the sampler between ticks.
+#[derive(Debug, Clone, Default)]
+pub struct AlertState {
+    pub level: Level,
+    /// A higher level seen since this time (unix ms), not yet held for `for`.
+    pending: Option<(Level, i64)>,
+    pub since_ms: i64,
+    pub value: Option<f64>,
+}
+
+/// A change of an alert's level, stored in the history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertEvent {
+    pub threshold_id: u64,
+    pub name: String,
+    pub from: Level,
+    pub to: Level,
+    pub value: f64,
+    pub at_ms: i64,
+    #[serde(default)]
+    pub silenced: bool,
+}
+
+/// Feeds one value (or none: no data, no change) into the state; returns the transition, if any.
+pub fn evaluate(
+    t: &Threshold,
+    state: &mut AlertState,
+    value: Option<f64>,
+    now_ms: i64,
+) -> Option<AlertEvent> {
+    let value = value?;
+    state.value = Some(value);
+    let mut target = t.target(value);
+    if target == Level::Ok && state.level > Level::Ok && !t.cleared(value) {
+        // Hysteresis: between the clear and the warning level a firing alert stays at warning.
+        target = state.level.min(Level::Warning);
+    }
+    let next = if target > state.level {
+        // The breach counts from when the value first went above the current level.
+        let since = state.pending.map_or(now_ms, |(_, since)| since);
+        state.pending = Some((target, since));
+        let hold_ms = t.for_duration().map_or(0, |d| d.as_millis() as i64);
+        (now_ms - since >= hold_ms).then_some(target)
+    } else {
+        state.pending = None;
+        (target < state.level).then_some(target)
+    };
+    let to = next?;
+    let event = AlertEvent {
+        threshold_id: t.id,
+        name: t.name.clone(),
+        from: state.level,
+        to,
+        value,
+        at_ms: now_ms,
+        silenced: false,
+    };
+    state.level = to;
+    state.since_ms = now_ms;
+    state.pending = None;
+    Some(event)
+}
+
+/// Created on first start so a new install watches the basics.
+pub fn defaults() -> Vec<Threshold> {
+    let t = |name: &str, selector: &str, agg, cmp, warning, critical, clear| Threshold {
+        id: 0,
+        name: name.into(),
+        selector: selector.into(),
+        aggregation: agg,
+        window: "5m".into(),
+        comparison: cmp,
+        warning: Some(warning),
+        critical: Some(critical),
+        clear: Some(clear),
+        for_: "2m".into(),
+        enabled: true,
+    };
+    use Aggregation::*;
+    use Comparison::*;
+    vec![
+        t("high CPU", "perfd_cpu_percent", Avg, Gt, 85.0, 95.0, 80.0),
+        t("high memory", "perfd_memory_percent", Avg, Gt, 85.0, 95.0, 80.0),
+        t("disk filling", "perfd_disk_used_percent", Max, Gt, 85.0, 95.0, 83.0),
+        t("HTTP 5xx", "perfd_http_errors_5xx", Sum, Gt, 10.0, 100.0, 5.0),
+        t("low cache hit rate", "perfd_cache_hit_rate_percent", Avg, Lt, 50.0, 20.0, 55.0),
+        t("writer queue saturating", "perfd_writer_queue_percent", Max, Gt, 50.0, 90.0, 40.0),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cpu(for_: &str) -> Threshold {
+        Threshold {
+            id: 1,
+            name: "cpu".into(),
+            selector: "perfd_cpu_percent".into(),
+            aggregation: Aggregation::Avg,
+            window: "5m".into(),
+            comparison: Comparison::Gt,
+            warning: Some(80.0),
+            critical: Some(95.0),
+            clear: Some(70.0),
+            for_: for_.into(),
+            enabled: true,
+        }
+    }
+
+    fn run(t: &Threshold, values: &[f64]) -> Vec<(Level, Level)> {
+        let mut s = AlertState::default();
+        values
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| evaluate(t, &mut s, Some(*v), i as i64 * 10_000))
+            .map(|e| (e.from, e.to))
+            .collect()
+    }
+
+    #[test]
+    fn flapping_at_the_line_does_not_flap_the_alert() {
+        // Hovers around 80 every other tick: with for=30s it never holds long enough to fire.
+        let hover: Vec<f64> = (0..40).map(|i| if i % 2 == 0 { 81.0 } else { 79.0 }).collect();
+        assert!(run(&cpu("30s"), &hover).is_empty());
+        // Once firing, hovering between clear (70) and warning (80) does not resolve it.
+        let mut values = vec![85.0; 5];
+        values.extend((0..40).map(|i| if i % 2 == 0 { 81.0 } else { 75.0 }));
+        values.push(60.0);
+        assert_eq!(run(&cpu("30s"), &values), vec![(Level::Ok, Level::Warning), (Level::Warning, Level::Ok)]);
+    }
+
+    #[test]
+    fn escalates_after_for_and_resolves_immediately() {
+        let t = cpu("20s");
+        let values = [90.0, 90.0, 90.0, 99.0, 99.0, 99.0, 50.0];
+        assert_eq!(
+            run(&t, &values),
+            vec![
+                (Level::Ok, Level::Warning),
+                (Level::Warning, Level::Critical),
+                (Level::Critical, Level::Ok)
+            ]
+        );
+        assert_eq!(
+            run(&cpu("0s"), &[99.0, 85.0]),
+            vec![(Level::Ok, Level::Critical), (Level::Critical, Level::Warning)]
+        );
+    }
+
+    #[test]
+    fn invalid_thresholds_are_refused() {
+        assert!(cpu("1m").validate().is_ok());
+        for t in [
+            Threshold { warning: Some(99.0), ..cpu("1m") },
+            Threshold { clear: Some(90.0), ..cpu("1m") },
+            Threshold { warning: None, critical: None, ..cpu("1m") },
+            Threshold { selector: "cpu{".into(), ..cpu("1m") },
+            Threshold { window: "soon".into(), ..cpu("1m") },
+            Threshold { for_: "x".into(), ..cpu("1m") },
+            Threshold { name: "".into(), ..cpu("1m") },
+            Threshold { comparison: Comparison::Lt, ..cpu("1m") },
+        ] {
+            assert!(t.validate().is_err(), "{t:?}");
+        }
+        for d in defaults() {
+            d.validate().unwrap();
+        }
+        let unknown: std::result::Result<Threshold, _> = serde_json::from_str(
+            r#"{"name":"x","selector":"m","aggregation":"median","comparison":">","warning":1}"#,
+        );
+        assert!(unknown.is_err());
+    }
+
+    #[test]
+    fn aggregations() {
+        let mut t = cpu("0s");
+        let pts = [(0, 1.0), (1000, 3.0), (3000, 11.0)];
+        for (a, want) in [
+            (Aggregation::Avg, 5.0),
+            (Aggregation::Min, 1.0),
+            (Aggregation::Max, 11.0),
+            (Aggregation::Last, 11.0),
+            (Aggregation::Sum, 15.0),
+            (Aggregation::Count, 3.0),
+            (Aggregation::Rate, 10.0 / 3.0),
+        ] {
+            t.aggregation = a;
+            assert_eq!(t.aggregate(&pts), Some(want), "{a:?}");
+        }
+        assert_eq!(t.aggregate(&[]), None);
+    }
+}

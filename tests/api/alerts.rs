@@ -1,0 +1,118 @@
+//! Alert thresholds through the server: CRUD, validation, persistence, firing, silences, history.
+
+use crate::helpers::{TestServer, expect_error};
+use serde_json::json;
+
+fn threshold() -> serde_json::Value {
+    json!({"name": "deep queue", "selector": "crew_queue_depth{crew=\"a\"}", "aggregation": "last", "window": "1m",
+           "comparison": ">", "warning": 10, "critical": 20, "clear": 5, "for": "0s", "enabled": true})
+}
+
+#[tokio::test]
+async fn thresholds_crud_validation_and_persistence() {
+    let mut s = TestServer::start();
+    let (_, list) = s.get_json("/api/v1/alerts/thresholds").await;
+    let defaults = list["thresholds"].as_array().unwrap().len();
+    assert_eq!(defaults, 6, "defaults are created on first start: {list}");
+    let r = s.client.post(s.url("/api/v1/alerts/thresholds")).json(&threshold()).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let created: serde_json::Value = r.json().await.unwrap();
+    let id = created["id"].as_u64().unwrap();
+    assert_eq!(created["for"], "0s");
+    let mut changed = threshold();
+    changed["warning"] = json!(12);
+    let r =
+        s.client.put(s.url(&format!("/api/v1/alerts/thresholds/{id}"))).json(&changed).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    s.restart();
+    let (status, got) = s.get_json(&format!("/api/v1/alerts/thresholds/{id}")).await;
+    assert_eq!((status, got["warning"].as_f64()), (200, Some(12.0)));
+    let (_, list) = s.get_json("/api/v1/alerts/thresholds").await;
+    assert_eq!(list["thresholds"].as_array().unwrap().len(), defaults + 1, "defaults are not created twice");
+    assert_eq!(
+        s.client.delete(s.url(&format!("/api/v1/alerts/thresholds/{id}"))).send().await.unwrap().status(),
+        204
+    );
+    expect_error(
+        s.client.get(s.url(&format!("/api/v1/alerts/thresholds/{id}"))).send().await.unwrap(),
+        404,
+        "not_found",
+    )
+    .await;
+    expect_error(
+        s.client.delete(s.url(&format!("/api/v1/alerts/thresholds/{id}"))).send().await.unwrap(),
+        404,
+        "not_found",
+    )
+    .await;
+    for (field, value) in [
+        ("aggregation", json!("median")),
+        ("critical", json!(5)),
+        ("selector", json!("crew{")),
+        ("window", json!("soon")),
+        ("comparison", json!("==")),
+        ("clear", json!(50)),
+    ] {
+        let mut bad = threshold();
+        bad[field] = value;
+        let r = s.client.post(s.url("/api/v1/alerts/thresholds")).json(&bad).send().await.unwrap();
+        expect_error(r, 400, "invalid_input").await;
+    }
+    let r = s.client.put(s.url("/api/v1/alerts/thresholds/999999")).json(&threshold()).send().await.unwrap();
+    expect_error(r, 404, "not_found").await;
+}
+
+#[tokio::test]
+async fn a_breach_fires_is_silenced_resolves_and_is_recorded() {
+    let s = TestServer::start();
+    let r = s.client.post(s.url("/api/v1/alerts/thresholds")).json(&threshold()).send().await.unwrap();
+    let id = r.json::<serde_json::Value>().await.unwrap()["id"].as_u64().unwrap();
+    let now = perfd::model::now_ms();
+    s.post("/write?precision=ms", format!("crew_queue,crew=a depth=25 {}", now - 1000)).await;
+    s.daemon().sampler.tick();
+    let (_, a) = s.get_json("/api/v1/alerts").await;
+    let firing =
+        a["alerts"].as_array().unwrap().iter().find(|x| x["threshold_id"] == id).cloned().expect("fires");
+    assert_eq!((firing["level"].as_str(), firing["silenced"].as_bool()), (Some("critical"), Some(false)));
+    let (_, h) = s.get_json("/api/v1/metrics/health").await;
+    assert!(h["active_alerts"].as_array().unwrap().iter().any(|x| x["threshold_id"] == id), "{h}");
+    let r = s
+        .client
+        .post(s.url("/api/v1/alerts/silences"))
+        .json(&json!({"threshold_id": id, "until": now + 3_600_000}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    s.daemon().sampler.tick();
+    let (_, a) = s.get_json("/api/v1/alerts").await;
+    assert!(
+        a["alerts"].as_array().unwrap().iter().any(|x| x["threshold_id"] == id && x["silenced"] == true),
+        "{a}"
+    );
+    s.post("/write?precision=ms", format!("crew_queue,crew=a depth=1 {now}")).await;
+    s.daemon().sampler.tick();
+    let (_, a) = s.get_json("/api/v1/alerts").await;
+    assert!(!a["alerts"].as_array().unwrap().iter().any(|x| x["threshold_id"] == id), "{a}");
+    let (_, hist) = s.get_json("/api/v1/alerts/history").await;
+    let mine: Vec<(String, String)> = hist["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["threshold_id"] == id)
+        .map(|e| (e["from"].as_str().unwrap().to_owned(), e["to"].as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(
+        mine,
+        vec![("critical".into(), "ok".into()), ("ok".into(), "critical".into())],
+        "newest first"
+    );
+    for bad in [
+        json!({"until": now + 1000}),
+        json!({"threshold_id": id, "until": now - 1000}),
+        json!({"selector": "x{", "until": now + 1000}),
+    ] {
+        let r = s.client.post(s.url("/api/v1/alerts/silences")).json(&bad).send().await.unwrap();
+        expect_error(r, 400, "invalid_input").await;
+    }
+}
