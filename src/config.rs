@@ -22,6 +22,7 @@ pub struct Config {
     pub query: QueryConfig,
     pub cache: CacheConfig,
     pub sampler: SamplerConfig,
+    pub executions: crate::executions::ExecutionConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -124,6 +125,18 @@ struct RawConfig {
     cache: RawCache,
     #[serde(default)]
     sampler: RawSampler,
+    #[serde(default)]
+    executions: RawExecutions,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExecutions {
+    max_concurrent: Option<usize>,
+    queue_capacity: Option<usize>,
+    cpu_limit_percent: Option<f64>,
+    memory_limit_percent: Option<f64>,
+    lease: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -188,7 +201,8 @@ struct RawQuery {
 
 /// Sections of the TOML file, longest first; `PERFD_<SECTION>_<KEY>` maps to `[section] key`
 /// (`PERFD_CACHE_REDIS_URL` to `[cache.redis] url`).
-const SECTIONS: [&str; 7] = ["cache_redis", "storage", "sampler", "writer", "query", "cache", "http"];
+const SECTIONS: [&str; 8] =
+    ["cache_redis", "executions", "storage", "sampler", "writer", "query", "cache", "http"];
 
 /// Flags that override everything else.
 #[derive(Debug, Default, Clone)]
@@ -243,6 +257,9 @@ impl Config {
         c.writer.maintenance_interval = Duration::from_millis(200);
         // Tests tick the sampler themselves (`SamplerHandle::tick`), so its writes are predictable.
         c.sampler.interval = Duration::from_secs(3600);
+        // A busy test machine must not hold executions back.
+        c.executions.cpu_limit_percent = 101.0;
+        c.executions.memory_limit_percent = 101.0;
         c
     }
 }
@@ -329,6 +346,28 @@ impl RawConfig {
                     duration("sampler.interval", self.sampler.interval, "5s")?,
                     Duration::from_secs(1),
                 )?,
+            },
+            executions: {
+                let e = self.executions;
+                let percent = |key: &str, v: Option<f64>, default: f64| match v.unwrap_or(default) {
+                    p if p > 0.0 && p <= 101.0 => Ok(p),
+                    p => Err(Error::Config(format!("{key}: {p} is not a percentage"))),
+                };
+                crate::executions::ExecutionConfig {
+                    max_concurrent: at_least("executions.max_concurrent", e.max_concurrent.unwrap_or(10), 1)?,
+                    queue_capacity: e.queue_capacity.unwrap_or(100),
+                    cpu_limit_percent: percent("executions.cpu_limit_percent", e.cpu_limit_percent, 90.0)?,
+                    memory_limit_percent: percent(
+                        "executions.memory_limit_percent",
+                        e.memory_limit_percent,
+                        85.0,
+                    )?,
+                    lease: at_least(
+                        "executions.lease",
+                        duration("executions.lease", e.lease, "60s")?,
+                        Duration::from_millis(10),
+                    )?,
+                }
             },
         })
     }

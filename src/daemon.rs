@@ -49,11 +49,17 @@ impl Daemon {
         }
         let sweeper = start_sweeper(cache.clone(), config.cache.sweep_interval)?;
         let monitor = Arc::new(Monitor::default());
+        let ids = store.clone();
+        let executions = Arc::new(crate::executions::Executions::new(
+            config.executions.clone(),
+            Box::new(move || ids.new_record_id()),
+        ));
         let sources = Sources {
             monitor: monitor.clone(),
             cache: cache.clone(),
             writer: writer.clone(),
             store: store.clone(),
+            executions: executions.clone(),
             retention_ms: config.storage.retention.as_millis() as i64,
         };
         if let Some(seed) = crate::store::records::seed_defaults(&store)? {
@@ -73,6 +79,7 @@ impl Daemon {
             cache: cache.clone(),
             monitor,
             published: sampler.published.clone(),
+            executions,
         };
         let (tx, rx) = std::sync::mpsc::channel();
         let join = std::thread::Builder::new().name("perfd-http".into()).spawn(move || {

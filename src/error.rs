@@ -28,6 +28,9 @@ pub enum Error {
     /// The writer queue is full; retry after the given number of seconds.
     #[error("write queue is full; retry in {retry_after_secs} s")]
     Overloaded { retry_after_secs: u32 },
+    /// A bounded queue (the execution queue) is full; retry later (429).
+    #[error("{0}")]
+    QueueFull(String),
     /// The daemon is stopping and takes no new work.
     #[error("perfd is shutting down")]
     ShuttingDown,

@@ -18,6 +18,7 @@ pub mod cache;
 pub mod config;
 pub mod daemon;
 pub mod error;
+pub mod executions;
 pub mod ingest;
 pub mod model;
 pub mod monitor;

@@ -15,7 +15,10 @@ pub async fn get_database(state: web::Data<AppState>) -> Result<HttpResponse, Ap
 }
 
 pub async fn get_queue(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({"writer": state.writer.snapshot()}))
+    HttpResponse::Ok().json(serde_json::json!({
+        "writer": state.writer.snapshot(),
+        "executions": state.executions.stats(),
+    }))
 }
 
 /// Cache statistics (the seed's shape: `cache_statistics` with `hits`, `misses`,

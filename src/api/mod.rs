@@ -4,6 +4,7 @@
 mod alerts;
 mod cache;
 pub mod error;
+mod executions;
 mod ingest;
 mod metrics;
 mod observe;
@@ -24,6 +25,7 @@ pub struct AppState {
     pub cache: Arc<crate::cache::TieredCache>,
     pub monitor: Arc<crate::monitor::Monitor>,
     pub published: Arc<crate::sampler::Published>,
+    pub executions: Arc<crate::executions::Executions>,
 }
 
 /// Times every request by its route pattern (`unmatched` for unknown routes).
@@ -83,6 +85,12 @@ pub fn configure(state: AppState) -> impl Fn(&mut web::ServiceConfig) + Clone {
                     .route(web::put().to(alerts::update_threshold))
                     .route(web::delete().to(alerts::delete_threshold)),
             )
+            .route("/api/v1/executions", web::post().to(executions::request_slot))
+            .route("/api/v1/executions", web::get().to(executions::list_profiles))
+            .route("/api/v1/executions/{id}", web::get().to(executions::get_execution))
+            .route("/api/v1/executions/{id}/heartbeat", web::post().to(executions::heartbeat))
+            .route("/api/v1/executions/{id}/stages", web::post().to(executions::add_stage))
+            .route("/api/v1/executions/{id}/finish", web::post().to(executions::finish))
             .route("/api/v1/alerts", web::get().to(alerts::list_alerts))
             .route("/api/v1/alerts/history", web::get().to(alerts::alert_history))
             .route("/api/v1/alerts/silences", web::get().to(alerts::list_silences))

@@ -81,6 +81,7 @@ pub struct Sources {
     pub cache: Arc<TieredCache>,
     pub writer: Arc<WriterHandle>,
     pub store: Arc<crate::store::Store>,
+    pub executions: Arc<crate::executions::Executions>,
     pub retention_ms: i64,
 }
 
@@ -211,6 +212,14 @@ impl Sampler {
         put("perfd_writer_commit_p99_ms", &[], w.commit_p99_ms);
         if let Err(e) = self.sources.writer.submit(b.finish(), false) {
             log::warn!("sampler: this tick's samples were dropped: {e}");
+        }
+        for expired in self.sources.executions.tick(snap.cpu_percent, snap.memory_percent) {
+            log::warn!("execution {} of crew {:?} lost its lease", expired.id, expired.crew_id);
+            if let Err(e) =
+                crate::store::records::put_profile(&expired).and_then(|c| self.sources.writer.apply(c))
+            {
+                log::error!("storing the profile of execution {}: {e}", expired.id);
+            }
         }
         let firing = match self.evaluate_alerts(now) {
             Ok(f) => f,

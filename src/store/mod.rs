@@ -126,6 +126,7 @@ impl Store {
             txn.open_table(THRESHOLDS)?;
             txn.open_table(SILENCES)?;
             txn.open_table(ALERT_EVENTS)?;
+            txn.open_table(PROFILES)?;
         }
         txn.commit()?;
         Ok(())

@@ -2,8 +2,9 @@
 //! Reads run anywhere; every write is a [`Change`] the writer thread commits.
 
 use super::Store;
-use super::tables::{ALERT_EVENTS, META, SILENCES, THRESHOLDS};
+use super::tables::{ALERT_EVENTS, META, PROFILES, SILENCES, THRESHOLDS};
 use crate::error::{Error, Result};
+use crate::executions::Execution;
 use crate::sampler::alerts::{AlertEvent, Threshold};
 use crate::writer::Change;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
@@ -83,7 +84,7 @@ pub fn events(store: &Store, limit: usize) -> Result<Vec<AlertEvent>> {
 pub fn max_id(store: &Store) -> Result<u64> {
     let txn = store.db.begin_read()?;
     let mut max = 0;
-    for table in [THRESHOLDS, SILENCES, ALERT_EVENTS] {
+    for table in [THRESHOLDS, SILENCES, ALERT_EVENTS, PROFILES] {
         if let Some((k, _)) = txn.open_table(table)?.last()? {
             max = max.max(k.value());
         }
@@ -147,4 +148,23 @@ pub fn seed_defaults(store: &Store) -> Result<Option<Change>> {
         txn.open_table(META)?.insert("thresholds_seeded", [1u8].as_slice())?;
         Ok(())
     })))
+}
+
+/// Finished (or expired) execution profiles, oldest first.
+pub fn profiles(store: &Store) -> Result<Vec<Execution>> {
+    read_all(store, PROFILES, "execution profile")
+}
+
+pub fn put_profile(e: &Execution) -> Result<Change> {
+    let (id, bytes) = (e.id, encode(e)?);
+    Ok(Box::new(move |txn| {
+        txn.open_table(PROFILES)?.insert(id, bytes.as_slice())?;
+        Ok(())
+    }))
+}
+
+pub fn profile(store: &Store, id: u64) -> Result<Option<Execution>> {
+    let txn = store.db.begin_read()?;
+    let t = txn.open_table(PROFILES)?;
+    t.get(id)?.map(|v| decode("execution profile", v.value())).transpose()
 }

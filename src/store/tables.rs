@@ -11,6 +11,7 @@
 //! THRESHOLDS    u64             -> &[u8]   id -> alert threshold (rmp-serde, named)
 //! SILENCES      u64             -> &[u8]   id -> silence (rmp-serde, named)
 //! ALERT_EVENTS  u64             -> &[u8]   id (increasing) -> alert state change (rmp-serde, named)
+//! PROFILES      u64             -> &[u8]   execution id -> finished execution profile (rmp-serde, named)
 //! ```
 //!
 //! A WAL batch is `varint series_count`, then per series `varint id` and its points, raw or as a
@@ -34,3 +35,4 @@ pub const CACHE_SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("c
 pub const THRESHOLDS: TableDefinition<u64, &[u8]> = TableDefinition::new("thresholds");
 pub const SILENCES: TableDefinition<u64, &[u8]> = TableDefinition::new("silences");
 pub const ALERT_EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("alert_events");
+pub const PROFILES: TableDefinition<u64, &[u8]> = TableDefinition::new("profiles");

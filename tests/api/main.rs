@@ -3,6 +3,7 @@
 mod alerts;
 mod cache;
 mod crash;
+mod executions;
 mod helpers;
 mod ingest;
 mod observe;

@@ -1,0 +1,165 @@
+//! Execution slots over HTTP: ask for a slot, heartbeat, record stages, finish, read profiles.
+
+use super::AppState;
+use super::error::ApiError;
+use crate::Error;
+use crate::executions::{Admission, ExecState, Execution, Stage};
+use crate::model::now_ms;
+use crate::store::records;
+use actix_web::{HttpResponse, web};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// Longest `?wait=` honoured.
+const MAX_WAIT: Duration = Duration::from_secs(120);
+
+#[derive(Debug, Deserialize)]
+pub struct RequestBody {
+    crew_id: String,
+    /// Anything else the client wants to attach; ignored by perfd.
+    #[serde(default)]
+    #[allow(dead_code)]
+    metadata: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct WaitParams {
+    wait: Option<String>,
+}
+
+fn respond(e: Execution) -> HttpResponse {
+    match e.state {
+        ExecState::Running => HttpResponse::Created().json(e),
+        _ => HttpResponse::Accepted().json(e),
+    }
+}
+
+/// 201 running, 202 queued (with its position), 429 when the queue is full. With `?wait=30s` a
+/// queued request is held until admitted or the wait runs out.
+pub async fn request_slot(
+    state: web::Data<AppState>,
+    params: web::Query<WaitParams>,
+    body: web::Json<RequestBody>,
+) -> Result<HttpResponse, ApiError> {
+    let wait = match params.wait.as_deref() {
+        None => Duration::ZERO,
+        Some(w) => humantime::parse_duration(w)
+            .map_err(|_| Error::invalid(format!("invalid wait {w:?}")))?
+            .min(MAX_WAIT),
+    };
+    let queued = match state.executions.request(&body.crew_id)? {
+        Admission::Running(e) => return Ok(respond(e)),
+        Admission::Queued(e) => e,
+    };
+    let deadline = Instant::now() + wait;
+    loop {
+        let changed = state.executions.changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        let e = state.executions.get(queued.id)?;
+        if e.state != ExecState::Queued || Instant::now() >= deadline {
+            return Ok(respond(e));
+        }
+        let _ = tokio::time::timeout_at(deadline.into(), changed).await;
+    }
+}
+
+/// A live execution, or the stored profile of a finished or expired one.
+pub async fn get_execution(state: web::Data<AppState>, id: web::Path<u64>) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    match state.executions.get(id) {
+        Err(Error::NotFound(m)) => {
+            let store = state.store.clone();
+            let stored = web::block(move || records::profile(&store, id))
+                .await
+                .map_err(|e| Error::Internal(e.to_string()))??;
+            stored.map(|p| HttpResponse::Ok().json(p)).ok_or_else(|| Error::NotFound(m).into())
+        }
+        other => Ok(HttpResponse::Ok().json(other?)),
+    }
+}
+
+pub async fn heartbeat(state: web::Data<AppState>, id: web::Path<u64>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(state.executions.heartbeat(id.into_inner())?))
+}
+
+pub async fn add_stage(
+    state: web::Data<AppState>,
+    id: web::Path<u64>,
+    body: web::Json<Stage>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(state.executions.add_stage(id.into_inner(), body.into_inner())?))
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FinishBody {
+    status: Option<String>,
+}
+
+/// Frees the slot, admits the next in line and stores the profile durably.
+pub async fn finish(
+    state: web::Data<AppState>,
+    id: web::Path<u64>,
+    body: Option<web::Json<FinishBody>>,
+) -> Result<HttpResponse, ApiError> {
+    let status = body.and_then(|b| b.into_inner().status);
+    let profile = state.executions.finish(id.into_inner(), status)?;
+    let (writer, change) = (state.writer.clone(), records::put_profile(&profile)?);
+    web::block(move || writer.apply(change)).await.map_err(|e| Error::Internal(e.to_string()))??;
+    Ok(HttpResponse::Ok().json(profile))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ProfileParams {
+    crew_id: Option<String>,
+    window: Option<String>,
+}
+
+/// Stored profiles (newest first, at most 1,000) with queue-wait, run-time and per-stage
+/// avg/p95 over the window (default 24 h).
+pub async fn list_profiles(
+    state: web::Data<AppState>,
+    params: web::Query<ProfileParams>,
+) -> Result<HttpResponse, ApiError> {
+    let window = match params.window.as_deref() {
+        None => Duration::from_secs(24 * 3600),
+        Some(w) => {
+            humantime::parse_duration(w).map_err(|_| Error::invalid(format!("invalid window {w:?}")))?
+        }
+    };
+    let since = now_ms() - window.as_millis() as i64;
+    let store = state.store.clone();
+    let crew = params.crew_id.clone();
+    let profiles: Vec<Execution> = web::block(move || records::profiles(&store))
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))??
+        .into_iter()
+        .filter(|p| p.finished_ms.unwrap_or(0) >= since && crew.as_ref().is_none_or(|c| *c == p.crew_id))
+        .collect();
+    let mut stages: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for p in &profiles {
+        for s in &p.stages {
+            stages.entry(s.name.clone()).or_default().push(s.duration_ms);
+        }
+    }
+    let stats = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        let avg = v.iter().sum::<f64>() / v.len().max(1) as f64;
+        let p95 = v.get(((v.len() as f64 * 0.95).ceil() as usize).saturating_sub(1)).copied().unwrap_or(0.0);
+        serde_json::json!({"count": v.len(), "avg_ms": avg, "p95_ms": p95})
+    };
+    let stage_stats: BTreeMap<String, serde_json::Value> =
+        stages.into_iter().map(|(k, v)| (k, stats(v))).collect();
+    let waits = stats(profiles.iter().filter_map(|p| p.queue_wait_ms).map(|w| w as f64).collect());
+    let runs = stats(profiles.iter().filter_map(|p| p.run_time_ms).map(|w| w as f64).collect());
+    let recent: Vec<&Execution> = profiles.iter().rev().take(1000).collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "count": profiles.len(),
+        "queue_wait": waits,
+        "run_time": runs,
+        "stages": stage_stats,
+        "profiles": recent,
+    })))
+}

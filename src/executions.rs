@@ -1,0 +1,336 @@
+//! Execution slots (the ResourceManager): at most `max_concurrent` crew executions run at once,
+//! and only while CPU and memory are under their limits; the rest wait in a FIFO queue of
+//! bounded length. Every execution holds a lease it must renew, so a crashed client cannot keep
+//! a slot. Finishing frees the slot, admits the next in line and stores an execution profile.
+
+use crate::error::{Error, Result};
+use crate::model::now_ms;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+#[derive(Debug, Clone)]
+pub struct ExecutionConfig {
+    pub max_concurrent: usize,
+    pub queue_capacity: usize,
+    /// Admission waits while CPU use (%) is at or above this.
+    pub cpu_limit_percent: f64,
+    /// Admission waits while memory use (%) is at or above this.
+    pub memory_limit_percent: f64,
+    /// A lease not renewed within this expires the execution.
+    pub lease: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecState {
+    Queued,
+    Running,
+    Finished,
+    Expired,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Stage {
+    pub name: String,
+    pub duration_ms: f64,
+}
+
+/// One execution as the API shows it (and, once done, as its stored profile).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Execution {
+    pub id: u64,
+    pub crew_id: String,
+    pub state: ExecState,
+    /// 1-based place in the queue while queued.
+    pub position: Option<usize>,
+    pub created_ms: i64,
+    pub started_ms: Option<i64>,
+    pub finished_ms: Option<i64>,
+    pub lease_expires_ms: i64,
+    pub queue_wait_ms: Option<i64>,
+    pub run_time_ms: Option<i64>,
+    pub stages: Vec<Stage>,
+    /// Client-reported outcome, e.g. `success` or `error`.
+    pub status: Option<String>,
+}
+
+#[derive(Default)]
+struct Inner {
+    executions: HashMap<u64, Execution>,
+    running: usize,
+    queue: VecDeque<u64>,
+    rejected: u64,
+    expired: u64,
+    admitted: u64,
+    total_wait_ms: i64,
+}
+
+pub struct Executions {
+    inner: Mutex<Inner>,
+    /// Woken whenever someone may have been admitted.
+    pub changed: Notify,
+    cfg: ExecutionConfig,
+    /// Latest (cpu %, memory %), set by the sampler.
+    load: Mutex<(f64, f64)>,
+    /// Hands out ids that stay unique across restarts (profiles are stored under them).
+    next_id: Box<dyn Fn() -> u64 + Send + Sync>,
+}
+
+/// The outcome of asking for a slot.
+pub enum Admission {
+    Running(Execution),
+    Queued(Execution),
+}
+
+impl Executions {
+    pub fn new(cfg: ExecutionConfig, next_id: Box<dyn Fn() -> u64 + Send + Sync>) -> Executions {
+        Executions {
+            inner: Mutex::default(),
+            changed: Notify::new(),
+            cfg,
+            load: Mutex::new((0.0, 0.0)),
+            next_id,
+        }
+    }
+
+    fn resources_ok(&self) -> bool {
+        let (cpu, mem) = *self.load.lock();
+        cpu < self.cfg.cpu_limit_percent && mem < self.cfg.memory_limit_percent
+    }
+
+    /// Asks for a slot: running when one is free and resources allow, else queued; a full
+    /// queue is `Overloaded` (429).
+    pub fn request(&self, crew_id: &str) -> Result<Admission> {
+        if crew_id.is_empty() || crew_id.len() > 256 || crew_id.chars().any(char::is_control) {
+            return Err(Error::invalid("crew_id must be 1 to 256 bytes without control characters"));
+        }
+        let now = now_ms();
+        let mut inner = self.inner.lock();
+        self.expire_locked(&mut inner, now);
+        let id = (self.next_id)();
+        let mut e = Execution {
+            id,
+            crew_id: crew_id.to_owned(),
+            state: ExecState::Queued,
+            position: None,
+            created_ms: now,
+            started_ms: None,
+            finished_ms: None,
+            lease_expires_ms: now + self.cfg.lease.as_millis() as i64,
+            queue_wait_ms: None,
+            run_time_ms: None,
+            stages: Vec::new(),
+            status: None,
+        };
+        if inner.queue.is_empty() && inner.running < self.cfg.max_concurrent && self.resources_ok() {
+            start(&mut inner, &mut e, now);
+            inner.executions.insert(id, e.clone());
+            return Ok(Admission::Running(e));
+        }
+        if inner.queue.len() >= self.cfg.queue_capacity {
+            inner.rejected += 1;
+            return Err(Error::QueueFull(format!(
+                "the execution queue is full ({} waiting)",
+                inner.queue.len()
+            )));
+        }
+        inner.queue.push_back(id);
+        e.position = Some(inner.queue.len());
+        inner.executions.insert(id, e.clone());
+        Ok(Admission::Queued(e))
+    }
+
+    pub fn get(&self, id: u64) -> Result<Execution> {
+        let mut inner = self.inner.lock();
+        let pos = inner.queue.iter().position(|q| *q == id).map(|p| p + 1);
+        let e = inner.executions.get_mut(&id).ok_or_else(|| Error::NotFound(format!("no execution {id}")))?;
+        e.position = pos;
+        Ok(e.clone())
+    }
+
+    /// Renews the lease of a queued or running execution.
+    pub fn heartbeat(&self, id: u64) -> Result<Execution> {
+        let lease = self.cfg.lease.as_millis() as i64;
+        {
+            let mut inner = self.inner.lock();
+            let e =
+                inner.executions.get_mut(&id).ok_or_else(|| Error::NotFound(format!("no execution {id}")))?;
+            if !matches!(e.state, ExecState::Queued | ExecState::Running) {
+                return Err(Error::Conflict(format!("execution {id} is {:?}", e.state)));
+            }
+            e.lease_expires_ms = now_ms() + lease;
+        }
+        self.get(id)
+    }
+
+    pub fn add_stage(&self, id: u64, stage: Stage) -> Result<Execution> {
+        if stage.name.is_empty()
+            || stage.name.len() > 128
+            || !stage.duration_ms.is_finite()
+            || stage.duration_ms < 0.0
+        {
+            return Err(Error::invalid("a stage needs a name (1 to 128 bytes) and a finite duration_ms ≥ 0"));
+        }
+        {
+            let mut inner = self.inner.lock();
+            let e =
+                inner.executions.get_mut(&id).ok_or_else(|| Error::NotFound(format!("no execution {id}")))?;
+            if e.state != ExecState::Running {
+                return Err(Error::Conflict(format!("execution {id} is not running")));
+            }
+            e.stages.push(stage);
+        }
+        self.get(id)
+    }
+
+    /// Finishes a running execution; returns its profile (to store) and admits the next.
+    pub fn finish(&self, id: u64, status: Option<String>) -> Result<Execution> {
+        let now = now_ms();
+        let profile = {
+            let mut inner = self.inner.lock();
+            let e =
+                inner.executions.get_mut(&id).ok_or_else(|| Error::NotFound(format!("no execution {id}")))?;
+            if e.state != ExecState::Running {
+                return Err(Error::Conflict(format!("execution {id} is not running")));
+            }
+            e.state = ExecState::Finished;
+            e.finished_ms = Some(now);
+            e.run_time_ms = e.started_ms.map(|s| now - s);
+            e.status = Some(status.unwrap_or_else(|| "success".into()));
+            let profile = e.clone();
+            inner.running -= 1;
+            inner.executions.remove(&id);
+            self.admit_locked(&mut inner, now);
+            profile
+        };
+        self.changed.notify_waiters();
+        Ok(profile)
+    }
+
+    /// Expires lapsed leases and admits whoever can run now; called on every sampler tick.
+    pub fn tick(&self, cpu_percent: f64, memory_percent: f64) -> Vec<Execution> {
+        *self.load.lock() = (cpu_percent, memory_percent);
+        let now = now_ms();
+        let expired = {
+            let mut inner = self.inner.lock();
+            let expired = self.expire_locked(&mut inner, now);
+            self.admit_locked(&mut inner, now);
+            expired
+        };
+        self.changed.notify_waiters();
+        expired
+    }
+
+    fn expire_locked(&self, inner: &mut Inner, now: i64) -> Vec<Execution> {
+        let lapsed: Vec<u64> =
+            inner.executions.values().filter(|e| e.lease_expires_ms <= now).map(|e| e.id).collect();
+        let mut out = Vec::new();
+        for id in lapsed {
+            if let Some(mut e) = inner.executions.remove(&id) {
+                if e.state == ExecState::Running {
+                    inner.running -= 1;
+                }
+                inner.queue.retain(|q| *q != id);
+                e.state = ExecState::Expired;
+                e.finished_ms = Some(now);
+                inner.expired += 1;
+                out.push(e);
+            }
+        }
+        if !out.is_empty() {
+            self.admit_locked(inner, now);
+        }
+        out
+    }
+
+    fn admit_locked(&self, inner: &mut Inner, now: i64) {
+        while inner.running < self.cfg.max_concurrent && self.resources_ok() {
+            let Some(id) = inner.queue.pop_front() else { break };
+            if let Some(mut e) = inner.executions.remove(&id) {
+                start(inner, &mut e, now);
+                inner.executions.insert(id, e);
+            }
+        }
+    }
+
+    pub fn stats(&self) -> serde_json::Value {
+        let inner = self.inner.lock();
+        serde_json::json!({
+            "running": inner.running,
+            "max_concurrent": self.cfg.max_concurrent,
+            "waiting": inner.queue.len(),
+            "queue_capacity": self.cfg.queue_capacity,
+            "admitted": inner.admitted,
+            "rejected": inner.rejected,
+            "expired": inner.expired,
+            "average_wait_ms": if inner.admitted == 0 { 0.0 } else { inner.total_wait_ms as f64 / inner.admitted as f64 },
+        })
+    }
+
+    pub fn config(&self) -> &ExecutionConfig {
+        &self.cfg
+    }
+}
+
+fn start(inner: &mut Inner, e: &mut Execution, now: i64) {
+    e.state = ExecState::Running;
+    e.position = None;
+    e.started_ms = Some(now);
+    e.queue_wait_ms = Some(now - e.created_ms);
+    inner.running += 1;
+    inner.admitted += 1;
+    inner.total_wait_ms += now - e.created_ms;
+}
+
+/// Shared handle.
+pub type SharedExecutions = Arc<Executions>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slots(max: usize, queue: usize) -> Executions {
+        let ids = std::sync::atomic::AtomicU64::new(1);
+        let next = Box::new(move || ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        Executions::new(
+            ExecutionConfig {
+                max_concurrent: max,
+                queue_capacity: queue,
+                cpu_limit_percent: 90.0,
+                memory_limit_percent: 85.0,
+                lease: Duration::from_secs(60),
+            },
+            next,
+        )
+    }
+
+    #[test]
+    fn fifo_admission_and_a_full_queue() {
+        let x = slots(2, 2);
+        let ids: Vec<(u64, bool)> = (0..4)
+            .map(|_| match x.request("c").unwrap() {
+                Admission::Running(e) => (e.id, true),
+                Admission::Queued(e) => (e.id, false),
+            })
+            .collect();
+        assert_eq!(ids.iter().filter(|i| i.1).count(), 2);
+        assert!(matches!(x.request("c"), Err(Error::QueueFull(_))));
+        assert_eq!(x.get(ids[3].0).unwrap().position, Some(2));
+        x.finish(ids[0].0, None).unwrap();
+        assert_eq!(x.get(ids[2].0).unwrap().state, ExecState::Running, "first in line goes first");
+        assert_eq!(x.get(ids[3].0).unwrap().position, Some(1));
+    }
+
+    #[test]
+    fn high_cpu_holds_admission_until_it_drops() {
+        let x = slots(5, 5);
+        x.tick(95.0, 10.0);
+        let Admission::Queued(e) = x.request("c").unwrap() else { panic!("admitted under high CPU") };
+        x.tick(50.0, 10.0);
+        assert_eq!(x.get(e.id).unwrap().state, ExecState::Running);
+    }
+}

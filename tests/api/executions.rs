@@ -1,0 +1,183 @@
+//! Execution slots through the server: admission, FIFO queue, leases, stages, profiles.
+
+use crate::helpers::{TestServer, expect_error};
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+async fn request(s: &TestServer, crew: &str) -> (u16, serde_json::Value) {
+    let r = s.client.post(s.url("/api/v1/executions")).json(&json!({"crew_id": crew})).send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn ten_run_fifteen_queue_in_order_and_finishes_admit_in_order() {
+    let s = TestServer::start();
+    // 25 concurrent requests against max_concurrent 10.
+    let answers = futures_join(&s, 25).await;
+    let running: Vec<&serde_json::Value> =
+        answers.iter().filter(|(c, _)| *c == 201).map(|(_, v)| v).collect();
+    let mut queued: Vec<&serde_json::Value> =
+        answers.iter().filter(|(c, _)| *c == 202).map(|(_, v)| v).collect();
+    assert_eq!((running.len(), queued.len()), (10, 15));
+    queued.sort_by_key(|v| v["position"].as_u64().unwrap());
+    let positions: Vec<u64> = queued.iter().map(|v| v["position"].as_u64().unwrap()).collect();
+    assert_eq!(positions, (1..=15).collect::<Vec<_>>(), "FIFO positions");
+    // Finishing admits the first in line, then the next.
+    for (i, done) in running.iter().take(3).enumerate() {
+        let id = done["id"].as_u64().unwrap();
+        let r = s
+            .client
+            .post(s.url(&format!("/api/v1/executions/{id}/finish")))
+            .json(&json!({"status": "success"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let next = queued[i]["id"].as_u64().unwrap();
+        let (_, e) = s.get_json(&format!("/api/v1/executions/{next}")).await;
+        assert_eq!(e["state"], "running", "position {} admitted after finish {i}", i + 1);
+        let (_, after) = s.get_json(&format!("/api/v1/executions/{}", queued[i + 1]["id"])).await;
+        assert_eq!(after["position"], 1);
+    }
+}
+
+async fn futures_join(s: &TestServer, n: usize) -> Vec<(u16, serde_json::Value)> {
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let (client, url) = (s.client.clone(), s.url("/api/v1/executions"));
+            tokio::spawn(async move {
+                let r = client.post(url).json(&json!({"crew_id": format!("crew-{i}")})).send().await.unwrap();
+                (r.status().as_u16(), r.json::<serde_json::Value>().await.unwrap())
+            })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn full_queue_is_429_and_an_expired_lease_frees_its_slot() {
+    let s = TestServer::start_with(|c| {
+        c.executions.max_concurrent = 1;
+        c.executions.queue_capacity = 1;
+        c.executions.lease = Duration::from_millis(300);
+    });
+    let (code, first) = request(&s, "a").await;
+    assert_eq!(code, 201);
+    let (code, second) = request(&s, "b").await;
+    assert_eq!(code, 202);
+    let r = s.client.post(s.url("/api/v1/executions")).json(&json!({"crew_id": "c"})).send().await.unwrap();
+    expect_error(r, 429, "queue_full").await;
+    // Neither heartbeats: the running one expires, the queued one (also lapsed) too; bounded polling.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        s.daemon().sampler.tick();
+        let (_, q) = s.get_json("/api/v1/metrics/queue").await;
+        if q["executions"]["running"] == 0 && q["executions"]["expired"] == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "leases never expired: {q}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, gone) = s.get_json(&format!("/api/v1/executions/{}", first["id"])).await;
+    assert_eq!(gone["state"], "expired", "the stored profile answers for a lapsed execution");
+    let (_, gone) = s.get_json(&format!("/api/v1/executions/{}", second["id"])).await;
+    assert_eq!(gone["state"], "expired");
+    // A heartbeat keeps a lease alive.
+    let (code, kept) = request(&s, "d").await;
+    assert_eq!(code, 201);
+    let id = kept["id"].as_u64().unwrap();
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let r = s.client.post(s.url(&format!("/api/v1/executions/{id}/heartbeat"))).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        s.daemon().sampler.tick();
+    }
+    let (_, e) = s.get_json(&format!("/api/v1/executions/{id}")).await;
+    assert_eq!(e["state"], "running");
+}
+
+#[tokio::test]
+async fn wait_long_polls_until_admitted() {
+    let s = TestServer::start_with(|c| c.executions.max_concurrent = 1);
+    let (_, first) = request(&s, "a").await;
+    let waiter = {
+        let (client, url) = (s.client.clone(), s.url("/api/v1/executions?wait=10s"));
+        tokio::spawn(async move { client.post(url).json(&json!({"crew_id": "b"})).send().await.unwrap() })
+    };
+    // Bounded polling until the waiter is queued, then free the slot.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, q) = s.get_json("/api/v1/metrics/queue").await;
+        if q["executions"]["waiting"] == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    s.client.post(s.url(&format!("/api/v1/executions/{}/finish", first["id"]))).send().await.unwrap();
+    let r = waiter.await.unwrap();
+    assert_eq!(r.status(), 201);
+    let e: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(e["state"], "running");
+    assert!(e["queue_wait_ms"].as_i64().unwrap() >= 0);
+}
+
+#[tokio::test]
+async fn stages_and_profiles_with_per_stage_statistics() {
+    let mut s = TestServer::start();
+    for (i, ms) in [100.0, 200.0, 300.0].iter().enumerate() {
+        let (_, e) = request(&s, "research").await;
+        let id = e["id"].as_u64().unwrap();
+        for (name, d) in [("plan", *ms), ("tools", ms * 2.0)] {
+            let r = s
+                .client
+                .post(s.url(&format!("/api/v1/executions/{id}/stages")))
+                .json(&json!({"name": name, "duration_ms": d}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "stage {i}");
+        }
+        s.client.post(s.url(&format!("/api/v1/executions/{id}/finish"))).send().await.unwrap();
+    }
+    let (_, other) = request(&s, "writer").await;
+    s.client.post(s.url(&format!("/api/v1/executions/{}/finish", other["id"]))).send().await.unwrap();
+    s.restart();
+    let (_, p) = s.get_json("/api/v1/executions?crew_id=research&window=1h").await;
+    assert_eq!(p["count"], 3, "{p}");
+    assert_eq!(p["stages"]["plan"]["avg_ms"], 200.0);
+    assert_eq!(p["stages"]["tools"]["p95_ms"], 600.0);
+    assert_eq!(p["profiles"][0]["status"], "success");
+    let (_, e) = request(&s, "new").await;
+    assert!(e["id"].as_u64().unwrap() > other["id"].as_u64().unwrap(), "ids stay unique across restarts");
+    let id = e["id"].as_u64().unwrap();
+    for (path, body, status, code) in [
+        (
+            format!("/api/v1/executions/{id}/stages"),
+            json!({"name": "", "duration_ms": 1}),
+            400,
+            "invalid_input",
+        ),
+        (
+            format!("/api/v1/executions/{id}/stages"),
+            json!({"name": "x", "duration_ms": -1}),
+            400,
+            "invalid_input",
+        ),
+        ("/api/v1/executions/999999/finish".to_string(), json!({}), 404, "not_found"),
+        ("/api/v1/executions".to_string(), json!({"crew_id": ""}), 400, "invalid_input"),
+        ("/api/v1/executions".to_string(), json!({"crew": "x"}), 400, "invalid_input"),
+    ] {
+        let r = s.client.post(s.url(&path)).json(&body).send().await.unwrap();
+        expect_error(r, status, code).await;
+    }
+    s.client.post(s.url(&format!("/api/v1/executions/{id}/finish"))).send().await.unwrap();
+    let r = s.client.post(s.url(&format!("/api/v1/executions/{id}/finish"))).send().await.unwrap();
+    expect_error(r, 404, "not_found").await;
+    let (status, done) = s.get_json(&format!("/api/v1/executions/{id}")).await;
+    assert_eq!((status, done["state"].as_str()), (200, Some("finished")));
+}
