@@ -80,6 +80,7 @@ impl Daemon {
             monitor,
             published: sampler.published.clone(),
             executions,
+            queries: Arc::default(),
         };
         let (tx, rx) = std::sync::mpsc::channel();
         let join = std::thread::Builder::new().name("perfd-http".into()).spawn(move || {

@@ -11,6 +11,7 @@ pub async fn get_database(state: web::Data<AppState>) -> Result<HttpResponse, Ap
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "database": counts,
         "writer": state.writer.snapshot(),
+        "slowest_queries": state.queries.slowest(10),
     })))
 }
 
@@ -42,4 +43,49 @@ pub async fn clear_cache(
 ) -> Result<HttpResponse, ApiError> {
     let (l1, l2) = state.cache.clear(body.level).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({"cleared": {"l1": l1, "l2": l2}})))
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryReport {
+    query: String,
+    duration_ms: f64,
+    #[serde(default)]
+    rows: u64,
+    #[serde(default = "yes")]
+    ok: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(untagged)]
+pub enum QueryReports {
+    One(QueryReport),
+    Many(Vec<QueryReport>),
+}
+
+/// The backend reports its database queries (one object or an array); grouped by fingerprint.
+pub async fn report_queries(
+    state: web::Data<AppState>,
+    body: web::Json<QueryReports>,
+) -> Result<HttpResponse, ApiError> {
+    let reports = match body.into_inner() {
+        QueryReports::One(r) => vec![r],
+        QueryReports::Many(v) => v,
+    };
+    for (i, r) in reports.iter().enumerate() {
+        if r.query.trim().is_empty() || !r.duration_ms.is_finite() || r.duration_ms < 0.0 {
+            return Err(Error::invalid(format!(
+                "[{i}]: query must be non-empty and duration_ms a finite number ≥ 0"
+            ))
+            .into());
+        }
+    }
+    for r in &reports {
+        state.queries.record(&r.query, r.duration_ms, r.rows, r.ok);
+    }
+    Ok(HttpResponse::Ok().json(serde_json::json!({"recorded": reports.len()})))
 }

@@ -26,6 +26,7 @@ pub struct AppState {
     pub monitor: Arc<crate::monitor::Monitor>,
     pub published: Arc<crate::sampler::Published>,
     pub executions: Arc<crate::executions::Executions>,
+    pub queries: Arc<crate::queries::QueryStats>,
 }
 
 /// Times every request by its route pattern (`unmatched` for unknown routes).
@@ -97,6 +98,7 @@ pub fn configure(state: AppState) -> impl Fn(&mut web::ServiceConfig) + Clone {
             .route("/api/v1/alerts/silences", web::post().to(alerts::create_silence))
             .route("/api/v1/metrics/cache", web::get().to(metrics::get_cache))
             .route("/api/v1/metrics/cache/clear", web::post().to(metrics::clear_cache))
+            .route("/api/v1/queries", web::post().to(metrics::report_queries))
             .route("/api/v1/metrics/database", web::get().to(metrics::get_database))
             .route("/api/v1/metrics/queue", web::get().to(metrics::get_queue))
             .default_service(web::to(not_found));

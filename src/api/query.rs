@@ -94,11 +94,16 @@ pub async fn query_range(
     let agg = parse_agg(params.agg.as_deref())?;
     let max = state.config.query.max_points;
     let store = state.store.clone();
+    let fingerprint = format!("perfd query_range {} step={}", sel.name, step.is_some());
+    let started = std::time::Instant::now();
     let series = blocking(move || match step {
         None => query::read_raw(&store, &sel, start, end, max),
         Some(step) => query::read_aggregated(&store, &sel, start, end, step, agg, max),
     })
-    .await?;
+    .await;
+    let rows = series.as_ref().map_or(0, |s| s.iter().map(|s| s.points.len() as u64).sum());
+    state.queries.record(&fingerprint, started.elapsed().as_secs_f64() * 1000.0, rows, series.is_ok());
+    let series = series?;
     Ok(HttpResponse::Ok().json(serde_json::json!({"series": series})))
 }
 

@@ -70,3 +70,34 @@ async fn health_has_score_status_and_components() {
     }
     assert!(h["recommendations"].is_array());
 }
+
+#[tokio::test]
+async fn queries_are_grouped_by_fingerprint_including_perfds_own() {
+    let s = TestServer::start();
+    let reports = serde_json::json!([
+        {"query": "SELECT * FROM crews WHERE id = 1", "duration_ms": 5.0, "rows": 1},
+        {"query": "select *   from crews where id = 2", "duration_ms": 50.0, "rows": 1},
+        {"query": "SELECT * FROM crews WHERE id = 3", "duration_ms": 7.0, "rows": 0, "ok": false},
+    ]);
+    let r = s.client.post(s.url("/api/v1/queries")).json(&reports).send().await.unwrap();
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["recorded"], 3);
+    s.points("query=anything&start=0&end=1").await;
+    let (_, db) = s.get_json("/api/v1/metrics/database").await;
+    let slow = db["slowest_queries"].as_array().unwrap();
+    let crews =
+        slow.iter().find(|q| q["fingerprint"] == "select * from crews where id = ?").expect("grouped");
+    assert_eq!((crews["count"].as_u64(), crews["errors"].as_u64()), (Some(3), Some(1)));
+    assert!((crews["max_ms"].as_f64().unwrap() - 50.0).abs() < 1.0);
+    assert!(
+        slow.iter().any(|q| q["fingerprint"].as_str().unwrap().starts_with("perfd query_range")),
+        "{slow:?}"
+    );
+    for bad in [
+        serde_json::json!({"query": "", "duration_ms": 1}),
+        serde_json::json!({"query": "x", "duration_ms": -1}),
+        serde_json::json!({"q": "x"}),
+    ] {
+        let r = s.client.post(s.url("/api/v1/queries")).json(&bad).send().await.unwrap();
+        expect_error(r, 400, "invalid_input").await;
+    }
+}
