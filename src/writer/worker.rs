@@ -8,6 +8,9 @@ const MAX_COMMIT_POINTS: usize = 2_000_000;
 /// After this many points, maintenance runs early: a backfill of closed hours is sealed and its
 /// WAL entries trimmed before the WAL (16 bytes a point) grows the file much.
 const MAINTAIN_EVERY_POINTS: usize = 1_000_000;
+/// WAL points allowed beyond twice the open points before a checkpoint rewrites the WAL: about
+/// 1.6 MB of WAL, and a checkpoint never rewrites more than half of what the WAL grew by.
+const CHECKPOINT_MIN_POINTS: usize = 100_000;
 /// Retention runs at most this often; expiring whole hours needs no finer grain.
 const RETENTION_EVERY: Duration = Duration::from_secs(60);
 
@@ -31,6 +34,7 @@ impl Writer {
             next_seq: 1,
             next_series_id: 1,
             first_seq: HashMap::new(),
+            wal_points: Default::default(),
             open_points: 0,
             last_maintenance: Instant::now(),
             points_since_maintenance: 0,
@@ -49,8 +53,10 @@ impl Writer {
             let (seq, bytes) = row?;
             let batch = codec::decode_wal(bytes.value())?;
             let entries: Vec<(u64, &[Point])> = batch.iter().map(|(id, p)| (*id, p.as_slice())).collect();
-            replayed += entries.iter().map(|e| e.1.len()).sum::<usize>();
+            let n = entries.iter().map(|e| e.1.len()).sum::<usize>();
+            replayed += n;
             w.publish(seq.value(), &entries, Vec::new());
+            w.wal_points.insert(seq.value(), n);
             w.next_seq = seq.value() + 1;
         }
         if replayed > 0 {
@@ -157,6 +163,7 @@ impl Writer {
             }
             self.next_seq += 1;
             let points: usize = entries.iter().map(|e| e.1.len()).sum();
+            self.wal_points.insert(seq, points);
             self.publish(seq, &entries, new_series);
             self.stats.commits.fetch_add(1, Relaxed);
             self.stats.points.fetch_add(points as u64, Relaxed);
@@ -295,6 +302,9 @@ impl Writer {
         if let Err(e) = self.seal(keys) {
             log::error!("sealing failed (will retry): {e}");
         }
+        if let Err(e) = self.checkpoint_if_bloated() {
+            log::error!("WAL checkpoint failed (will retry): {e}");
+        }
         if self.last_retention.is_none_or(|t| t.elapsed() >= RETENTION_EVERY) {
             self.last_retention = Some(Instant::now());
             if let Err(e) = self.expire(now) {
@@ -376,7 +386,39 @@ impl Writer {
                 }
             }
         }
+        self.wal_points = self.wal_points.split_off(&floor);
         self.stats.sealed_chunks.fetch_add(keys.len() as u64, Relaxed);
+        Ok(())
+    }
+
+    /// When the WAL holds far more points than the open hours (an old entry pinned by one
+    /// still-open hour, e.g. the sampler's, keeps every later entry), rewrites the open points
+    /// as one new entry and drops every older one, in one transaction.
+    fn checkpoint_if_bloated(&mut self) -> Result<()> {
+        let wal: usize = self.wal_points.values().sum();
+        if wal <= 2 * self.open_points + CHECKPOINT_MIN_POINTS {
+            return Ok(());
+        }
+        let seq = self.next_seq;
+        let series: Vec<(u64, Vec<Point>)> = {
+            let open = self.store.open.read();
+            open.iter().map(|(id, hours)| (*id, hours.values().flatten().copied().collect())).collect()
+        };
+        let entries: Vec<(u64, &[Point])> = series.iter().map(|(id, p)| (*id, p.as_slice())).collect();
+        let mut txn = self.store.db.begin_write()?;
+        // If this commit is lost in a crash, the older entries it replaces are still there.
+        txn.set_durability(Durability::None)?;
+        txn.set_quick_repair(true);
+        {
+            let mut table = txn.open_table(WAL)?;
+            table.insert(seq, codec::encode_wal(&entries).as_slice())?;
+            table.retain_in(..seq, |_, _| false)?;
+        }
+        txn.commit()?;
+        self.next_seq += 1;
+        self.first_seq.values_mut().for_each(|s| *s = seq);
+        self.wal_points = std::collections::BTreeMap::from([(seq, self.open_points)]);
+        log::debug!("WAL checkpoint: {wal} points rewritten as {}", self.open_points);
         Ok(())
     }
 
