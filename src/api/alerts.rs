@@ -1,7 +1,7 @@
 //! Alert endpoints: thresholds CRUD, firing alerts, history and silences.
 
-use super::AppState;
 use super::error::ApiError;
+use super::{AppState, blocking};
 use crate::Error;
 use crate::model::now_ms;
 use crate::sampler::alerts::Threshold;
@@ -11,12 +11,6 @@ use serde::Deserialize;
 
 /// Most events one history call returns.
 const MAX_HISTORY: usize = 10_000;
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
-) -> Result<T, ApiError> {
-    Ok(web::block(f).await.map_err(|e| Error::Internal(format!("blocking pool: {e}")))??)
-}
 
 pub async fn list_thresholds(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let store = state.store.clone();

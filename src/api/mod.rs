@@ -105,6 +105,13 @@ pub fn configure(state: AppState) -> impl Fn(&mut web::ServiceConfig) + Clone {
     }
 }
 
+/// Runs blocking work (redb scans, writer round trips) on actix's blocking pool.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> crate::Result<T> + Send + 'static,
+) -> Result<T, error::ApiError> {
+    Ok(web::block(f).await.map_err(|e| crate::Error::Internal(format!("blocking pool: {e}")))??)
+}
+
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }

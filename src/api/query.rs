@@ -1,8 +1,8 @@
 //! Read endpoints: `/api/v1/series`, `/api/v1/query_range`, `/api/v1/export`. redb reads run
 //! on the blocking pool (`web::block`), off the actix workers.
 
-use super::AppState;
 use super::error::ApiError;
+use super::{AppState, blocking};
 use crate::Error;
 use crate::model::now_ms;
 use crate::query::{self, Agg, Selector};
@@ -59,12 +59,6 @@ fn parse_agg(s: Option<&str>) -> Result<Agg, Error> {
     serde_json::from_value(serde_json::Value::String(s.to_owned())).map_err(|_| {
         Error::invalid(format!("invalid agg {s:?}: use avg, min, max, sum, count, first or last"))
     })
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
-) -> Result<T, ApiError> {
-    Ok(web::block(f).await.map_err(|e| Error::Internal(format!("blocking pool: {e}")))??)
 }
 
 pub async fn get_series(

@@ -149,22 +149,11 @@ async fn invalidate_warm_clear_and_statistics() {
         .map(|k| serde_json::json!({"strategy": "crew_config", "key": k, "value": k, "ttl": 600}))
         .chain([serde_json::json!({"strategy": "embeddings", "key": "e1", "value": "vec"})])
         .collect();
-    let r = s
-        .client
-        .post(s.url("/api/v1/cache/warm"))
-        .json(&serde_json::json!({"entries": entries}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["loaded"], 4);
-    let r = s
-        .client
-        .post(s.url("/api/v1/cache/invalidate"))
-        .json(&serde_json::json!({"pattern": "crew_config:team-*"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["removed"], 2);
+    let (_, v) = s.post_json("/api/v1/cache/warm", &serde_json::json!({"entries": entries})).await;
+    assert_eq!(v["loaded"], 4);
+    let (_, v) =
+        s.post_json("/api/v1/cache/invalidate", &serde_json::json!({"pattern": "crew_config:team-*"})).await;
+    assert_eq!(v["removed"], 2);
     assert_eq!(s.client.get(s.url("/api/v1/cache/crew_config/team-a")).send().await.unwrap().status(), 404);
     assert_eq!(s.client.get(s.url("/api/v1/cache/crew_config/solo")).send().await.unwrap().status(), 200);
     let r = s.client.get(s.url("/api/v1/cache/embeddings/e1")).send().await.unwrap();
@@ -176,14 +165,8 @@ async fn invalidate_warm_clear_and_statistics() {
     assert_eq!(st["l1_size"], 2);
     assert!((st["hit_rate_percent"].as_f64().unwrap() - 66.666).abs() < 0.1, "{st}");
     assert!(m["recommendations"].is_array());
-    let r = s
-        .client
-        .post(s.url("/api/v1/metrics/cache/clear"))
-        .json(&serde_json::json!({"level": "all"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["cleared"]["l1"], 2);
+    let (_, v) = s.post_json("/api/v1/metrics/cache/clear", &serde_json::json!({"level": "all"})).await;
+    assert_eq!(v["cleared"]["l1"], 2);
     let (_, m) = s.get_json("/api/v1/metrics/cache").await;
     assert_eq!(m["cache_statistics"]["l1_size"], 0);
 }

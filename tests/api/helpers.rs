@@ -67,6 +67,13 @@ impl TestServer {
         self.client.post(self.url(path)).body(body).send().await.expect("request")
     }
 
+    /// POSTs a JSON body; the status and the JSON answer.
+    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+        let r = self.client.post(self.url(path)).json(body).send().await.expect("request");
+        let status = r.status().as_u16();
+        (status, r.json().await.expect("json body"))
+    }
+
     pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
         let r = self.client.get(self.url(path)).send().await.expect("request");
         let status = r.status().as_u16();

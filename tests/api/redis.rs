@@ -82,14 +82,8 @@ async fn wait_for_l2(s: &TestServer, pred: impl Fn(&serde_json::Value) -> bool) 
 }
 
 async fn clear_l1(s: &TestServer) {
-    let r = s
-        .client
-        .post(s.url("/api/v1/metrics/cache/clear"))
-        .json(&serde_json::json!({"level": "l1"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let (status, _) = s.post_json("/api/v1/metrics/cache/clear", &serde_json::json!({"level": "l1"})).await;
+    assert_eq!(status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,14 +134,8 @@ async fn invalidate_and_clear_touch_only_perfd_keys() {
     assert_eq!((v["removed_l1"].as_u64(), v["removed_l2"].as_u64()), (Some(2), Some(2)), "{v}");
     let left: i64 = redis.cmd(&["EXISTS", "perfd:crew_config:team-a", "perfd:crew_config:solo"]);
     assert_eq!(left, 1);
-    let r = s
-        .client
-        .post(s.url("/api/v1/metrics/cache/clear"))
-        .json(&serde_json::json!({"level": "l2"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["cleared"]["l2"], 1);
+    let (_, v) = s.post_json("/api/v1/metrics/cache/clear", &serde_json::json!({"level": "l2"})).await;
+    assert_eq!(v["cleared"]["l2"], 1);
     let foreign: String = redis.cmd(&["GET", "foreign:key"]);
     assert_eq!(foreign, "keep");
     let keys: Vec<String> = redis.cmd(&["KEYS", "perfd:*"]);
