@@ -14,6 +14,9 @@ use std::time::Duration;
 pub struct Config {
     /// Address the HTTP API binds; loopback by default.
     pub listen: SocketAddr,
+    /// When set, every mutating and admin request needs `Authorization: Bearer <token>`.
+    /// Required for a non-loopback `listen`.
+    pub auth_token: Option<String>,
     /// Directory holding `perfd.redb` (created if missing).
     pub data_dir: PathBuf,
     pub http: HttpConfig,
@@ -112,6 +115,7 @@ pub struct QueryConfig {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     listen: Option<String>,
+    auth_token: Option<String>,
     data_dir: Option<PathBuf>,
     #[serde(default)]
     http: RawHttp,
@@ -296,14 +300,24 @@ fn at_least<T: PartialOrd + std::fmt::Debug>(key: &str, v: T, min: T) -> Result<
 impl RawConfig {
     fn validate(self) -> Result<Config> {
         let listen_text = self.listen.unwrap_or_else(|| "127.0.0.1:8470".into());
-        let listen = listen_text.parse().map_err(|_| {
+        let listen: SocketAddr = listen_text.parse().map_err(|_| {
             Error::Config(format!("listen: {listen_text:?} is not an address like 127.0.0.1:8470"))
         })?;
+        let auth_token = self.auth_token.filter(|t| !t.is_empty());
+        if auth_token.as_ref().is_some_and(|t| t.len() < 16) {
+            return Err(Error::Config("auth_token: use at least 16 characters".into()));
+        }
+        if !listen.ip().is_loopback() && auth_token.is_none() {
+            return Err(Error::Config(format!(
+                "listen: {listen} is not a loopback address; set auth_token (or PERFD_AUTH_TOKEN) first"
+            )));
+        }
         let retention = duration("storage.retention", self.storage.retention, "30d")?;
         let cache = self.cache.validate()?;
         let w = self.writer;
         Ok(Config {
             listen,
+            auth_token,
             data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from("./data")),
             http: HttpConfig {
                 max_body_bytes: at_least(
@@ -454,6 +468,19 @@ mod tests {
         let from_file = Config::load(&flags, env(&[])).unwrap();
         let defaults = Config::load(&Overrides::default(), env(&[])).unwrap();
         assert_eq!(format!("{from_file:?}"), format!("{defaults:?}"));
+    }
+
+    #[test]
+    fn a_public_address_needs_a_token() {
+        let e = Config::load(&Overrides::default(), env(&[("PERFD_LISTEN", "0.0.0.0:8470")])).unwrap_err();
+        assert!(e.to_string().contains("auth_token"), "{e}");
+        let c = Config::load(
+            &Overrides::default(),
+            env(&[("PERFD_LISTEN", "0.0.0.0:8470"), ("PERFD_AUTH_TOKEN", "0123456789abcdef")]),
+        )
+        .unwrap();
+        assert_eq!(c.auth_token.as_deref(), Some("0123456789abcdef"));
+        assert!(Config::load(&Overrides::default(), env(&[("PERFD_AUTH_TOKEN", "short")])).is_err());
     }
 
     #[test]

@@ -89,6 +89,7 @@ impl Daemon {
                 let routes = api::configure(state);
                 let server = HttpServer::new(move || {
                     App::new()
+                        .wrap(actix_web::middleware::from_fn(api::check_auth))
                         .wrap(actix_web::middleware::from_fn(api::time_requests))
                         .configure(routes.clone())
                 })

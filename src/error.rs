@@ -20,6 +20,9 @@ pub enum Error {
     TooManyPoints(String),
     #[error("{0}")]
     NotFound(String),
+    /// A guarded endpoint without the right bearer token.
+    #[error("{0}")]
+    Unauthorized(String),
     /// A cache strategy that is neither built in nor configured; the message lists the known ones.
     #[error("{0}")]
     UnknownStrategy(String),

@@ -56,6 +56,8 @@ struct Inner {
     history: VecDeque<(i64, HashMap<RouteKey, RouteStats>)>,
     /// Since the sampler last drained it.
     interval: HashMap<RouteKey, RouteStats>,
+    /// Requests since start by (route, method, status class), for `/metrics` counters.
+    totals: BTreeMap<(String, String, &'static str), u64>,
 }
 
 #[derive(Default)]
@@ -114,7 +116,20 @@ impl Monitor {
         if let Some((_, routes)) = inner.history.back_mut() {
             routes.entry(key.clone()).or_insert_with(RouteStats::new).count(us, status);
         }
+        let class = match status {
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        *inner.totals.entry((key.0.clone(), key.1.clone(), class)).or_default() += 1;
         inner.interval.entry(key).or_insert_with(RouteStats::new).count(us, status);
+    }
+
+    /// Requests since start by (route, method, status class).
+    pub fn totals(&self) -> BTreeMap<(String, String, &'static str), u64> {
+        self.inner.lock().totals.clone()
     }
 
     /// Per-endpoint figures over the last `window` (10-minute resolution), busiest first.

@@ -27,6 +27,7 @@ impl ApiError {
             Error::SeriesLimit(_) => (StatusCode::UNPROCESSABLE_ENTITY, "series_limit"),
             Error::TooManyPoints(_) => (StatusCode::UNPROCESSABLE_ENTITY, "too_many_points"),
             Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Error::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Error::UnknownStrategy(_) => (StatusCode::NOT_FOUND, "unknown_strategy"),
             Error::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Error::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),

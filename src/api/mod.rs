@@ -8,6 +8,7 @@ mod executions;
 mod ingest;
 mod metrics;
 mod observe;
+mod prometheus;
 mod query;
 
 use crate::config::Config;
@@ -27,6 +28,39 @@ pub struct AppState {
     pub published: Arc<crate::sampler::Published>,
     pub executions: Arc<crate::executions::Executions>,
     pub queries: Arc<crate::queries::QueryStats>,
+}
+
+/// With `auth_token` set, mutating (non-GET/HEAD) and admin requests need
+/// `Authorization: Bearer <token>`, compared in constant time; others get 401.
+pub async fn check_auth(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<
+    actix_web::dev::ServiceResponse<actix_web::body::EitherBody<impl actix_web::body::MessageBody>>,
+    actix_web::Error,
+> {
+    let token = req.app_data::<web::Data<AppState>>().and_then(|s| s.config.auth_token.clone());
+    let guarded = !matches!(*req.method(), actix_web::http::Method::GET | actix_web::http::Method::HEAD)
+        || req.path().starts_with("/api/v1/admin");
+    if let Some(token) = token.filter(|_| guarded) {
+        let given = req
+            .headers()
+            .get(actix_web::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
+            let err = error::ApiError(crate::Error::Unauthorized("missing or wrong bearer token".into()));
+            let resp = actix_web::ResponseError::error_response(&err);
+            return Ok(req.into_response(resp).map_into_right_body());
+        }
+    }
+    Ok(next.call(req).await?.map_into_left_body())
+}
+
+/// Equal inputs take the same time whatever their content (only the length leaks).
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Times every request by its route pattern (`unmatched` for unknown routes).
@@ -60,6 +94,7 @@ pub fn configure(state: AppState) -> impl Fn(&mut web::ServiceConfig) + Clone {
             .app_data(web::PathConfig::default().error_handler(|e, _| error::extractor_error(e)))
             .app_data(web::JsonConfig::default().limit(limit).error_handler(|e, _| error::extractor_error(e)))
             .route("/healthz", web::get().to(healthz))
+            .route("/metrics", web::get().to(prometheus::get_metrics))
             .route("/write", web::post().to(ingest::write_lines))
             .route("/api/v1/import", web::post().to(ingest::import_json_lines))
             .route("/api/v1/ingest", web::post().to(ingest::ingest_points))

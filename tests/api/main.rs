@@ -7,6 +7,7 @@ mod executions;
 mod helpers;
 mod ingest;
 mod observe;
+mod ops;
 mod query;
 #[cfg(feature = "redis")]
 mod redis;

@@ -1,0 +1,76 @@
+//! Operations: the Prometheus scrape endpoint and the bearer token.
+
+use crate::helpers::{TestServer, base_ms, expect_error};
+
+#[tokio::test]
+async fn metrics_are_valid_prometheus_text() {
+    let s = TestServer::start();
+    s.post("/write?precision=ms", format!("m v=1 {}", base_ms())).await;
+    s.client.get(s.url("/api/v1/cache/crew_config/x")).send().await.unwrap();
+    s.daemon().sampler.tick();
+    let r = s.client.get(s.url("/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
+    let text = r.text().await.unwrap();
+    let value = |name: &str| -> f64 {
+        let line = text.lines().find(|l| l.starts_with(&format!("{name} "))).expect(name);
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(value("perfd_ingest_points_total") >= 1.0, "the point, plus the sampler's own");
+    assert_eq!(value("perfd_cache_misses_total"), 1.0);
+    for needle in [
+        "perfd_http_requests_total{route=\"/write\",method=\"POST\",status=\"2xx\"} 1",
+        "# TYPE perfd_health_score gauge",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+    }
+    // promtool (Debian package prometheus, installed by .ci/run) must accept it.
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool is installed (.ci/run installs the prometheus package)");
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn a_token_guards_mutating_endpoints() {
+    let token = "0123456789abcdef-secret";
+    let s = TestServer::start_with(|c| c.auth_token = Some(token.into()));
+    let t = base_ms();
+    let r = s.post("/write?precision=ms", format!("m v=1 {t}")).await;
+    expect_error(r, 401, "unauthorized").await;
+    let r = s
+        .client
+        .post(s.url("/write?precision=ms"))
+        .bearer_auth("0123456789abcdef-secreT")
+        .body(format!("m v=1 {t}"))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 401, "unauthorized").await;
+    let r = s.client.put(s.url("/api/v1/cache/crew_config/k")).body("v").send().await.unwrap();
+    expect_error(r, 401, "unauthorized").await;
+    let r = s
+        .client
+        .post(s.url("/write?precision=ms"))
+        .bearer_auth(token)
+        .body(format!("m v=1 {t}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    // Reads stay open.
+    let (status, body) = s.get_json("/api/v1/series?match=m_v").await;
+    assert_eq!((status, body["count"].as_u64()), (200, Some(1)));
+}
