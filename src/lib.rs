@@ -22,6 +22,7 @@ pub mod executions;
 pub mod ingest;
 pub mod model;
 pub mod monitor;
+pub mod notify;
 pub mod queries;
 pub mod query;
 pub mod sampler;

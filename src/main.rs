@@ -3,8 +3,12 @@
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use perfd::config::{Config, Overrides};
+use perfd::notify::{self, Notifier};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::Duration;
 
 /// perfd: single-host caching and performance-monitoring daemon.
 #[derive(Parser)]
@@ -77,15 +81,43 @@ fn main() -> ExitCode {
 
 fn serve(config: Config) -> anyhow::Result<()> {
     let data_dir = config.data_dir.clone();
+    // The watchdog stops pinging when the writer (which turns at least every second) or the
+    // sampler (every interval) has not turned for this long.
+    let writer_stall = Duration::from_secs(60);
+    let sampler_stall = config.sampler.interval * 3 + Duration::from_secs(10);
     let mut signals =
         signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
             .context("installing signal handlers")?;
+    let notifier = Notifier::from_env(std::env::var("NOTIFY_SOCKET").ok());
+    let watchdog_usec = std::env::var("WATCHDOG_USEC").ok().and_then(|v| v.parse::<u64>().ok());
     let mut daemon = perfd::Daemon::start(config).context("starting perfd")?;
     log::info!("perfd listening on http://{} with data dir {}", daemon.addr, data_dir.display());
+    // The listener is bound and the WAL replayed: ready.
+    notifier.send("READY=1");
+    let stop_watchdog = Arc::new(AtomicBool::new(false));
+    let watchdog = match watchdog_usec {
+        Some(usec) if usec > 0 => {
+            let (writer, published) = (daemon.writer.clone(), daemon.sampler.published.clone());
+            let alive = move || {
+                let now = perfd::model::now_ms();
+                now - writer.stats.alive_ms.load(Relaxed) < writer_stall.as_millis() as i64
+                    && now - published.alive_ms.load(Relaxed) < sampler_stall.as_millis() as i64
+            };
+            let interval = Duration::from_micros(usec);
+            Some(notify::start_watchdog(notifier.clone(), interval, alive, stop_watchdog.clone())?)
+        }
+        _ => None,
+    };
     if let Some(sig) = signals.forever().next() {
         log::info!("signal {sig} received; shutting down");
     }
+    notifier.send("STOPPING=1");
     daemon.shutdown();
+    stop_watchdog.store(true, Relaxed);
+    if let Some(w) = watchdog {
+        w.thread().unpark();
+        let _ = w.join();
+    }
     log::info!("perfd stopped cleanly");
     Ok(())
 }

@@ -61,6 +61,8 @@ pub struct Published {
     pub health: RwLock<Option<health::HealthScore>>,
     /// Alerts firing now (warning or critical).
     pub alerts: RwLock<Vec<FiringAlert>>,
+    /// Unix ms of the last finished tick.
+    pub alive_ms: std::sync::atomic::AtomicI64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -246,6 +248,7 @@ impl Sampler {
         };
         *self.published.health.write() = Some(health::score(&inputs));
         *self.published.resources.write() = snap;
+        self.published.alive_ms.store(now_ms(), std::sync::atomic::Ordering::Relaxed);
     }
 }
 

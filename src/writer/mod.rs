@@ -80,6 +80,8 @@ pub struct WriterStats {
     pub rejected_full: AtomicU64,
     pub rejected_series_limit: AtomicU64,
     pub failed_commits: AtomicU64,
+    /// Unix ms of the writer loop's last turn (it turns at least every maintenance interval).
+    pub alive_ms: std::sync::atomic::AtomicI64,
     pub sealed_chunks: AtomicU64,
     pub expired_chunks: AtomicU64,
     /// Commit latency of ingest transactions, microseconds.

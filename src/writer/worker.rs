@@ -67,6 +67,7 @@ impl Writer {
 
     pub(super) fn run(&mut self, rx: Receiver<WriterMsg>) {
         loop {
+            self.stats.alive_ms.store(now_ms(), Relaxed);
             let wait = self.cfg.maintenance_interval.saturating_sub(self.last_maintenance.elapsed());
             match rx.recv_timeout(wait) {
                 Ok(first) => {

@@ -20,7 +20,12 @@ impl Drop for Proc {
 
 /// Starts `perfd serve` on port 0 and reads the bound address from its log.
 fn spawn(dir: &std::path::Path) -> Proc {
+    spawn_with(dir, &[])
+}
+
+fn spawn_with(dir: &std::path::Path, envs: &[(&str, String)]) -> Proc {
     let mut child = Command::new(env!("CARGO_BIN_EXE_perfd"))
+        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
         .env("RUST_LOG", "info")
@@ -151,4 +156,31 @@ fn kill_dash_nine_loses_no_acknowledged_point() {
         p.child.kill().unwrap();
         p.child.wait().unwrap();
     }
+}
+
+/// Under systemd: READY=1 once listening, WATCHDOG=1 pings while alive, STOPPING=1 on SIGTERM.
+#[test]
+fn sd_notify_ready_watchdog_and_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock_path = dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    let envs = [("NOTIFY_SOCKET", sock_path.display().to_string()), ("WATCHDOG_USEC", "200000".to_string())];
+    let mut p = spawn_with(&dir.path().join("data"), &envs);
+    let mut recv = || {
+        let mut buf = [0u8; 256];
+        let n = sock.recv(&mut buf).expect("a notification within 10 s");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert_eq!(recv(), "READY=1");
+    assert_eq!(recv(), "WATCHDOG=1");
+    assert_eq!(recv(), "WATCHDOG=1");
+    let pid = p.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let mut last = recv();
+    while last == "WATCHDOG=1" {
+        last = recv();
+    }
+    assert_eq!(last, "STOPPING=1");
+    assert!(p.child.wait().unwrap().success());
 }
