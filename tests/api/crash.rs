@@ -167,7 +167,7 @@ fn sd_notify_ready_watchdog_and_stopping() {
     sock.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
     let envs = [("NOTIFY_SOCKET", sock_path.display().to_string()), ("WATCHDOG_USEC", "200000".to_string())];
     let mut p = spawn_with(&dir.path().join("data"), &envs);
-    let mut recv = || {
+    let recv = || {
         let mut buf = [0u8; 256];
         let n = sock.recv(&mut buf).expect("a notification within 10 s");
         String::from_utf8_lossy(&buf[..n]).into_owned()
