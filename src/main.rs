@@ -24,12 +24,42 @@ struct Cli {
 enum Command {
     /// Run the daemon (the default command).
     Serve(ServeArgs),
-    /// Open a data directory, verify it and print its counts (the daemon must be stopped).
+    /// Verify a data directory (the daemon must be stopped) or a backup file, and print counts.
     Check(CheckArgs),
+    /// Write a backup: offline from a stopped daemon's data dir, or ask a running one (--url).
+    Backup(BackupArgs),
+    /// Restore a backup into a data dir (verified first; refuses a non-empty dir without --force).
+    Restore(RestoreArgs),
+}
+
+#[derive(Args, Clone)]
+struct BackupArgs {
+    /// Where to write the backup file (offline mode).
+    #[arg(long, value_name = "FILE", required_unless_present = "url")]
+    out: Option<PathBuf>,
+    /// Ask the running daemon at this loopback URL instead (e.g. http://127.0.0.1:8470); the
+    /// file lands in its data dir's backups/ folder. Uses PERFD_AUTH_TOKEN when set.
+    #[arg(long, value_name = "URL")]
+    url: Option<String>,
+    #[command(flatten)]
+    common: ServeArgs,
+}
+
+#[derive(Args, Clone)]
+struct RestoreArgs {
+    /// The backup file.
+    file: PathBuf,
+    /// Replace an existing database.
+    #[arg(long)]
+    force: bool,
+    #[command(flatten)]
+    common: ServeArgs,
 }
 
 #[derive(Args, Clone, Default)]
 struct CheckArgs {
+    /// A backup file to verify instead of the data dir.
+    file: Option<PathBuf>,
     #[command(flatten)]
     common: ServeArgs,
     /// Also rewrite the file without free pages (shrinks it after large deletions).
@@ -53,10 +83,12 @@ struct ServeArgs {
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
-    let (args, check) = match cli.command {
-        None => (cli.serve, None),
-        Some(Command::Serve(a)) => (a, None),
-        Some(Command::Check(a)) => (a.common, Some(a.compact)),
+    let command = cli.command.unwrap_or(Command::Serve(cli.serve));
+    let args = match &command {
+        Command::Serve(a) => a.clone(),
+        Command::Check(a) => a.common.clone(),
+        Command::Backup(a) => a.common.clone(),
+        Command::Restore(a) => a.common.clone(),
     };
     let flags = Overrides { config_file: args.config, listen: args.listen, data_dir: args.data_dir };
     let config = match Config::load(&flags, std::env::vars()) {
@@ -66,9 +98,17 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let result = match check {
-        Some(compact) => run_check(config, compact),
-        None => serve(config),
+    let result = match command {
+        Command::Serve(_) => serve(config),
+        Command::Check(CheckArgs { file: Some(file), .. }) => {
+            perfd::store::backup::check(&file).map_err(Into::into).and_then(|i| print_json(&i))
+        }
+        Command::Check(a) => run_check(config, a.compact),
+        Command::Backup(BackupArgs { url: Some(url), .. }) => backup_online(&url),
+        Command::Backup(a) => backup_offline(config, &a.out.unwrap_or_else(|| PathBuf::from("perfd.pfbk"))),
+        Command::Restore(a) => perfd::store::backup::restore(&a.file, &config.data_dir, a.force)
+            .map_err(Into::into)
+            .and_then(|i| print_json(&i)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -119,6 +159,45 @@ fn serve(config: Config) -> anyhow::Result<()> {
         let _ = w.join();
     }
     log::info!("perfd stopped cleanly");
+    Ok(())
+}
+
+fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+/// Offline backup of a stopped daemon's data dir. A running daemon holds the file: say so.
+fn backup_offline(config: Config, out: &std::path::Path) -> anyhow::Result<()> {
+    let store = perfd::store::Store::open(&config.data_dir).map_err(|e| match e {
+        perfd::Error::Conflict(m) => {
+            anyhow::anyhow!("{m}; is perfd running? use `perfd backup --url http://127.0.0.1:8470`")
+        }
+        e => anyhow::Error::new(e).context("opening the database"),
+    })?;
+    print_json(&perfd::store::backup::write(&store, out)?)
+}
+
+/// Asks a running daemon (loopback only) to write a backup; prints its answer.
+fn backup_online(url: &str) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let addr = url.trim_start_matches("http://").trim_end_matches('/');
+    let sock: std::net::SocketAddr = addr.parse().context("--url must look like http://127.0.0.1:8470")?;
+    anyhow::ensure!(sock.ip().is_loopback(), "--url must be a loopback address");
+    let mut stream = std::net::TcpStream::connect(sock).with_context(|| format!("connecting to {sock}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(600)))?;
+    let auth = std::env::var("PERFD_AUTH_TOKEN")
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "POST /api/v1/admin/backup HTTP/1.1\r\nHost: {sock}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut resp = String::new();
+    stream.read_to_string(&mut resp)?;
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+    anyhow::ensure!(head.starts_with("HTTP/1.1 201"), "the daemon answered: {head} {body}");
+    println!("{body}");
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! The HTTP API: the whole route table on one screen. Handlers live in one file per area and
 //! never block a worker: writes `try_send` to the writer, redb scans run in `web::block`.
 
+mod admin;
 mod alerts;
 mod cache;
 pub mod error;
@@ -134,6 +135,8 @@ pub fn configure(state: AppState) -> impl Fn(&mut web::ServiceConfig) + Clone {
             .route("/api/v1/metrics/cache", web::get().to(metrics::get_cache))
             .route("/api/v1/metrics/cache/clear", web::post().to(metrics::clear_cache))
             .route("/api/v1/queries", web::post().to(metrics::report_queries))
+            .route("/api/v1/admin/backup", web::post().to(admin::create_backup))
+            .route("/api/v1/admin/backups", web::get().to(admin::list_backups))
             .route("/api/v1/metrics/database", web::get().to(metrics::get_database))
             .route("/api/v1/metrics/queue", web::get().to(metrics::get_queue))
             .default_service(web::to(not_found));

@@ -6,6 +6,7 @@
 //! point being sealed is seen in `open`, in `CHUNKS`, or in both (duplicates are dropped by
 //! timestamp), never in neither.
 
+pub mod backup;
 pub mod block;
 pub mod codec;
 pub mod records;

@@ -1,0 +1,123 @@
+//! Backups through the API and the CLI: consistent snapshot, restore elsewhere, verification.
+
+use crate::helpers::{TestServer, base_ms};
+use perfd::Daemon;
+use perfd::config::Config;
+use std::process::Command;
+
+fn perfd(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_perfd")).args(args).env("RUST_LOG", "warn").output().expect("run perfd")
+}
+
+#[tokio::test]
+async fn backup_while_running_then_restore_elsewhere_gives_the_same_answers() {
+    let s = TestServer::start();
+    let t = base_ms();
+    let lines: String =
+        (0..3000).map(|i| format!("bk,h=h{} v={} {}\n", i % 7, i as f64 / 8.0, t + i * 500)).collect();
+    s.post("/write?precision=ms", lines).await;
+    s.seal();
+    s.post("/write?precision=ms", format!("bk,h=late v=42 {}", t + 10)).await; // still in the WAL
+    let (status, info) = s.post_json("/api/v1/admin/backup", &serde_json::json!({})).await;
+    assert_eq!(status, 201, "{info}");
+    assert_eq!(info["sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(
+        info["series"].as_u64().unwrap(),
+        s.get_json("/api/v1/metrics/database").await.1["database"]["series"].as_u64().unwrap()
+    );
+    assert!(info["thresholds"].as_u64().unwrap() >= 6);
+    let (_, list) = s.get_json("/api/v1/admin/backups").await;
+    let name = info["file"].as_str().unwrap();
+    assert_eq!(list["backups"][0]["file"], name);
+    let data_dir = s.config.data_dir.clone();
+    let file = data_dir.join("backups").join(name);
+    let leftovers: Vec<_> = std::fs::read_dir(data_dir.join("backups"))
+        .unwrap()
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().ends_with(".pfbk"))
+        .collect();
+    assert!(leftovers.is_empty(), "no temp file remains");
+
+    let out = perfd(&["check", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let restored = tempfile::tempdir().unwrap();
+    let out = perfd(&["restore", file.to_str().unwrap(), "--data-dir", restored.path().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let q = format!("query=bk_v&start={t}&end={}", t + 2_000_000);
+    let want = s.points(&q).await;
+    let d = Daemon::start(Config::for_test(restored.path())).unwrap();
+    let other = TestServerView(format!("http://{}", d.addr));
+    assert_eq!(other.points(&q).await, want);
+    drop(d);
+
+    // A second restore into the now non-empty directory needs --force.
+    let out = perfd(&["restore", file.to_str().unwrap(), "--data-dir", restored.path().to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
+    // Truncated or altered backups are refused and leave the existing data alone.
+    let bytes = std::fs::read(&file).unwrap();
+    let bad = restored.path().join("bad.pfbk");
+    for broken in [bytes[..bytes.len() / 2].to_vec(), {
+        let mut b = bytes.clone();
+        b[bytes.len() / 3] ^= 1;
+        b
+    }] {
+        std::fs::write(&bad, &broken).unwrap();
+        let out = perfd(&["check", bad.to_str().unwrap()]);
+        assert!(!out.status.success());
+        let out = perfd(&[
+            "restore",
+            bad.to_str().unwrap(),
+            "--force",
+            "--data-dir",
+            restored.path().to_str().unwrap(),
+        ]);
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("checksum"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let d = Daemon::start(Config::for_test(restored.path())).unwrap();
+    assert_eq!(TestServerView(format!("http://{}", d.addr)).points(&q).await, want, "untouched");
+}
+
+#[tokio::test]
+async fn offline_backup_of_a_running_daemon_is_a_clear_error() {
+    let s = TestServer::start();
+    let out_file = s.config.data_dir.join("x.pfbk");
+    let out = perfd(&[
+        "backup",
+        "--out",
+        out_file.to_str().unwrap(),
+        "--data-dir",
+        s.config.data_dir.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--url"), "{err}");
+    let url = s.base.clone();
+    let out = perfd(&["backup", "--url", &url]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("sha256"));
+}
+
+/// A read-only view of another server, for comparing answers.
+struct TestServerView(String);
+
+impl TestServerView {
+    async fn points(&self, query: &str) -> Vec<(serde_json::Value, Vec<(i64, f64)>)> {
+        let body: serde_json::Value = reqwest::get(format!("{}/api/v1/query_range?{query}", self.0))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| (s["labels"].clone(), serde_json::from_value(s["points"].clone()).unwrap()))
+            .collect()
+    }
+}
