@@ -26,6 +26,15 @@ pub struct Config {
     pub cache: CacheConfig,
     pub sampler: SamplerConfig,
     pub executions: crate::executions::ExecutionConfig,
+    pub backup: BackupConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct BackupConfig {
+    /// Scheduled backups into `<data_dir>/backups`; `None` (the default) means off.
+    pub interval: Option<Duration>,
+    /// Scheduled backups kept; older `perfd-*.pfbk` files are deleted.
+    pub keep: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -131,6 +140,15 @@ struct RawConfig {
     sampler: RawSampler,
     #[serde(default)]
     executions: RawExecutions,
+    #[serde(default)]
+    backup: RawBackup,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackup {
+    interval: Option<String>,
+    keep: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -205,8 +223,8 @@ struct RawQuery {
 
 /// Sections of the TOML file, longest first; `PERFD_<SECTION>_<KEY>` maps to `[section] key`
 /// (`PERFD_CACHE_REDIS_URL` to `[cache.redis] url`).
-const SECTIONS: [&str; 8] =
-    ["cache_redis", "executions", "storage", "sampler", "writer", "query", "cache", "http"];
+const SECTIONS: [&str; 9] =
+    ["cache_redis", "executions", "storage", "sampler", "writer", "backup", "query", "cache", "http"];
 
 /// Flags that override everything else.
 #[derive(Debug, Default, Clone)]
@@ -360,6 +378,17 @@ impl RawConfig {
                     duration("sampler.interval", self.sampler.interval, "5s")?,
                     Duration::from_secs(1),
                 )?,
+            },
+            backup: BackupConfig {
+                interval: match self.backup.interval.as_deref() {
+                    None | Some("off") | Some("0s") => None,
+                    Some(_) => Some(at_least(
+                        "backup.interval",
+                        duration("backup.interval", self.backup.interval, "1d")?,
+                        Duration::from_secs(1),
+                    )?),
+                },
+                keep: at_least("backup.keep", self.backup.keep.unwrap_or(7), 1)?,
             },
             executions: {
                 let e = self.executions;

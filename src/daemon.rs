@@ -60,6 +60,7 @@ impl Daemon {
             writer: writer.clone(),
             store: store.clone(),
             executions: executions.clone(),
+            backup: Some((config.data_dir.clone(), config.backup.clone())),
             retention_ms: config.storage.retention.as_millis() as i64,
         };
         if let Some(seed) = crate::store::records::seed_defaults(&store)? {

@@ -85,6 +85,8 @@ pub struct Sources {
     pub store: Arc<crate::store::Store>,
     pub executions: Arc<crate::executions::Executions>,
     pub retention_ms: i64,
+    /// Scheduled backups: (data dir, config).
+    pub backup: Option<(std::path::PathBuf, crate::config::BackupConfig)>,
 }
 
 pub struct Sampler {
@@ -96,6 +98,7 @@ pub struct Sampler {
     last_tick: Instant,
     sources: Sources,
     alert_states: std::collections::HashMap<u64, alerts::AlertState>,
+    last_backup: Instant,
     pub published: Arc<Published>,
 }
 
@@ -111,6 +114,7 @@ impl Sampler {
             last_tick: Instant::now(),
             sources,
             alert_states: Default::default(),
+            last_backup: Instant::now(),
             published: Arc::default(),
         })
     }
@@ -249,6 +253,7 @@ impl Sampler {
         *self.published.health.write() = Some(health::score(&inputs));
         *self.published.resources.write() = snap;
         self.published.alive_ms.store(now_ms(), std::sync::atomic::Ordering::Relaxed);
+        self.scheduled_backup();
     }
 }
 
@@ -296,6 +301,27 @@ impl Sampler {
             self.sources.writer.apply(crate::store::records::append_events(&events)?)?;
         }
         Ok(firing)
+    }
+}
+
+impl Sampler {
+    /// Writes a backup when `backup.interval` has passed and keeps the newest `backup.keep`.
+    fn scheduled_backup(&mut self) {
+        let Some((dir, cfg)) = &self.sources.backup else { return };
+        if cfg.interval.is_none_or(|i| self.last_backup.elapsed() < i) {
+            return;
+        }
+        self.last_backup = Instant::now();
+        let store = &self.sources.store;
+        match crate::store::backup::new_path(dir).and_then(|p| crate::store::backup::write(store, &p)) {
+            Ok(info) => {
+                log::info!("scheduled backup {} ({} bytes)", info.file, info.bytes);
+                if let Err(e) = crate::store::backup::prune(dir, cfg.keep) {
+                    log::error!("pruning old backups: {e}");
+                }
+            }
+            Err(e) => log::error!("scheduled backup failed: {e}"),
+        }
     }
 }
 

@@ -247,3 +247,16 @@ pub fn list(data_dir: &Path) -> Result<Vec<serde_json::Value>> {
     out.sort_by(|a, b| b["file"].as_str().cmp(&a["file"].as_str()));
     Ok(out)
 }
+
+/// Deletes the oldest `perfd-*.pfbk` files beyond the newest `keep`; returns how many went.
+pub fn prune(data_dir: &Path, keep: usize) -> Result<usize> {
+    let list = list(data_dir)?;
+    let mut removed = 0;
+    for old in list.iter().skip(keep) {
+        if let Some(name) = old["file"].as_str().filter(|n| n.starts_with("perfd-")) {
+            std::fs::remove_file(data_dir.join("backups").join(name))?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}

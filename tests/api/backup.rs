@@ -121,3 +121,23 @@ impl TestServerView {
             .collect()
     }
 }
+
+#[tokio::test]
+async fn scheduled_backups_keep_the_newest_n() {
+    let s = TestServer::start_with(|c| {
+        c.backup.interval = Some(std::time::Duration::from_secs(1));
+        c.backup.keep = 2;
+    });
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    // Bounded polling: tick the sampler until three different backups have been written.
+    while seen.len() < 3 {
+        assert!(std::time::Instant::now() < deadline, "saw {seen:?}");
+        s.daemon().sampler.tick();
+        let (_, list) = s.get_json("/api/v1/admin/backups").await;
+        let files = list["backups"].as_array().unwrap();
+        assert!(files.len() <= 2, "{list}");
+        seen.extend(files.iter().map(|f| f["file"].as_str().unwrap().to_owned()));
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
