@@ -103,8 +103,8 @@ fn sigterm_exits_zero_and_keeps_data() {
     p.child.wait().unwrap();
 }
 
-/// Four clients ingest while the server is killed with SIGKILL at a different moment in each of
-/// six rounds;
+/// Four clients ingest and a fifth asks for backups while the server is killed with SIGKILL at
+/// a different moment in each of ten rounds; every backup under a final name must verify, and
 /// after every restart each acknowledged point must be there.
 #[test]
 fn kill_dash_nine_loses_no_acknowledged_point() {
@@ -112,7 +112,7 @@ fn kill_dash_nine_loses_no_acknowledged_point() {
     let t0 = crate::helpers::base_ms();
     let acked: Arc<Mutex<Vec<(i64, f64)>>> = Arc::default();
     let seq = Arc::new(std::sync::atomic::AtomicI64::new(0));
-    for round in 0..6 {
+    for round in 0..10 {
         let mut p = spawn(dir.path());
         let workers: Vec<_> = (0..4)
             .map(|w| {
@@ -134,8 +134,18 @@ fn kill_dash_nine_loses_no_acknowledged_point() {
             })
             .collect();
         // Wait (bounded) until this round acknowledged something, then kill mid-stream.
-        // A different moment each round: after 2,000 to 7,000 more acknowledged points.
-        let want = acked.lock().unwrap().len() + 2000 + 1000 * round;
+        let backups = {
+            let base = p.base.clone();
+            std::thread::spawn(move || {
+                for _ in 0..50 {
+                    if post(&base, "/api/v1/admin/backup", String::new()).is_none() {
+                        return;
+                    }
+                }
+            })
+        };
+        // A different moment each round: after 2,000 to 6,500 more acknowledged points.
+        let want = acked.lock().unwrap().len() + 2000 + 500 * round;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         while acked.lock().unwrap().len() < want && std::time::Instant::now() < deadline {
             std::thread::yield_now();
@@ -144,6 +154,13 @@ fn kill_dash_nine_loses_no_acknowledged_point() {
         p.child.wait().unwrap();
         for w in workers {
             w.join().unwrap();
+        }
+        backups.join().unwrap();
+        for e in std::fs::read_dir(dir.path().join("backups")).into_iter().flatten().flatten() {
+            let path = e.path();
+            if path.extension().is_some_and(|x| x == "pfbk") {
+                perfd::store::backup::check(&path).unwrap_or_else(|e| panic!("partial backup {path:?}: {e}"));
+            }
         }
         let mut p = spawn(dir.path());
         let got = series_points(&p.base, t0, t0 + 100_000_000);
@@ -156,6 +173,11 @@ fn kill_dash_nine_loses_no_acknowledged_point() {
         p.child.kill().unwrap();
         p.child.wait().unwrap();
     }
+    let finished = std::fs::read_dir(dir.path().join("backups")).unwrap().flatten();
+    assert!(
+        finished.filter(|e| e.path().extension().is_some_and(|x| x == "pfbk")).count() > 0,
+        "backups ran"
+    );
 }
 
 /// Under systemd: READY=1 once listening, WATCHDOG=1 pings while alive, STOPPING=1 on SIGTERM.
