@@ -330,3 +330,33 @@ mod tests {
         writer.shutdown();
     }
 }
+
+#[cfg(test)]
+mod retention_tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::ingest::BatchBuilder;
+    use crate::model::{HOUR_MS, TimeBounds, now_ms};
+
+    #[test]
+    fn retention_deletes_blocks_whose_hour_has_expired() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = Config::for_test(dir.path());
+        cfg.storage.retention = Duration::from_secs(3600);
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let mut w =
+            Writer::new(store.clone(), cfg.writer, cfg.storage, Arc::default(), Arc::default()).unwrap();
+        let now = now_ms();
+        let mut b = BatchBuilder::new(TimeBounds::new(now, HOUR_MS));
+        b.push("old", &[], (now - 50 * 60_000, 1.0)).unwrap();
+        w.step(vec![WriterMsg::Write { batch: b.finish(), reply: None }]);
+        let keys = w.first_seq.keys().copied().collect();
+        w.seal(keys).unwrap();
+        assert_eq!(store.counts().unwrap().blocks, 1);
+        w.expire(now).unwrap();
+        assert_eq!(store.counts().unwrap().blocks, 1, "still inside the retention period");
+        w.expire(now + 3 * HOUR_MS).unwrap();
+        assert_eq!(store.counts().unwrap().blocks, 0, "the whole hour is past retention");
+        assert_eq!(w.stats.expired_chunks.load(Relaxed), 1);
+    }
+}

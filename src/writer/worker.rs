@@ -316,7 +316,7 @@ impl Writer {
 
     /// Writes the given open hours into chunks (merged with existing ones), drops WAL entries no
     /// open hour needs any more, commits, then removes the hours from memory.
-    fn seal(&mut self, mut keys: Vec<(u64, i64)>) -> Result<()> {
+    pub(super) fn seal(&mut self, mut keys: Vec<(u64, i64)>) -> Result<()> {
         keys.sort_unstable();
         keys.dedup();
         if keys.is_empty() {
@@ -457,7 +457,7 @@ impl Writer {
     }
 
     /// Deletes chunk blocks whose whole hour is older than the retention period.
-    fn expire(&mut self, now: i64) -> Result<()> {
+    pub(super) fn expire(&mut self, now: i64) -> Result<()> {
         let cutoff = hour_start(now - self.storage.retention.as_millis() as i64);
         let expired: Vec<(i64, u64)> = {
             let txn = self.store.db.begin_read()?;
