@@ -72,3 +72,14 @@ pub fn body_error(e: actix_web::Error, limit: usize) -> ApiError {
 pub fn extractor_error(e: impl std::fmt::Display) -> actix_web::Error {
     ApiError(Error::invalid(e.to_string())).into()
 }
+
+/// For `JsonConfig`: an oversized body is a 413, anything else malformed a 400.
+pub fn json_error(e: actix_web::error::JsonPayloadError, limit: usize) -> actix_web::Error {
+    use actix_web::error::JsonPayloadError as J;
+    match e {
+        J::Overflow { .. } | J::OverflowKnownLength { .. } => {
+            ApiError(Error::TooLarge(format!("request body is larger than {limit} bytes"))).into()
+        }
+        e => extractor_error(e),
+    }
+}

@@ -93,7 +93,11 @@ pub fn configure(state: AppState) -> impl Fn(&mut web::ServiceConfig) + Clone {
             .app_data(web::PayloadConfig::new(limit))
             .app_data(web::QueryConfig::default().error_handler(|e, _| error::extractor_error(e)))
             .app_data(web::PathConfig::default().error_handler(|e, _| error::extractor_error(e)))
-            .app_data(web::JsonConfig::default().limit(limit).error_handler(|e, _| error::extractor_error(e)))
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(limit)
+                    .error_handler(move |e, _| error::json_error(e, limit)),
+            )
             .route("/healthz", web::get().to(healthz))
             .route("/metrics", web::get().to(prometheus::get_metrics))
             .route("/write", web::post().to(ingest::write_lines))

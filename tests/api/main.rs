@@ -5,6 +5,7 @@ mod backup;
 mod cache;
 mod crash;
 mod executions;
+mod flood;
 mod helpers;
 mod ingest;
 mod observe;
