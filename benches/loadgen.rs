@@ -4,7 +4,8 @@
 //! ```sh
 //! cargo run --release --example loadgen -- --url http://127.0.0.1:8470 --points 10000000
 //! ```
-//! Only loopback targets are accepted; the run is bounded by `--points` and `--seconds`.
+//! Only loopback targets are accepted; the run is bounded by `--points` and `--seconds`
+//! (`--repeat` cycles the bodies until `--seconds`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -18,6 +19,8 @@ struct Args {
     series: usize,
     seconds: u64,
     query: String,
+    /// Start over when the bodies run out (until `seconds`): bounded memory for long runs.
+    repeat: bool,
 }
 
 fn parse_args() -> Args {
@@ -29,11 +32,17 @@ fn parse_args() -> Args {
         series: 1_000,
         seconds: 60,
         query: "precision=ms".into(),
+        repeat: false,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
-    for pair in argv.chunks(2) {
-        let v = pair.get(1).cloned().unwrap_or_default();
-        match pair[0].as_str() {
+    let mut argv = argv.into_iter().peekable();
+    while let Some(flag) = argv.next() {
+        if flag == "--repeat" {
+            a.repeat = true;
+            continue;
+        }
+        let v = argv.next().unwrap_or_default();
+        match flag.as_str() {
             "--url" => a.url = v,
             "--connections" => a.connections = v.parse().expect("--connections N"),
             "--points" => a.points = v.parse().expect("--points N"),
@@ -97,11 +106,13 @@ async fn main() {
         .map(|_| {
             let (bodies, next, acked, errors, url) =
                 (bodies.clone(), next.clone(), acked.clone(), errors.clone(), url.clone());
+            let repeat = a.repeat;
             tokio::spawn(async move {
                 let client = reqwest::Client::builder().pool_max_idle_per_host(1).build().expect("client");
                 let mut lat = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
                 while Instant::now() < deadline {
                     let i = next.fetch_add(1, Relaxed);
+                    let i = if repeat { i % bodies.len() } else { i };
                     let Some((body, n)) = bodies.get(i) else {
                         break;
                     };
