@@ -30,7 +30,8 @@ wrk -t1 -c16 -d"${SECS}s" "http://127.0.0.1:$PORT/api/v1/cache/llm_response/k7" 
 (
   end=$((SECONDS + SECS)); n=0
   while ((SECONDS < end)); do
-    curl -s -G "http://127.0.0.1:$PORT/api/v1/query_range" --data-urlencode 'query=cpu_usage' -d start=0 -d step=1h >/dev/null
+    day_ago=$((($(date +%s) - 86400) * 1000))
+    curl -s -G "http://127.0.0.1:$PORT/api/v1/query_range" --data-urlencode 'query=cpu_usage' -d start=$day_ago -d step=1h >/dev/null
     curl -s -G "http://127.0.0.1:$PORT/api/v1/query_range" --data-urlencode 'query=cpu_usage{host="host-00007"}' -d start=0 >/dev/null
     curl -s -G "http://127.0.0.1:$PORT/api/v1/series" --data-urlencode 'match=cpu_usage{region="r1"}' >/dev/null
     n=$((n + 3))
