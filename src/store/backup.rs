@@ -151,7 +151,18 @@ fn hex(b: &[u8]) -> String {
 /// Reads and verifies a backup file (magic, version, checksum, decoding).
 fn read(path: &Path) -> Result<(Snapshot, BackupInfo)> {
     let bytes = std::fs::read(path)?;
-    let bad = |m: &str| Error::InvalidInput(format!("{}: {m}", path.display()));
+    let (snapshot, mut i) = parse(&bytes, &path.display().to_string())?;
+    i.file = path.display().to_string();
+    Ok((snapshot, i))
+}
+
+/// Verifies backup bytes and reports what they hold (the fuzz target's entry point).
+pub fn check_bytes(bytes: &[u8]) -> Result<BackupInfo> {
+    Ok(parse(bytes, "backup")?.1)
+}
+
+fn parse(bytes: &[u8], what: &str) -> Result<(Snapshot, BackupInfo)> {
+    let bad = |m: &str| Error::InvalidInput(format!("{what}: {m}"));
     if bytes.len() < 6 + 32 || &bytes[..4] != MAGIC {
         return Err(bad("not a perfd backup (bad magic or too short)"));
     }
@@ -173,7 +184,6 @@ fn read(path: &Path) -> Result<(Snapshot, BackupInfo)> {
         return Err(bad("made by a newer perfd"));
     }
     let mut i = info(&snapshot);
-    i.file = path.display().to_string();
     i.bytes = bytes.len() as u64;
     i.sha256 = hex(&digest);
     Ok((snapshot, i))
