@@ -89,6 +89,8 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     /// actix worker threads.
     pub workers: usize,
+    /// Open connections each worker accepts; beyond it new connections wait in the backlog.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -196,6 +198,7 @@ struct RawRedis {
 struct RawHttp {
     max_body_bytes: Option<usize>,
     workers: Option<usize>,
+    max_connections: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -344,6 +347,11 @@ impl RawConfig {
                     1024,
                 )?,
                 workers: at_least("http.workers", self.http.workers.unwrap_or(2), 1)?,
+                max_connections: at_least(
+                    "http.max_connections",
+                    self.http.max_connections.unwrap_or(4096),
+                    1,
+                )?,
             },
             storage: StorageConfig {
                 retention: at_least("storage.retention", retention, Duration::from_secs(3600))?,

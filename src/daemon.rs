@@ -73,6 +73,7 @@ impl Daemon {
         })?;
         let addr = listener.local_addr()?;
         let workers = config.http.workers;
+        let max_connections = config.http.max_connections;
         let state = AppState {
             config: Arc::new(config),
             store: store.clone(),
@@ -95,6 +96,7 @@ impl Daemon {
                         .configure(routes.clone())
                 })
                 .workers(workers)
+                .max_connections(max_connections)
                 .disable_signals()
                 .shutdown_timeout(10)
                 .client_request_timeout(Duration::from_secs(30))

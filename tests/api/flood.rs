@@ -104,7 +104,7 @@ async fn thousands_of_bad_requests_get_json_4xx_and_change_nothing() {
     let before = s.points(&q).await;
     let bomb = gzip(&vec![b'1'; 8 << 20]);
     let mut rng = Rng(0x5eed_1234_abcd_0001);
-    let requests: Vec<_> = (0..2000).map(|_| bad_request(&mut rng, &bomb)).collect();
+    let requests: Vec<_> = (0..3000).map(|_| bad_request(&mut rng, &bomb)).collect();
     for batch in requests.chunks(16) {
         let tasks: Vec<_> = batch
             .iter()
