@@ -8,7 +8,6 @@ use crate::model::now_ms;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 
@@ -285,9 +284,6 @@ fn start(inner: &mut Inner, e: &mut Execution, now: i64) {
     inner.admitted += 1;
     inner.total_wait_ms += now - e.created_ms;
 }
-
-/// Shared handle.
-pub type SharedExecutions = Arc<Executions>;
 
 #[cfg(test)]
 mod tests {

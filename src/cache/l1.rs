@@ -43,7 +43,6 @@ pub enum Lookup {
 pub struct L1 {
     cache: Cache<String, Entry, EntryWeighter, foldhash::fast::RandomState, EvictionCounter>,
     pub evictions: Arc<AtomicU64>,
-    bytes: AtomicU64,
 }
 
 impl L1 {
@@ -55,7 +54,7 @@ impl L1 {
         let evictions = counter.0.clone();
         let cache =
             Cache::with(max_entries, capacity, EntryWeighter { by_bytes }, Default::default(), counter);
-        L1 { cache, evictions, bytes: AtomicU64::new(0) }
+        L1 { cache, evictions }
     }
 
     /// The live entry for `key`; an expired one is removed on the way.
@@ -78,7 +77,7 @@ impl L1 {
         self.cache.remove(key).is_some()
     }
 
-    /// Removes every key `keep` rejects; returns how many.
+    /// Removes every entry `drop` selects; returns how many.
     pub fn remove_where(&self, drop: impl Fn(&str, &Entry) -> bool) -> u64 {
         let before = self.cache.len();
         self.cache.retain(|k, e| !drop(k, e));
@@ -110,9 +109,7 @@ impl L1 {
 
     /// Bytes of keys and values held (computed by walking the cache; for stats, not hot paths).
     pub fn bytes(&self) -> u64 {
-        let b = self.cache.iter().map(|(k, e)| (k.len() + e.value.len()) as u64).sum();
-        self.bytes.store(b, Relaxed);
-        b
+        self.cache.iter().map(|(k, e)| (k.len() + e.value.len()) as u64).sum()
     }
 
     /// Every live entry, for the warm-restart snapshot.
