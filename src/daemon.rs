@@ -14,6 +14,7 @@ use crate::monitor::Monitor;
 use crate::sampler::{Sampler, SamplerHandle, Sources};
 use crate::store::Store;
 use crate::writer::WriterHandle;
+use actix_service::IntoServiceFactory;
 use actix_web::{App, HttpServer, dev::ServerHandle};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -88,12 +89,14 @@ impl Daemon {
         let join = std::thread::Builder::new().name("perfd-http".into()).spawn(move || {
             let system = actix_web::rt::System::new();
             let result = system.block_on(async move {
+                let fast_state = state.clone();
                 let routes = api::configure(state);
-                let server = HttpServer::new(move || {
-                    App::new()
-                        .wrap(actix_web::middleware::from_fn(api::check_auth))
-                        .wrap(actix_web::middleware::from_fn(api::time_requests))
+                let server = HttpServer::new(move || api::FastCache {
+                    app: App::new()
+                        .wrap(actix_web::middleware::from_fn(api::guard_and_time))
                         .configure(routes.clone())
+                        .into_factory(),
+                    state: fast_state.clone(),
                 })
                 .workers(workers)
                 .max_connections(max_connections)

@@ -13,9 +13,6 @@ pub const BUCKET_MS: i64 = 600_000;
 /// Buckets kept: 24 hours.
 const BUCKETS: usize = 144;
 
-/// Route pattern and method, e.g. (`/api/v1/cache/{strategy}/{key:.+}`, `GET`).
-pub type RouteKey = (String, String);
-
 #[derive(Clone)]
 struct RouteStats {
     /// Latency in microseconds.
@@ -50,14 +47,68 @@ impl RouteStats {
     }
 }
 
+/// One (route pattern, method), e.g. (`/api/v1/cache/{strategy}/{key}`, `GET`).
+struct Route {
+    route: String,
+    method: String,
+    /// Requests since start by status class (1xx..5xx), for `/metrics` counters.
+    by_class: [u64; 5],
+}
+
+/// Per-route stats indexed by route id; `None` where a route had no request.
+type Slots = Vec<Option<RouteStats>>;
+
+fn slot(slots: &mut Slots, id: usize) -> &mut RouteStats {
+    if slots.len() <= id {
+        slots.resize_with(id + 1, || None);
+    }
+    slots[id].get_or_insert_with(RouteStats::new)
+}
+
 #[derive(Default)]
 struct Inner {
-    /// (bucket start ms, stats per route), oldest first.
-    history: VecDeque<(i64, HashMap<RouteKey, RouteStats>)>,
+    /// `"{method} {route}"` → index into `routes`; routes are few (the route table), never raw
+    /// paths.
+    ids: HashMap<String, usize>,
+    routes: Vec<Route>,
+    /// (bucket start ms, stats per route id), oldest first.
+    history: VecDeque<(i64, Slots)>,
     /// Since the sampler last drained it.
-    interval: HashMap<RouteKey, RouteStats>,
-    /// Requests since start by (route, method, status class), for `/metrics` counters.
-    totals: BTreeMap<(String, String, &'static str), u64>,
+    interval: Slots,
+    /// Scratch space for the id lookup, so recording a request allocates nothing.
+    key: String,
+}
+
+impl Inner {
+    fn id(&mut self, route: &str, method: &str) -> usize {
+        self.key.clear();
+        self.key.push_str(method);
+        self.key.push(' ');
+        self.key.push_str(route);
+        if let Some(&id) = self.ids.get(self.key.as_str()) {
+            return id;
+        }
+        let id = self.routes.len();
+        self.routes.push(Route { route: route.to_owned(), method: method.to_owned(), by_class: [0; 5] });
+        self.ids.insert(self.key.clone(), id);
+        id
+    }
+
+    fn summaries<'a>(
+        &self,
+        slots: impl Iterator<Item = (usize, &'a RouteStats)>,
+        window_secs: f64,
+    ) -> Vec<EndpointSummary> {
+        let mut merged: BTreeMap<usize, RouteStats> = BTreeMap::new();
+        for (id, s) in slots {
+            merged.entry(id).or_insert_with(RouteStats::new).add(s);
+        }
+        merged.iter().map(|(&id, s)| summary(&self.routes[id], s, window_secs)).collect()
+    }
+}
+
+fn occupied(slots: &Slots) -> impl Iterator<Item = (usize, &RouteStats)> {
+    slots.iter().enumerate().filter_map(|(id, s)| Some((id, s.as_ref()?)))
 }
 
 #[derive(Default)]
@@ -80,12 +131,12 @@ pub struct EndpointSummary {
     pub max_ms: f64,
 }
 
-fn summary(key: &RouteKey, s: &RouteStats, window_secs: f64) -> EndpointSummary {
+fn summary(route: &Route, s: &RouteStats, window_secs: f64) -> EndpointSummary {
     let ms = |q: f64| s.latency.value_at_quantile(q) as f64 / 1000.0;
     let n = s.latency.len();
     EndpointSummary {
-        route: key.0.clone(),
-        method: key.1.clone(),
+        route: route.route.clone(),
+        method: route.method.clone(),
         requests: n,
         requests_per_sec: n as f64 / window_secs.max(1.0),
         error_rate_percent: if n == 0 {
@@ -101,61 +152,57 @@ fn summary(key: &RouteKey, s: &RouteStats, window_secs: f64) -> EndpointSummary 
     }
 }
 
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
 impl Monitor {
     pub fn record(&self, route: &str, method: &str, status: u16, elapsed: Duration, now_ms: i64) {
         let bucket = now_ms - now_ms.rem_euclid(BUCKET_MS);
-        let key = (route.to_owned(), method.to_owned());
         let us = (elapsed.as_micros() as u64).clamp(1, 120_000_000);
-        let mut inner = self.inner.lock();
+        let mut guard = self.inner.lock();
+        let inner = &mut *guard;
+        let id = inner.id(route, method);
         if inner.history.back().is_none_or(|(b, _)| *b != bucket) {
-            inner.history.push_back((bucket, HashMap::new()));
+            inner.history.push_back((bucket, Vec::new()));
             while inner.history.len() > BUCKETS {
                 inner.history.pop_front();
             }
         }
-        if let Some((_, routes)) = inner.history.back_mut() {
-            routes.entry(key.clone()).or_insert_with(RouteStats::new).count(us, status);
+        if let Some((_, slots)) = inner.history.back_mut() {
+            slot(slots, id).count(us, status);
         }
-        let class = match status {
-            100..=199 => "1xx",
-            200..=299 => "2xx",
-            300..=399 => "3xx",
-            400..=499 => "4xx",
-            _ => "5xx",
-        };
-        *inner.totals.entry((key.0.clone(), key.1.clone(), class)).or_default() += 1;
-        inner.interval.entry(key).or_insert_with(RouteStats::new).count(us, status);
+        slot(&mut inner.interval, id).count(us, status);
+        let class = (status / 100).clamp(1, 5) as usize - 1;
+        inner.routes[id].by_class[class] += 1;
     }
 
     /// Requests since start by (route, method, status class).
     pub fn totals(&self) -> BTreeMap<(String, String, &'static str), u64> {
-        self.inner.lock().totals.clone()
+        let inner = self.inner.lock();
+        let mut out = BTreeMap::new();
+        for r in &inner.routes {
+            for (class, &n) in CLASSES.iter().zip(&r.by_class).filter(|(_, n)| **n > 0) {
+                out.insert((r.route.clone(), r.method.clone(), *class), n);
+            }
+        }
+        out
     }
 
     /// Per-endpoint figures over the last `window` (10-minute resolution), busiest first.
     pub fn summarize(&self, window: Duration, now_ms: i64) -> Vec<EndpointSummary> {
         let since = now_ms - window.as_millis() as i64;
-        let mut merged: BTreeMap<RouteKey, RouteStats> = BTreeMap::new();
         let inner = self.inner.lock();
-        for (bucket, routes) in &inner.history {
-            if bucket + BUCKET_MS <= since {
-                continue;
-            }
-            for (k, s) in routes {
-                merged.entry(k.clone()).or_insert_with(RouteStats::new).add(s);
-            }
-        }
+        let recent = inner.history.iter().filter(|(bucket, _)| bucket + BUCKET_MS > since);
+        let mut out = inner.summaries(recent.flat_map(|(_, slots)| occupied(slots)), window.as_secs_f64());
         drop(inner);
-        let secs = window.as_secs_f64();
-        let mut out: Vec<EndpointSummary> = merged.iter().map(|(k, s)| summary(k, s, secs)).collect();
         out.sort_by_key(|s| std::cmp::Reverse(s.requests));
         out
     }
 
     /// Takes the figures gathered since the last call (for the sampler's time series).
     pub fn drain_interval(&self, interval: Duration) -> Vec<EndpointSummary> {
-        let taken = std::mem::take(&mut self.inner.lock().interval);
-        taken.iter().map(|(k, s)| summary(k, s, interval.as_secs_f64())).collect()
+        let mut inner = self.inner.lock();
+        let taken = std::mem::take(&mut inner.interval);
+        inner.summaries(occupied(&taken), interval.as_secs_f64())
     }
 
     /// (requests, 5xx) over the window, for the health score.
@@ -184,5 +231,11 @@ mod tests {
         assert_eq!(m.summarize(Duration::from_secs(3600), now)[0].requests, 101);
         assert_eq!(m.drain_interval(Duration::from_secs(10))[0].requests, 101);
         assert!(m.drain_interval(Duration::from_secs(10)).is_empty());
+        m.record("/a/{id}", "POST", 404, Duration::from_millis(1), now);
+        let totals = m.totals();
+        assert_eq!(totals[&("/a/{id}".to_string(), "GET".to_string(), "2xx")], 96);
+        assert_eq!(totals[&("/a/{id}".to_string(), "GET".to_string(), "5xx")], 5);
+        assert_eq!(totals[&("/a/{id}".to_string(), "POST".to_string(), "4xx")], 1);
+        assert_eq!(totals.len(), 3);
     }
 }

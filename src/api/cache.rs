@@ -5,9 +5,11 @@ use super::error::{ApiError, body_error};
 use crate::Error;
 use crate::cache::{Entry, Level};
 use crate::model::now_ms;
+use actix_web::http::Method;
 use actix_web::{HttpRequest, HttpResponse, http::header, web};
 use base64::Engine as _;
 use serde::Deserialize;
+use std::borrow::Cow;
 use std::time::Duration;
 
 /// Longest `?wait=` honoured: a client that wants more should poll.
@@ -37,78 +39,132 @@ fn duration_param(name: &str, s: &str) -> Result<Duration, Error> {
     Ok(d)
 }
 
-fn hit_response(e: Entry, level: Level) -> HttpResponse {
+/// The route pattern the request monitor files entry requests under.
+pub const ENTRY_ROUTE: &str = "/api/v1/cache/{strategy}/{key}";
+
+pub(super) fn hit_response(e: Entry, level: Level) -> HttpResponse {
     let max_age = (e.ttl_ms(now_ms()) + 999) / 1000;
-    HttpResponse::Ok()
-        .content_type(e.content_type.as_deref().unwrap_or("application/octet-stream"))
-        .insert_header(("X-Cache", if level == Level::L1 { "L1" } else { "L2" }))
-        .insert_header((header::CACHE_CONTROL, format!("max-age={max_age}")))
-        .body(e.value)
+    let mut resp = HttpResponse::Ok();
+    match e.content_type.as_deref() {
+        Some(ct) => resp.content_type(ct),
+        None => resp.content_type(header::HeaderValue::from_static("application/octet-stream")),
+    };
+    resp.insert_header((
+        header::HeaderName::from_static("x-cache"),
+        header::HeaderValue::from_static(if level == Level::L1 { "L1" } else { "L2" }),
+    ))
+    .insert_header((header::CACHE_CONTROL, format!("max-age={max_age}")))
+    .body(e.value)
+}
+
+/// `{strategy}` and `{key}` of `/api/v1/cache/{strategy}/{key}` (still percent-encoded); the
+/// key is the whole rest of the path, so it may hold `/`. Parsed by hand: the hottest route
+/// then costs no regex match in the router.
+pub(super) fn split_entry_path(path: &str) -> Option<(&str, &str)> {
+    let (strategy, key) = path.strip_prefix("/api/v1/cache/")?.split_once('/')?;
+    (!strategy.is_empty() && !key.is_empty()).then_some((strategy, key))
+}
+
+/// Whether a request path is an entry path (for the request monitor's route label).
+pub fn is_entry_path(path: &str) -> bool {
+    split_entry_path(path).is_some()
+}
+
+pub(super) fn percent_decoded(s: &str) -> Result<Cow<'_, str>, Error> {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .map_err(|_| Error::invalid("cache strategy and key must be percent-encoded UTF-8"))
+}
+
+/// Every method on `/api/v1/cache/{strategy}/{key}`.
+pub async fn entry(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: Result<web::Bytes, actix_web::Error>,
+) -> Result<HttpResponse, ApiError> {
+    let Some((strategy, key)) = split_entry_path(req.uri().path()) else {
+        return Err(Error::NotFound(format!("no route for {} {}", req.method(), req.path())).into());
+    };
+    let (strategy, key) = (percent_decoded(strategy)?, percent_decoded(key)?);
+    let params = match req.query_string() {
+        "" => EntryParams { wait: None, ttl: None },
+        q => web::Query::<EntryParams>::from_query(q)
+            .map_err(|e| Error::invalid(format!("invalid query string: {e}")))?
+            .into_inner(),
+    };
+    match *req.method() {
+        Method::GET | Method::HEAD => get_entry(&state, &strategy, &key, params).await,
+        Method::PUT => put_entry(&state, &req, &strategy, &key, params, body).await,
+        Method::DELETE => delete_entry(&state, &strategy, &key).await,
+        ref m => {
+            Err(Error::MethodNotAllowed(format!("{m} is not allowed here; use GET, PUT or DELETE")).into())
+        }
+    }
 }
 
 fn miss(strategy: &str, key: &str) -> ApiError {
     ApiError(Error::NotFound(format!("no cached value for {strategy}:{key}")))
 }
 
-pub async fn get_entry(
-    state: web::Data<AppState>,
-    path: web::Path<(String, String)>,
-    params: web::Query<EntryParams>,
+async fn get_entry(
+    state: &AppState,
+    strategy: &str,
+    key: &str,
+    params: EntryParams,
 ) -> Result<HttpResponse, ApiError> {
-    let (strategy, key) = path.into_inner();
     let Some(wait) = params.wait.as_deref() else {
-        return match state.cache.get(&strategy, &key).await? {
+        return match state.cache.get(strategy, key).await? {
             Some((e, level)) => Ok(hit_response(e, level)),
-            None => Err(miss(&strategy, &key)),
+            None => Err(miss(strategy, key)),
         };
     };
     let wait = duration_param("wait", wait)?.min(MAX_WAIT);
-    match state.cache.get_or_wait(&strategy, &key, wait).await? {
+    match state.cache.get_or_wait(strategy, key, wait).await? {
         Ok((e, level)) => Ok(hit_response(e, level)),
         Err(leased) => {
             let mut resp =
-                miss(&strategy, &key).error_response_with_fill(if leased { "lease" } else { "timeout" });
+                miss(strategy, key).error_response_with_fill(if leased { "lease" } else { "timeout" });
             resp.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
             Ok(resp)
         }
     }
 }
 
-pub async fn put_entry(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    path: web::Path<(String, String)>,
-    params: web::Query<EntryParams>,
+async fn put_entry(
+    state: &AppState,
+    req: &HttpRequest,
+    strategy: &str,
+    key: &str,
+    params: EntryParams,
     body: Result<web::Bytes, actix_web::Error>,
 ) -> Result<HttpResponse, ApiError> {
-    let (strategy, key) = path.into_inner();
     let body = body.map_err(|e| body_error(e, state.config.http.max_body_bytes))?;
     let ttl = params.ttl.as_deref().map(|t| duration_param("ttl", t)).transpose()?;
     let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    state.cache.set(&strategy, &key, body, content_type, ttl).await?;
+    state.cache.set(strategy, key, body, content_type, ttl).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
-pub async fn delete_entry(
-    state: web::Data<AppState>,
-    path: web::Path<(String, String)>,
-) -> Result<HttpResponse, ApiError> {
-    let (strategy, key) = path.into_inner();
-    let deleted = state.cache.delete(&strategy, &key).await?;
+async fn delete_entry(state: &AppState, strategy: &str, key: &str) -> Result<HttpResponse, ApiError> {
+    let deleted = state.cache.delete(strategy, key).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({"deleted": deleted})))
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct MgetBody {
-    keys: Vec<KeyRef>,
+struct MgetBody<'a> {
+    #[serde(borrow)]
+    keys: Vec<KeyRef<'a>>,
 }
 
+/// Borrowed from the body unless the JSON string has escapes.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct KeyRef {
-    strategy: String,
-    key: String,
+struct KeyRef<'a> {
+    #[serde(borrow)]
+    strategy: Cow<'a, str>,
+    #[serde(borrow)]
+    key: Cow<'a, str>,
 }
 
 /// Many keys in one request. JSON by default (UTF-8 values as `value`, others as `value_b64`);
@@ -116,15 +172,17 @@ struct KeyRef {
 pub async fn mget(
     state: web::Data<AppState>,
     req: HttpRequest,
-    body: web::Json<MgetBody>,
+    body: Result<web::Bytes, actix_web::Error>,
 ) -> Result<HttpResponse, ApiError> {
+    let raw = body.map_err(|e| body_error(e, state.config.http.max_body_bytes))?;
+    // Parsed here rather than by `web::Json`, so the keys borrow from the body.
+    let body: MgetBody<'_> =
+        serde_json::from_slice(&raw).map_err(|e| Error::invalid(format!("invalid mget body: {e}")))?;
     if body.keys.len() > MAX_MGET_KEYS {
         return Err(Error::invalid(format!("mget takes at most {MAX_MGET_KEYS} keys")).into());
     }
-    let mut found = Vec::with_capacity(body.keys.len());
-    for k in &body.keys {
-        found.push(state.cache.get(&k.strategy, &k.key).await?.map(|(e, _)| e));
-    }
+    let pairs: Vec<(&str, &str)> = body.keys.iter().map(|k| (&*k.strategy, &*k.key)).collect();
+    let found = state.cache.get_many(&pairs).await?;
     let binary = req
         .headers()
         .get(header::ACCEPT)

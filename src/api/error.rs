@@ -30,6 +30,7 @@ impl ApiError {
             Error::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Error::UnknownStrategy(_) => (StatusCode::NOT_FOUND, "unknown_strategy"),
             Error::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Error::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Error::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             Error::QueueFull(_) => (StatusCode::TOO_MANY_REQUESTS, "queue_full"),
             Error::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),

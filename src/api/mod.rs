@@ -6,11 +6,14 @@ mod alerts;
 mod cache;
 pub mod error;
 mod executions;
+mod fast;
 mod ingest;
 mod metrics;
 mod observe;
 mod prometheus;
 mod query;
+
+pub use fast::FastCache;
 
 use crate::config::Config;
 use crate::store::Store;
@@ -31,58 +34,56 @@ pub struct AppState {
     pub queries: Arc<crate::queries::QueryStats>,
 }
 
-/// With `auth_token` set, mutating (non-GET/HEAD) and admin requests need
-/// `Authorization: Bearer <token>`, compared in constant time; others get 401.
-pub async fn check_auth(
+/// The one middleware: times every request by its route pattern (`unmatched` for unknown
+/// routes) and, with `auth_token` set, makes mutating (non-GET/HEAD) and admin requests show
+/// `Authorization: Bearer <token>` (compared in constant time); others get a JSON 401. One
+/// layer instead of two: each `from_fn` layer costs a boxed future per request.
+pub async fn guard_and_time(
     req: actix_web::dev::ServiceRequest,
     next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
 ) -> Result<
     actix_web::dev::ServiceResponse<actix_web::body::EitherBody<impl actix_web::body::MessageBody>>,
     actix_web::Error,
 > {
-    let token = req.app_data::<web::Data<AppState>>().and_then(|s| s.config.auth_token.clone());
+    let started = std::time::Instant::now();
+    let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
+        return Ok(next.call(req).await?.map_into_left_body());
+    };
     let guarded = !matches!(*req.method(), actix_web::http::Method::GET | actix_web::http::Method::HEAD)
         || req.path().starts_with("/api/v1/admin");
-    if let Some(token) = token.filter(|_| guarded) {
-        let given = req
-            .headers()
-            .get(actix_web::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
+    let res = match state.config.auth_token.as_deref().filter(|_| guarded) {
+        Some(token) if !bearer_matches(req.headers(), token) => {
             let err = error::ApiError(crate::Error::Unauthorized("missing or wrong bearer token".into()));
             let resp = actix_web::ResponseError::error_response(&err);
-            return Ok(req.into_response(resp).map_into_right_body());
+            req.into_response(resp).map_into_right_body()
         }
-    }
-    Ok(next.call(req).await?.map_into_left_body())
+        _ => next.call(req).await?.map_into_left_body(),
+    };
+    let finished = std::time::Instant::now();
+    let r = res.request();
+    let pattern = if cache::is_entry_path(r.path()) { None } else { r.match_pattern() };
+    let route = match &pattern {
+        Some(p) => p.as_str(),
+        None if cache::is_entry_path(r.path()) => cache::ENTRY_ROUTE,
+        None => "unmatched",
+    };
+    let (status, method) = (res.status().as_u16(), r.method().as_str());
+    state.monitor.record(route, method, status, finished - started, crate::model::now_ms());
+    Ok(res)
+}
+
+fn bearer_matches(headers: &actix_web::http::header::HeaderMap, token: &str) -> bool {
+    let given = headers
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    constant_time_eq(given.as_bytes(), token.as_bytes())
 }
 
 /// Equal inputs take the same time whatever their content (only the length leaks).
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// Times every request by its route pattern (`unmatched` for unknown routes).
-pub async fn time_requests(
-    req: actix_web::dev::ServiceRequest,
-    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
-) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
-    let started = std::time::Instant::now();
-    let monitor = req.app_data::<web::Data<AppState>>().map(|s| s.monitor.clone());
-    let res = next.call(req).await?;
-    if let Some(m) = monitor {
-        let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".into());
-        m.record(
-            &route,
-            res.request().method().as_str(),
-            res.status().as_u16(),
-            started.elapsed(),
-            crate::model::now_ms(),
-        );
-    }
-    Ok(res)
 }
 
 /// Registers every route and the extractor settings; used by the daemon and by tests alike.
@@ -98,6 +99,16 @@ pub fn configure(state: AppState) -> impl Fn(&mut web::ServiceConfig) + Clone {
                     .limit(limit)
                     .error_handler(move |e, _| error::json_error(e, limit)),
             )
+            .service(
+                // First (routes match in order) and a static prefix; entries (`/{strategy}/{key}`,
+                // key may hold `/`) are parsed by the default service, so the hottest path
+                // needs no regex match.
+                web::scope("/api/v1/cache")
+                    .route("/mget", web::post().to(cache::mget))
+                    .route("/invalidate", web::post().to(cache::invalidate))
+                    .route("/warm", web::post().to(cache::warm))
+                    .default_service(web::to(cache::entry)),
+            )
             .route("/healthz", web::get().to(healthz))
             .route("/metrics", web::get().to(prometheus::get_metrics))
             .route("/write", web::post().to(ingest::write_lines))
@@ -106,15 +117,6 @@ pub fn configure(state: AppState) -> impl Fn(&mut web::ServiceConfig) + Clone {
             .route("/api/v1/series", web::get().to(query::get_series))
             .route("/api/v1/query_range", web::get().to(query::query_range))
             .route("/api/v1/export", web::get().to(query::export))
-            .route("/api/v1/cache/mget", web::post().to(cache::mget))
-            .route("/api/v1/cache/invalidate", web::post().to(cache::invalidate))
-            .route("/api/v1/cache/warm", web::post().to(cache::warm))
-            .service(
-                web::resource("/api/v1/cache/{strategy}/{key:.+}")
-                    .route(web::get().to(cache::get_entry))
-                    .route(web::put().to(cache::put_entry))
-                    .route(web::delete().to(cache::delete_entry)),
-            )
             .route("/api/v1/metrics/performance", web::get().to(observe::get_performance))
             .route("/api/v1/metrics/resources/usage", web::get().to(observe::get_resource_usage))
             .route("/api/v1/metrics/health", web::get().to(observe::get_health))

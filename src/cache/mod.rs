@@ -15,9 +15,10 @@ use crate::model::now_ms;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use stats::{CacheStatistics, Counters, Latency};
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
@@ -63,12 +64,22 @@ pub enum Lease {
     Held(Arc<Notify>, Instant),
 }
 
+/// One strategy: its default TTL and its counters.
+struct Strategy {
+    ttl: Duration,
+    counters: Counters,
+}
+
+thread_local! {
+    /// `{strategy}:{key}` of the L1 lookup in progress: lookups build the full key here instead
+    /// of allocating one per request.
+    static FULL_KEY: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
 pub struct TieredCache {
     l1: l1::L1,
     l2: l2::L2,
-    /// Strategy name → default TTL.
-    strategies: BTreeMap<String, Duration>,
-    counters: HashMap<String, Counters>,
+    strategies: BTreeMap<String, Strategy>,
     total: Counters,
     latency: Latency,
     /// Full key → the lease on filling it. Entries leave on PUT (which wakes the waiters) or
@@ -79,12 +90,14 @@ pub struct TieredCache {
 
 impl TieredCache {
     pub fn new(cfg: CacheConfig) -> Result<TieredCache> {
-        let strategies = cfg.strategies.clone();
+        let strategies = cfg
+            .strategies
+            .iter()
+            .map(|(k, &ttl)| (k.clone(), Strategy { ttl, counters: Counters::default() }));
         Ok(TieredCache {
             l1: l1::L1::new(cfg.max_entries, cfg.max_bytes),
             l2: l2::L2::new(&cfg)?,
-            counters: strategies.keys().map(|k| (k.clone(), Counters::default())).collect(),
-            strategies,
+            strategies: strategies.collect(),
             total: Counters::default(),
             latency: Latency::default(),
             leases: Mutex::default(),
@@ -96,9 +109,9 @@ impl TieredCache {
         &self.cfg
     }
 
-    /// Validates strategy and key; returns the full key and the strategy's default TTL.
-    pub fn full_key(&self, strategy: &str, key: &str) -> Result<(String, Duration)> {
-        let ttl = *self.strategies.get(strategy).ok_or_else(|| {
+    /// The strategy of a valid (strategy, key) pair.
+    fn strategy(&self, strategy: &str, key: &str) -> Result<&Strategy> {
+        let s = self.strategies.get(strategy).ok_or_else(|| {
             Error::UnknownStrategy(format!(
                 "unknown cache strategy {strategy:?}; known: {}",
                 self.strategies.keys().cloned().collect::<Vec<_>>().join(", ")
@@ -109,44 +122,111 @@ impl TieredCache {
                 "invalid cache key: must be 1 to {MAX_KEY_LEN} bytes of UTF-8 without control characters"
             )));
         }
-        Ok((format!("{strategy}:{key}"), ttl))
+        Ok(s)
     }
 
-    fn counters(&self, strategy: &str) -> impl Iterator<Item = &Counters> {
-        self.counters.get(strategy).into_iter().chain(std::iter::once(&self.total))
+    /// Validates strategy and key; returns the full key and the strategy's default TTL.
+    pub fn full_key(&self, strategy: &str, key: &str) -> Result<(String, Duration)> {
+        let s = self.strategy(strategy, key)?;
+        Ok((format!("{strategy}:{key}"), s.ttl))
+    }
+
+    /// Adds one to a counter of the strategy and of the total.
+    fn count(&self, s: &Strategy, field: fn(&Counters) -> &AtomicU64) {
+        field(&s.counters).fetch_add(1, Relaxed);
+        field(&self.total).fetch_add(1, Relaxed);
+    }
+
+    /// The live L1 entry, found without allocating (the full key is built in a thread-local).
+    fn l1_get(&self, s: &Strategy, strategy: &str, key: &str, now: i64) -> Option<Entry> {
+        let lookup = FULL_KEY.with_borrow_mut(|full| {
+            full.clear();
+            full.push_str(strategy);
+            full.push(':');
+            full.push_str(key);
+            self.l1.get(full, now)
+        });
+        match lookup {
+            l1::Lookup::Hit(e) => Some(e),
+            l1::Lookup::Expired => {
+                self.count(s, |c| &c.expirations);
+                None
+            }
+            l1::Lookup::Missing => None,
+        }
     }
 
     /// The live entry, from L1 or else L2 (then promoted into L1).
     pub async fn get(&self, strategy: &str, key: &str) -> Result<Option<(Entry, Level)>> {
         let started = Instant::now();
-        let (full, _) = self.full_key(strategy, key)?;
+        let s = self.strategy(strategy, key)?;
         let now = now_ms();
-        let found = match self.l1.get(&full, now) {
-            l1::Lookup::Hit(e) => Some((e, Level::L1)),
-            miss => {
-                if miss == l1::Lookup::Expired {
-                    self.counters(strategy).for_each(|c| {
-                        c.expirations.fetch_add(1, Relaxed);
-                    });
-                }
-                match self.l2.get(&full).await.filter(|e| e.expires_at_ms > now) {
-                    Some(e) => {
-                        self.l1.insert(full.clone(), e.clone());
-                        Some((e, Level::L2))
-                    }
-                    None => None,
+        let mut found = self.l1_get(s, strategy, key, now).map(|e| (e, Level::L1));
+        if found.is_none() && self.l2.enabled() {
+            let full = format!("{strategy}:{key}");
+            if let Some(e) = self.l2.get(&full).await.filter(|e| e.expires_at_ms > now) {
+                self.l1.insert(full, e.clone());
+                found = Some((e, Level::L2));
+            }
+        }
+        match &found {
+            Some((_, Level::L1)) => self.count(s, |c| &c.l1_hits),
+            Some((_, Level::L2)) => self.count(s, |c| &c.l2_hits),
+            None => self.count(s, |c| &c.misses),
+        }
+        self.latency.record(started.elapsed());
+        Ok(found)
+    }
+
+    /// The live L1 entry of a valid key, counted and timed as a hit; `None`, counting nothing,
+    /// when the key is invalid or L1 does not hold it: the caller then goes the full way
+    /// through [`TieredCache::get`] (the HTTP fast path for cache hits).
+    pub fn get_l1_hit(&self, strategy: &str, key: &str) -> Option<Entry> {
+        let started = Instant::now();
+        let s = self.strategy(strategy, key).ok()?;
+        let e = self.l1_get(s, strategy, key, now_ms())?;
+        self.count(s, |c| &c.l1_hits);
+        self.latency.record(started.elapsed());
+        Some(e)
+    }
+
+    /// Many (strategy, key) lookups at once: every key is validated first (one bad key fails
+    /// the call), L1 answers what it holds, and the rest go to L2 in one round trip. Latency
+    /// is recorded per key (the call's time divided by the number of keys).
+    pub async fn get_many<K: AsRef<str>>(&self, keys: &[(K, K)]) -> Result<Vec<Option<Entry>>> {
+        let started = Instant::now();
+        let strategies =
+            keys.iter().map(|(s, k)| self.strategy(s.as_ref(), k.as_ref())).collect::<Result<Vec<_>>>()?;
+        let now = now_ms();
+        let mut found: Vec<Option<Entry>> = Vec::with_capacity(keys.len());
+        let mut missed = Vec::new();
+        for (i, ((strategy, key), s)) in keys.iter().zip(&strategies).enumerate() {
+            let e = self.l1_get(s, strategy.as_ref(), key.as_ref(), now);
+            match e {
+                Some(_) => self.count(s, |c| &c.l1_hits),
+                None => missed.push(i),
+            }
+            found.push(e);
+        }
+        if !missed.is_empty() && self.l2.enabled() {
+            let full: Vec<String> =
+                missed.iter().map(|&i| format!("{}:{}", keys[i].0.as_ref(), keys[i].1.as_ref())).collect();
+            let from_l2 = self.l2.get_many(&full).await;
+            for ((&i, full), e) in missed.iter().zip(full).zip(from_l2) {
+                if let Some(e) = e.filter(|e| e.expires_at_ms > now) {
+                    self.l1.insert(full, e.clone());
+                    self.count(strategies[i], |c| &c.l2_hits);
+                    found[i] = Some(e);
+                } else {
+                    self.count(strategies[i], |c| &c.misses);
                 }
             }
-        };
-        self.counters(strategy).for_each(|c| {
-            let counter = match &found {
-                Some((_, Level::L1)) => &c.l1_hits,
-                Some((_, Level::L2)) => &c.l2_hits,
-                None => &c.misses,
-            };
-            counter.fetch_add(1, Relaxed);
-        });
-        self.latency.record(started.elapsed());
+        } else {
+            missed.iter().for_each(|&i| self.count(strategies[i], |c| &c.misses));
+        }
+        if !keys.is_empty() {
+            self.latency.record_ns(started.elapsed().as_nanos() as u64 / keys.len() as u64);
+        }
         Ok(found)
     }
 
@@ -159,7 +239,8 @@ impl TieredCache {
         content_type: Option<&str>,
         ttl: Option<Duration>,
     ) -> Result<()> {
-        let (full, default_ttl) = self.full_key(strategy, key)?;
+        let s = self.strategy(strategy, key)?;
+        let full = format!("{strategy}:{key}");
         if value.len() > self.cfg.max_entry_bytes {
             return Err(Error::TooLarge(format!(
                 "cache value of {} bytes is over the {}-byte entry limit",
@@ -167,7 +248,7 @@ impl TieredCache {
                 self.cfg.max_entry_bytes
             )));
         }
-        let ttl = ttl.unwrap_or(default_ttl);
+        let ttl = ttl.unwrap_or(s.ttl);
         let entry = Entry {
             value,
             content_type: content_type.map(Arc::from),
@@ -175,21 +256,18 @@ impl TieredCache {
         };
         self.l1.insert(full.clone(), entry.clone());
         self.l2.set(&full, &entry).await;
-        self.counters(strategy).for_each(|c| {
-            c.sets.fetch_add(1, Relaxed);
-        });
+        self.count(s, |c| &c.sets);
         self.release(&full);
         Ok(())
     }
 
     /// Removes a key from both levels; whether L1 held it.
     pub async fn delete(&self, strategy: &str, key: &str) -> Result<bool> {
-        let (full, _) = self.full_key(strategy, key)?;
+        let s = self.strategy(strategy, key)?;
+        let full = format!("{strategy}:{key}");
         let found = self.l1.remove(&full);
         self.l2.delete(&full).await;
-        self.counters(strategy).for_each(|c| {
-            c.deletes.fetch_add(1, Relaxed);
-        });
+        self.count(s, |c| &c.deletes);
         Ok(found)
     }
 
@@ -321,7 +399,7 @@ impl TieredCache {
             l1_bytes: self.l1.bytes(),
             latency_p50_ms: p50,
             latency_p99_ms: p99,
-            strategies: self.counters.iter().map(|(k, c)| (k.clone(), c.snapshot())).collect(),
+            strategies: self.strategies.iter().map(|(k, s)| (k.clone(), s.counters.snapshot())).collect(),
             l2: self.l2.stats(),
         }
     }

@@ -1,6 +1,5 @@
 //! Cache statistics: counters per strategy, latency, and the recommendations derived from them.
 
-use parking_lot::Mutex;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -51,26 +50,72 @@ impl Counters {
     }
 }
 
-/// Lookup latency inside the cache, microseconds.
-pub struct Latency(Mutex<hdrhistogram::Histogram<u64>>);
+/// Lookup latency inside the cache, nanoseconds, in a lock-free log-linear histogram: values
+/// below 16 ns exactly, then 16 sub-buckets per power of two (within 6.25 %). Recording is one
+/// relaxed `fetch_add`, so the hot path takes no lock (an hdrhistogram behind a mutex did).
+pub struct Latency {
+    buckets: Box<[AtomicU64]>,
+}
+
+/// Sub-buckets per power of two.
+const SUB: u64 = 16;
+/// Exponents above this are clamped (2^32 ns is over 4 s).
+const MAX_EXP: u32 = 31;
 
 impl Default for Latency {
     fn default() -> Self {
-        let h = hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 2)
-            .expect("static histogram bounds are valid");
-        Latency(Mutex::new(h))
+        let n = SUB + (MAX_EXP as u64 - 3) * SUB;
+        Latency { buckets: (0..n).map(|_| AtomicU64::new(0)).collect() }
     }
 }
 
 impl Latency {
-    pub fn record(&self, d: Duration) {
-        let _ = self.0.lock().record((d.as_micros() as u64).clamp(1, 60_000_000));
+    fn bucket(ns: u64) -> usize {
+        let ns = ns.min((1 << (MAX_EXP + 1)) - 1);
+        if ns < SUB {
+            return ns as usize;
+        }
+        let exp = 63 - ns.leading_zeros();
+        let sub = (ns >> (exp - 4)) & (SUB - 1);
+        (SUB + (exp as u64 - 4) * SUB + sub) as usize
     }
 
-    /// (p50, p99) in milliseconds.
+    /// The middle of a bucket's range, ns.
+    fn value(bucket: usize) -> f64 {
+        let b = bucket as u64;
+        if b < SUB {
+            return b as f64;
+        }
+        let exp = (b - SUB) / SUB + 4;
+        let sub = (b - SUB) % SUB;
+        let width = 1u64 << (exp - 4);
+        ((SUB + sub) * width) as f64 + width as f64 / 2.0
+    }
+
+    pub fn record(&self, d: Duration) {
+        self.record_ns(d.as_nanos() as u64);
+    }
+
+    pub fn record_ns(&self, ns: u64) {
+        self.buckets[Self::bucket(ns)].fetch_add(1, Relaxed);
+    }
+
+    /// (p50, p99) in milliseconds; zeros before the first lookup.
     pub fn quantiles_ms(&self) -> (f64, f64) {
-        let h = self.0.lock();
-        (h.value_at_quantile(0.5) as f64 / 1000.0, h.value_at_quantile(0.99) as f64 / 1000.0)
+        let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Relaxed)).collect();
+        let total: u64 = counts.iter().sum();
+        let at = |q: f64| {
+            let rank = ((q * total as f64).ceil() as u64).max(1);
+            let mut seen = 0;
+            for (i, n) in counts.iter().enumerate() {
+                seen += n;
+                if seen >= rank {
+                    return Self::value(i) / 1e6;
+                }
+            }
+            0.0
+        };
+        if total == 0 { (0.0, 0.0) } else { (at(0.5), at(0.99)) }
     }
 }
 
@@ -128,4 +173,30 @@ pub fn recommendations(s: &CacheStatistics, max_entries: usize) -> Vec<String> {
         out.push("Redis L2 is unreachable; perfd serves from L1 only until it is back.".to_string());
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_quantiles_are_within_the_bucket_precision() {
+        let l = Latency::default();
+        assert_eq!(l.quantiles_ms(), (0.0, 0.0));
+        for us in 1..=10_000 {
+            l.record_ns(us * 1000);
+        }
+        let (p50, p99) = l.quantiles_ms();
+        assert!((p50 - 5.0).abs() / 5.0 < 0.07, "{p50}");
+        assert!((p99 - 9.9).abs() / 9.9 < 0.07, "{p99}");
+        for us in [0, 1, 15, 16, 17, 1023, 1024, u64::MAX] {
+            let b = Latency::bucket(us);
+            assert!(b < l.buckets.len(), "{us} -> {b}");
+        }
+        // Buckets are contiguous and ordered: each value maps into its own bucket's range.
+        for us in [3u64, 16, 100, 5_000, 1 << 30] {
+            let mid = Latency::value(Latency::bucket(us));
+            assert!((mid - us as f64).abs() / (us as f64) < 0.07, "{us} {mid}");
+        }
+    }
 }

@@ -41,6 +41,49 @@ async fn put_get_delete_with_content_type_ttl_and_levels() {
     expect_error(r, 404, "not_found").await;
 }
 
+/// Entry paths are parsed by hand (and hits answered by the fast path before the App): keys
+/// with `/`, percent-encoding, wrong methods, and every lookup counted exactly once.
+#[tokio::test]
+async fn entry_paths_methods_and_counting() {
+    let s = TestServer::start();
+    assert_eq!(put(&s, "/api/v1/cache/crew_config/team/a", "ta", "text/plain").await, 204);
+    for path in ["/api/v1/cache/crew_config/team/a", "/api/v1/cache/crew_config/team%2Fa"] {
+        let r = s.client.get(s.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(r.headers()["x-cache"], "L1");
+        assert_eq!(r.text().await.unwrap(), "ta");
+    }
+    let r = s.client.head(s.url("/api/v1/cache/crew_config/team/a")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    for _ in 0..2 {
+        let r = s.client.get(s.url("/api/v1/cache/crew_config/absent")).send().await.unwrap();
+        expect_error(r, 404, "not_found").await;
+    }
+    let r = s.client.post(s.url("/api/v1/cache/crew_config/team/a")).body("x").send().await.unwrap();
+    expect_error(r, 405, "method_not_allowed").await;
+    let r = s.client.get(s.url("/api/v1/cache/crew_config")).send().await.unwrap();
+    expect_error(r, 404, "not_found").await;
+    let r = s.client.get(s.url("/api/v1/cache/crew_config/%FF")).send().await.unwrap();
+    expect_error(r, 400, "invalid_input").await;
+    let (_, m) = s.get_json("/api/v1/metrics/cache").await;
+    let c = &m["cache_statistics"]["strategies"]["crew_config"];
+    assert_eq!(
+        (c["l1_hits"].as_u64(), c["misses"].as_u64(), c["sets"].as_u64()),
+        (Some(3), Some(2), Some(1)),
+        "{m}"
+    );
+    assert!(m["cache_statistics"]["latency_p99_ms"].as_f64().unwrap() > 0.0, "{m}");
+    let (_, p) = s.get_json("/api/v1/metrics/performance?window=10m").await;
+    let gets: u64 = p["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["route"] == "/api/v1/cache/{strategy}/{key}" && e["method"] == "GET")
+        .map(|e| e["requests"].as_u64().unwrap())
+        .sum();
+    assert_eq!(gets, 5, "2 hits, 2 misses and the bad key are timed under the entry route: {p}");
+}
+
 #[tokio::test]
 async fn expired_entries_are_never_served() {
     let s = TestServer::start();

@@ -114,6 +114,41 @@ async fn l1_miss_promotes_from_l2_with_remaining_ttl() {
     assert_eq!(r.headers()["x-cache"], "L1", "promoted");
 }
 
+/// mget answers L1 misses from L2 in one pipelined round trip and promotes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mget_reads_l1_misses_from_l2_and_promotes_them() {
+    let redis = RedisServer::start();
+    let s = server_with(&redis);
+    wait_for_l2(&s, |l2| l2["reachable"] == true).await;
+    for k in ["a", "b"] {
+        let r = s.client.put(s.url(&format!("/api/v1/cache/memory_query/{k}"))).body(k).send().await.unwrap();
+        assert_eq!(r.status(), 204);
+    }
+    clear_l1(&s).await;
+    // "c" is only in L1, "a" and "b" only in L2, "z" nowhere.
+    let r = s.client.put(s.url("/api/v1/cache/memory_query/c")).body("c").send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    let _: i64 = redis.cmd(&["DEL", "perfd:memory_query:c"]);
+    let keys: Vec<_> = ["a", "z", "b", "c"]
+        .iter()
+        .map(|k| serde_json::json!({"strategy": "memory_query", "key": k}))
+        .collect();
+    let keys = serde_json::json!({ "keys": keys });
+    let (status, v) = s.post_json("/api/v1/cache/mget", &keys).await;
+    assert_eq!(status, 200, "{v}");
+    let got: Vec<_> = v["values"].as_array().unwrap().iter().map(|e| e["value"].as_str()).collect();
+    assert_eq!(got, [Some("a"), None, Some("b"), Some("c")], "{v}");
+    let (_, m) = s.get_json("/api/v1/metrics/cache").await;
+    let c = &m["cache_statistics"]["strategies"]["memory_query"];
+    assert_eq!(
+        (c["l1_hits"].as_u64(), c["l2_hits"].as_u64(), c["misses"].as_u64()),
+        (Some(1), Some(2), Some(1)),
+        "{m}"
+    );
+    let r = s.client.get(s.url("/api/v1/cache/memory_query/b")).send().await.unwrap();
+    assert_eq!(r.headers()["x-cache"], "L1", "promoted by mget");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalidate_and_clear_touch_only_perfd_keys() {
     let redis = RedisServer::start();

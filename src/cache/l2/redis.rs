@@ -85,6 +85,31 @@ impl L2 {
         found
     }
 
+    /// Many keys in one round trip (GET + PTTL of each, pipelined); every key misses when Redis
+    /// does not answer.
+    pub async fn get_many(&self, keys: &[String]) -> Vec<Option<Entry>> {
+        let Some(s) = &self.shared else { return vec![None; keys.len()] };
+        let mut pipe = redis::pipe();
+        for key in keys {
+            let k = format!("{}{key}", s.cfg.prefix);
+            pipe.cmd("GET").arg(&k).cmd("PTTL").arg(&k);
+        }
+        let Some(raw) = s.call::<Vec<(Option<Vec<u8>>, i64)>>(pipe).await else {
+            s.counters.misses.fetch_add(keys.len() as u64, Relaxed);
+            return vec![None; keys.len()];
+        };
+        let now = now_ms();
+        let mut found: Vec<Option<Entry>> = raw
+            .into_iter()
+            .map(|(raw, pttl)| raw.filter(|_| pttl > 0).and_then(|raw| decode(&raw, now + pttl)))
+            .collect();
+        found.resize(keys.len(), None);
+        let hits = found.iter().filter(|e| e.is_some()).count() as u64;
+        s.counters.hits.fetch_add(hits, Relaxed);
+        s.counters.misses.fetch_add(keys.len() as u64 - hits, Relaxed);
+        found
+    }
+
     pub async fn set(&self, key: &str, entry: &Entry) {
         let Some(s) = &self.shared else { return };
         let ttl = entry.ttl_ms(now_ms());
