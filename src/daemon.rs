@@ -100,6 +100,8 @@ impl Daemon {
                 })
                 .workers(workers)
                 .max_connections(max_connections)
+                // Answers go out at once; request/response traffic gains nothing from Nagle.
+                .tcp_nodelay(true)
                 .disable_signals()
                 .shutdown_timeout(10)
                 .client_request_timeout(Duration::from_secs(30))

@@ -10,6 +10,7 @@ use actix_web::{HttpRequest, HttpResponse, http::header, web};
 use base64::Engine as _;
 use serde::Deserialize;
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Longest `?wait=` honoured: a client that wants more should poll.
@@ -42,7 +43,7 @@ fn duration_param(name: &str, s: &str) -> Result<Duration, Error> {
 /// The route pattern the request monitor files entry requests under.
 pub const ENTRY_ROUTE: &str = "/api/v1/cache/{strategy}/{key}";
 
-pub(super) fn hit_response(e: Entry, level: Level) -> HttpResponse {
+pub(super) fn hit_response(e: Arc<Entry>, level: Level) -> HttpResponse {
     let max_age = (e.ttl_ms(now_ms()) + 999) / 1000;
     let mut resp = HttpResponse::Ok();
     match e.content_type.as_deref() {
@@ -54,7 +55,7 @@ pub(super) fn hit_response(e: Entry, level: Level) -> HttpResponse {
         header::HeaderValue::from_static(if level == Level::L1 { "L1" } else { "L2" }),
     ))
     .insert_header((header::CACHE_CONTROL, format!("max-age={max_age}")))
-    .body(e.value)
+    .body(e.value.clone())
 }
 
 /// `{strategy}` and `{key}` of `/api/v1/cache/{strategy}/{key}` (still percent-encoded); the
@@ -167,28 +168,58 @@ struct KeyRef<'a> {
     key: Cow<'a, str>,
 }
 
-/// Many keys in one request. JSON by default (UTF-8 values as `value`, others as `value_b64`);
-/// the compact binary form when the client sends `Accept: application/x-perfd-mget`.
+/// Many keys in one request (see [`mget_answer`]).
 pub async fn mget(
     state: web::Data<AppState>,
     req: HttpRequest,
     body: Result<web::Bytes, actix_web::Error>,
 ) -> Result<HttpResponse, ApiError> {
     let raw = body.map_err(|e| body_error(e, state.config.http.max_body_bytes))?;
-    // Parsed here rather than by `web::Json`, so the keys borrow from the body.
-    let body: MgetBody<'_> =
-        serde_json::from_slice(&raw).map_err(|e| Error::invalid(format!("invalid mget body: {e}")))?;
-    if body.keys.len() > MAX_MGET_KEYS {
+    mget_answer(&state, req.headers(), &raw).await
+}
+
+/// The keys of a compact mget body: UTF-8 lines `{strategy}:{key}` (strategy names have no
+/// `:`, keys have no control characters, so neither holds a line break); empty lines skipped.
+fn mget_lines(raw: &[u8]) -> Result<Vec<(&str, &str)>, Error> {
+    let text = std::str::from_utf8(raw).map_err(|_| Error::invalid("mget body is not UTF-8"))?;
+    text.split('\n')
+        .map(|line| line.strip_suffix('\r').unwrap_or(line))
+        .enumerate()
+        .filter(|(_, line)| !line.is_empty())
+        .map(|(i, line)| {
+            line.split_once(':')
+                .ok_or_else(|| Error::invalid(format!("mget line {}: expected strategy:key", i + 1)))
+        })
+        .collect()
+}
+
+fn header_has(headers: &header::HeaderMap, name: header::HeaderName, media_type: &str) -> bool {
+    headers.get(name).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains(media_type))
+}
+
+/// Answers an mget body. The request is JSON (`{"keys": [{"strategy", "key"}]}`) or, with
+/// `Content-Type: application/x-perfd-mget`, key lines (see [`mget_lines`]). The answer is
+/// JSON (UTF-8 values as `value`, others as `value_b64`), or the compact binary form when the
+/// client sends `Accept: application/x-perfd-mget`. Shared by the App's handler and the fast
+/// path.
+pub(super) async fn mget_answer(
+    state: &AppState,
+    headers: &header::HeaderMap,
+    raw: &[u8],
+) -> Result<HttpResponse, ApiError> {
+    let json: MgetBody<'_>;
+    let pairs: Vec<(&str, &str)> = if header_has(headers, header::CONTENT_TYPE, MGET_BINARY) {
+        mget_lines(raw)?
+    } else {
+        // Parsed here rather than by `web::Json`, so the keys borrow from the body.
+        json = serde_json::from_slice(raw).map_err(|e| Error::invalid(format!("invalid mget body: {e}")))?;
+        json.keys.iter().map(|k| (&*k.strategy, &*k.key)).collect()
+    };
+    if pairs.len() > MAX_MGET_KEYS {
         return Err(Error::invalid(format!("mget takes at most {MAX_MGET_KEYS} keys")).into());
     }
-    let pairs: Vec<(&str, &str)> = body.keys.iter().map(|k| (&*k.strategy, &*k.key)).collect();
     let found = state.cache.get_many(&pairs).await?;
-    let binary = req
-        .headers()
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains(MGET_BINARY));
-    if binary {
+    if header_has(headers, header::ACCEPT, MGET_BINARY) {
         let mut out =
             Vec::with_capacity(found.iter().map(|e| e.as_ref().map_or(1, |e| 5 + e.value.len())).sum());
         for e in &found {
@@ -201,17 +232,16 @@ pub async fn mget(
                 }
             }
         }
-        return Ok(HttpResponse::Ok().content_type(MGET_BINARY).body(out));
+        return Ok(HttpResponse::Ok().content_type(header::HeaderValue::from_static(MGET_BINARY)).body(out));
     }
     let now = now_ms();
-    let values: Vec<serde_json::Value> = body
-        .keys
+    let values: Vec<serde_json::Value> = pairs
         .iter()
         .zip(found)
-        .map(|(k, e)| match e {
-            None => serde_json::json!({"strategy": k.strategy, "key": k.key, "hit": false}),
+        .map(|((strategy, key), e)| match e {
+            None => serde_json::json!({"strategy": strategy, "key": key, "hit": false}),
             Some(e) => {
-                let mut v = serde_json::json!({"strategy": k.strategy, "key": k.key, "hit": true, "ttl_ms": e.ttl_ms(now), "content_type": e.content_type.as_deref()});
+                let mut v = serde_json::json!({"strategy": strategy, "key": key, "hit": true, "ttl_ms": e.ttl_ms(now), "content_type": e.content_type.as_deref()});
                 match std::str::from_utf8(&e.value) {
                     Ok(s) => v["value"] = s.into(),
                     Err(_) => v["value_b64"] = base64::engine::general_purpose::STANDARD.encode(&e.value).into(),

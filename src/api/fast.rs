@@ -1,20 +1,26 @@
-//! The cache-hit fast path: a thin service in front of the actix `App` that answers
-//! `GET /api/v1/cache/{strategy}/{key}` (no query string) straight from L1 when L1 holds the key,
-//! and hands every other request, misses included, to the App unchanged.
+//! The cache fast path: a thin service in front of the actix `App` that answers the two
+//! hottest requests itself and hands every other request to the App unchanged:
+//! - `GET /api/v1/cache/{strategy}/{key}` (no query string) when L1 holds the key; a miss is
+//!   not counted here and goes to the App, which counts it once;
+//! - `POST /api/v1/cache/mget` without `Content-Encoding`, when no auth token is configured or
+//!   the request carries the right one (otherwise the App answers, 401 included).
 //!
-//! Why: a cache hit is perfd's hottest request and its useful work is ~100 ns; the App's request
-//! setup, router, middleware and extractors cost several times that. Skipping them for hits is
-//! what lets perfd keep up with Redis on a GET (README, "Performance"). The answer is the same
-//! bytes and headers the App's handler gives (both use `cache::hit_response`), the hit is counted
-//! and timed the same way, and a miss is not counted here, so the App counts it once.
+//! Why: a cache hit's useful work is ~100 ns; the App's request setup, router, middleware and
+//! extractors cost several times that. Skipping them is what lets perfd keep up with Redis
+//! (README, "Performance"). Answers, errors, statistics and request timing are the same as the
+//! App's: both use `cache::hit_response` and `cache::mget_answer`.
 
 use super::AppState;
-use super::cache::{ENTRY_ROUTE, hit_response, percent_decoded, split_entry_path};
+use super::cache::{ENTRY_ROUTE, hit_response, mget_answer, percent_decoded, split_entry_path};
+use super::error::ApiError;
 use crate::cache::Level;
-use actix_http::{Method, Request, Response};
-use actix_web::Error;
+use actix_http::{Method, Payload, Request, Response};
 use actix_web::body::{BoxBody, EitherBody, MessageBody};
 use actix_web::dev::{AppConfig, Service, ServiceFactory, ServiceResponse};
+use actix_web::http::header;
+use actix_web::{Error, HttpMessage, ResponseError};
+use bytes::{Bytes, BytesMut};
+use futures_core::Stream;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -29,7 +35,8 @@ pub struct FastCache<F> {
 
 pub struct FastCacheService<S> {
     app: Rc<S>,
-    state: AppState,
+    /// `Rc`: one non-atomic increment per mget instead of one atomic one per `Arc` inside.
+    state: Rc<AppState>,
 }
 
 type Answer<B> = Response<EitherBody<B, BoxBody>>;
@@ -56,7 +63,7 @@ where
 
     fn new_service(&self, cfg: AppConfig) -> Self::Future {
         let app = self.app.new_service(cfg);
-        let state = self.state.clone();
+        let state = Rc::new(self.state.clone());
         Box::pin(async move { Ok(FastCacheService { app: Rc::new(app.await?), state }) })
     }
 }
@@ -99,6 +106,22 @@ where
             self.state.monitor.record(ENTRY_ROUTE, "GET", 200, elapsed, crate::model::now_ms());
             return AnswerFuture::Ready(Some(hit));
         }
+        if self.is_fast_mget(&req) {
+            let mut req = req;
+            let (state, payload) = (self.state.clone(), req.take_payload());
+            return AnswerFuture::App(Box::pin(async move {
+                let limit = state.config.http.max_body_bytes;
+                let answer = match read_body(payload, limit).await {
+                    Ok(body) => mget_answer(&state, req.headers(), &body).await,
+                    Err(e) => Err(e),
+                };
+                let resp = answer.unwrap_or_else(|e| e.error_response());
+                let status = resp.status().as_u16();
+                let elapsed = started.elapsed();
+                state.monitor.record(MGET_ROUTE, "POST", status, elapsed, crate::model::now_ms());
+                Ok(Response::from(resp).map_body(|_, b| EitherBody::right(b)))
+            }));
+        }
         let app = self.app.clone();
         AnswerFuture::App(Box::pin(async move {
             let res = app.call(req).await?;
@@ -107,7 +130,47 @@ where
     }
 }
 
+const MGET_ROUTE: &str = "/api/v1/cache/mget";
+
+/// The whole body, up to `limit` bytes (one chunk, the usual case, is not copied).
+async fn read_body(mut payload: Payload, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError(crate::Error::TooLarge(format!(
+            "request body is larger than {limit} bytes (after decompression)"
+        )))
+    };
+    let mut first: Option<Bytes> = None;
+    let mut rest = BytesMut::new();
+    while let Some(chunk) = std::future::poll_fn(|cx| Pin::new(&mut payload).poll_next(cx)).await {
+        let chunk = chunk
+            .map_err(|e| ApiError(crate::Error::invalid(format!("could not read the request body: {e}"))))?;
+        let held = first.as_ref().map_or(0, Bytes::len) + rest.len();
+        if held + chunk.len() > limit {
+            return Err(too_large());
+        }
+        match first.take() {
+            None if rest.is_empty() => first = Some(chunk),
+            held => {
+                if let Some(b) = held {
+                    rest.extend_from_slice(&b);
+                }
+                rest.extend_from_slice(&chunk);
+            }
+        }
+    }
+    Ok(first.unwrap_or_else(|| rest.freeze()))
+}
+
 impl<S> FastCacheService<S> {
+    /// A plain mget this path may answer (see the module doc).
+    fn is_fast_mget(&self, req: &Request) -> bool {
+        let headers = req.headers();
+        req.method() == Method::POST
+            && req.uri().path() == MGET_ROUTE
+            && !headers.contains_key(header::CONTENT_ENCODING)
+            && self.state.config.auth_token.as_deref().is_none_or(|t| super::bearer_matches(headers, t))
+    }
+
     /// The answer when this is a plain GET of an entry L1 holds; `None` hands it to the App.
     fn hit(&self, req: &Request) -> Option<Response<BoxBody>> {
         if req.method() != Method::GET || req.uri().query().is_some() {

@@ -5,6 +5,7 @@
 
 use super::Entry;
 use quick_cache::{Lifecycle, Weighter, sync::Cache};
+use std::sync::Arc as Shared;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -14,8 +15,8 @@ pub struct EntryWeighter {
     by_bytes: bool,
 }
 
-impl Weighter<String, Entry> for EntryWeighter {
-    fn weight(&self, key: &String, val: &Entry) -> u64 {
+impl Weighter<String, Shared<Entry>> for EntryWeighter {
+    fn weight(&self, key: &String, val: &Shared<Entry>) -> u64 {
         if self.by_bytes { (key.len() + val.value.len() + 64) as u64 } else { 1 }
     }
 }
@@ -24,24 +25,25 @@ impl Weighter<String, Entry> for EntryWeighter {
 #[derive(Clone, Default)]
 pub struct EvictionCounter(pub Arc<AtomicU64>);
 
-impl Lifecycle<String, Entry> for EvictionCounter {
+impl Lifecycle<String, Shared<Entry>> for EvictionCounter {
     type RequestState = ();
 
-    fn on_evict(&self, _: &mut (), _: String, _: Entry) {
+    fn on_evict(&self, _: &mut (), _: String, _: Shared<Entry>) {
         self.0.fetch_add(1, Relaxed);
     }
 }
 
 #[derive(Debug, PartialEq)]
 pub enum Lookup {
-    Hit(Entry),
+    Hit(Shared<Entry>),
     /// It was there but past its expiry (and is now removed).
     Expired,
     Missing,
 }
 
 pub struct L1 {
-    cache: Cache<String, Entry, EntryWeighter, foldhash::fast::RandomState, EvictionCounter>,
+    /// Values behind an `Arc`: a lookup clones one pointer, not a `Bytes` and a content type.
+    cache: Cache<String, Shared<Entry>, EntryWeighter, foldhash::fast::RandomState, EvictionCounter>,
     pub evictions: Arc<AtomicU64>,
 }
 
@@ -69,7 +71,7 @@ impl L1 {
         }
     }
 
-    pub fn insert(&self, key: String, entry: Entry) {
+    pub fn insert(&self, key: String, entry: Shared<Entry>) {
         self.cache.insert(key, entry);
     }
 
@@ -113,7 +115,7 @@ impl L1 {
     }
 
     /// Every live entry, for the warm-restart snapshot.
-    pub fn entries(&self, now_ms: i64) -> Vec<(String, Entry)> {
+    pub fn entries(&self, now_ms: i64) -> Vec<(String, Shared<Entry>)> {
         self.cache.iter().filter(|(_, e)| e.expires_at_ms > now_ms).collect()
     }
 }
@@ -123,8 +125,8 @@ mod tests {
     use super::*;
     use bytes::Bytes;
 
-    fn entry(v: &str, expires_at_ms: i64) -> Entry {
-        Entry { value: Bytes::copy_from_slice(v.as_bytes()), content_type: None, expires_at_ms }
+    fn entry(v: &str, expires_at_ms: i64) -> Shared<Entry> {
+        Shared::new(Entry { value: Bytes::copy_from_slice(v.as_bytes()), content_type: None, expires_at_ms })
     }
 
     #[test]

@@ -64,6 +64,10 @@ pub enum Lease {
     Held(Arc<Notify>, Instant),
 }
 
+fn key_is_valid(key: &str) -> bool {
+    !key.is_empty() && key.len() <= MAX_KEY_LEN && !key.chars().any(char::is_control)
+}
+
 /// One strategy: its default TTL and its counters.
 struct Strategy {
     ttl: Duration,
@@ -117,7 +121,7 @@ impl TieredCache {
                 self.strategies.keys().cloned().collect::<Vec<_>>().join(", ")
             ))
         })?;
-        if key.is_empty() || key.len() > MAX_KEY_LEN || key.chars().any(char::is_control) {
+        if !key_is_valid(key) {
             return Err(Error::invalid(format!(
                 "invalid cache key: must be 1 to {MAX_KEY_LEN} bytes of UTF-8 without control characters"
             )));
@@ -138,7 +142,7 @@ impl TieredCache {
     }
 
     /// The live L1 entry, found without allocating (the full key is built in a thread-local).
-    fn l1_get(&self, s: &Strategy, strategy: &str, key: &str, now: i64) -> Option<Entry> {
+    fn l1_get(&self, s: &Strategy, strategy: &str, key: &str, now: i64) -> Option<Arc<Entry>> {
         let lookup = FULL_KEY.with_borrow_mut(|full| {
             full.clear();
             full.push_str(strategy);
@@ -157,7 +161,7 @@ impl TieredCache {
     }
 
     /// The live entry, from L1 or else L2 (then promoted into L1).
-    pub async fn get(&self, strategy: &str, key: &str) -> Result<Option<(Entry, Level)>> {
+    pub async fn get(&self, strategy: &str, key: &str) -> Result<Option<(Arc<Entry>, Level)>> {
         let started = Instant::now();
         let s = self.strategy(strategy, key)?;
         let now = now_ms();
@@ -165,6 +169,7 @@ impl TieredCache {
         if found.is_none() && self.l2.enabled() {
             let full = format!("{strategy}:{key}");
             if let Some(e) = self.l2.get(&full).await.filter(|e| e.expires_at_ms > now) {
+                let e = Arc::new(e);
                 self.l1.insert(full, e.clone());
                 found = Some((e, Level::L2));
             }
@@ -181,7 +186,7 @@ impl TieredCache {
     /// The live L1 entry of a valid key, counted and timed as a hit; `None`, counting nothing,
     /// when the key is invalid or L1 does not hold it: the caller then goes the full way
     /// through [`TieredCache::get`] (the HTTP fast path for cache hits).
-    pub fn get_l1_hit(&self, strategy: &str, key: &str) -> Option<Entry> {
+    pub fn get_l1_hit(&self, strategy: &str, key: &str) -> Option<Arc<Entry>> {
         let started = Instant::now();
         let s = self.strategy(strategy, key).ok()?;
         let e = self.l1_get(s, strategy, key, now_ms())?;
@@ -193,12 +198,22 @@ impl TieredCache {
     /// Many (strategy, key) lookups at once: every key is validated first (one bad key fails
     /// the call), L1 answers what it holds, and the rest go to L2 in one round trip. Latency
     /// is recorded per key (the call's time divided by the number of keys).
-    pub async fn get_many<K: AsRef<str>>(&self, keys: &[(K, K)]) -> Result<Vec<Option<Entry>>> {
+    pub async fn get_many<K: AsRef<str>>(&self, keys: &[(K, K)]) -> Result<Vec<Option<Arc<Entry>>>> {
         let started = Instant::now();
-        let strategies =
-            keys.iter().map(|(s, k)| self.strategy(s.as_ref(), k.as_ref())).collect::<Result<Vec<_>>>()?;
+        // Neighbours usually share a strategy: reuse the last one instead of another map lookup.
+        let mut last: Option<(&str, &Strategy)> = None;
+        let mut strategies = Vec::with_capacity(keys.len());
+        for (strategy, key) in keys {
+            let (strategy, key) = (strategy.as_ref(), key.as_ref());
+            let s = match last {
+                Some((name, s)) if name == strategy && key_is_valid(key) => s,
+                _ => self.strategy(strategy, key)?,
+            };
+            last = Some((strategy, s));
+            strategies.push(s);
+        }
         let now = now_ms();
-        let mut found: Vec<Option<Entry>> = Vec::with_capacity(keys.len());
+        let mut found: Vec<Option<Arc<Entry>>> = Vec::with_capacity(keys.len());
         let mut missed = Vec::new();
         for (i, ((strategy, key), s)) in keys.iter().zip(&strategies).enumerate() {
             let e = self.l1_get(s, strategy.as_ref(), key.as_ref(), now);
@@ -214,6 +229,7 @@ impl TieredCache {
             let from_l2 = self.l2.get_many(&full).await;
             for ((&i, full), e) in missed.iter().zip(full).zip(from_l2) {
                 if let Some(e) = e.filter(|e| e.expires_at_ms > now) {
+                    let e = Arc::new(e);
                     self.l1.insert(full, e.clone());
                     self.count(strategies[i], |c| &c.l2_hits);
                     found[i] = Some(e);
@@ -249,11 +265,11 @@ impl TieredCache {
             )));
         }
         let ttl = ttl.unwrap_or(s.ttl);
-        let entry = Entry {
+        let entry = Arc::new(Entry {
             value,
             content_type: content_type.map(Arc::from),
             expires_at_ms: now_ms().saturating_add(ttl.as_millis() as i64),
-        };
+        });
         self.l1.insert(full.clone(), entry.clone());
         self.l2.set(&full, &entry).await;
         self.count(s, |c| &c.sets);
@@ -314,7 +330,7 @@ impl TieredCache {
         strategy: &str,
         key: &str,
         wait: Duration,
-    ) -> Result<Result<(Entry, Level), bool>> {
+    ) -> Result<Result<(Arc<Entry>, Level), bool>> {
         let deadline = Instant::now() + wait;
         let (full, _) = self.full_key(strategy, key)?;
         loop {
@@ -348,7 +364,7 @@ impl TieredCache {
     {
         let wait = self.cfg.lease_ttl;
         match self.get_or_wait(strategy, key, wait).await? {
-            Ok((e, _)) => Ok(e.value),
+            Ok((e, _)) => Ok(e.value.clone()),
             Err(_) => {
                 let (full, _) = self.full_key(strategy, key)?;
                 let result = loader().await;
@@ -375,7 +391,7 @@ impl TieredCache {
 
     /// Live L1 entries, for the warm-restart snapshot.
     pub fn entries(&self) -> Vec<(String, Entry)> {
-        self.l1.entries(now_ms())
+        self.l1.entries(now_ms()).into_iter().map(|(k, e)| (k, Entry::clone(&e))).collect()
     }
 
     /// Loads snapshot entries still alive into L1.
@@ -383,7 +399,7 @@ impl TieredCache {
         let now = now_ms();
         let mut n = 0;
         for (k, e) in entries.into_iter().filter(|(_, e)| e.expires_at_ms > now) {
-            self.l1.insert(k, e);
+            self.l1.insert(k, Arc::new(e));
             n += 1;
         }
         n

@@ -182,6 +182,90 @@ async fn mget_json_and_binary() {
     assert_eq!(&b[..], &[1, 0, 0, 0, 5, b'a', b'l', b'p', b'h', b'a', 0, 1, 0, 0, 0, 2, 0, 255]);
 }
 
+/// The compact mget request (`{strategy}:{key}` lines), and the fast path's mget: same answers
+/// and errors as the App's, auth enforced, gzip bodies still accepted (through the App).
+#[tokio::test]
+async fn mget_key_lines_limits_auth_and_gzip() {
+    let token = "0123456789abcdef-secret";
+    let s = TestServer::start_with(|c| {
+        c.auth_token = Some(token.into());
+        c.http.max_body_bytes = 4096;
+    });
+    let r = s
+        .client
+        .put(s.url("/api/v1/cache/memory_query/a:1"))
+        .bearer_auth(token)
+        .body("alpha")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let mget = |body: Vec<u8>, content_type: &'static str| {
+        s.client
+            .post(s.url("/api/v1/cache/mget"))
+            .bearer_auth(token)
+            .header("Content-Type", content_type)
+            .header("Accept", "application/x-perfd-mget")
+            .body(body)
+    };
+    let lines = b"memory_query:a:1\r\nmemory_query:missing\n\n".to_vec();
+    let r = mget(lines.clone(), "application/x-perfd-mget").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(&r.bytes().await.unwrap()[..], &[1, 0, 0, 0, 5, b'a', b'l', b'p', b'h', b'a', 0]);
+    // The same keys as JSON, answered as JSON.
+    let json = br#"{"keys":[{"strategy":"memory_query","key":"a:1"}]}"#.to_vec();
+    let r = s
+        .client
+        .post(s.url("/api/v1/cache/mget"))
+        .bearer_auth(token)
+        .header("Content-Type", "application/json")
+        .body(json)
+        .send()
+        .await
+        .unwrap();
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        (v["values"][0]["key"].as_str(), v["values"][0]["value"].as_str()),
+        (Some("a:1"), Some("alpha"))
+    );
+    for (body, status, code) in [
+        (b"memory_query-no-colon\n".to_vec(), 400, "invalid_input"),
+        (b"nope:k\n".to_vec(), 404, "unknown_strategy"),
+        (b"memory_query:\xff\n".to_vec(), 400, "invalid_input"),
+        (b"memory_query:k\n".repeat(400), 413, "payload_too_large"),
+        (b"memory_query:k\n".repeat(266), 200, ""),
+    ] {
+        let r = mget(body, "application/x-perfd-mget").send().await.unwrap();
+        if status == 200 {
+            assert_eq!(r.status(), 200);
+        } else {
+            expect_error(r, status, code).await;
+        }
+    }
+    let r = s
+        .client
+        .post(s.url("/api/v1/cache/mget"))
+        .header("Content-Type", "application/x-perfd-mget")
+        .body(lines.clone())
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 401, "unauthorized").await;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &lines).unwrap();
+    let r = mget(gz.finish().unwrap(), "application/x-perfd-mget")
+        .header("Content-Encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap()[0], 1);
+    let (_, p) = s.get_json("/api/v1/metrics/performance?window=10m").await;
+    let mgets =
+        p["endpoints"].as_array().unwrap().iter().find(|e| e["route"] == "/api/v1/cache/mget").cloned();
+    assert_eq!(mgets.as_ref().and_then(|e| e["requests"].as_u64()), Some(9), "{p}");
+}
+
 #[tokio::test]
 async fn invalidate_warm_clear_and_statistics() {
     let s = TestServer::start_with(|c| {
