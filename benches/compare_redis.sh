@@ -1,44 +1,75 @@
 #!/usr/bin/env bash
-# perfd's HTTP cache vs redis-server on this machine, loopback only, side by side in one run:
-# GET hits of a 512-byte value over 50 connections (wrk vs redis-benchmark without pipelining),
-# and 16-key mget (perfd's binary mget vs redis-benchmark MGET with -P 16).
-#   SECONDS_PER_RUN=10 benches/compare_redis.sh
+# perfd's HTTP cache vs redis-server on this machine, loopback only, side by side in one run.
+# Each server runs on core 0 (perfd with one HTTP worker: Redis is one thread too), each client
+# on core 1, so neither client steals its server's core. 512-byte values, 50 connections:
+#  1. GET hit, no pipelining: wrk vs redis-benchmark (whose key is set first, so its GETs are hits).
+#  2. 16 keys per request: perfd's mget (compact request and answer) vs redis-benchmark GET -P 16.
+#  3. One client for both (benches/cachebench.rs): GET and 16-key mget, closed loop.
+#   ROUNDS=3 SECONDS_PER_RUN=6 benches/compare_redis.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DUR=${SECONDS_PER_RUN:-10}
+DUR=${SECONDS_PER_RUN:-6}
+ROUNDS=${ROUNDS:-3}
 PERFD_PORT=18471
 REDIS_PORT=18379
 need=()
 command -v wrk >/dev/null || need+=(wrk)
 command -v redis-server >/dev/null || need+=(redis-server)
 if ((${#need[@]})); then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null; fi
-cargo build -q --release --bin perfd
+cargo build -q --release --bin perfd --example cachebench
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+client() { taskset -c 1 "$@"; }
 
-target/release/perfd --listen 127.0.0.1:$PERFD_PORT --data-dir "$work/perfd" 2>"$work/perfd.log" &
-redis-server --port $REDIS_PORT --bind 127.0.0.1 --save "" --appendonly no >/dev/null &
-for _ in $(seq 200); do curl -sf http://127.0.0.1:$PERFD_PORT/healthz >/dev/null && break; sleep 0.05; done
-value=$(head -c 512 /dev/zero | tr '\0' 'v')
-keys='{"keys":['
-for i in $(seq 0 15); do
-  curl -s -XPUT "http://127.0.0.1:$PERFD_PORT/api/v1/cache/llm_response/key$i" --data-binary "$value" >/dev/null
-  keys+="{\"strategy\":\"llm_response\",\"key\":\"key$i\"}"; [[ $i -lt 15 ]] && keys+=','
+# taskset execs the server, so `jobs -p` (used by the trap) holds the servers' own pids.
+PERFD_HTTP_WORKERS=1 taskset -c 0 target/release/perfd --listen 127.0.0.1:$PERFD_PORT --data-dir "$work/perfd" >"$work/perfd.log" 2>&1 &
+taskset -c 0 redis-server --port $REDIS_PORT --bind 127.0.0.1 --save "" --appendonly no >"$work/redis.log" 2>&1 &
+ready=
+for _ in $(seq 200); do
+  curl -sf http://127.0.0.1:$PERFD_PORT/healthz >/dev/null && redis-cli -p $REDIS_PORT ping >/dev/null 2>&1 && ready=1 && break
+  sleep 0.05
 done
-keys+=']}'
+[[ -n $ready ]] || { echo "servers did not start:"; cat "$work/perfd.log" "$work/redis.log"; exit 1; }
+head -c 512 /dev/zero | tr '\0' 'v' >"$work/value"
+lines=''
+for i in $(seq 0 15); do
+  curl -s -XPUT "http://127.0.0.1:$PERFD_PORT/api/v1/cache/llm_response/key$i" --data-binary @"$work/value" >/dev/null
+  redis-cli -p $REDIS_PORT -x set "key$i" <"$work/value" >/dev/null
+  lines+="llm_response:key$i\\n"
+done
+# redis-benchmark's GET reads this key; without it every GET is a (cheaper) miss.
+redis-cli -p $REDIS_PORT -x set "key:__rand_int__" <"$work/value" >/dev/null
+
+cat >"$work/pct.lua" <<'LUA'
+done = function(summary, latency, requests)
+  io.write(string.format("%d req/s, p50 %.3f ms, p99 %.3f ms, p99.9 %.3f ms\n",
+    summary.requests / (summary.duration / 1e6), latency:percentile(50) / 1000,
+    latency:percentile(99) / 1000, latency:percentile(99.9) / 1000))
+end
+LUA
 cat >"$work/mget.lua" <<LUA
 wrk.method = "POST"
-wrk.body = '$keys'
-wrk.headers["Content-Type"] = "application/json"
+wrk.body = "$lines"
+wrk.headers["Content-Type"] = "application/x-perfd-mget"
 wrk.headers["Accept"] = "application/x-perfd-mget"
 LUA
+cat "$work/pct.lua" >>"$work/mget.lua"
 
-echo "== perfd GET hit (wrk, 50 connections, 2 threads, ${DUR}s)"
-wrk -t2 -c50 -d${DUR}s --latency "http://127.0.0.1:$PERFD_PORT/api/v1/cache/llm_response/key0" | grep -E "Requests/sec|99%|50%"
-echo "== redis GET (redis-benchmark, 50 connections, no pipelining)"
-redis-benchmark -p $REDIS_PORT -t get -d 512 -c 50 -n $((DUR * 100000)) -q --csv 2>/dev/null | tail -1
-redis-benchmark -p $REDIS_PORT -t get -d 512 -c 50 -n $((DUR * 50000)) 2>/dev/null | grep -E "requests per second|99.000%|latency summary" -A2 | head -8
-echo "== perfd mget of 16 keys (binary answer)"
-wrk -t2 -c50 -d${DUR}s --latency -s "$work/mget.lua" "http://127.0.0.1:$PERFD_PORT/api/v1/cache/mget" | grep -E "Requests/sec|99%|50%"
-echo "== redis GET -P 16 (keys/s)"
-redis-benchmark -p $REDIS_PORT -t get -d 512 -c 50 -P 16 -n $((DUR * 400000)) -q 2>/dev/null | tail -1
+for round in $(seq "$ROUNDS"); do
+  echo "== round $round"
+  echo -n "perfd GET (wrk -t1 -c50):           "
+  client wrk -t1 -c50 -d"${DUR}"s -s "$work/pct.lua" "http://127.0.0.1:$PERFD_PORT/api/v1/cache/llm_response/key0" | tail -1
+  echo -n "redis GET (redis-benchmark -c50):   "
+  client redis-benchmark -p $REDIS_PORT -t get -d 512 -c 50 -n $((DUR * 100000)) 2>/dev/null |
+    awk '/throughput summary/ {rps=$3} /avg +min/ {getline; print int(rps) " req/s, p50 " $3 " ms, p99 " $5 " ms"}'
+  echo -n "perfd mget 16 (wrk -t1 -c50):       "
+  client wrk -t1 -c50 -d"${DUR}"s -s "$work/mget.lua" "http://127.0.0.1:$PERFD_PORT/api/v1/cache/mget" | tail -1 |
+    awk '{printf "%s (%d keys/s)\n", $0, $1 * 16}'
+  echo -n "redis GET -P 16 (redis-benchmark):  "
+  client redis-benchmark -p $REDIS_PORT -t get -d 512 -c 50 -P 16 -n $((DUR * 1500000)) -q 2>/dev/null | tr '\r' '\n' | grep -E "requests per second" | tail -1
+  for target in "http://127.0.0.1:$PERFD_PORT" "redis://127.0.0.1:$REDIS_PORT"; do
+    for mget in 0 16; do
+      client target/release/examples/cachebench --target "$target" --seconds "$DUR" --mget $mget
+    done
+  done
+done

@@ -152,27 +152,43 @@ fn summary(route: &Route, s: &RouteStats, window_secs: f64) -> EndpointSummary {
     }
 }
 
+/// A resolved (route, method); see [`Monitor::route_id`].
+#[derive(Debug, Clone, Copy)]
+pub struct RouteId(usize);
+
+fn record(inner: &mut Inner, id: usize, status: u16, elapsed: Duration, now_ms: i64) {
+    let bucket = now_ms - now_ms.rem_euclid(BUCKET_MS);
+    let us = (elapsed.as_micros() as u64).clamp(1, 120_000_000);
+    if inner.history.back().is_none_or(|(b, _)| *b != bucket) {
+        inner.history.push_back((bucket, Vec::new()));
+        while inner.history.len() > BUCKETS {
+            inner.history.pop_front();
+        }
+    }
+    if let Some((_, slots)) = inner.history.back_mut() {
+        slot(slots, id).count(us, status);
+    }
+    slot(&mut inner.interval, id).count(us, status);
+    let class = (status / 100).clamp(1, 5) as usize - 1;
+    inner.routes[id].by_class[class] += 1;
+}
+
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 impl Monitor {
     pub fn record(&self, route: &str, method: &str, status: u16, elapsed: Duration, now_ms: i64) {
-        let bucket = now_ms - now_ms.rem_euclid(BUCKET_MS);
-        let us = (elapsed.as_micros() as u64).clamp(1, 120_000_000);
-        let mut guard = self.inner.lock();
-        let inner = &mut *guard;
+        let mut inner = self.inner.lock();
         let id = inner.id(route, method);
-        if inner.history.back().is_none_or(|(b, _)| *b != bucket) {
-            inner.history.push_back((bucket, Vec::new()));
-            while inner.history.len() > BUCKETS {
-                inner.history.pop_front();
-            }
-        }
-        if let Some((_, slots)) = inner.history.back_mut() {
-            slot(slots, id).count(us, status);
-        }
-        slot(&mut inner.interval, id).count(us, status);
-        let class = (status / 100).clamp(1, 5) as usize - 1;
-        inner.routes[id].by_class[class] += 1;
+        record(&mut inner, id, status, elapsed, now_ms);
+    }
+
+    /// The id of a (route, method) for [`Monitor::record_id`], which then skips the lookup.
+    pub fn route_id(&self, route: &str, method: &str) -> RouteId {
+        RouteId(self.inner.lock().id(route, method))
+    }
+
+    pub fn record_id(&self, id: RouteId, status: u16, elapsed: Duration, now_ms: i64) {
+        record(&mut self.inner.lock(), id.0, status, elapsed, now_ms);
     }
 
     /// Requests since start by (route, method, status class).

@@ -43,8 +43,24 @@ fn duration_param(name: &str, s: &str) -> Result<Duration, Error> {
 /// The route pattern the request monitor files entry requests under.
 pub const ENTRY_ROUTE: &str = "/api/v1/cache/{strategy}/{key}";
 
-pub(super) fn hit_response(e: Arc<Entry>, level: Level) -> HttpResponse {
-    let max_age = (e.ttl_ms(now_ms()) + 999) / 1000;
+/// `max-age=N` header values for N up to an hour, built once: most answers take one from here
+/// instead of formatting (and allocating) it.
+fn max_age_header(secs: i64) -> header::HeaderValue {
+    static TABLE: std::sync::OnceLock<Vec<header::HeaderValue>> = std::sync::OnceLock::new();
+    // Digits and ASCII letters always make a valid value; the fallback is never taken.
+    let value = |n: i64| {
+        header::HeaderValue::from_str(&format!("max-age={n}"))
+            .unwrap_or(header::HeaderValue::from_static("max-age=0"))
+    };
+    let table = TABLE.get_or_init(|| (0..=3600).map(value).collect());
+    match table.get(secs.max(0) as usize) {
+        Some(v) => v.clone(),
+        None => value(secs),
+    }
+}
+
+pub(super) fn hit_response(e: Arc<Entry>, level: Level, now_ms: i64) -> HttpResponse {
+    let max_age = (e.ttl_ms(now_ms) + 999) / 1000;
     let mut resp = HttpResponse::Ok();
     match e.content_type.as_deref() {
         Some(ct) => resp.content_type(ct),
@@ -54,7 +70,7 @@ pub(super) fn hit_response(e: Arc<Entry>, level: Level) -> HttpResponse {
         header::HeaderName::from_static("x-cache"),
         header::HeaderValue::from_static(if level == Level::L1 { "L1" } else { "L2" }),
     ))
-    .insert_header((header::CACHE_CONTROL, format!("max-age={max_age}")))
+    .insert_header((header::CACHE_CONTROL, max_age_header(max_age)))
     .body(e.value.clone())
 }
 
@@ -115,13 +131,13 @@ async fn get_entry(
 ) -> Result<HttpResponse, ApiError> {
     let Some(wait) = params.wait.as_deref() else {
         return match state.cache.get(strategy, key).await? {
-            Some((e, level)) => Ok(hit_response(e, level)),
+            Some((e, level)) => Ok(hit_response(e, level, now_ms())),
             None => Err(miss(strategy, key)),
         };
     };
     let wait = duration_param("wait", wait)?.min(MAX_WAIT);
     match state.cache.get_or_wait(strategy, key, wait).await? {
-        Ok((e, level)) => Ok(hit_response(e, level)),
+        Ok((e, level)) => Ok(hit_response(e, level, now_ms())),
         Err(leased) => {
             let mut resp =
                 miss(strategy, key).error_response_with_fill(if leased { "lease" } else { "timeout" });

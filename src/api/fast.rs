@@ -14,6 +14,7 @@ use super::AppState;
 use super::cache::{ENTRY_ROUTE, hit_response, mget_answer, percent_decoded, split_entry_path};
 use super::error::ApiError;
 use crate::cache::Level;
+use crate::monitor::RouteId;
 use actix_http::{Method, Payload, Request, Response};
 use actix_web::body::{BoxBody, EitherBody, MessageBody};
 use actix_web::dev::{AppConfig, Service, ServiceFactory, ServiceResponse};
@@ -35,6 +36,9 @@ pub struct FastCache<F> {
 
 pub struct FastCacheService<S> {
     app: Rc<S>,
+    /// The monitor's ids of the two routes answered here.
+    entry_id: RouteId,
+    mget_id: RouteId,
     /// `Rc`: one non-atomic increment per mget instead of one atomic one per `Arc` inside.
     state: Rc<AppState>,
 }
@@ -64,7 +68,9 @@ where
     fn new_service(&self, cfg: AppConfig) -> Self::Future {
         let app = self.app.new_service(cfg);
         let state = Rc::new(self.state.clone());
-        Box::pin(async move { Ok(FastCacheService { app: Rc::new(app.await?), state }) })
+        let entry_id = state.monitor.route_id(ENTRY_ROUTE, "GET");
+        let mget_id = state.monitor.route_id(MGET_ROUTE, "POST");
+        Box::pin(async move { Ok(FastCacheService { app: Rc::new(app.await?), entry_id, mget_id, state }) })
     }
 }
 
@@ -102,13 +108,14 @@ where
     fn call(&self, req: Request) -> Self::Future {
         let started = Instant::now();
         if let Some(hit) = self.hit(&req) {
-            let elapsed = started.elapsed();
-            self.state.monitor.record(ENTRY_ROUTE, "GET", 200, elapsed, crate::model::now_ms());
+            // One wall-clock reading serves expiry, max-age and the monitor's bucket.
+            let (hit, now_ms) = hit;
+            self.state.monitor.record_id(self.entry_id, 200, started.elapsed(), now_ms);
             return AnswerFuture::Ready(Some(hit));
         }
         if self.is_fast_mget(&req) {
             let mut req = req;
-            let (state, payload) = (self.state.clone(), req.take_payload());
+            let (state, payload, mget_id) = (self.state.clone(), req.take_payload(), self.mget_id);
             return AnswerFuture::App(Box::pin(async move {
                 let limit = state.config.http.max_body_bytes;
                 let answer = match read_body(payload, limit).await {
@@ -118,7 +125,7 @@ where
                 let resp = answer.unwrap_or_else(|e| e.error_response());
                 let status = resp.status().as_u16();
                 let elapsed = started.elapsed();
-                state.monitor.record(MGET_ROUTE, "POST", status, elapsed, crate::model::now_ms());
+                state.monitor.record_id(mget_id, status, elapsed, crate::model::now_ms());
                 Ok(Response::from(resp).map_body(|_, b| EitherBody::right(b)))
             }));
         }
@@ -171,14 +178,16 @@ impl<S> FastCacheService<S> {
             && self.state.config.auth_token.as_deref().is_none_or(|t| super::bearer_matches(headers, t))
     }
 
-    /// The answer when this is a plain GET of an entry L1 holds; `None` hands it to the App.
-    fn hit(&self, req: &Request) -> Option<Response<BoxBody>> {
+    /// The answer (and the Unix ms it used) when this is a plain GET of an entry L1 holds;
+    /// `None` hands it to the App.
+    fn hit(&self, req: &Request) -> Option<(Response<BoxBody>, i64)> {
         if req.method() != Method::GET || req.uri().query().is_some() {
             return None;
         }
         let (strategy, key) = split_entry_path(req.uri().path())?;
         let (strategy, key) = (percent_decoded(strategy).ok()?, percent_decoded(key).ok()?);
-        let entry = self.state.cache.get_l1_hit(&strategy, &key)?;
-        Some(hit_response(entry, Level::L1).into())
+        let now_ms = crate::model::now_ms();
+        let entry = self.state.cache.get_l1_hit(&strategy, &key, now_ms)?;
+        Some((hit_response(entry, Level::L1, now_ms).into(), now_ms))
     }
 }

@@ -186,10 +186,11 @@ impl TieredCache {
     /// The live L1 entry of a valid key, counted and timed as a hit; `None`, counting nothing,
     /// when the key is invalid or L1 does not hold it: the caller then goes the full way
     /// through [`TieredCache::get`] (the HTTP fast path for cache hits).
-    pub fn get_l1_hit(&self, strategy: &str, key: &str) -> Option<Arc<Entry>> {
+    /// `now_ms` is the caller's clock reading (one read less on the hottest path).
+    pub fn get_l1_hit(&self, strategy: &str, key: &str, now_ms: i64) -> Option<Arc<Entry>> {
         let started = Instant::now();
         let s = self.strategy(strategy, key).ok()?;
-        let e = self.l1_get(s, strategy, key, now_ms())?;
+        let e = self.l1_get(s, strategy, key, now_ms)?;
         self.count(s, |c| &c.l1_hits);
         self.latency.record(started.elapsed());
         Some(e)
