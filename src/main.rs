@@ -10,11 +10,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 
-/// mimalloc instead of glibc malloc: the request paths allocate many small, short-lived
-/// buffers, and glibc's fastbin consolidation showed up on the cache paths (README, "Performance").
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// perfd: single-host caching and performance-monitoring daemon.
 #[derive(Parser)]
 #[command(version, about, args_conflicts_with_subcommands = true)]
