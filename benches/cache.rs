@@ -24,8 +24,12 @@ fn bench(c: &mut Criterion) {
     let keys: Vec<(String, String)> = (0..16).map(|i| ("llm_response".into(), format!("k{i}"))).collect();
     let mut g = c.benchmark_group("cache_l1");
     g.bench_function("baseline_quick_cache_get", |b| b.iter(|| raw.get(black_box("llm_response:k500"))));
-    g.bench_function("hit_sync", |b| b.iter(|| cache.get_l1_hit("llm_response", black_box("k500"), now_ms())));
-    g.bench_function("hit", |b| b.iter(|| rt.block_on(cache.get("llm_response", black_box("k500"))).unwrap()));
+    g.bench_function("hit_sync", |b| {
+        b.iter(|| cache.get_l1_hit("llm_response", black_box("k500"), now_ms()))
+    });
+    g.bench_function("hit", |b| {
+        b.iter(|| rt.block_on(cache.get("llm_response", black_box("k500"))).unwrap())
+    });
     g.bench_function("miss", |b| {
         b.iter(|| rt.block_on(cache.get("llm_response", black_box("absent"))).unwrap())
     });

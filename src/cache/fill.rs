@@ -1,0 +1,100 @@
+//! Fill leases: stampede control for missing keys. One caller gets the lease and computes the
+//! value; the others wait for its PUT (which releases the lease and wakes them) or for the lease
+//! to run out. The same machinery gives in-process single flight ([`TieredCache::get_or_load`]).
+
+use super::{Entry, Level, TieredCache, l1};
+use crate::error::Result;
+use crate::model::now_ms;
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// The outcome of asking for a fill lease on a missing key.
+pub enum Lease {
+    /// The caller holds the lease: compute the value and store it.
+    Granted,
+    /// Someone else holds it until the given instant; wait on the notify.
+    Held(Arc<Notify>, Instant),
+}
+
+impl TieredCache {
+    /// Asks for the fill lease on a missing key (see [`Lease`]).
+    pub fn lease(&self, full_key: &str) -> Lease {
+        let now = Instant::now();
+        let mut leases = self.leases.lock();
+        match leases.get(full_key) {
+            Some((until, notify)) if *until > now => Lease::Held(notify.clone(), *until),
+            _ => {
+                leases.insert(full_key.to_owned(), (now + self.cfg.lease_ttl, Arc::new(Notify::new())));
+                Lease::Granted
+            }
+        }
+    }
+
+    pub(super) fn release(&self, full_key: &str) {
+        if let Some((_, notify)) = self.leases.lock().remove(full_key) {
+            notify.notify_waiters();
+        }
+    }
+
+    /// Waits (up to `wait`) for a missing key to be filled by whoever holds its lease; takes the
+    /// lease when it is free or runs out. `Ok(Err(true))`: this caller now holds the lease;
+    /// `Ok(Err(false))`: the wait ran out.
+    pub async fn get_or_wait(
+        &self,
+        strategy: &str,
+        key: &str,
+        wait: Duration,
+    ) -> Result<Result<(Arc<Entry>, Level), bool>> {
+        let deadline = Instant::now() + wait;
+        let (full, _) = self.full_key(strategy, key)?;
+        loop {
+            if let Some(hit) = self.get(strategy, key).await? {
+                return Ok(Ok(hit));
+            }
+            let (notify, until) = match self.lease(&full) {
+                Lease::Granted => return Ok(Err(true)),
+                Lease::Held(n, until) => (n, until),
+            };
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            // Registered before the re-check, so a PUT landing in between still wakes us.
+            notified.as_mut().enable();
+            if let l1::Lookup::Hit(hit) = self.l1.get(&full, now_ms()) {
+                return Ok(Ok((hit, Level::L1)));
+            }
+            if Instant::now() >= deadline {
+                return Ok(Err(false));
+            }
+            let _ = tokio::time::timeout_at(deadline.min(until).into(), notified).await;
+        }
+    }
+
+    /// In-process single flight: the cached value, or `loader`'s (stored for the strategy's TTL),
+    /// with concurrent callers for one key sharing a single `loader` call.
+    pub async fn get_or_load<F, Fut>(&self, strategy: &str, key: &str, loader: F) -> Result<Bytes>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Bytes>>,
+    {
+        let wait = self.cfg.lease_ttl;
+        match self.get_or_wait(strategy, key, wait).await? {
+            Ok((e, _)) => Ok(e.value.clone()),
+            Err(_) => {
+                let (full, _) = self.full_key(strategy, key)?;
+                let result = loader().await;
+                match result {
+                    Ok(v) => {
+                        self.set(strategy, key, v.clone(), Some("application/json"), None).await?;
+                        Ok(v)
+                    }
+                    Err(e) => {
+                        self.release(&full);
+                        Err(e)
+                    }
+                }
+            }
+        }
+    }
+}
