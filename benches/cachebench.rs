@@ -11,7 +11,8 @@
 //! connections; 0 = closed loop), `--mget N` (N keys per request: perfd's compact mget, Redis
 //! pipelined GETs), `--key` (`key0`; mget uses `key0..keyN-1`), `--strategy` (`llm_response`).
 //! The keys must exist. With `--rate`, latency counts from each request's scheduled send time,
-//! so a stalled server cannot hide its queue (no coordinated omission).
+//! so a stalled server cannot hide its queue (no coordinated omission); `--from-send` counts
+//! from the actual send instead, leaving out the client's own stalls.
 //!
 //! The loop polls non-blocking sockets without sleeping, so it keeps its core busy: pin it to
 //! a core of its own (`taskset -c 1`). Only loopback targets are accepted.
@@ -28,6 +29,8 @@ struct Args {
     mget: usize,
     key: String,
     strategy: String,
+    /// With `--rate`: count latency from the actual send instead of the scheduled one.
+    from_send: bool,
 }
 
 fn parse_args() -> Args {
@@ -39,9 +42,14 @@ fn parse_args() -> Args {
         mget: 0,
         key: "key0".into(),
         strategy: "llm_response".into(),
+        from_send: false,
     };
     let mut argv = std::env::args().skip(1);
     while let Some(flag) = argv.next() {
+        if flag == "--from-send" {
+            a.from_send = true;
+            continue;
+        }
         let v = argv.next().unwrap_or_default();
         match flag.as_str() {
             "--target" => a.target = v,
@@ -171,7 +179,7 @@ fn main() {
                 None if now >= c.next => {
                     c.stream.write_all(&req).expect("write");
                     // Closed loop: the clock starts now; at a rate: when the request was due.
-                    c.started = Some(if interval.is_some() { c.next } else { now });
+                    c.started = Some(if interval.is_some() && !a.from_send { c.next } else { now });
                     c.next += interval.unwrap_or_default();
                 }
                 None => {}
