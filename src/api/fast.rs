@@ -74,10 +74,10 @@ where
     }
 }
 
-/// Either the answer is ready (a hit) or it is the App's.
+/// Either the answer is ready (a hit) or still to come (an mget, or the App's).
 pub enum AnswerFuture<B> {
     Ready(Option<Response<BoxBody>>),
-    App(Pin<Box<dyn Future<Output = Result<Answer<B>, Error>>>>),
+    Pending(Pin<Box<dyn Future<Output = Result<Answer<B>, Error>>>>),
 }
 
 impl<B> Future for AnswerFuture<B> {
@@ -89,7 +89,7 @@ impl<B> Future for AnswerFuture<B> {
                 Some(a) => Poll::Ready(Ok(a.map_body(|_, b| EitherBody::right(b)))),
                 None => Poll::Ready(Err(actix_web::error::ErrorInternalServerError("polled twice"))),
             },
-            AnswerFuture::App(f) => f.as_mut().poll(cx),
+            AnswerFuture::Pending(f) => f.as_mut().poll(cx),
         }
     }
 }
@@ -116,7 +116,7 @@ where
         if self.is_fast_mget(&req) {
             let mut req = req;
             let (state, payload, mget_id) = (self.state.clone(), req.take_payload(), self.mget_id);
-            return AnswerFuture::App(Box::pin(async move {
+            return AnswerFuture::Pending(Box::pin(async move {
                 let limit = state.config.http.max_body_bytes;
                 let answer = match read_body(payload, limit).await {
                     Ok(body) => mget_answer(&state, req.headers(), &body).await,
@@ -130,7 +130,7 @@ where
             }));
         }
         let app = self.app.clone();
-        AnswerFuture::App(Box::pin(async move {
+        AnswerFuture::Pending(Box::pin(async move {
             let res = app.call(req).await?;
             Ok(Response::from(res).map_body(|_, b| EitherBody::left(b)))
         }))
