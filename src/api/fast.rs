@@ -8,11 +8,12 @@
 //! Why: a cache hit's useful work is ~100 ns; the App's request setup, router, middleware and
 //! extractors cost several times that. Skipping them is what lets perfd keep up with Redis
 //! (README, "Performance"). Answers, errors, statistics and request timing are the same as the
-//! App's: both use `cache::hit_response` and `cache::mget_answer`.
+//! App's: both use `cache::hit_response` and `mget::mget_answer`.
 
 use super::AppState;
-use super::cache::{ENTRY_ROUTE, hit_response, mget_answer, percent_decoded, split_entry_path};
+use super::cache::{ENTRY_ROUTE, hit_response, percent_decoded, split_entry_path};
 use super::error::ApiError;
+use super::mget::mget_answer;
 use crate::cache::Level;
 use crate::monitor::RouteId;
 use actix_http::{Method, Payload, Request, Response};

@@ -9,6 +9,7 @@ mod executions;
 mod fast;
 mod ingest;
 mod metrics;
+mod mget;
 mod observe;
 mod prometheus;
 mod query;
@@ -104,7 +105,7 @@ pub fn configure(state: AppState) -> impl Fn(&mut web::ServiceConfig) + Clone {
                 // key may hold `/`) are parsed by the default service, so the hottest path
                 // needs no regex match.
                 web::scope("/api/v1/cache")
-                    .route("/mget", web::post().to(cache::mget))
+                    .route("/mget", web::post().to(mget::mget))
                     .route("/invalidate", web::post().to(cache::invalidate))
                     .route("/warm", web::post().to(cache::warm))
                     .default_service(web::to(cache::entry)),

@@ -1,0 +1,119 @@
+//! `POST /api/v1/cache/mget`: many keys in one request, for clients that would pipeline GETs
+//! with Redis. Answered by the App's handler or by the fast path, both through [`mget_answer`].
+
+use super::AppState;
+use super::error::{ApiError, body_error};
+use crate::Error;
+use crate::model::now_ms;
+use actix_web::{HttpRequest, HttpResponse, http::header, web};
+use base64::Engine as _;
+use serde::Deserialize;
+use std::borrow::Cow;
+
+/// Most keys in one `mget`.
+const MAX_MGET_KEYS: usize = 1000;
+/// Media type of the compact forms: the request as key lines, the answer as per key a `u8`
+/// found, then (if found) a `u32` BE length and the bytes.
+pub const MGET_BINARY: &str = "application/x-perfd-mget";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MgetBody<'a> {
+    #[serde(borrow)]
+    keys: Vec<KeyRef<'a>>,
+}
+
+/// Borrowed from the body unless the JSON string has escapes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyRef<'a> {
+    #[serde(borrow)]
+    strategy: Cow<'a, str>,
+    #[serde(borrow)]
+    key: Cow<'a, str>,
+}
+
+/// Many keys in one request (see [`mget_answer`]).
+pub async fn mget(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: Result<web::Bytes, actix_web::Error>,
+) -> Result<HttpResponse, ApiError> {
+    let raw = body.map_err(|e| body_error(e, state.config.http.max_body_bytes))?;
+    mget_answer(&state, req.headers(), &raw).await
+}
+
+/// The keys of a compact mget body: UTF-8 lines `{strategy}:{key}` (strategy names have no
+/// `:`, keys have no control characters, so neither holds a line break); empty lines skipped.
+fn mget_lines(raw: &[u8]) -> Result<Vec<(&str, &str)>, Error> {
+    let text = std::str::from_utf8(raw).map_err(|_| Error::invalid("mget body is not UTF-8"))?;
+    text.split('\n')
+        .map(|line| line.strip_suffix('\r').unwrap_or(line))
+        .enumerate()
+        .filter(|(_, line)| !line.is_empty())
+        .map(|(i, line)| {
+            line.split_once(':')
+                .ok_or_else(|| Error::invalid(format!("mget line {}: expected strategy:key", i + 1)))
+        })
+        .collect()
+}
+
+fn header_has(headers: &header::HeaderMap, name: header::HeaderName, media_type: &str) -> bool {
+    headers.get(name).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains(media_type))
+}
+
+/// Answers an mget body. The request is JSON (`{"keys": [{"strategy", "key"}]}`) or, with
+/// `Content-Type: application/x-perfd-mget`, key lines (see [`mget_lines`]). The answer is
+/// JSON (UTF-8 values as `value`, others as `value_b64`), or the compact binary form when the
+/// client sends `Accept: application/x-perfd-mget`. Shared by the App's handler and the fast
+/// path.
+pub(super) async fn mget_answer(
+    state: &AppState,
+    headers: &header::HeaderMap,
+    raw: &[u8],
+) -> Result<HttpResponse, ApiError> {
+    let json: MgetBody<'_>;
+    let pairs: Vec<(&str, &str)> = if header_has(headers, header::CONTENT_TYPE, MGET_BINARY) {
+        mget_lines(raw)?
+    } else {
+        // Parsed here rather than by `web::Json`, so the keys borrow from the body.
+        json = serde_json::from_slice(raw).map_err(|e| Error::invalid(format!("invalid mget body: {e}")))?;
+        json.keys.iter().map(|k| (&*k.strategy, &*k.key)).collect()
+    };
+    if pairs.len() > MAX_MGET_KEYS {
+        return Err(Error::invalid(format!("mget takes at most {MAX_MGET_KEYS} keys")).into());
+    }
+    let found = state.cache.get_many(&pairs).await?;
+    if header_has(headers, header::ACCEPT, MGET_BINARY) {
+        let mut out =
+            Vec::with_capacity(found.iter().map(|e| e.as_ref().map_or(1, |e| 5 + e.value.len())).sum());
+        for e in &found {
+            match e {
+                None => out.push(0),
+                Some(e) => {
+                    out.push(1);
+                    out.extend_from_slice(&(e.value.len() as u32).to_be_bytes());
+                    out.extend_from_slice(&e.value);
+                }
+            }
+        }
+        return Ok(HttpResponse::Ok().content_type(header::HeaderValue::from_static(MGET_BINARY)).body(out));
+    }
+    let now = now_ms();
+    let values: Vec<serde_json::Value> = pairs
+        .iter()
+        .zip(found)
+        .map(|((strategy, key), e)| match e {
+            None => serde_json::json!({"strategy": strategy, "key": key, "hit": false}),
+            Some(e) => {
+                let mut v = serde_json::json!({"strategy": strategy, "key": key, "hit": true, "ttl_ms": e.ttl_ms(now), "content_type": e.content_type.as_deref()});
+                match std::str::from_utf8(&e.value) {
+                    Ok(s) => v["value"] = s.into(),
+                    Err(_) => v["value_b64"] = base64::engine::general_purpose::STANDARD.encode(&e.value).into(),
+                }
+                v
+            }
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({"values": values})))
+}
