@@ -7,7 +7,7 @@ use crate::Error;
 use crate::model::now_ms;
 use actix_web::{HttpRequest, HttpResponse, http::header, web};
 use base64::Engine as _;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 
 /// Most keys in one `mget`.
@@ -100,20 +100,51 @@ pub(super) async fn mget_answer(
         return Ok(HttpResponse::Ok().content_type(header::HeaderValue::from_static(MGET_BINARY)).body(out));
     }
     let now = now_ms();
-    let values: Vec<serde_json::Value> = pairs
+    let values: Vec<MgetValue<'_>> = pairs
         .iter()
-        .zip(found)
-        .map(|((strategy, key), e)| match e {
-            None => serde_json::json!({"strategy": strategy, "key": key, "hit": false}),
-            Some(e) => {
-                let mut v = serde_json::json!({"strategy": strategy, "key": key, "hit": true, "ttl_ms": e.ttl_ms(now), "content_type": e.content_type.as_deref()});
-                match std::str::from_utf8(&e.value) {
-                    Ok(s) => v["value"] = s.into(),
-                    Err(_) => v["value_b64"] = base64::engine::general_purpose::STANDARD.encode(&e.value).into(),
-                }
-                v
+        .zip(&found)
+        .map(|(&(strategy, key), e)| {
+            let Some(e) = e else {
+                return MgetValue { strategy, key, hit: false, ..MgetValue::default() };
+            };
+            let (value, value_b64) = match std::str::from_utf8(&e.value) {
+                Ok(s) => (Some(s), None),
+                Err(_) => (None, Some(base64::engine::general_purpose::STANDARD.encode(&e.value))),
+            };
+            let content_type = Some(e.content_type.as_deref());
+            MgetValue {
+                strategy,
+                key,
+                hit: true,
+                ttl_ms: Some(e.ttl_ms(now)),
+                content_type,
+                value,
+                value_b64,
             }
         })
         .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({"values": values})))
+    Ok(HttpResponse::Ok().json(MgetAnswer { values }))
+}
+
+#[derive(Serialize)]
+struct MgetAnswer<'a> {
+    values: Vec<MgetValue<'a>>,
+}
+
+/// One key of the JSON answer, serialized straight from the cached bytes (no `serde_json::Value`
+/// copies). A miss has `strategy`, `key` and `hit` only; a hit adds `ttl_ms`, `content_type`
+/// (null when none was stored) and `value` (UTF-8) or `value_b64`.
+#[derive(Default, Serialize)]
+struct MgetValue<'a> {
+    strategy: &'a str,
+    key: &'a str,
+    hit: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ttl_ms: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content_type: Option<Option<&'a str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value_b64: Option<String>,
 }

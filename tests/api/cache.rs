@@ -170,6 +170,12 @@ async fn mget_json_and_binary() {
     assert_eq!(v["values"][0]["value"], "alpha");
     assert_eq!(v["values"][1]["hit"], false);
     assert_eq!(v["values"][2]["value_b64"], "AP8=");
+    // The shape: a miss carries strategy, key and hit only; a hit adds ttl_ms and content_type.
+    assert_eq!(v["values"][1].as_object().unwrap().len(), 3, "{v}");
+    assert_eq!(v["values"][1]["key"], "missing");
+    assert_eq!(v["values"][0]["content_type"], "text/plain");
+    assert!(v["values"][0]["ttl_ms"].as_i64().unwrap() > 0, "{v}");
+    assert!(v["values"][2]["content_type"].is_null() && v["values"][2].get("content_type").is_some(), "{v}");
     let r = s
         .client
         .post(s.url("/api/v1/cache/mget"))
