@@ -62,11 +62,12 @@ pub async fn guard_and_time(
     };
     let finished = std::time::Instant::now();
     let r = res.request();
-    let pattern = if cache::is_entry_path(r.path()) { None } else { r.match_pattern() };
+    // Entries are served by the scope's default service, which has no pattern of its own.
+    let pattern = (!cache::is_entry_path(r.path())).then(|| r.match_pattern());
     let route = match &pattern {
-        Some(p) => p.as_str(),
-        None if cache::is_entry_path(r.path()) => cache::ENTRY_ROUTE,
-        None => "unmatched",
+        None => cache::ENTRY_ROUTE,
+        Some(Some(p)) => p.as_str(),
+        Some(None) => "unmatched",
     };
     let (status, method) = (res.status().as_u16(), r.method().as_str());
     state.monitor.record(route, method, status, finished - started, crate::model::now_ms());
