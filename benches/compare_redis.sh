@@ -5,6 +5,8 @@
 #  1. GET hit, no pipelining: wrk vs redis-benchmark (whose key is set first, so its GETs are hits).
 #  2. 16 keys per request: perfd's mget (compact request and answer) vs redis-benchmark GET -P 16.
 #  3. One client for both (benches/cachebench.rs): GET and 16-key mget, closed loop.
+#  4. The floor (benches/httpfloor.rs, also on core 0): a static HTTP answer of the same bytes on
+#     tokio, no parsing or lookup, to show what any hand-written hit path could reach.
 #   ROUNDS=3 SECONDS_PER_RUN=6 benches/compare_redis.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,21 +14,23 @@ DUR=${SECONDS_PER_RUN:-6}
 ROUNDS=${ROUNDS:-3}
 PERFD_PORT=18471
 REDIS_PORT=18379
+FLOOR_PORT=18472
 need=()
 command -v wrk >/dev/null || need+=(wrk)
 command -v redis-server >/dev/null || need+=(redis-server)
 if ((${#need[@]})); then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null; fi
-cargo build -q --release --bin perfd --example cachebench
+cargo build -q --release --bin perfd --example cachebench --example httpfloor
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 client() { taskset -c 1 "$@"; }
 
 # taskset execs the server, so `jobs -p` (used by the trap) holds the servers' own pids.
 PERFD_HTTP_WORKERS=1 taskset -c 0 target/release/perfd --listen 127.0.0.1:$PERFD_PORT --data-dir "$work/perfd" >"$work/perfd.log" 2>&1 &
+taskset -c 0 target/release/examples/httpfloor 127.0.0.1:$FLOOR_PORT >"$work/floor.log" 2>&1 &
 taskset -c 0 redis-server --port $REDIS_PORT --bind 127.0.0.1 --save "" --appendonly no >"$work/redis.log" 2>&1 &
 ready=
 for _ in $(seq 200); do
-  curl -sf http://127.0.0.1:$PERFD_PORT/healthz >/dev/null && redis-cli -p $REDIS_PORT ping >/dev/null 2>&1 && ready=1 && break
+  curl -sf http://127.0.0.1:$PERFD_PORT/healthz >/dev/null && curl -sf http://127.0.0.1:$FLOOR_PORT/ >/dev/null && redis-cli -p $REDIS_PORT ping >/dev/null 2>&1 && ready=1 && break
   sleep 0.05
 done
 [[ -n $ready ]] || { echo "servers did not start:"; cat "$work/perfd.log" "$work/redis.log"; exit 1; }
@@ -67,9 +71,15 @@ for round in $(seq "$ROUNDS"); do
     awk '{printf "%s (%d keys/s)\n", $0, $1 * 16}'
   echo -n "redis GET -P 16 (redis-benchmark):  "
   client redis-benchmark -p $REDIS_PORT -t get -d 512 -c 50 -P 16 -n $((DUR * 1500000)) -q 2>/dev/null | tr '\r' '\n' | grep -E "requests per second" | tail -1
+  echo -n "floor GET (wrk -t1 -c50):           "
+  client wrk -t1 -c50 -d"${DUR}"s -s "$work/pct.lua" "http://127.0.0.1:$FLOOR_PORT/api/v1/cache/llm_response/key0" | tail -1
   for target in "http://127.0.0.1:$PERFD_PORT" "redis://127.0.0.1:$REDIS_PORT"; do
     for mget in 0 16; do
       client target/release/examples/cachebench --target "$target" --seconds "$DUR" --mget $mget
     done
+  done
+  client target/release/examples/cachebench --target "http://127.0.0.1:$FLOOR_PORT" --seconds "$DUR" | sed 's/^/floor /'
+  for target in "http://127.0.0.1:$PERFD_PORT" "redis://127.0.0.1:$REDIS_PORT" "http://127.0.0.1:$FLOOR_PORT"; do
+    client target/release/examples/cachebench --target "$target" --seconds "$DUR" --rate 90000 --from-send
   done
 done
