@@ -28,9 +28,9 @@ pub enum Error {
     UnknownStrategy(String),
     #[error("{0}")]
     Conflict(String),
-    /// The path exists but not for this method.
-    #[error("{0}")]
-    MethodNotAllowed(String),
+    /// The path exists but not for this method; `allow` lists the methods it has.
+    #[error("{method} is not allowed on this path; use {allow}")]
+    MethodNotAllowed { method: String, allow: String },
     /// The writer queue is full; retry after the given number of seconds.
     #[error("write queue is full; retry in {retry_after_secs} s")]
     Overloaded { retry_after_secs: u32 },

@@ -109,7 +109,8 @@ pub async fn entry(
         Method::PUT => put_entry(&state, &req, &strategy, &key, params, body).await,
         Method::DELETE => delete_entry(&state, &strategy, &key).await,
         ref m => {
-            Err(Error::MethodNotAllowed(format!("{m} is not allowed here; use GET, PUT or DELETE")).into())
+            Err(Error::MethodNotAllowed { method: m.to_string(), allow: "GET, HEAD, PUT, DELETE".into() }
+                .into())
         }
     }
 }

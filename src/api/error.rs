@@ -30,7 +30,7 @@ impl ApiError {
             Error::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Error::UnknownStrategy(_) => (StatusCode::NOT_FOUND, "unknown_strategy"),
             Error::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
-            Error::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Error::MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Error::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             Error::QueueFull(_) => (StatusCode::TOO_MANY_REQUESTS, "queue_full"),
             Error::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
@@ -52,8 +52,14 @@ impl ResponseError for ApiError {
             log::error!("{code}: {}", self.0);
         }
         let mut resp = HttpResponse::build(status);
-        if let Error::Overloaded { retry_after_secs } = self.0 {
-            resp.insert_header(("Retry-After", retry_after_secs.to_string()));
+        match &self.0 {
+            Error::Overloaded { retry_after_secs } => {
+                resp.insert_header(("Retry-After", retry_after_secs.to_string()));
+            }
+            Error::MethodNotAllowed { allow, .. } => {
+                resp.insert_header(("Allow", allow.as_str()));
+            }
+            _ => {}
         }
         resp.json(serde_json::json!({"error": {"code": code, "message": self.0.to_string()}}))
     }

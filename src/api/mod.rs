@@ -19,7 +19,8 @@ pub use fast::FastCache;
 use crate::config::Config;
 use crate::store::Store;
 use crate::writer::WriterHandle;
-use actix_web::{HttpResponse, web};
+use actix_web::http::Method;
+use actix_web::{HttpRequest, HttpResponse, guard, web};
 use std::sync::Arc;
 
 /// What every handler may use; cloned into each actix worker.
@@ -88,6 +89,38 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// One path and its methods (a GET route answers HEAD too); any other method on the path is a
+/// JSON 405 with `Allow`.
+macro_rules! resource {
+    ($path:expr, $($method:ident => $handler:expr),+ $(,)?) => {
+        web::resource($path)
+            $(.route(method_route(Method::$method).to($handler)))+
+            .default_service(web::to(|req: HttpRequest| async move {
+                method_not_allowed(&req, &[$(Method::$method),+])
+            }))
+    };
+}
+
+fn method_route(method: Method) -> actix_web::Route {
+    if method == Method::GET {
+        web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
+    } else {
+        web::route().method(method)
+    }
+}
+
+fn method_not_allowed(req: &HttpRequest, methods: &[Method]) -> Result<HttpResponse, error::ApiError> {
+    let mut allow: Vec<&str> = Vec::new();
+    for m in methods {
+        allow.push(m.as_str());
+        if *m == Method::GET {
+            allow.push("HEAD");
+        }
+    }
+    let method = req.method().to_string();
+    Err(crate::Error::MethodNotAllowed { method, allow: allow.join(", ") }.into())
+}
+
 /// Registers every route and the extractor settings; used by the daemon and by tests alike.
 pub fn configure(state: AppState) -> impl Fn(&mut web::ServiceConfig) + Clone {
     move |cfg: &mut web::ServiceConfig| {
@@ -106,47 +139,43 @@ pub fn configure(state: AppState) -> impl Fn(&mut web::ServiceConfig) + Clone {
                 // key may hold `/`) are parsed by the default service, so the hottest path
                 // needs no regex match.
                 web::scope("/api/v1/cache")
-                    .route("/mget", web::post().to(mget::mget))
-                    .route("/invalidate", web::post().to(cache::invalidate))
-                    .route("/warm", web::post().to(cache::warm))
+                    .service(resource!("/mget", POST => mget::mget))
+                    .service(resource!("/invalidate", POST => cache::invalidate))
+                    .service(resource!("/warm", POST => cache::warm))
                     .default_service(web::to(cache::entry)),
             )
-            .route("/healthz", web::get().to(healthz))
-            .route("/metrics", web::get().to(prometheus::get_metrics))
-            .route("/write", web::post().to(ingest::write_lines))
-            .route("/api/v1/import", web::post().to(ingest::import_json_lines))
-            .route("/api/v1/ingest", web::post().to(ingest::ingest_points))
-            .route("/api/v1/series", web::get().to(query::get_series))
-            .route("/api/v1/query_range", web::get().to(query::query_range))
-            .route("/api/v1/export", web::get().to(query::export))
-            .route("/api/v1/metrics/performance", web::get().to(observe::get_performance))
-            .route("/api/v1/metrics/resources/usage", web::get().to(observe::get_resource_usage))
-            .route("/api/v1/metrics/health", web::get().to(observe::get_health))
-            .route("/api/v1/alerts/thresholds", web::get().to(alerts::list_thresholds))
-            .route("/api/v1/alerts/thresholds", web::post().to(alerts::create_threshold))
-            .service(
-                web::resource("/api/v1/alerts/thresholds/{id}")
-                    .route(web::get().to(alerts::get_threshold))
-                    .route(web::put().to(alerts::update_threshold))
-                    .route(web::delete().to(alerts::delete_threshold)),
-            )
-            .route("/api/v1/executions", web::post().to(executions::request_slot))
-            .route("/api/v1/executions", web::get().to(executions::list_profiles))
-            .route("/api/v1/executions/{id}", web::get().to(executions::get_execution))
-            .route("/api/v1/executions/{id}/heartbeat", web::post().to(executions::heartbeat))
-            .route("/api/v1/executions/{id}/stages", web::post().to(executions::add_stage))
-            .route("/api/v1/executions/{id}/finish", web::post().to(executions::finish))
-            .route("/api/v1/alerts", web::get().to(alerts::list_alerts))
-            .route("/api/v1/alerts/history", web::get().to(alerts::alert_history))
-            .route("/api/v1/alerts/silences", web::get().to(alerts::list_silences))
-            .route("/api/v1/alerts/silences", web::post().to(alerts::create_silence))
-            .route("/api/v1/metrics/cache", web::get().to(metrics::get_cache))
-            .route("/api/v1/metrics/cache/clear", web::post().to(metrics::clear_cache))
-            .route("/api/v1/queries", web::post().to(metrics::report_queries))
-            .route("/api/v1/admin/backup", web::post().to(admin::create_backup))
-            .route("/api/v1/admin/backups", web::get().to(admin::list_backups))
-            .route("/api/v1/metrics/database", web::get().to(metrics::get_database))
-            .route("/api/v1/metrics/queue", web::get().to(metrics::get_queue))
+            .service(resource!("/healthz", GET => healthz))
+            .service(resource!("/metrics", GET => prometheus::get_metrics))
+            .service(resource!("/write", POST => ingest::write_lines))
+            .service(resource!("/api/v1/import", POST => ingest::import_json_lines))
+            .service(resource!("/api/v1/ingest", POST => ingest::ingest_points))
+            .service(resource!("/api/v1/series", GET => query::get_series))
+            .service(resource!("/api/v1/query_range", GET => query::query_range))
+            .service(resource!("/api/v1/export", GET => query::export))
+            .service(resource!("/api/v1/metrics/performance", GET => observe::get_performance))
+            .service(resource!("/api/v1/metrics/resources/usage", GET => observe::get_resource_usage))
+            .service(resource!("/api/v1/metrics/health", GET => observe::get_health))
+            .service(resource!("/api/v1/alerts/thresholds",
+                GET => alerts::list_thresholds, POST => alerts::create_threshold))
+            .service(resource!("/api/v1/alerts/thresholds/{id}",
+                GET => alerts::get_threshold, PUT => alerts::update_threshold, DELETE => alerts::delete_threshold))
+            .service(resource!("/api/v1/executions",
+                POST => executions::request_slot, GET => executions::list_profiles))
+            .service(resource!("/api/v1/executions/{id}", GET => executions::get_execution))
+            .service(resource!("/api/v1/executions/{id}/heartbeat", POST => executions::heartbeat))
+            .service(resource!("/api/v1/executions/{id}/stages", POST => executions::add_stage))
+            .service(resource!("/api/v1/executions/{id}/finish", POST => executions::finish))
+            .service(resource!("/api/v1/alerts", GET => alerts::list_alerts))
+            .service(resource!("/api/v1/alerts/history", GET => alerts::alert_history))
+            .service(resource!("/api/v1/alerts/silences",
+                GET => alerts::list_silences, POST => alerts::create_silence))
+            .service(resource!("/api/v1/metrics/cache", GET => metrics::get_cache))
+            .service(resource!("/api/v1/metrics/cache/clear", POST => metrics::clear_cache))
+            .service(resource!("/api/v1/queries", POST => metrics::report_queries))
+            .service(resource!("/api/v1/admin/backup", POST => admin::create_backup))
+            .service(resource!("/api/v1/admin/backups", GET => admin::list_backups))
+            .service(resource!("/api/v1/metrics/database", GET => metrics::get_database))
+            .service(resource!("/api/v1/metrics/queue", GET => metrics::get_queue))
             .default_service(web::to(not_found));
     }
 }
@@ -162,6 +191,6 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }
 
-async fn not_found(req: actix_web::HttpRequest) -> Result<HttpResponse, error::ApiError> {
+async fn not_found(req: HttpRequest) -> Result<HttpResponse, error::ApiError> {
     Err(error::ApiError(crate::Error::NotFound(format!("no route for {} {}", req.method(), req.path()))))
 }

@@ -74,3 +74,31 @@ async fn a_token_guards_mutating_endpoints() {
     let (status, body) = s.get_json("/api/v1/series?match=m_v").await;
     assert_eq!((status, body["count"].as_u64()), (200, Some(1)));
 }
+
+#[tokio::test]
+async fn wrong_methods_get_a_json_405_with_allow_and_get_routes_answer_head() {
+    let s = TestServer::start();
+    let cases = [
+        ("PATCH", "/api/v1/alerts/thresholds/1", "GET, HEAD, PUT, DELETE"),
+        ("DELETE", "/api/v1/metrics/cache", "GET, HEAD"),
+        ("GET", "/api/v1/cache/mget", "POST"),
+        ("GET", "/write", "POST"),
+        ("PUT", "/api/v1/executions", "POST, GET, HEAD"),
+        ("POST", "/api/v1/cache/llm_response/k", "GET, HEAD, PUT, DELETE"),
+    ];
+    for (method, path, allow) in cases {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let r = s.client.request(m, s.url(path)).body("{}").send().await.unwrap();
+        assert_eq!(r.headers()["allow"], allow, "{method} {path}");
+        let message = expect_error(r, 405, "method_not_allowed").await;
+        assert!(message.contains(method) && message.contains(allow), "{message}");
+    }
+    let r = s.client.head(s.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "", "HEAD has no body");
+    let r = s.client.head(s.url("/api/v1/metrics/cache")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    // An unknown path stays a 404, whatever the method.
+    let r = s.client.patch(s.url("/api/v1/nothing")).send().await.unwrap();
+    expect_error(r, 404, "not_found").await;
+}
