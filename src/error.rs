@@ -61,6 +61,34 @@ impl Error {
     }
 }
 
+/// Caller input quoted in an error message, cut to its first 64 bytes (`…` marks the cut), so a
+/// 60 KiB bad name is not echoed back whole.
+pub struct Shown<'a>(pub &'a str);
+
+impl std::fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const MAX: usize = 64;
+        if self.0.len() <= MAX {
+            return write!(f, "{:?}", self.0);
+        }
+        let cut = (0..=MAX).rev().find(|&i| self.0.is_char_boundary(i)).unwrap_or(0);
+        write!(f, "{:?}…", &self.0[..cut])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Shown;
+
+    #[test]
+    fn shown_cuts_long_input_at_a_char_boundary() {
+        assert_eq!(Shown("cpu").to_string(), "\"cpu\"");
+        let long = "é".repeat(100);
+        let s = Shown(&long).to_string();
+        assert!(s.ends_with("\"…") && s.len() < 80, "{s}");
+    }
+}
+
 /// redb splits its errors by operation; they all fold into its umbrella `redb::Error`.
 macro_rules! from_redb {
     ($($ty:ident),*) => {$(

@@ -3,7 +3,7 @@
 //! Everything that enters perfd from outside passes through a constructor here, so the rest of
 //! the code may assume names, labels, timestamps and values are valid.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Shown};
 use std::fmt::Write as _;
 
 /// Longest metric name accepted, in bytes.
@@ -30,7 +30,8 @@ impl SeriesKey {
         validate_name(name)?;
         if labels.len() > MAX_LABELS {
             return Err(Error::invalid(format!(
-                "series {name:?} has {} labels; at most {MAX_LABELS} are allowed",
+                "series {} has {} labels; at most {MAX_LABELS} are allowed",
+                Shown(name),
                 labels.len()
             )));
         }
@@ -39,7 +40,7 @@ impl SeriesKey {
         }
         labels.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         if let Some(w) = labels.windows(2).find(|w| w[0].0 == w[1].0) {
-            return Err(Error::invalid(format!("label {:?} appears twice", w[0].0)));
+            return Err(Error::invalid(format!("label {} appears twice", Shown(&w[0].0))));
         }
         Ok(SeriesKey { name: name.to_owned(), labels })
     }
@@ -69,7 +70,7 @@ impl SeriesKey {
         let mut labels = Vec::with_capacity(sel.matchers.len());
         for m in sel.matchers {
             if m.negated {
-                return Err(Error::invalid(format!("{text:?} is a selector, not a series key")));
+                return Err(Error::invalid(format!("{} is a selector, not a series key", Shown(text))));
             }
             labels.push((m.label, m.value));
         }
@@ -106,7 +107,8 @@ pub fn validate_name(name: &str) -> Result<()> {
         Ok(())
     } else {
         Err(Error::invalid(format!(
-            "invalid metric name {name:?}: must match [A-Za-z_:][A-Za-z0-9_:.-]* and be at most {MAX_NAME_LEN} bytes"
+            "invalid metric name {}: must match [A-Za-z_:][A-Za-z0-9_:.-]* and be at most {MAX_NAME_LEN} bytes",
+            Shown(name)
         )))
     }
 }
@@ -122,12 +124,14 @@ pub fn validate_label(name: &str, value: &str) -> Result<()> {
         && b.iter().all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'));
     if !name_ok {
         return Err(Error::invalid(format!(
-            "invalid label name {name:?}: must match [A-Za-z_][A-Za-z0-9_.-]* and not start with __"
+            "invalid label name {}: must match [A-Za-z_][A-Za-z0-9_.-]* and not start with __",
+            Shown(name)
         )));
     }
     if value.is_empty() || value.len() > MAX_LABEL_VALUE_LEN || value.chars().any(char::is_control) {
         return Err(Error::invalid(format!(
-            "invalid value for label {name:?}: must be 1 to {MAX_LABEL_VALUE_LEN} bytes without control characters"
+            "invalid value for label {}: must be 1 to {MAX_LABEL_VALUE_LEN} bytes without control characters",
+            Shown(name)
         )));
     }
     Ok(())

@@ -1,6 +1,6 @@
 //! Selectors, time parsing, range reads and aggregation. Read-only: never touches the writer.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Shown};
 use crate::model::{HOUR_MS, Point, SeriesKey};
 use crate::store::{HourData, Store, codec};
 use serde::Serialize;
@@ -23,7 +23,7 @@ pub struct Matcher {
 
 impl Selector {
     pub fn parse(text: &str) -> Result<Selector> {
-        let bad = |why: &str| Error::invalid(format!("invalid selector {text:?}: {why}"));
+        let bad = |why: &str| Error::invalid(format!("invalid selector {}: {why}", Shown(text)));
         let text_t = text.trim();
         let (name, rest) = match text_t.find('{') {
             Some(i) => (text_t[..i].trim(), Some(&text_t[i + 1..])),
@@ -106,7 +106,9 @@ pub fn parse_time(s: &str) -> Result<i64> {
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map(|d| d.as_millis() as i64)
-        .ok_or_else(|| Error::invalid(format!("invalid time {s:?}: use unix milliseconds or RFC 3339")))
+        .ok_or_else(|| {
+            Error::invalid(format!("invalid time {}: use unix milliseconds or RFC 3339", Shown(s)))
+        })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]

@@ -13,7 +13,7 @@ pub mod stats;
 pub use fill::Lease;
 
 use crate::config::CacheConfig;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Shown};
 use crate::model::now_ms;
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -287,7 +287,7 @@ impl TieredCache {
     /// L2; returns how many L1 and L2 entries went.
     pub async fn invalidate(&self, pattern: &str) -> Result<(u64, u64)> {
         let glob = glob::Pattern::new(pattern)
-            .map_err(|e| Error::invalid(format!("invalid pattern {pattern:?}: {e}")))?;
+            .map_err(|e| Error::invalid(format!("invalid pattern {}: {e}", Shown(pattern))))?;
         let l1 = self.l1.remove_where(|k, _| glob.matches(k));
         let l2 = self.l2.invalidate(pattern).await;
         Ok((l1, l2))

@@ -4,7 +4,7 @@
 //! String fields are skipped and counted; booleans are 1/0; `i`/`u` integers become floats.
 
 use super::{BatchBuilder, at, sort_labels};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Shown};
 use std::borrow::Cow;
 
 /// Timestamp unit of a body, from `?precision=`.
@@ -88,7 +88,7 @@ fn parse_line(
         }
         let (v, p) = token(line, p + 1, b", ", true);
         if v.is_empty() {
-            return Err(Error::invalid(format!("tag {k:?} has an empty value")));
+            return Err(Error::invalid(format!("tag {} has an empty value", Shown(&k))));
         }
         tags.push((k, v));
         pos = p;
@@ -108,7 +108,7 @@ fn parse_line(
         pos = p + 1;
         if b.get(pos) == Some(&b'"') {
             pos = skip_string(b, pos + 1)
-                .ok_or_else(|| Error::invalid(format!("field {k:?}: unterminated string")))?;
+                .ok_or_else(|| Error::invalid(format!("field {}: unterminated string", Shown(&k))))?;
             report.skipped_string_fields += 1;
         } else {
             let end = pos + b[pos..].iter().position(|&c| c == b',' || c == b' ').unwrap_or(b.len() - pos);
@@ -127,7 +127,8 @@ fn parse_line(
     let ts = match line[pos..].trim_end() {
         "" => now_ms,
         t => {
-            let raw: i64 = t.parse().map_err(|_| Error::invalid(format!("invalid timestamp {t:?}")))?;
+            let raw: i64 =
+                t.parse().map_err(|_| Error::invalid(format!("invalid timestamp {}", Shown(t))))?;
             precision.to_ms(raw).ok_or_else(|| Error::invalid(format!("timestamp {t} out of range")))?
         }
     };
@@ -197,7 +198,7 @@ fn skip_string(b: &[u8], mut pos: usize) -> Option<usize> {
 }
 
 fn field_value(s: &str) -> Result<f64> {
-    let bad = || Error::invalid(format!("invalid field value {s:?}"));
+    let bad = || Error::invalid(format!("invalid field value {}", Shown(s)));
     let v = match s {
         "t" | "T" | "true" | "True" | "TRUE" => 1.0,
         "f" | "F" | "false" | "False" | "FALSE" => 0.0,

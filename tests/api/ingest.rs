@@ -173,6 +173,12 @@ async fn every_bad_input_is_a_json_4xx_and_writes_nothing() {
     )
     .await;
     assert!(msg.contains("line 2"), "{msg}");
+    // A 40 KiB bad name is quoted, not echoed whole.
+    let long = "9".repeat(40 * 1024);
+    let msg =
+        expect_error(s.post("/write?precision=ms", format!("{long} v=1 {t}")).await, 400, "invalid_input")
+            .await;
+    assert!(msg.len() < 300 && msg.contains("must match"), "{} bytes: {msg:.200}", msg.len());
     // Within the cap still works.
     assert_eq!(s.post("/write?precision=ms", format!("a v=1 {t}\nb v=1 {t}\nc v=1 {t}")).await.status(), 204);
     expect_error(s.post("/write?precision=ms", format!("d v=1 {t}")).await, 422, "series_limit").await;
