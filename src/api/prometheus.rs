@@ -5,175 +5,115 @@ use super::AppState;
 use actix_web::{HttpResponse, web};
 use std::fmt::Write as _;
 
-/// Appends one metric family: HELP, TYPE and its samples.
-fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(Vec<(&str, &str)>, f64)]) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-    for (labels, value) in samples {
-        out.push_str(name);
-        if !labels.is_empty() {
-            out.push('{');
-            for (i, (k, v)) in labels.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                let _ = write!(out, "{k}=\"");
-                for c in v.chars() {
-                    match c {
-                        '\\' => out.push_str("\\\\"),
-                        '"' => out.push_str("\\\""),
-                        '\n' => out.push_str("\\n"),
-                        c => out.push(c),
+type Samples<'a> = Vec<(Vec<(&'a str, &'a str)>, f64)>;
+
+/// The exposition being written: one method per metric kind, each appending a whole family.
+struct Exposition(String);
+
+impl Exposition {
+    fn counter(&mut self, name: &str, help: &str, value: u64) {
+        self.family(name, "counter", help, &[(vec![], value as f64)]);
+    }
+
+    fn gauge(&mut self, name: &str, help: &str, value: f64) {
+        self.family(name, "gauge", help, &[(vec![], value)]);
+    }
+
+    /// HELP, TYPE and the samples; label values escaped, non-finite values written as 0.
+    fn family(&mut self, name: &str, kind: &str, help: &str, samples: &[(Vec<(&str, &str)>, f64)]) {
+        let out = &mut self.0;
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            out.push_str(name);
+            if !labels.is_empty() {
+                out.push('{');
+                for (i, (k, v)) in labels.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
                     }
+                    let _ = write!(out, "{k}=\"");
+                    for c in v.chars() {
+                        match c {
+                            '\\' => out.push_str("\\\\"),
+                            '"' => out.push_str("\\\""),
+                            '\n' => out.push_str("\\n"),
+                            c => out.push(c),
+                        }
+                    }
+                    out.push('"');
                 }
-                out.push('"');
+                out.push('}');
             }
-            out.push('}');
+            let _ = writeln!(out, " {}", if value.is_finite() { *value } else { 0.0 });
         }
-        let _ = writeln!(out, " {}", if value.is_finite() { *value } else { 0.0 });
     }
 }
 
-fn one(v: f64) -> Vec<(Vec<(&'static str, &'static str)>, f64)> {
-    vec![(vec![], v)]
-}
-
 pub async fn get_metrics(state: web::Data<AppState>) -> HttpResponse {
-    let mut out = String::with_capacity(8192);
-    let w = state.writer.snapshot();
-    family(
-        &mut out,
-        "perfd_ingest_points_total",
-        "counter",
-        "Points committed by the writer.",
-        &one(w.points as f64),
-    );
-    family(
-        &mut out,
-        "perfd_ingest_requests_total",
-        "counter",
-        "Write requests handled by the writer.",
-        &one(w.requests as f64),
-    );
-    family(
-        &mut out,
-        "perfd_writer_commits_total",
-        "counter",
-        "Durable ingest commits.",
-        &one(w.commits as f64),
-    );
-    family(
-        &mut out,
-        "perfd_ingest_rejected_total",
-        "counter",
-        "Write requests refused, by reason.",
-        &[
-            (vec![("reason", "queue_full")], w.rejected_full as f64),
-            (vec![("reason", "series_limit")], w.rejected_series_limit as f64),
-            (vec![("reason", "commit_failed")], w.failed_commits as f64),
-        ],
-    );
-    family(
-        &mut out,
-        "perfd_writer_queue_depth",
-        "gauge",
-        "Requests waiting for the writer.",
-        &one(w.queue_depth as f64),
-    );
-    family(
-        &mut out,
-        "perfd_writer_queue_capacity",
-        "gauge",
-        "Writer queue capacity.",
-        &one(w.queue_capacity as f64),
-    );
-    family(
-        &mut out,
-        "perfd_writer_commit_p99_seconds",
-        "gauge",
-        "99th percentile commit latency.",
-        &one(w.commit_p99_ms / 1000.0),
-    );
-    family(
-        &mut out,
-        "perfd_series",
-        "gauge",
-        "Series in the catalog.",
-        &one(state.store.series_count() as f64),
-    );
-    let c = state.cache.statistics();
-    family(
-        &mut out,
-        "perfd_cache_hits_total",
-        "counter",
-        "Cache hits by level.",
-        &[(vec![("level", "l1")], c.total.l1_hits as f64), (vec![("level", "l2")], c.total.l2_hits as f64)],
-    );
-    family(&mut out, "perfd_cache_misses_total", "counter", "Cache misses.", &one(c.total.misses as f64));
-    family(&mut out, "perfd_cache_sets_total", "counter", "Cache writes.", &one(c.total.sets as f64));
-    family(&mut out, "perfd_cache_evictions_total", "counter", "L1 evictions.", &one(c.evictions as f64));
-    family(&mut out, "perfd_cache_l1_entries", "gauge", "Entries in L1.", &one(c.l1_size as f64));
-    family(
-        &mut out,
-        "perfd_cache_l2_errors_total",
-        "counter",
-        "Redis errors and timeouts.",
-        &one((c.l2.errors + c.l2.timeouts) as f64),
-    );
+    let mut out = Exposition(String::with_capacity(8192));
+    writer_families(&mut out, &state);
+    cache_families(&mut out, &state);
     let totals = state.monitor.totals();
-    let samples: Vec<(Vec<(&str, &str)>, f64)> = totals
+    let samples: Samples = totals
         .iter()
         .map(|((route, method, class), n)| {
             (vec![("route", route.as_str()), ("method", method.as_str()), ("status", *class)], *n as f64)
         })
         .collect();
-    family(
-        &mut out,
-        "perfd_http_requests_total",
-        "counter",
-        "HTTP requests by route pattern, method and status class.",
-        &samples,
-    );
+    let help = "HTTP requests by route pattern, method and status class.";
+    out.family("perfd_http_requests_total", "counter", help, &samples);
+    host_families(&mut out, &state);
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(out.0)
+}
+
+fn writer_families(out: &mut Exposition, state: &AppState) {
+    let w = state.writer.snapshot();
+    out.counter("perfd_ingest_points_total", "Points committed by the writer.", w.points);
+    out.counter("perfd_ingest_requests_total", "Write requests handled by the writer.", w.requests);
+    out.counter("perfd_writer_commits_total", "Durable ingest commits.", w.commits);
+    let rejected = [
+        (vec![("reason", "queue_full")], w.rejected_full as f64),
+        (vec![("reason", "series_limit")], w.rejected_series_limit as f64),
+        (vec![("reason", "commit_failed")], w.failed_commits as f64),
+    ];
+    out.family("perfd_ingest_rejected_total", "counter", "Write requests refused, by reason.", &rejected);
+    out.gauge("perfd_writer_queue_depth", "Requests waiting for the writer.", w.queue_depth as f64);
+    out.gauge("perfd_writer_queue_capacity", "Writer queue capacity.", w.queue_capacity as f64);
+    out.gauge("perfd_writer_commit_p99_seconds", "99th percentile commit latency.", w.commit_p99_ms / 1000.0);
+    out.gauge("perfd_series", "Series in the catalog.", state.store.series_count() as f64);
+}
+
+fn cache_families(out: &mut Exposition, state: &AppState) {
+    let c = state.cache.statistics();
+    let hits =
+        [(vec![("level", "l1")], c.total.l1_hits as f64), (vec![("level", "l2")], c.total.l2_hits as f64)];
+    out.family("perfd_cache_hits_total", "counter", "Cache hits by level.", &hits);
+    out.counter("perfd_cache_misses_total", "Cache misses.", c.total.misses);
+    out.counter("perfd_cache_sets_total", "Cache writes.", c.total.sets);
+    out.counter("perfd_cache_evictions_total", "L1 evictions.", c.evictions);
+    out.gauge("perfd_cache_l1_entries", "Entries in L1.", c.l1_size as f64);
+    out.counter("perfd_cache_l2_errors_total", "Redis errors and timeouts.", c.l2.errors + c.l2.timeouts);
+}
+
+fn host_families(out: &mut Exposition, state: &AppState) {
+    use crate::sampler::alerts::Level;
     let alerts = state.published.alerts.read().clone();
     let firing = |level| alerts.iter().filter(|a| !a.silenced && a.level == level).count() as f64;
-    family(
-        &mut out,
-        "perfd_alerts_firing",
-        "gauge",
-        "Alerts firing now (not silenced), by level.",
-        &[
-            (vec![("level", "warning")], firing(crate::sampler::alerts::Level::Warning)),
-            (vec![("level", "critical")], firing(crate::sampler::alerts::Level::Critical)),
-        ],
-    );
+    let levels = [
+        (vec![("level", "warning")], firing(Level::Warning)),
+        (vec![("level", "critical")], firing(Level::Critical)),
+    ];
+    out.family("perfd_alerts_firing", "gauge", "Alerts firing now (not silenced), by level.", &levels);
     let r = state.published.resources.read().clone();
-    family(&mut out, "perfd_host_cpu_percent", "gauge", "Host CPU use, all cores.", &one(r.cpu_percent));
-    family(
-        &mut out,
-        "perfd_host_memory_used_bytes",
-        "gauge",
-        "Host memory in use.",
-        &one(r.memory_used_bytes as f64),
-    );
-    family(
-        &mut out,
-        "perfd_host_memory_total_bytes",
-        "gauge",
-        "Host memory.",
-        &one(r.memory_total_bytes as f64),
-    );
-    let disks: Vec<(Vec<(&str, &str)>, f64)> =
+    out.gauge("perfd_host_cpu_percent", "Host CPU use, all cores.", r.cpu_percent);
+    out.gauge("perfd_host_memory_used_bytes", "Host memory in use.", r.memory_used_bytes as f64);
+    out.gauge("perfd_host_memory_total_bytes", "Host memory.", r.memory_total_bytes as f64);
+    let disks: Samples =
         r.disks.iter().map(|d| (vec![("mount", d.mount.as_str())], d.used_percent)).collect();
-    family(&mut out, "perfd_host_disk_used_percent", "gauge", "Disk use by mount point.", &disks);
-    family(
-        &mut out,
-        "perfd_process_resident_memory_bytes",
-        "gauge",
-        "perfd's resident memory.",
-        &one(r.process_rss_bytes as f64),
-    );
-    family(&mut out, "perfd_process_cpu_percent", "gauge", "perfd's CPU use.", &one(r.process_cpu_percent));
+    out.family("perfd_host_disk_used_percent", "gauge", "Disk use by mount point.", &disks);
+    out.gauge("perfd_process_resident_memory_bytes", "perfd's resident memory.", r.process_rss_bytes as f64);
+    out.gauge("perfd_process_cpu_percent", "perfd's CPU use.", r.process_cpu_percent);
     let health = state.published.health.read().as_ref().map_or(0.0, |h| h.score as f64);
-    family(&mut out, "perfd_health_score", "gauge", "Health score, 0 to 100.", &one(health));
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(out)
+    out.gauge("perfd_health_score", "Health score, 0 to 100.", health);
 }
