@@ -1,0 +1,243 @@
+//! Configuration: defaults < TOML file < `PERFD_*` environment < command-line flags, validated
+//! once into [`Config`]. Nothing reads the environment after start; each component receives only
+//! its own sub-struct.
+
+mod raw;
+
+use crate::error::{Error, Result};
+use raw::{RawConfig, SECTIONS, read_toml, toml_value};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The validated configuration of one perfd process.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address the HTTP API binds; loopback by default.
+    pub listen: SocketAddr,
+    /// When set, every mutating and admin request needs `Authorization: Bearer <token>`.
+    /// Required for a non-loopback `listen`.
+    pub auth_token: Option<String>,
+    /// Directory holding `perfd.redb` (created if missing).
+    pub data_dir: PathBuf,
+    pub http: HttpConfig,
+    pub storage: StorageConfig,
+    pub writer: WriterConfig,
+    pub query: QueryConfig,
+    pub cache: CacheConfig,
+    pub sampler: SamplerConfig,
+    pub executions: crate::executions::ExecutionConfig,
+    pub backup: BackupConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct BackupConfig {
+    /// Scheduled backups into `<data_dir>/backups`; `None` (the default) means off.
+    pub interval: Option<Duration>,
+    /// Scheduled backups kept; older `perfd-*.pfbk` files are deleted.
+    pub keep: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct SamplerConfig {
+    /// How often the host is read, statistics are written as series and health is scored.
+    pub interval: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    /// L1 entries (quick_cache capacity when no byte budget is set).
+    pub max_entries: usize,
+    /// L1 byte budget; 0 means none (then `max_entries` bounds L1).
+    pub max_bytes: u64,
+    /// Largest value accepted (413 above).
+    pub max_entry_bytes: usize,
+    /// How often expired L1 entries are swept.
+    pub sweep_interval: Duration,
+    /// How long a fill lease lasts before another caller may take it.
+    pub lease_ttl: Duration,
+    /// Save live L1 entries on shutdown and load them on start.
+    pub warm_restart: bool,
+    /// Strategy name → default TTL: the built-in five plus any from the file.
+    pub strategies: BTreeMap<String, Duration>,
+    pub redis: RedisConfig,
+}
+
+/// The Redis L2 (used only when built with `--features redis` and `url` is set).
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    pub url: Option<String>,
+    /// Connections kept open (each multiplexes many requests), at most 50.
+    pub pool_size: usize,
+    /// Limit on every Redis call; past it L1 keeps serving and a timeout is counted.
+    pub timeout: Duration,
+    /// Prefix of every key perfd writes; `clear l2` deletes only these.
+    pub prefix: String,
+}
+
+/// Strategies every perfd knows, with the TTLs the agent backend relies on.
+pub const BUILTIN_STRATEGIES: [(&str, u64); 5] = [
+    ("crew_config", 3600),
+    ("execution_state", 300),
+    ("memory_query", 900),
+    ("llm_response", 1800),
+    ("performance", 60),
+];
+
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Largest request body accepted, after gzip decompression too (bytes).
+    pub max_body_bytes: usize,
+    /// actix worker threads.
+    pub workers: usize,
+    /// Open connections each worker accepts; beyond it new connections wait in the backlog.
+    pub max_connections: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    /// Points older than this are rejected on ingest and their chunks deleted.
+    pub retention: Duration,
+    /// Cardinality cap: ingest that would create more series is refused with 422.
+    pub max_series: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    /// Messages the writer channel holds before ingest answers 503.
+    pub queue_capacity: usize,
+    /// Points waiting in the channel before ingest answers 503; bounds queued memory.
+    pub max_queued_points: usize,
+    /// How long after an hour ends its open points wait for stragglers before being sealed.
+    pub seal_delay: Duration,
+    /// How often the writer looks for hours to seal and chunks to expire.
+    pub maintenance_interval: Duration,
+    /// Open (unsealed) points kept in memory before the largest open hours are sealed early.
+    pub max_open_points: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct QueryConfig {
+    /// Largest raw answer, in points; larger ones are a 422 asking for a narrower range or `step`.
+    pub max_points: usize,
+}
+
+/// Flags that override everything else.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub config_file: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// Builds the configuration from `file`, the given environment and `flags`.
+    pub fn load(flags: &Overrides, env: impl Iterator<Item = (String, String)>) -> Result<Config> {
+        let mut table = match &flags.config_file {
+            Some(path) => read_toml(path)?,
+            None => toml::Table::new(),
+        };
+        for (var, value) in env {
+            let Some(rest) = var.strip_prefix("PERFD_") else {
+                continue;
+            };
+            let rest = rest.to_ascii_lowercase();
+            let value = toml_value(&value);
+            match SECTIONS.iter().find(|s| rest.starts_with(&format!("{s}_"))) {
+                Some(section) => {
+                    let key = rest[section.len() + 1..].to_owned();
+                    let entry = table.entry(*section).or_insert_with(|| toml::Table::new().into());
+                    if let Some(t) = entry.as_table_mut() {
+                        t.insert(key, value);
+                    }
+                }
+                None => {
+                    table.insert(rest, value);
+                }
+            }
+        }
+        if let Some(l) = &flags.listen {
+            table.insert("listen".into(), l.clone().into());
+        }
+        if let Some(d) = &flags.data_dir {
+            table.insert("data_dir".into(), d.display().to_string().into());
+        }
+        let raw: RawConfig = table.try_into().map_err(|e: toml::de::Error| Error::Config(e.to_string()))?;
+        raw.validate()
+    }
+
+    /// A configuration for tests: port 0 on loopback, data in `dir`, short intervals.
+    pub fn for_test(dir: &Path) -> Config {
+        let mut c = RawConfig::default().validate().expect("defaults are valid");
+        c.listen = "127.0.0.1:0".parse().expect("valid address");
+        c.data_dir = dir.to_owned();
+        c.http.workers = 2;
+        c.writer.maintenance_interval = Duration::from_millis(200);
+        // Tests tick the sampler themselves (`SamplerHandle::tick`), so its writes are predictable.
+        c.sampler.interval = Duration::from_secs(3600);
+        // A busy test machine must not hold executions back.
+        c.executions.cpu_limit_percent = 101.0;
+        c.executions.memory_limit_percent = 101.0;
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Iterator<Item = (String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>().into_iter()
+    }
+
+    #[test]
+    fn precedence_defaults_file_env_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("perfd.toml");
+        std::fs::write(&file, "listen = \"127.0.0.1:1\"\n[storage]\nretention = \"2d\"\nmax_series = 5\n")
+            .unwrap();
+        let flags = Overrides { config_file: Some(file), listen: Some("127.0.0.1:3".into()), data_dir: None };
+        let c =
+            Config::load(&flags, env(&[("PERFD_STORAGE_MAX_SERIES", "7"), ("PERFD_LISTEN", "127.0.0.1:2")]))
+                .unwrap();
+        assert_eq!(c.listen.port(), 3);
+        assert_eq!(c.storage.retention, Duration::from_secs(2 * 86400));
+        assert_eq!(c.storage.max_series, 7);
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+    }
+
+    /// The shipped example must stay loadable and say the defaults.
+    #[test]
+    fn shipped_example_config_is_valid_and_matches_defaults() {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("systemd/perfd.toml");
+        let flags = Overrides { config_file: Some(path), ..Overrides::default() };
+        let from_file = Config::load(&flags, env(&[])).unwrap();
+        let defaults = Config::load(&Overrides::default(), env(&[])).unwrap();
+        assert_eq!(format!("{from_file:?}"), format!("{defaults:?}"));
+    }
+
+    #[test]
+    fn a_public_address_needs_a_token() {
+        let e = Config::load(&Overrides::default(), env(&[("PERFD_LISTEN", "0.0.0.0:8470")])).unwrap_err();
+        assert!(e.to_string().contains("auth_token"), "{e}");
+        let c = Config::load(
+            &Overrides::default(),
+            env(&[("PERFD_LISTEN", "0.0.0.0:8470"), ("PERFD_AUTH_TOKEN", "0123456789abcdef")]),
+        )
+        .unwrap();
+        assert_eq!(c.auth_token.as_deref(), Some("0123456789abcdef"));
+        assert!(Config::load(&Overrides::default(), env(&[("PERFD_AUTH_TOKEN", "short")])).is_err());
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e =
+            Config::load(&Overrides::default(), env(&[("PERFD_STORAGE_RETENTION", "forever")])).unwrap_err();
+        assert!(e.to_string().contains("storage.retention"), "{e}");
+        let e = Config::load(&Overrides::default(), env(&[("PERFD_WRITER_BOGUS", "1")])).unwrap_err();
+        assert!(e.to_string().contains("bogus"), "{e}");
+        let e = Config::load(&Overrides::default(), env(&[("PERFD_LISTEN", "nowhere")])).unwrap_err();
+        assert!(e.to_string().contains("listen"), "{e}");
+    }
+}
