@@ -85,45 +85,7 @@ impl Daemon {
             executions,
             queries: Arc::default(),
         };
-        let (tx, rx) = std::sync::mpsc::channel();
-        let join = std::thread::Builder::new().name("perfd-http".into()).spawn(move || {
-            let system = actix_web::rt::System::new();
-            let result = system.block_on(async move {
-                let fast_state = state.clone();
-                let routes = api::configure(state);
-                let server = HttpServer::new(move || api::FastCache {
-                    app: App::new()
-                        .wrap(actix_web::middleware::from_fn(api::guard_and_time))
-                        .configure(routes.clone())
-                        .into_factory(),
-                    state: fast_state.clone(),
-                })
-                .workers(workers)
-                .max_connections(max_connections)
-                // Answers go out at once; request/response traffic gains nothing from Nagle.
-                .tcp_nodelay(true)
-                .disable_signals()
-                .shutdown_timeout(10)
-                .client_request_timeout(Duration::from_secs(30))
-                .listen(listener);
-                let server = match server {
-                    Ok(s) => s.run(),
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                        return Ok(());
-                    }
-                };
-                let _ = tx.send(Ok(server.handle()));
-                server.await
-            });
-            if let Err(e) = result {
-                log::error!("http server failed: {e}");
-            }
-        })?;
-        let handle = rx
-            .recv()
-            .map_err(|_| Error::Internal("http thread ended before starting".into()))?
-            .map_err(Error::Io)?;
+        let (handle, join) = start_http(listener, state, workers, max_connections)?;
         Ok(Daemon { addr, store, writer, cache, sampler, http: Some((handle, join)), sweeper: Some(sweeper) })
     }
 
@@ -164,6 +126,56 @@ impl Daemon {
             Err(e) => log::error!("saving the cache snapshot failed: {e}"),
         }
     }
+}
+
+/// Runs the HTTP server on its own thread (`perfd-http`, an actix system with `workers` worker
+/// threads) and returns once it is listening, with the handle that stops it.
+fn start_http(
+    listener: std::net::TcpListener,
+    state: AppState,
+    workers: usize,
+    max_connections: usize,
+) -> Result<(ServerHandle, JoinHandle<()>)> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let join = std::thread::Builder::new().name("perfd-http".into()).spawn(move || {
+        let system = actix_web::rt::System::new();
+        let result = system.block_on(async move {
+            let fast_state = state.clone();
+            let routes = api::configure(state);
+            let server = HttpServer::new(move || api::FastCache {
+                app: App::new()
+                    .wrap(actix_web::middleware::from_fn(api::guard_and_time))
+                    .configure(routes.clone())
+                    .into_factory(),
+                state: fast_state.clone(),
+            })
+            .workers(workers)
+            .max_connections(max_connections)
+            // Answers go out at once; request/response traffic gains nothing from Nagle.
+            .tcp_nodelay(true)
+            .disable_signals()
+            .shutdown_timeout(10)
+            .client_request_timeout(Duration::from_secs(30))
+            .listen(listener);
+            let server = match server {
+                Ok(s) => s.run(),
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return Ok(());
+                }
+            };
+            let _ = tx.send(Ok(server.handle()));
+            server.await
+        });
+        if let Err(e) = result {
+            log::error!("http server failed: {e}");
+        }
+    })?;
+    let handle = rx
+        .recv()
+        .map_err(|_| Error::Internal("http thread ended before starting".into()))?
+        .map_err(Error::Io)?;
+    Ok((handle, join))
 }
 
 /// `perfd-sweeper`: drops expired L1 entries every `interval`; stops when its sender drops.
