@@ -5,54 +5,24 @@
 
 pub mod alerts;
 pub mod health;
+mod host;
+
+pub use host::{DiskUsage, ResourceSnapshot};
+use host::{Host, percent};
 
 use crate::cache::TieredCache;
+use crate::cache::stats::CacheStatistics;
 use crate::error::Result;
 use crate::ingest::BatchBuilder;
 use crate::model::{TimeBounds, now_ms};
 use crate::monitor::Monitor;
-use crate::writer::WriterHandle;
+use crate::writer::{WriterHandle, WriterStatsSnapshot};
 use crossbeam_channel::{Receiver, Sender, select};
 use parking_lot::RwLock;
 use serde::Serialize;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use sysinfo::{Disks, Networks, Pid, ProcessRefreshKind, ProcessesToUpdate, System};
-
-/// File systems that are not real disks.
-const VIRTUAL_FS: [&str; 10] =
-    ["tmpfs", "devtmpfs", "overlay", "squashfs", "proc", "sysfs", "cgroup", "cgroup2", "ramfs", "efivarfs"];
-
-#[derive(Debug, Clone, Serialize)]
-pub struct DiskUsage {
-    pub mount: String,
-    pub used_bytes: u64,
-    pub total_bytes: u64,
-    pub used_percent: f64,
-}
-
-/// The latest reading of the host and of perfd itself.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct ResourceSnapshot {
-    pub at_ms: i64,
-    pub cpu_percent: f64,
-    pub cpu_per_core_percent: Vec<f64>,
-    pub load_average: [f64; 3],
-    pub memory_total_bytes: u64,
-    pub memory_used_bytes: u64,
-    pub memory_percent: f64,
-    pub swap_total_bytes: u64,
-    pub swap_used_bytes: u64,
-    pub disks: Vec<DiskUsage>,
-    pub network_rx_bytes_per_sec: f64,
-    pub network_tx_bytes_per_sec: f64,
-    pub process_cpu_percent: f64,
-    pub process_rss_bytes: u64,
-    pub process_threads: u64,
-    pub process_open_fds: u64,
-    pub cgroup_memory_limit_bytes: Option<u64>,
-}
 
 /// What the sampler publishes for the HTTP handlers.
 #[derive(Default)]
@@ -90,12 +60,8 @@ pub struct Sources {
 }
 
 pub struct Sampler {
-    sys: System,
-    disks: Disks,
-    networks: Networks,
-    pid: Option<Pid>,
+    host: Host,
     interval: Duration,
-    last_tick: Instant,
     sources: Sources,
     alert_states: std::collections::HashMap<u64, alerts::AlertState>,
     last_backup: Instant,
@@ -104,14 +70,9 @@ pub struct Sampler {
 
 impl Sampler {
     pub fn new(interval: Duration, sources: Sources) -> Result<Sampler> {
-        let err = |e: sysinfo::Error| crate::Error::Internal(format!("sysinfo: {e}"));
         Ok(Sampler {
-            sys: System::new().map_err(err)?,
-            disks: Disks::new_with_refreshed_list().map_err(err)?,
-            networks: Networks::new_with_refreshed_list().map_err(err)?,
-            pid: sysinfo::get_current_pid().ok(),
+            host: Host::new()?,
             interval,
-            last_tick: Instant::now(),
             sources,
             alert_states: Default::default(),
             last_backup: Instant::now(),
@@ -119,61 +80,43 @@ impl Sampler {
         })
     }
 
-    fn read_host(&mut self) -> ResourceSnapshot {
-        let elapsed = self.last_tick.elapsed().as_secs_f64().max(0.001);
-        self.last_tick = Instant::now();
-        self.sys.refresh_cpu_usage();
-        self.sys.refresh_memory();
-        self.disks.refresh(true);
-        self.networks.refresh(true);
-        let mut s = ResourceSnapshot {
-            at_ms: now_ms(),
-            cpu_percent: self.sys.global_cpu_usage() as f64,
-            cpu_per_core_percent: self.sys.cpus().iter().map(|c| c.usage() as f64).collect(),
-            memory_total_bytes: self.sys.total_memory(),
-            memory_used_bytes: self.sys.used_memory(),
-            swap_total_bytes: self.sys.total_swap(),
-            swap_used_bytes: self.sys.used_swap(),
-            cgroup_memory_limit_bytes: self.sys.cgroup_limits().map(|c| c.total_memory),
-            ..ResourceSnapshot::default()
-        };
-        s.memory_percent = percent(s.memory_used_bytes, s.memory_total_bytes);
-        if let Ok(l) = System::load_average() {
-            s.load_average = [l.one, l.five, l.fifteen];
-        }
-        for d in self.disks.iter() {
-            let fs = d.file_system().to_string_lossy();
-            if d.total_space() == 0 || VIRTUAL_FS.contains(&fs.as_ref()) {
-                continue;
-            }
-            let used = d.total_space() - d.available_space().min(d.total_space());
-            s.disks.push(DiskUsage {
-                mount: d.mount_point().display().to_string(),
-                used_bytes: used,
-                total_bytes: d.total_space(),
-                used_percent: percent(used, d.total_space()),
-            });
-        }
-        let (rx, tx) =
-            self.networks.values().fold((0, 0), |(r, t), n| (r + n.received(), t + n.transmitted()));
-        s.network_rx_bytes_per_sec = rx as f64 / elapsed;
-        s.network_tx_bytes_per_sec = tx as f64 / elapsed;
-        if let Some(pid) = self.pid {
-            let kind = ProcessRefreshKind::nothing().with_cpu().with_memory().with_tasks();
-            self.sys.refresh_processes_specifics(ProcessesToUpdate::Some(&[pid]), false, kind);
-            if let Some(p) = self.sys.process(pid) {
-                s.process_cpu_percent = p.cpu_usage() as f64;
-                s.process_rss_bytes = p.memory();
-                s.process_threads = p.tasks().map_or(0, |t| t.len() as u64);
-            }
-        }
-        s.process_open_fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64);
-        s
-    }
-
     /// One tick: read, write the series, publish the snapshot and the health score.
     pub fn step(&mut self) {
-        let snap = self.read_host();
+        let snap = self.host.read();
+        let now = snap.at_ms;
+        let cache = self.sources.cache.statistics();
+        let w = self.sources.writer.snapshot();
+        let queue_percent = percent(w.queue_depth as u64, w.queue_capacity as u64);
+        self.record(&snap, &cache, &w, queue_percent);
+        self.expire_executions(&snap);
+        let (alerts_warning, alerts_critical) = self.publish_alerts(now);
+        let (requests, errors) = self.sources.monitor.error_counts(Duration::from_secs(300), now);
+        let lookups = cache.total.hits + cache.total.misses;
+        let inputs = health::HealthInputs {
+            cpu_percent: Some(snap.cpu_percent),
+            memory_percent: Some(snap.memory_percent),
+            disk_percent: snap.disks.iter().map(|d| d.used_percent).reduce(f64::max),
+            error_5xx_percent: (requests > 0).then(|| 100.0 * errors as f64 / requests as f64),
+            cache_hit_rate_percent: (lookups >= 100).then_some(cache.total.hit_rate_percent),
+            writer_queue_percent: Some(queue_percent),
+            redis_reachable: cache.l2.enabled.then_some(cache.l2.reachable),
+            alerts_warning,
+            alerts_critical,
+        };
+        *self.published.health.write() = Some(health::score(&inputs));
+        *self.published.resources.write() = snap;
+        self.published.alive_ms.store(now_ms(), std::sync::atomic::Ordering::Relaxed);
+        self.scheduled_backup();
+    }
+
+    /// Writes this tick's readings as `perfd_*` series, in one batch through the writer.
+    fn record(
+        &self,
+        snap: &ResourceSnapshot,
+        cache: &CacheStatistics,
+        w: &WriterStatsSnapshot,
+        queue_percent: f64,
+    ) {
         let now = snap.at_ms;
         let mut b = BatchBuilder::new(TimeBounds::new(now, self.sources.retention_ms));
         let mut put = |name: &str, labels: &[(&str, &str)], v: f64| {
@@ -205,20 +148,21 @@ impl Sampler {
             put("perfd_http_latency_p50_ms", &labels, e.p50_ms);
             put("perfd_http_latency_p99_ms", &labels, e.p99_ms);
         }
-        let cache = self.sources.cache.statistics();
         put("perfd_cache_hit_rate_percent", &[], cache.total.hit_rate_percent);
         put("perfd_cache_hits", &[], cache.total.hits as f64);
         put("perfd_cache_misses", &[], cache.total.misses as f64);
         put("perfd_cache_l1_entries", &[], cache.l1_size as f64);
         put("perfd_cache_evictions", &[], cache.evictions as f64);
-        let w = self.sources.writer.snapshot();
-        let queue_percent = percent(w.queue_depth as u64, w.queue_capacity as u64);
         put("perfd_writer_queue_percent", &[], queue_percent);
         put("perfd_writer_points", &[], w.points as f64);
         put("perfd_writer_commit_p99_ms", &[], w.commit_p99_ms);
         if let Err(e) = self.sources.writer.submit(b.finish(), false) {
             log::warn!("sampler: this tick's samples were dropped: {e}");
         }
+    }
+
+    /// Expires lapsed execution leases (storing their profiles) and admits whoever can run now.
+    fn expire_executions(&self, snap: &ResourceSnapshot) {
         for expired in self.sources.executions.tick(snap.cpu_percent, snap.memory_percent) {
             log::warn!("execution {} of crew {:?} lost its lease", expired.id, expired.crew_id);
             if let Err(e) =
@@ -227,6 +171,11 @@ impl Sampler {
                 log::error!("storing the profile of execution {}: {e}", expired.id);
             }
         }
+    }
+
+    /// Evaluates the thresholds, publishes what fires and returns the live (unsilenced) warning and
+    /// critical counts. A failed evaluation keeps the previous alerts.
+    fn publish_alerts(&mut self, now: i64) -> (usize, usize) {
         let firing = match self.evaluate_alerts(now) {
             Ok(f) => f,
             Err(e) => {
@@ -235,25 +184,9 @@ impl Sampler {
             }
         };
         let live = |level| firing.iter().filter(|a| !a.silenced && a.level == level).count();
-        let (alerts_warning, alerts_critical) = (live(alerts::Level::Warning), live(alerts::Level::Critical));
+        let counts = (live(alerts::Level::Warning), live(alerts::Level::Critical));
         *self.published.alerts.write() = firing;
-        let (requests, errors) = self.sources.monitor.error_counts(Duration::from_secs(300), now);
-        let lookups = cache.total.hits + cache.total.misses;
-        let inputs = health::HealthInputs {
-            cpu_percent: Some(snap.cpu_percent),
-            memory_percent: Some(snap.memory_percent),
-            disk_percent: snap.disks.iter().map(|d| d.used_percent).reduce(f64::max),
-            error_5xx_percent: (requests > 0).then(|| 100.0 * errors as f64 / requests as f64),
-            cache_hit_rate_percent: (lookups >= 100).then_some(cache.total.hit_rate_percent),
-            writer_queue_percent: Some(queue_percent),
-            redis_reachable: cache.l2.enabled.then_some(cache.l2.reachable),
-            alerts_warning,
-            alerts_critical,
-        };
-        *self.published.health.write() = Some(health::score(&inputs));
-        *self.published.resources.write() = snap;
-        self.published.alive_ms.store(now_ms(), std::sync::atomic::Ordering::Relaxed);
-        self.scheduled_backup();
+        counts
     }
 }
 
@@ -323,10 +256,6 @@ impl Sampler {
             Err(e) => log::error!("scheduled backup failed: {e}"),
         }
     }
-}
-
-fn percent(part: u64, whole: u64) -> f64 {
-    if whole == 0 { 0.0 } else { 100.0 * part as f64 / whole as f64 }
 }
 
 /// Owns the sampler thread. `tick` runs a step now and waits for it (tests, first reading).

@@ -1,0 +1,121 @@
+//! Reading the host and perfd itself with sysinfo, refreshing only what is read: CPU (all and
+//! per core), load, memory and swap, real disks, network throughput since the last reading,
+//! perfd's CPU, RSS, threads and open file descriptors.
+
+use crate::error::Result;
+use crate::model::now_ms;
+use serde::Serialize;
+use std::time::Instant;
+use sysinfo::{Disks, Networks, Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+
+/// File systems that are not real disks.
+const VIRTUAL_FS: [&str; 10] =
+    ["tmpfs", "devtmpfs", "overlay", "squashfs", "proc", "sysfs", "cgroup", "cgroup2", "ramfs", "efivarfs"];
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DiskUsage {
+    pub mount: String,
+    pub used_bytes: u64,
+    pub total_bytes: u64,
+    pub used_percent: f64,
+}
+
+/// The latest reading of the host and of perfd itself.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ResourceSnapshot {
+    pub at_ms: i64,
+    pub cpu_percent: f64,
+    pub cpu_per_core_percent: Vec<f64>,
+    pub load_average: [f64; 3],
+    pub memory_total_bytes: u64,
+    pub memory_used_bytes: u64,
+    pub memory_percent: f64,
+    pub swap_total_bytes: u64,
+    pub swap_used_bytes: u64,
+    pub disks: Vec<DiskUsage>,
+    pub network_rx_bytes_per_sec: f64,
+    pub network_tx_bytes_per_sec: f64,
+    pub process_cpu_percent: f64,
+    pub process_rss_bytes: u64,
+    pub process_threads: u64,
+    pub process_open_fds: u64,
+    pub cgroup_memory_limit_bytes: Option<u64>,
+}
+
+/// The sysinfo handles, kept between readings (CPU and network figures are deltas).
+pub(super) struct Host {
+    sys: System,
+    disks: Disks,
+    networks: Networks,
+    pid: Option<Pid>,
+    last_tick: Instant,
+}
+
+impl Host {
+    pub(super) fn new() -> Result<Host> {
+        let err = |e: sysinfo::Error| crate::Error::Internal(format!("sysinfo: {e}"));
+        Ok(Host {
+            sys: System::new().map_err(err)?,
+            disks: Disks::new_with_refreshed_list().map_err(err)?,
+            networks: Networks::new_with_refreshed_list().map_err(err)?,
+            pid: sysinfo::get_current_pid().ok(),
+            last_tick: Instant::now(),
+        })
+    }
+
+    pub(super) fn read(&mut self) -> ResourceSnapshot {
+        let elapsed = self.last_tick.elapsed().as_secs_f64().max(0.001);
+        self.last_tick = Instant::now();
+        self.sys.refresh_cpu_usage();
+        self.sys.refresh_memory();
+        self.disks.refresh(true);
+        self.networks.refresh(true);
+        let mut s = ResourceSnapshot {
+            at_ms: now_ms(),
+            cpu_percent: self.sys.global_cpu_usage() as f64,
+            cpu_per_core_percent: self.sys.cpus().iter().map(|c| c.usage() as f64).collect(),
+            memory_total_bytes: self.sys.total_memory(),
+            memory_used_bytes: self.sys.used_memory(),
+            swap_total_bytes: self.sys.total_swap(),
+            swap_used_bytes: self.sys.used_swap(),
+            cgroup_memory_limit_bytes: self.sys.cgroup_limits().map(|c| c.total_memory),
+            ..ResourceSnapshot::default()
+        };
+        s.memory_percent = percent(s.memory_used_bytes, s.memory_total_bytes);
+        if let Ok(l) = System::load_average() {
+            s.load_average = [l.one, l.five, l.fifteen];
+        }
+        for d in self.disks.iter() {
+            let fs = d.file_system().to_string_lossy();
+            if d.total_space() == 0 || VIRTUAL_FS.contains(&fs.as_ref()) {
+                continue;
+            }
+            let used = d.total_space() - d.available_space().min(d.total_space());
+            s.disks.push(DiskUsage {
+                mount: d.mount_point().display().to_string(),
+                used_bytes: used,
+                total_bytes: d.total_space(),
+                used_percent: percent(used, d.total_space()),
+            });
+        }
+        let (rx, tx) =
+            self.networks.values().fold((0, 0), |(r, t), n| (r + n.received(), t + n.transmitted()));
+        s.network_rx_bytes_per_sec = rx as f64 / elapsed;
+        s.network_tx_bytes_per_sec = tx as f64 / elapsed;
+        if let Some(pid) = self.pid {
+            let kind = ProcessRefreshKind::nothing().with_cpu().with_memory().with_tasks();
+            self.sys.refresh_processes_specifics(ProcessesToUpdate::Some(&[pid]), false, kind);
+            if let Some(p) = self.sys.process(pid) {
+                s.process_cpu_percent = p.cpu_usage() as f64;
+                s.process_rss_bytes = p.memory();
+                s.process_threads = p.tasks().map_or(0, |t| t.len() as u64);
+            }
+        }
+        s.process_open_fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64);
+        s
+    }
+}
+
+pub(super) fn percent(part: u64, whole: u64) -> f64 {
+    if whole == 0 { 0.0 } else { 100.0 * part as f64 / whole as f64 }
+}
