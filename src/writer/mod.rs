@@ -264,6 +264,7 @@ pub struct Writer {
     last_retention: Option<Instant>,
 }
 
+mod maintenance;
 mod worker;
 
 #[cfg(test)]
