@@ -3,6 +3,7 @@
 //! retention. Runs on the writer thread between commits.
 
 use super::*;
+use crate::store::OpenHours;
 
 /// WAL points allowed beyond twice the open points before a checkpoint rewrites the WAL: about
 /// 1.6 MB of WAL, and a checkpoint never rewrites more than half of what the WAL grew by.
@@ -66,26 +67,7 @@ impl Writer {
                 blocks.entry((block::group_of(id), hour)).or_default().push(id);
             }
             for ((group, hour), ids) in blocks {
-                let mut entries: std::collections::BTreeMap<u64, Vec<u8>> =
-                    match crate::store::read_blocks(&chunks, group, hour, hour)?.pop() {
-                        Some((_, b)) => {
-                            block::index(&b)?.into_iter().map(|(id, r)| (id, b[r].to_vec())).collect()
-                        }
-                        None => Default::default(),
-                    };
-                for id in ids {
-                    let Some(points) = open.get(&id).and_then(|h| h.get(&hour)) else {
-                        continue;
-                    };
-                    let mut merged = match entries.get(&id) {
-                        Some(chunk) => codec::decode(chunk)?,
-                        None => Vec::with_capacity(points.len()),
-                    };
-                    merged.extend_from_slice(points);
-                    codec::normalize(&mut merged);
-                    entries.insert(id, codec::encode(&merged));
-                }
-                let entries: Vec<(u64, Vec<u8>)> = entries.into_iter().collect();
+                let entries = merged_block(&chunks, &open, group, hour, &ids)?;
                 let bytes = block::build(&entries);
                 let mut count = 0;
                 for (part, data) in block::parts(&bytes) {
@@ -146,4 +128,33 @@ impl Writer {
         log::debug!("WAL checkpoint: {wal} points rewritten as {}", self.open_points);
         Ok(())
     }
+}
+
+/// The block of `group` for `hour` with the open points of `ids` merged into their chunks
+/// (a chunk is created for a series the block does not hold yet).
+fn merged_block(
+    chunks: &impl ReadableTable<(u64, i64, u32), &'static [u8]>,
+    open: &OpenHours,
+    group: u64,
+    hour: i64,
+    ids: &[u64],
+) -> Result<Vec<(u64, Vec<u8>)>> {
+    let mut entries: std::collections::BTreeMap<u64, Vec<u8>> =
+        match crate::store::read_blocks(chunks, group, hour, hour)?.pop() {
+            Some((_, b)) => block::index(&b)?.into_iter().map(|(id, r)| (id, b[r].to_vec())).collect(),
+            None => Default::default(),
+        };
+    for id in ids {
+        let Some(points) = open.get(id).and_then(|h| h.get(&hour)) else {
+            continue;
+        };
+        let mut merged = match entries.get(id) {
+            Some(chunk) => codec::decode(chunk)?,
+            None => Vec::with_capacity(points.len()),
+        };
+        merged.extend_from_slice(points);
+        codec::normalize(&mut merged);
+        entries.insert(*id, codec::encode(&merged));
+    }
+    Ok(entries.into_iter().collect())
 }
