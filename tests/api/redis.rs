@@ -216,3 +216,48 @@ async fn redis_down_l1_serves_errors_counted_and_recovers() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A stalled Redis (SIGSTOP: connections open, no replies) must cost each call at most its
+/// timeout: hits keep coming from L1, misses and writes still answer, timeouts are counted, and
+/// after SIGCONT L2 is used again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_stalled_calls_time_out_and_l1_keeps_serving() {
+    let redis = RedisServer::start();
+    let s = server_with(&redis);
+    wait_for_l2(&s, |l2| l2["reachable"] == true).await;
+    s.client.put(s.url("/api/v1/cache/crew_config/c")).body("v1").send().await.unwrap();
+    let signal = |sig: &str| {
+        let ok = Command::new("kill").args([sig, &redis.child.id().to_string()]).status().unwrap().success();
+        assert!(ok, "kill {sig}");
+    };
+    signal("-STOP");
+    let started = Instant::now();
+    let r = s.client.get(s.url("/api/v1/cache/crew_config/c")).send().await.unwrap();
+    assert_eq!((r.status().as_u16(), r.headers()["x-cache"].to_str().unwrap()), (200, "L1"));
+    // Each call below waits for Redis at most its 200 ms timeout; 5 s means something hung.
+    let miss = s.client.get(s.url("/api/v1/cache/crew_config/none")).send().await.unwrap();
+    assert_eq!(miss.status(), 404);
+    let put = s.client.put(s.url("/api/v1/cache/crew_config/d")).body("v2").send().await.unwrap();
+    assert_eq!(put.status(), 204);
+    let r = s.client.get(s.url("/api/v1/cache/crew_config/d")).send().await.unwrap();
+    assert_eq!((r.status().as_u16(), r.headers()["x-cache"].to_str().unwrap()), (200, "L1"));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "a stalled Redis held requests for {:?}",
+        started.elapsed()
+    );
+    let l2 = wait_for_l2(&s, |l2| l2["timeouts"].as_u64().unwrap_or(0) > 0).await;
+    assert!(l2["timeouts"].as_u64().unwrap() >= 1, "{l2}");
+    signal("-CONT");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        s.client.put(s.url("/api/v1/cache/crew_config/e")).body("v3").send().await.unwrap();
+        clear_l1(&s).await;
+        let r = s.client.get(s.url("/api/v1/cache/crew_config/e")).send().await.unwrap();
+        if r.status() == 200 && r.headers()["x-cache"] == "L2" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "L2 not used again after Redis resumed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
