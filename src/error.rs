@@ -28,6 +28,9 @@ pub enum Error {
     UnknownStrategy(String),
     #[error("{0}")]
     Conflict(String),
+    /// A service perfd depends on (Redis) did not answer; what was asked is done when it is back.
+    #[error("{0}")]
+    Unavailable(String),
     /// The path exists but not for this method; `allow` lists the methods it has.
     #[error("{method} is not allowed on this path; use {allow}")]
     MethodNotAllowed { method: String, allow: String },

@@ -34,6 +34,7 @@ impl ApiError {
             Error::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             Error::QueueFull(_) => (StatusCode::TOO_MANY_REQUESTS, "queue_full"),
             Error::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            Error::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Error::Store(_) | Error::Corrupt(_) | Error::Io(_) | Error::Config(_) | Error::Internal(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             }

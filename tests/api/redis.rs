@@ -41,6 +41,13 @@ impl RedisServer {
         Ok(c)
     }
 
+    /// Sends a signal to the server: `-STOP` stalls it (connections stay open, nothing is
+    /// answered), `-CONT` resumes it.
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap().success();
+        assert!(ok, "kill {sig}");
+    }
+
     fn cmd<T: redis::FromRedisValue>(&self, args: &[&str]) -> T {
         let mut c = self.conn().unwrap();
         let mut cmd = redis::cmd(args[0]);
@@ -226,11 +233,7 @@ async fn redis_stalled_calls_time_out_and_l1_keeps_serving() {
     let s = server_with(&redis);
     wait_for_l2(&s, |l2| l2["reachable"] == true).await;
     s.client.put(s.url("/api/v1/cache/crew_config/c")).body("v1").send().await.unwrap();
-    let signal = |sig: &str| {
-        let ok = Command::new("kill").args([sig, &redis.child.id().to_string()]).status().unwrap().success();
-        assert!(ok, "kill {sig}");
-    };
-    signal("-STOP");
+    redis.signal("-STOP");
     let started = Instant::now();
     let r = s.client.get(s.url("/api/v1/cache/crew_config/c")).send().await.unwrap();
     assert_eq!((r.status().as_u16(), r.headers()["x-cache"].to_str().unwrap()), (200, "L1"));
@@ -248,7 +251,7 @@ async fn redis_stalled_calls_time_out_and_l1_keeps_serving() {
     );
     let l2 = wait_for_l2(&s, |l2| l2["timeouts"].as_u64().unwrap_or(0) > 0).await;
     assert!(l2["timeouts"].as_u64().unwrap() >= 1, "{l2}");
-    signal("-CONT");
+    redis.signal("-CONT");
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         s.client.put(s.url("/api/v1/cache/crew_config/e")).body("v3").send().await.unwrap();
@@ -258,6 +261,74 @@ async fn redis_stalled_calls_time_out_and_l1_keeps_serving() {
             break;
         }
         assert!(Instant::now() < deadline, "L2 not used again after Redis resumed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn get(s: &TestServer, key: &str) -> (u16, String) {
+    let r = s.client.get(s.url(&format!("/api/v1/cache/crew_config/{key}"))).send().await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// Regression: a write, delete or invalidation that Redis did not confirm (here: Redis stalled)
+/// left the old value in Redis, and once Redis answered again an L1 miss promoted it back. Now
+/// such keys are not read from L2 until perfd has removed them from Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_during_an_outage_never_come_back_stale() {
+    let redis = RedisServer::start();
+    let s = server_with(&redis);
+    wait_for_l2(&s, |l2| l2["reachable"] == true).await;
+    for (key, value) in [("a", "old-a"), ("b", "old-b"), ("team-1", "old-t"), ("c", "old-c")] {
+        let r = s
+            .client
+            .put(s.url(&format!("/api/v1/cache/crew_config/{key}")))
+            .body(value)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+    }
+    redis.cmd::<()>(&["SET", "other:x", "foreign"]);
+    redis.signal("-STOP");
+    let r = s.client.put(s.url("/api/v1/cache/crew_config/a")).body("new-a").send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    s.client.delete(s.url("/api/v1/cache/crew_config/b")).send().await.unwrap();
+    let (status, _) =
+        s.post_json("/api/v1/cache/invalidate", &serde_json::json!({"pattern": "crew_config:team-*"})).await;
+    assert_eq!(status, 200);
+    clear_l1(&s).await;
+    redis.signal("-CONT");
+    // Redis answers again, but what it may still hold for a, b and team-1 is never served.
+    assert_ne!(get(&s, "a").await, (200, "old-a".into()));
+    assert_eq!(get(&s, "b").await.0, 404);
+    assert_eq!(get(&s, "team-1").await.0, 404);
+    let l2 = wait_for_l2(&s, |l2| l2["reachable"] == true && l2["pending_repairs"] == 0).await;
+    assert!(l2["skipped"].as_u64().unwrap() + l2["timeouts"].as_u64().unwrap() >= 3, "{l2}");
+    for key in ["perfd:crew_config:a", "perfd:crew_config:b", "perfd:crew_config:team-1"] {
+        assert_eq!(redis.cmd::<u64>(&["EXISTS", key]), 0, "{key} was repaired away");
+    }
+    assert_eq!(get(&s, "c").await, (200, "old-c".into()), "untouched keys still come from L2");
+    // A clear of L2 during an outage: 503, and done once Redis is back; foreign keys stay.
+    redis.signal("-STOP");
+    let r = s.client.post(s.url("/api/v1/metrics/cache/clear")).json(&serde_json::json!({"level": "l2"}));
+    crate::helpers::expect_error(r.send().await.unwrap(), 503, "unavailable").await;
+    clear_l1(&s).await;
+    redis.signal("-CONT");
+    assert_eq!(get(&s, "c").await.0, 404, "L2 is not read until it is cleared");
+    wait_for_l2(&s, |l2| l2["reachable"] == true && l2["pending_repairs"] == 0).await;
+    assert_eq!(redis.cmd::<u64>(&["EXISTS", "perfd:crew_config:c"]), 0);
+    assert_eq!(redis.cmd::<String>(&["GET", "other:x"]), "foreign");
+    // And L2 is used again.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        s.client.put(s.url("/api/v1/cache/crew_config/a")).body("fresh").send().await.unwrap();
+        clear_l1(&s).await;
+        let r = s.client.get(s.url("/api/v1/cache/crew_config/a")).send().await.unwrap();
+        if r.headers().get("x-cache").is_some_and(|v| v == "L2") {
+            assert_eq!(r.text().await.unwrap(), "fresh");
+            break;
+        }
+        assert!(Instant::now() < deadline, "L2 not used again after the repair");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -8,6 +8,8 @@ pub use disabled::L2;
 mod redis;
 #[cfg(feature = "redis")]
 pub use self::redis::L2;
+#[cfg(feature = "redis")]
+mod unconfirmed;
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct L2Stats {
@@ -18,6 +20,11 @@ pub struct L2Stats {
     pub sets: u64,
     pub errors: u64,
     pub timeouts: u64,
+    /// Calls not sent while Redis was marked unreachable (no timeout paid for them).
+    pub skipped: u64,
+    /// Keys and patterns whose write Redis did not confirm, to be removed from Redis before it
+    /// is used again; until then L2 reads they cover are misses.
+    pub pending_repairs: usize,
     pub ping_ms: Option<f64>,
     pub pool_size: usize,
 }

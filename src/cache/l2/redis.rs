@@ -1,9 +1,14 @@
 //! L2 on a real Redis server (feature `redis`): a small pool of auto-reconnecting multiplexed
 //! connections driven by a dedicated one-thread tokio runtime (`perfd-redis`), so connections
 //! outlive any one actix worker. Every call has `cache.redis.timeout`; on error or timeout the
-//! caller gets a miss (or a no-op) and L1 keeps serving. Keys carry `cache.redis.prefix`.
+//! caller gets a miss (or a no-op) and L1 keeps serving. An error or timeout also marks Redis
+//! unreachable, and calls are then skipped (no timeout paid per miss) until the background ping
+//! succeeds again. Writes Redis did not confirm are tracked (`unconfirmed.rs`) and removed from
+//! Redis before it is used again, so nothing deleted or replaced during an outage comes back.
+//! Keys carry `cache.redis.prefix`.
 
 use super::L2Stats;
+use super::unconfirmed::{Repair, Unconfirmed};
 use crate::cache::Entry;
 use crate::config::{CacheConfig, RedisConfig};
 use crate::error::{Error, Result};
@@ -26,6 +31,9 @@ struct Counters {
     sets: AtomicU64,
     errors: AtomicU64,
     timeouts: AtomicU64,
+    /// Calls not sent because Redis was marked unreachable.
+    skipped: AtomicU64,
+    /// Cleared by an error or timeout, set by a successful ping (after any repair).
     reachable: AtomicBool,
     /// Last ping round trip, microseconds (0: none yet).
     ping_us: AtomicU64,
@@ -37,6 +45,7 @@ struct Shared {
     pool: RwLock<Vec<ConnectionManager>>,
     next: AtomicUsize,
     counters: Counters,
+    unconfirmed: Unconfirmed,
 }
 
 pub struct L2 {
@@ -64,6 +73,7 @@ impl L2 {
             pool: RwLock::new(Vec::new()),
             next: AtomicUsize::new(0),
             counters: Counters::default(),
+            unconfirmed: Unconfirmed::default(),
         });
         rt.spawn(keep_alive(Arc::downgrade(&shared)));
         Ok(L2 { shared: Some(shared), rt: Mutex::new(Some(rt)) })
@@ -75,6 +85,10 @@ impl L2 {
 
     pub async fn get(&self, key: &str) -> Option<Entry> {
         let s = self.shared.as_ref()?;
+        if s.unconfirmed.covers(key) {
+            s.counters.misses.fetch_add(1, Relaxed);
+            return None;
+        }
         let k = format!("{}{key}", s.cfg.prefix);
         let mut pipe = redis::pipe();
         pipe.cmd("GET").arg(&k).cmd("PTTL").arg(&k);
@@ -101,7 +115,11 @@ impl L2 {
         let now = now_ms();
         let mut found: Vec<Option<Entry>> = raw
             .into_iter()
-            .map(|(raw, pttl)| raw.filter(|_| pttl > 0).and_then(|raw| decode(&raw, now + pttl)))
+            .zip(keys)
+            .map(|((raw, pttl), key)| {
+                raw.filter(|_| pttl > 0 && !s.unconfirmed.covers(key))
+                    .and_then(|raw| decode(&raw, now + pttl))
+            })
             .collect();
         found.resize(keys.len(), None);
         let hits = found.iter().filter(|e| e.is_some()).count() as u64;
@@ -118,8 +136,11 @@ impl L2 {
         }
         let mut pipe = redis::pipe();
         pipe.cmd("SET").arg(format!("{}{key}", s.cfg.prefix)).arg(encode(entry)).arg("PX").arg(ttl).ignore();
-        if s.call::<()>(pipe).await.is_some() {
-            s.counters.sets.fetch_add(1, Relaxed);
+        match s.call::<()>(pipe).await {
+            Some(()) => {
+                s.counters.sets.fetch_add(1, Relaxed);
+            }
+            None => s.unconfirmed.key(key),
         }
     }
 
@@ -127,25 +148,35 @@ impl L2 {
         let Some(s) = &self.shared else { return };
         let mut pipe = redis::pipe();
         pipe.cmd("UNLINK").arg(format!("{}{key}", s.cfg.prefix)).ignore();
-        let _ = s.call::<()>(pipe).await;
+        if s.call::<()>(pipe).await.is_none() {
+            s.unconfirmed.key(key);
+        }
     }
 
     /// Deletes prefixed keys matching a glob with SCAN + UNLINK (never KEYS); how many went.
     pub async fn invalidate(&self, pattern: &str) -> u64 {
-        match &self.shared {
-            Some(s) => s.scan_unlink(&format!("{}{pattern}", glob_escape(&s.cfg.prefix))).await.unwrap_or(0),
-            None => 0,
+        let Some(s) = &self.shared else { return 0 };
+        if let Some(n) = s.scan_unlink(&format!("{}{pattern}", glob_escape(&s.cfg.prefix)), false).await {
+            return n;
         }
+        match glob::Pattern::new(pattern) {
+            Ok(p) => s.unconfirmed.pattern(p),
+            Err(_) => s.unconfirmed.everything(),
+        }
+        0
     }
 
     /// Deletes every key with perfd's prefix (and nothing else: no FLUSHALL).
     pub async fn clear(&self) -> Result<u64> {
-        match &self.shared {
-            Some(s) => s
-                .scan_unlink(&format!("{}*", glob_escape(&s.cfg.prefix)))
-                .await
-                .ok_or_else(|| Error::Internal("Redis did not answer while clearing L2".into())),
-            None => Ok(0),
+        let Some(s) = &self.shared else { return Ok(0) };
+        match s.scan_unlink(&format!("{}*", glob_escape(&s.cfg.prefix)), false).await {
+            Some(n) => Ok(n),
+            None => {
+                s.unconfirmed.everything();
+                Err(Error::Unavailable(
+                    "Redis did not answer; L2 is not read until it is back and cleared".into(),
+                ))
+            }
         }
     }
 
@@ -161,6 +192,8 @@ impl L2 {
             sets: c.sets.load(Relaxed),
             errors: c.errors.load(Relaxed),
             timeouts: c.timeouts.load(Relaxed),
+            skipped: c.skipped.load(Relaxed),
+            pending_repairs: s.unconfirmed.len(),
             ping_ms: (ping > 0).then(|| ping as f64 / 1000.0),
             pool_size: s.pool.read().len(),
         }
@@ -184,8 +217,18 @@ impl Shared {
         Some(pool[self.next.fetch_add(1, Relaxed) % pool.len()].clone())
     }
 
-    /// Runs a pipeline with the timeout; errors and timeouts are counted and become `None`.
+    /// Runs a pipeline unless Redis is marked unreachable (then the call is skipped and counted).
     async fn call<T: redis::FromRedisValue>(&self, pipe: redis::Pipeline) -> Option<T> {
+        if !self.counters.reachable.load(Relaxed) {
+            self.counters.skipped.fetch_add(1, Relaxed);
+            return None;
+        }
+        self.send(pipe).await
+    }
+
+    /// Runs a pipeline with the timeout; errors and timeouts are counted, mark Redis unreachable
+    /// and become `None`.
+    async fn send<T: redis::FromRedisValue>(&self, pipe: redis::Pipeline) -> Option<T> {
         let Some(mut conn) = self.connection() else {
             self.counters.errors.fetch_add(1, Relaxed);
             return None;
@@ -200,22 +243,25 @@ impl Shared {
             }
             Err(_) => {
                 self.counters.timeouts.fetch_add(1, Relaxed);
+                self.counters.reachable.store(false, Relaxed);
                 None
             }
         }
     }
 
-    async fn scan_unlink(&self, pattern: &str) -> Option<u64> {
+    /// SCAN + UNLINK of a (prefixed) pattern; `repairing` sends even while Redis is marked
+    /// unreachable, as the repair runs before it is marked reachable again.
+    async fn scan_unlink(&self, pattern: &str, repairing: bool) -> Option<u64> {
         let mut cursor = 0u64;
         let mut removed = 0u64;
         loop {
             let mut pipe = redis::pipe();
             pipe.cmd("SCAN").arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(SCAN_COUNT);
-            let ((next, keys),): ((u64, Vec<String>),) = self.call(pipe).await?;
+            let ((next, keys),): ((u64, Vec<String>),) = self.query(pipe, repairing).await?;
             if !keys.is_empty() {
                 let mut unlink = redis::pipe();
                 unlink.cmd("UNLINK").arg(&keys);
-                let (n,): (u64,) = self.call(unlink).await?;
+                let (n,): (u64,) = self.query(unlink, repairing).await?;
                 removed += n;
             }
             if next == 0 {
@@ -226,7 +272,46 @@ impl Shared {
     }
 }
 
-/// Connects the pool (retrying while Redis is down) and pings it, until the L2 is dropped.
+impl Shared {
+    async fn query<T: redis::FromRedisValue>(&self, pipe: redis::Pipeline, repairing: bool) -> Option<T> {
+        if repairing { self.send(pipe).await } else { self.call(pipe).await }
+    }
+
+    /// Removes from Redis what it did not confirm; true when done.
+    async fn repair(&self, r: Repair) -> bool {
+        let prefix = glob_escape(&self.cfg.prefix);
+        if r.everything && self.scan_unlink(&format!("{prefix}*"), true).await.is_none() {
+            return false;
+        }
+        for keys in r.keys.chunks(SCAN_COUNT) {
+            let mut unlink = redis::pipe();
+            unlink
+                .cmd("UNLINK")
+                .arg(keys.iter().map(|k| format!("{}{k}", self.cfg.prefix)).collect::<Vec<_>>());
+            if self.send::<(u64,)>(unlink).await.is_none() {
+                return false;
+            }
+        }
+        for pattern in &r.patterns {
+            if self.scan_unlink(&format!("{prefix}{pattern}"), true).await.is_none() {
+                return false;
+            }
+        }
+        self.unconfirmed.repaired(r.generation);
+        match r.everything {
+            true => log::info!("redis: cleared perfd's keys after an outage"),
+            false => log::info!(
+                "redis: removed {} keys and {} patterns written during an outage",
+                r.keys.len(),
+                r.patterns.len()
+            ),
+        }
+        true
+    }
+}
+
+/// Connects the pool (retrying while Redis is down) and pings it, until the L2 is dropped. After
+/// a successful ping, unconfirmed writes are repaired before Redis is marked reachable.
 async fn keep_alive(shared: std::sync::Weak<Shared>) {
     loop {
         let Some(s) = shared.upgrade() else { return };
@@ -247,11 +332,14 @@ async fn keep_alive(shared: std::sync::Weak<Shared>) {
             let started = Instant::now();
             let cmd = redis::cmd("PING");
             let ping = cmd.query_async::<String>(&mut conn);
-            let ok = matches!(tokio::time::timeout(Duration::from_secs(1), ping).await, Ok(Ok(_)));
-            s.counters.reachable.store(ok, Relaxed);
+            let mut ok = matches!(tokio::time::timeout(Duration::from_secs(1), ping).await, Ok(Ok(_)));
             if ok {
                 s.counters.ping_us.store(started.elapsed().as_micros().max(1) as u64, Relaxed);
+                if let Some(repair) = s.unconfirmed.snapshot() {
+                    ok = s.repair(repair).await;
+                }
             }
+            s.counters.reachable.store(ok, Relaxed);
         }
         drop(s);
         tokio::time::sleep(PING_EVERY).await;
