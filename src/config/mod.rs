@@ -144,13 +144,18 @@ impl Config {
             };
             let rest = rest.to_ascii_lowercase();
             let value = toml_value(&value);
-            match SECTIONS.iter().find(|s| rest.starts_with(&format!("{s}_"))) {
+            match SECTIONS.iter().find(|s| rest.starts_with(&format!("{}_", s.replace('.', "_")))) {
                 Some(section) => {
                     let key = rest[section.len() + 1..].to_owned();
-                    let entry = table.entry(*section).or_insert_with(|| toml::Table::new().into());
-                    if let Some(t) = entry.as_table_mut() {
-                        t.insert(key, value);
+                    let mut t = &mut table;
+                    for name in section.split('.') {
+                        let entry = t.entry(name).or_insert_with(|| toml::Table::new().into());
+                        let Some(inner) = entry.as_table_mut() else {
+                            return Err(Error::Config(format!("{var}: [{section}] is not a table")));
+                        };
+                        t = inner;
                     }
+                    t.insert(key, value);
                 }
                 None => {
                     table.insert(rest, value);
@@ -228,6 +233,25 @@ mod tests {
         .unwrap();
         assert_eq!(c.auth_token.as_deref(), Some("0123456789abcdef"));
         assert!(Config::load(&Overrides::default(), env(&[("PERFD_AUTH_TOKEN", "short")])).is_err());
+    }
+
+    /// Regression: `PERFD_CACHE_REDIS_URL` became an unknown top-level `cache_redis` key, so
+    /// perfd refused to start instead of using Redis.
+    #[test]
+    fn nested_sections_come_from_the_environment() {
+        let c = Config::load(
+            &Overrides::default(),
+            env(&[
+                ("PERFD_CACHE_REDIS_URL", "redis://127.0.0.1:6379/"),
+                ("PERFD_CACHE_REDIS_POOL_SIZE", "4"),
+                ("PERFD_CACHE_MAX_ENTRIES", "50"),
+                ("PERFD_CACHE_STRATEGIES_AGENT_PLAN", "10m"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.cache.strategies["agent_plan"], Duration::from_secs(600));
+        assert_eq!(c.cache.redis.url.as_deref(), Some("redis://127.0.0.1:6379/"));
+        assert_eq!((c.cache.redis.pool_size, c.cache.max_entries), (4, 50));
     }
 
     #[test]

@@ -114,9 +114,20 @@ struct RawQuery {
 }
 
 /// Sections of the TOML file, longest first; `PERFD_<SECTION>_<KEY>` maps to `[section] key`
-/// (`PERFD_CACHE_REDIS_URL` to `[cache.redis] url`).
-pub(super) const SECTIONS: [&str; 9] =
-    ["cache_redis", "executions", "storage", "sampler", "writer", "backup", "query", "cache", "http"];
+/// (`PERFD_CACHE_REDIS_URL` to `[cache.redis] url`, `PERFD_CACHE_STRATEGIES_AGENT_PLAN=10m` to
+/// `[cache.strategies] agent_plan = "10m"`).
+pub(super) const SECTIONS: [&str; 10] = [
+    "cache.strategies",
+    "cache.redis",
+    "executions",
+    "storage",
+    "sampler",
+    "writer",
+    "backup",
+    "query",
+    "cache",
+    "http",
+];
 
 pub(super) fn read_toml(path: &Path) -> Result<toml::Table> {
     let text = std::fs::read_to_string(path)
