@@ -88,6 +88,23 @@ async fn wait_for_l2(s: &TestServer, pred: impl Fn(&serde_json::Value) -> bool) 
     }
 }
 
+/// Bounded polling: writes `crew_config:{key}`, drops L1, and reads until the value comes from L2.
+async fn expect_l2_used_again(s: &TestServer, key: &str, value: &'static str) {
+    let path = format!("/api/v1/cache/crew_config/{key}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        s.client.put(s.url(&path)).body(value).send().await.unwrap();
+        clear_l1(s).await;
+        let r = s.client.get(s.url(&path)).send().await.unwrap();
+        if r.status() == 200 && r.headers().get("x-cache").is_some_and(|v| v == "L2") {
+            assert_eq!(r.text().await.unwrap(), value);
+            return;
+        }
+        assert!(Instant::now() < deadline, "L2 not used again: {}", r.status());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn clear_l1(s: &TestServer) {
     let (status, _) = s.post_json("/api/v1/metrics/cache/clear", &serde_json::json!({"level": "l1"})).await;
     assert_eq!(status, 200);
@@ -211,17 +228,7 @@ async fn redis_down_l1_serves_errors_counted_and_recovers() {
     // Back on the same port: the cache reconnects by itself and uses L2 again.
     let _redis = RedisServer::start_on(port);
     wait_for_l2(&s, |l2| l2["reachable"] == true).await;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        s.client.put(s.url("/api/v1/cache/crew_config/e")).body("v3").send().await.unwrap();
-        clear_l1(&s).await;
-        let r = s.client.get(s.url("/api/v1/cache/crew_config/e")).send().await.unwrap();
-        if r.status() == 200 && r.headers()["x-cache"] == "L2" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "L2 not used again after Redis came back");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    expect_l2_used_again(&s, "e", "v3").await;
 }
 
 /// A stalled Redis (SIGSTOP: connections open, no replies) must cost each call at most its
@@ -252,17 +259,7 @@ async fn redis_stalled_calls_time_out_and_l1_keeps_serving() {
     let l2 = wait_for_l2(&s, |l2| l2["timeouts"].as_u64().unwrap_or(0) > 0).await;
     assert!(l2["timeouts"].as_u64().unwrap() >= 1, "{l2}");
     redis.signal("-CONT");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        s.client.put(s.url("/api/v1/cache/crew_config/e")).body("v3").send().await.unwrap();
-        clear_l1(&s).await;
-        let r = s.client.get(s.url("/api/v1/cache/crew_config/e")).send().await.unwrap();
-        if r.status() == 200 && r.headers()["x-cache"] == "L2" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "L2 not used again after Redis resumed");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    expect_l2_used_again(&s, "e", "v3").await;
 }
 
 async fn get(s: &TestServer, key: &str) -> (u16, String) {
@@ -319,16 +316,5 @@ async fn writes_during_an_outage_never_come_back_stale() {
     assert_eq!(redis.cmd::<u64>(&["EXISTS", "perfd:crew_config:c"]), 0);
     assert_eq!(redis.cmd::<String>(&["GET", "other:x"]), "foreign");
     // And L2 is used again.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        s.client.put(s.url("/api/v1/cache/crew_config/a")).body("fresh").send().await.unwrap();
-        clear_l1(&s).await;
-        let r = s.client.get(s.url("/api/v1/cache/crew_config/a")).send().await.unwrap();
-        if r.headers().get("x-cache").is_some_and(|v| v == "L2") {
-            assert_eq!(r.text().await.unwrap(), "fresh");
-            break;
-        }
-        assert!(Instant::now() < deadline, "L2 not used again after the repair");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    expect_l2_used_again(&s, "a", "fresh").await;
 }
