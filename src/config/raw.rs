@@ -151,6 +151,10 @@ fn duration(key: &str, v: Option<String>, default: &str) -> Result<Duration> {
         .map_err(|e| Error::Config(format!("{key}: {text:?} is not a duration like \"30d\" or \"5m\" ({e})")))
 }
 
+fn duration_min(key: &str, v: Option<String>, default: &str, min: Duration) -> Result<Duration> {
+    at_least(key, duration(key, v, default)?, min)
+}
+
 fn at_least<T: PartialOrd + std::fmt::Debug>(key: &str, v: T, min: T) -> Result<T> {
     if v < min {
         return Err(Error::Config(format!("{key}: {v:?} is below the minimum {min:?}")));
@@ -185,9 +189,10 @@ impl RawConfig {
             },
             cache: self.cache.validate()?,
             sampler: SamplerConfig {
-                interval: at_least(
+                interval: duration_min(
                     "sampler.interval",
-                    duration("sampler.interval", self.sampler.interval, "5s")?,
+                    self.sampler.interval,
+                    "5s",
                     Duration::from_secs(1),
                 )?,
             },
@@ -227,9 +232,10 @@ impl RawWriter {
                 1,
             )?,
             seal_delay: duration("writer.seal_delay", self.seal_delay, "2m")?,
-            maintenance_interval: at_least(
+            maintenance_interval: duration_min(
                 "writer.maintenance_interval",
-                duration("writer.maintenance_interval", self.maintenance_interval, "1s")?,
+                self.maintenance_interval,
+                "1s",
                 Duration::from_millis(10),
             )?,
             max_open_points: at_least(
@@ -246,11 +252,9 @@ impl RawBackup {
         Ok(BackupConfig {
             interval: match self.interval.as_deref() {
                 None | Some("off") | Some("0s") => None,
-                Some(_) => Some(at_least(
-                    "backup.interval",
-                    duration("backup.interval", self.interval, "1d")?,
-                    Duration::from_secs(1),
-                )?),
+                Some(_) => {
+                    Some(duration_min("backup.interval", self.interval, "1d", Duration::from_secs(1))?)
+                }
             },
             keep: at_least("backup.keep", self.keep.unwrap_or(7), 1)?,
         })
@@ -272,11 +276,7 @@ impl RawExecutions {
                 self.memory_limit_percent,
                 85.0,
             )?,
-            lease: at_least(
-                "executions.lease",
-                duration("executions.lease", self.lease, "60s")?,
-                Duration::from_millis(10),
-            )?,
+            lease: duration_min("executions.lease", self.lease, "60s", Duration::from_millis(10))?,
         })
     }
 }
@@ -301,16 +301,13 @@ impl RawCache {
             max_entries: at_least("cache.max_entries", self.max_entries.unwrap_or(1000), 1)?,
             max_bytes: self.max_bytes.unwrap_or(0),
             max_entry_bytes: at_least("cache.max_entry_bytes", self.max_entry_bytes.unwrap_or(1 << 20), 1)?,
-            sweep_interval: at_least(
+            sweep_interval: duration_min(
                 "cache.sweep_interval",
-                duration("cache.sweep_interval", self.sweep_interval, "30s")?,
+                self.sweep_interval,
+                "30s",
                 Duration::from_millis(10),
             )?,
-            lease_ttl: at_least(
-                "cache.lease_ttl",
-                duration("cache.lease_ttl", self.lease_ttl, "30s")?,
-                Duration::from_millis(10),
-            )?,
+            lease_ttl: duration_min("cache.lease_ttl", self.lease_ttl, "30s", Duration::from_millis(10))?,
             warm_restart: self.warm_restart.unwrap_or(true),
             strategies,
             redis: RedisConfig {
