@@ -10,6 +10,8 @@ mod redis;
 pub use self::redis::L2;
 #[cfg(feature = "redis")]
 mod unconfirmed;
+#[cfg(feature = "redis")]
+mod upkeep;
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct L2Stats {

@@ -2,13 +2,13 @@
 //! connections driven by a dedicated one-thread tokio runtime (`perfd-redis`), so connections
 //! outlive any one actix worker. Every call has `cache.redis.timeout`; on error or timeout the
 //! caller gets a miss (or a no-op) and L1 keeps serving. An error or timeout also marks Redis
-//! unreachable, and calls are then skipped (no timeout paid per miss) until the background ping
+//! unreachable, and calls are then skipped (no timeout paid per miss) until the ping (`upkeep.rs`)
 //! succeeds again. Writes Redis did not confirm are tracked (`unconfirmed.rs`) and removed from
 //! Redis before it is used again, so nothing deleted or replaced during an outage comes back.
 //! Keys carry `cache.redis.prefix`.
 
 use super::L2Stats;
-use super::unconfirmed::{Repair, Unconfirmed};
+use super::unconfirmed::Unconfirmed;
 use crate::cache::Entry;
 use crate::config::{CacheConfig, RedisConfig};
 use crate::error::{Error, Result};
@@ -17,35 +17,32 @@ use parking_lot::{Mutex, RwLock};
 use redis::aio::ConnectionManager;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::time::{Duration, Instant};
 
-/// How often the background task pings Redis (and connects, while it is unreachable).
-const PING_EVERY: Duration = Duration::from_secs(1);
 /// Keys fetched per SCAN round when invalidating.
-const SCAN_COUNT: usize = 1000;
+pub(super) const SCAN_COUNT: usize = 1000;
 
 #[derive(Default)]
-struct Counters {
-    hits: AtomicU64,
-    misses: AtomicU64,
-    sets: AtomicU64,
-    errors: AtomicU64,
-    timeouts: AtomicU64,
+pub(super) struct Counters {
+    pub(super) hits: AtomicU64,
+    pub(super) misses: AtomicU64,
+    pub(super) sets: AtomicU64,
+    pub(super) errors: AtomicU64,
+    pub(super) timeouts: AtomicU64,
     /// Calls not sent because Redis was marked unreachable.
-    skipped: AtomicU64,
+    pub(super) skipped: AtomicU64,
     /// Cleared by an error or timeout, set by a successful ping (after any repair).
-    reachable: AtomicBool,
+    pub(super) reachable: AtomicBool,
     /// Last ping round trip, microseconds (0: none yet).
-    ping_us: AtomicU64,
+    pub(super) ping_us: AtomicU64,
 }
 
-struct Shared {
-    cfg: RedisConfig,
-    client: redis::Client,
-    pool: RwLock<Vec<ConnectionManager>>,
-    next: AtomicUsize,
-    counters: Counters,
-    unconfirmed: Unconfirmed,
+pub(super) struct Shared {
+    pub(super) cfg: RedisConfig,
+    pub(super) client: redis::Client,
+    pub(super) pool: RwLock<Vec<ConnectionManager>>,
+    pub(super) next: AtomicUsize,
+    pub(super) counters: Counters,
+    pub(super) unconfirmed: Unconfirmed,
 }
 
 pub struct L2 {
@@ -75,7 +72,7 @@ impl L2 {
             counters: Counters::default(),
             unconfirmed: Unconfirmed::default(),
         });
-        rt.spawn(keep_alive(Arc::downgrade(&shared)));
+        rt.spawn(super::upkeep::keep_alive(Arc::downgrade(&shared)));
         Ok(L2 { shared: Some(shared), rt: Mutex::new(Some(rt)) })
     }
 
@@ -209,7 +206,7 @@ impl Drop for L2 {
 }
 
 impl Shared {
-    fn connection(&self) -> Option<ConnectionManager> {
+    pub(super) fn connection(&self) -> Option<ConnectionManager> {
         let pool = self.pool.read();
         if pool.is_empty() {
             return None;
@@ -218,7 +215,7 @@ impl Shared {
     }
 
     /// Runs a pipeline unless Redis is marked unreachable (then the call is skipped and counted).
-    async fn call<T: redis::FromRedisValue>(&self, pipe: redis::Pipeline) -> Option<T> {
+    pub(super) async fn call<T: redis::FromRedisValue>(&self, pipe: redis::Pipeline) -> Option<T> {
         if !self.counters.reachable.load(Relaxed) {
             self.counters.skipped.fetch_add(1, Relaxed);
             return None;
@@ -228,7 +225,7 @@ impl Shared {
 
     /// Runs a pipeline with the timeout; errors and timeouts are counted, mark Redis unreachable
     /// and become `None`.
-    async fn send<T: redis::FromRedisValue>(&self, pipe: redis::Pipeline) -> Option<T> {
+    pub(super) async fn send<T: redis::FromRedisValue>(&self, pipe: redis::Pipeline) -> Option<T> {
         let Some(mut conn) = self.connection() else {
             self.counters.errors.fetch_add(1, Relaxed);
             return None;
@@ -249,9 +246,14 @@ impl Shared {
         }
     }
 
+    /// `send` while repairing (Redis is not marked reachable yet), `call` otherwise.
+    async fn query<T: redis::FromRedisValue>(&self, pipe: redis::Pipeline, repairing: bool) -> Option<T> {
+        if repairing { self.send(pipe).await } else { self.call(pipe).await }
+    }
+
     /// SCAN + UNLINK of a (prefixed) pattern; `repairing` sends even while Redis is marked
     /// unreachable, as the repair runs before it is marked reachable again.
-    async fn scan_unlink(&self, pattern: &str, repairing: bool) -> Option<u64> {
+    pub(super) async fn scan_unlink(&self, pattern: &str, repairing: bool) -> Option<u64> {
         let mut cursor = 0u64;
         let mut removed = 0u64;
         loop {
@@ -269,80 +271,6 @@ impl Shared {
             }
             cursor = next;
         }
-    }
-}
-
-impl Shared {
-    async fn query<T: redis::FromRedisValue>(&self, pipe: redis::Pipeline, repairing: bool) -> Option<T> {
-        if repairing { self.send(pipe).await } else { self.call(pipe).await }
-    }
-
-    /// Removes from Redis what it did not confirm; true when done.
-    async fn repair(&self, r: Repair) -> bool {
-        let prefix = glob_escape(&self.cfg.prefix);
-        if r.everything && self.scan_unlink(&format!("{prefix}*"), true).await.is_none() {
-            return false;
-        }
-        for keys in r.keys.chunks(SCAN_COUNT) {
-            let mut unlink = redis::pipe();
-            unlink
-                .cmd("UNLINK")
-                .arg(keys.iter().map(|k| format!("{}{k}", self.cfg.prefix)).collect::<Vec<_>>());
-            if self.send::<(u64,)>(unlink).await.is_none() {
-                return false;
-            }
-        }
-        for pattern in &r.patterns {
-            if self.scan_unlink(&format!("{prefix}{pattern}"), true).await.is_none() {
-                return false;
-            }
-        }
-        self.unconfirmed.repaired(r.generation);
-        match r.everything {
-            true => log::info!("redis: cleared perfd's keys after an outage"),
-            false => log::info!(
-                "redis: removed {} keys and {} patterns written during an outage",
-                r.keys.len(),
-                r.patterns.len()
-            ),
-        }
-        true
-    }
-}
-
-/// Connects the pool (retrying while Redis is down) and pings it, until the L2 is dropped. After
-/// a successful ping, unconfirmed writes are repaired before Redis is marked reachable.
-async fn keep_alive(shared: std::sync::Weak<Shared>) {
-    loop {
-        let Some(s) = shared.upgrade() else { return };
-        if s.pool.read().is_empty() {
-            let mut conns = Vec::with_capacity(s.cfg.pool_size);
-            for _ in 0..s.cfg.pool_size {
-                let connect = ConnectionManager::new(s.client.clone());
-                match tokio::time::timeout(Duration::from_secs(2), connect).await {
-                    Ok(Ok(c)) => conns.push(c),
-                    _ => break,
-                }
-            }
-            if conns.len() == s.cfg.pool_size {
-                *s.pool.write() = conns;
-            }
-        }
-        if let Some(mut conn) = s.connection() {
-            let started = Instant::now();
-            let cmd = redis::cmd("PING");
-            let ping = cmd.query_async::<String>(&mut conn);
-            let mut ok = matches!(tokio::time::timeout(Duration::from_secs(1), ping).await, Ok(Ok(_)));
-            if ok {
-                s.counters.ping_us.store(started.elapsed().as_micros().max(1) as u64, Relaxed);
-                if let Some(repair) = s.unconfirmed.snapshot() {
-                    ok = s.repair(repair).await;
-                }
-            }
-            s.counters.reachable.store(ok, Relaxed);
-        }
-        drop(s);
-        tokio::time::sleep(PING_EVERY).await;
     }
 }
 
@@ -368,7 +296,7 @@ fn decode(raw: &[u8], expires_at_ms: i64) -> Option<Entry> {
 }
 
 /// Escapes glob metacharacters so the prefix matches only itself.
-fn glob_escape(s: &str) -> String {
+pub(super) fn glob_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         if matches!(c, '*' | '?' | '[' | ']' | '\\') {
