@@ -4,11 +4,13 @@
 use super::AppState;
 use super::error::{ApiError, body_error};
 use crate::Error;
+use crate::cache::Entry;
 use crate::model::now_ms;
 use actix_web::{HttpRequest, HttpResponse, http::header, web};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
+use std::sync::Arc;
 
 /// Most keys in one `mget`.
 const MAX_MGET_KEYS: usize = 1000;
@@ -84,25 +86,34 @@ pub(super) async fn mget_answer(
         return Err(Error::invalid(format!("mget takes at most {MAX_MGET_KEYS} keys")).into());
     }
     let found = state.cache.get_many(&pairs).await?;
-    if header_has(headers, header::ACCEPT, MGET_BINARY) {
-        let mut out =
-            Vec::with_capacity(found.iter().map(|e| e.as_ref().map_or(1, |e| 5 + e.value.len())).sum());
-        for e in &found {
-            match e {
-                None => out.push(0),
-                Some(e) => {
-                    out.push(1);
-                    out.extend_from_slice(&(e.value.len() as u32).to_be_bytes());
-                    out.extend_from_slice(&e.value);
-                }
+    Ok(match header_has(headers, header::ACCEPT, MGET_BINARY) {
+        true => binary_answer(&found),
+        false => json_answer(&pairs, &found),
+    })
+}
+
+/// Per key a byte 0 (miss) or 1 (hit) followed by the value's u32 big-endian length and bytes.
+fn binary_answer(found: &[Option<Arc<Entry>>]) -> HttpResponse {
+    let mut out = Vec::with_capacity(found.iter().map(|e| e.as_ref().map_or(1, |e| 5 + e.value.len())).sum());
+    for e in found {
+        match e {
+            None => out.push(0),
+            Some(e) => {
+                out.push(1);
+                out.extend_from_slice(&(e.value.len() as u32).to_be_bytes());
+                out.extend_from_slice(&e.value);
             }
         }
-        return Ok(HttpResponse::Ok().content_type(header::HeaderValue::from_static(MGET_BINARY)).body(out));
     }
+    HttpResponse::Ok().content_type(header::HeaderValue::from_static(MGET_BINARY)).body(out)
+}
+
+/// DESIGN §5's shape, serialized from the cached bytes without copying them into JSON values.
+fn json_answer(pairs: &[(&str, &str)], found: &[Option<Arc<Entry>>]) -> HttpResponse {
     let now = now_ms();
     let values: Vec<MgetValue<'_>> = pairs
         .iter()
-        .zip(&found)
+        .zip(found)
         .map(|(&(strategy, key), e)| {
             let Some(e) = e else {
                 return MgetValue { strategy, key, hit: false, ..MgetValue::default() };
@@ -123,7 +134,7 @@ pub(super) async fn mget_answer(
             }
         })
         .collect();
-    Ok(HttpResponse::Ok().json(MgetAnswer { values }))
+    HttpResponse::Ok().json(MgetAnswer { values })
 }
 
 #[derive(Serialize)]
