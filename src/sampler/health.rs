@@ -55,67 +55,51 @@ fn ramp(value: f64, fine: f64, bad: f64) -> f64 {
     100.0 * (1.0 - t)
 }
 
+/// One component: it scores 100 at `fine`, 0 at `bad` (the module table), and gives `advice`
+/// when under 50.
+struct Rule {
+    name: &'static str,
+    fine: f64,
+    bad: f64,
+    weight: f64,
+    advice: &'static str,
+}
+
+const fn rule(name: &'static str, fine: f64, bad: f64, weight: f64, advice: &'static str) -> Rule {
+    Rule { name, fine, bad, weight, advice }
+}
+
+/// In the order of the values in [`score`].
+const RULES: [Rule; 7] = [
+    rule("cpu", 70.0, 100.0, 20.0, "CPU is the bottleneck; lower max_concurrent executions or add cores."),
+    rule("memory", 75.0, 98.0, 20.0, "memory is nearly exhausted; shrink caches or add memory."),
+    rule("disk", 80.0, 98.0, 15.0, "a disk is nearly full; shorten retention or free space."),
+    rule("http_5xx", 0.0, 5.0, 15.0, "requests are failing; check the log for 5xx causes."),
+    rule("cache_hit_rate", 80.0, 20.0, 10.0, "the cache rarely hits; see /api/v1/metrics/cache."),
+    rule("writer_queue", 50.0, 100.0, 10.0, "the writer queue is saturating; ingest is outrunning the disk."),
+    rule("redis", 0.0, 1.0, 10.0, "Redis is unreachable; L1 serves alone."),
+];
+
 pub fn score(i: &HealthInputs) -> HealthScore {
+    let values = [
+        i.cpu_percent,
+        i.memory_percent,
+        i.disk_percent,
+        i.error_5xx_percent,
+        i.cache_hit_rate_percent,
+        i.writer_queue_percent,
+        i.redis_reachable.map(|r| if r { 0.0 } else { 1.0 }),
+    ];
     let mut components = Vec::new();
     let mut recommendations = Vec::new();
-    let mut add = |name, value: Option<f64>, fine, bad, weight, advice: &str| {
-        if let Some(v) = value {
-            let s = ramp(v, fine, bad);
-            if s < 50.0 {
-                recommendations.push(format!("{name} is at {v:.1}: {advice}"));
-            }
-            components.push(Component { name, score: s, value: v, weight });
+    for (r, value) in RULES.iter().zip(values) {
+        let Some(v) = value else { continue };
+        let s = ramp(v, r.fine, r.bad);
+        if s < 50.0 {
+            recommendations.push(format!("{} is at {v:.1}: {}", r.name, r.advice));
         }
-    };
-    add(
-        "cpu",
-        i.cpu_percent,
-        70.0,
-        100.0,
-        20.0,
-        "CPU is the bottleneck; lower max_concurrent executions or add cores.",
-    );
-    add(
-        "memory",
-        i.memory_percent,
-        75.0,
-        98.0,
-        20.0,
-        "memory is nearly exhausted; shrink caches or add memory.",
-    );
-    add("disk", i.disk_percent, 80.0, 98.0, 15.0, "a disk is nearly full; shorten retention or free space.");
-    add(
-        "http_5xx",
-        i.error_5xx_percent,
-        0.0,
-        5.0,
-        15.0,
-        "requests are failing; check the log for 5xx causes.",
-    );
-    add(
-        "cache_hit_rate",
-        i.cache_hit_rate_percent,
-        80.0,
-        20.0,
-        10.0,
-        "the cache rarely hits; see /api/v1/metrics/cache.",
-    );
-    add(
-        "writer_queue",
-        i.writer_queue_percent,
-        50.0,
-        100.0,
-        10.0,
-        "the writer queue is saturating; ingest is outrunning the disk.",
-    );
-    add(
-        "redis",
-        i.redis_reachable.map(|r| if r { 0.0 } else { 1.0 }),
-        0.0,
-        1.0,
-        10.0,
-        "Redis is unreachable; L1 serves alone.",
-    );
+        components.push(Component { name: r.name, score: s, value: v, weight: r.weight });
+    }
     let weight: f64 = components.iter().map(|c| c.weight).sum();
     let base = if weight == 0.0 {
         100.0
