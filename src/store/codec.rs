@@ -20,6 +20,8 @@
 //! Other values use Gorilla XOR coding. The summary header lets hourly aggregates skip decoding.
 //! Decoding never panics on bad bytes.
 
+use super::bits::{BitReader, BitWriter, get_rice, put_rice_all, rice_parameter, unzigzag, zigzag};
+pub(crate) use super::bits::{get_varint, put_varint};
 use crate::error::{Error, Result};
 use crate::model::Point;
 
@@ -113,20 +115,22 @@ pub fn encode(points: &[Point]) -> Vec<u8> {
             })
             .collect()
     });
-    let mut w = BitWriter { out, acc: 0, nbits: 0 };
     match (exp, value_codes) {
         (Some(e), Some(codes)) => {
             let k_val = rice_parameter(&codes);
-            w.out.extend_from_slice(&[e as u8, k_val as u8]);
+            out.extend_from_slice(&[e as u8, k_val as u8]);
+            let mut w = BitWriter::new(out);
             put_rice_all(&mut w, &ts_codes, k_ts);
             put_rice_all(&mut w, &codes, k_val);
+            w.finish()
         }
         _ => {
+            let mut w = BitWriter::new(out);
             put_rice_all(&mut w, &ts_codes, k_ts);
             put_xor(&mut w, points);
+            w.finish()
         }
     }
-    w.finish()
 }
 
 /// Reads only the summary header.
@@ -137,10 +141,10 @@ pub fn header(bytes: &[u8]) -> Result<ChunkHeader> {
 /// Decodes every point of a chunk.
 pub fn decode(bytes: &[u8]) -> Result<Vec<Point>> {
     let (h, pos, layout) = read_header(bytes)?;
-    let mut r = BitReader { bytes: &bytes[pos..], pos: 0 };
+    let mut r = BitReader::new(&bytes[pos..]);
     let n = h.count as usize;
     // Each point after the first takes at least two bits; a larger count is a damaged chunk.
-    if n > 1 + r.bytes.len() * 4 {
+    if n > 1 + (bytes.len() - pos) * 4 {
         return Err(corrupt("count exceeds payload"));
     }
     let mut ts = Vec::with_capacity(n);
@@ -220,7 +224,7 @@ fn read_header(bytes: &[u8]) -> Result<(ChunkHeader, usize, Layout)> {
     Ok((h, pos, Layout { exp, k_ts, k_val }))
 }
 
-fn corrupt(msg: impl Into<String>) -> Error {
+pub(super) fn corrupt(msg: impl Into<String>) -> Error {
     Error::Corrupt(format!("chunk: {}", msg.into()))
 }
 
@@ -359,164 +363,6 @@ pub fn decode_wal(bytes: &[u8]) -> Result<Vec<(u64, Vec<Point>)>> {
         out.push((id, points));
     }
     Ok(out)
-}
-
-/// Quotients from this value on are escaped: the code is this many ones and then 64 raw bits.
-const RICE_ESCAPE: u64 = 24;
-
-/// The Rice parameter that codes `codes` in the fewest bits: near log2 of their mean, checked
-/// exactly on the neighbours.
-fn rice_parameter(codes: &[u64]) -> u32 {
-    if codes.is_empty() {
-        return 0;
-    }
-    let mean = (codes.iter().map(|&z| z as u128).sum::<u128>() / codes.len() as u128) as u64;
-    let guess = 63 - mean.max(1).leading_zeros();
-    let cost = |k: u32| -> u64 {
-        codes
-            .iter()
-            .map(|&z| if z >> k < RICE_ESCAPE { (z >> k) + 1 + k as u64 } else { RICE_ESCAPE + 64 })
-            .sum()
-    };
-    (guess.saturating_sub(1)..=(guess + 1).min(63)).min_by_key(|&k| cost(k)).unwrap_or(guess)
-}
-
-fn put_rice_all(w: &mut BitWriter, codes: &[u64], k: u32) {
-    for &z in codes {
-        let q = z >> k;
-        if q < RICE_ESCAPE {
-            // q ones, then a zero, then the low k bits.
-            w.put((1u64 << (q + 1)) - 2, q as u32 + 1);
-            w.put(z, k);
-        } else {
-            w.put((1u64 << RICE_ESCAPE) - 1, RICE_ESCAPE as u32);
-            w.put(z, 64);
-        }
-    }
-}
-
-fn get_rice(r: &mut BitReader, k: u32) -> Result<u64> {
-    let q = r.unary(RICE_ESCAPE as u32)? as u64;
-    if q == RICE_ESCAPE {
-        return r.get(64);
-    }
-    Ok((q << k) | r.get(k)?)
-}
-
-fn zigzag(v: i64) -> u64 {
-    ((v << 1) ^ (v >> 63)) as u64
-}
-
-fn unzigzag(z: u64) -> i64 {
-    ((z >> 1) as i64) ^ -((z & 1) as i64)
-}
-
-pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-pub(crate) fn get_varint(bytes: &[u8], pos: &mut usize) -> Result<u64> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let b = *bytes.get(*pos).ok_or_else(|| corrupt("truncated varint"))?;
-        *pos += 1;
-        v |= ((b & 0x7f) as u64) << shift;
-        if b < 0x80 {
-            return Ok(v);
-        }
-    }
-    Err(corrupt("varint too long"))
-}
-
-/// MSB-first bit packing into a byte vector.
-struct BitWriter {
-    out: Vec<u8>,
-    acc: u64,
-    /// Bits pending in `acc` (always < 8 between calls).
-    nbits: u32,
-}
-
-impl BitWriter {
-    /// Appends the low `n` bits of `v` (n ≤ 64).
-    fn put(&mut self, v: u64, n: u32) {
-        if n > 56 {
-            self.put(v >> 32, n - 32);
-            self.put(v & 0xffff_ffff, 32);
-            return;
-        }
-        let v = if n == 0 { 0 } else { v & (u64::MAX >> (64 - n)) };
-        self.acc = (self.acc << n) | v;
-        self.nbits += n;
-        while self.nbits >= 8 {
-            self.nbits -= 8;
-            self.out.push((self.acc >> self.nbits) as u8);
-        }
-        self.acc &= (1u64 << self.nbits) - 1;
-    }
-
-    fn finish(mut self) -> Vec<u8> {
-        if self.nbits > 0 {
-            self.out.push((self.acc << (8 - self.nbits)) as u8);
-        }
-        self.out
-    }
-}
-
-struct BitReader<'a> {
-    bytes: &'a [u8],
-    /// Position in bits.
-    pos: usize,
-}
-
-impl BitReader<'_> {
-    /// The next up-to-57 unread bits, MSB first, zero-padded past the end.
-    fn window(&self) -> u64 {
-        let start = self.pos / 8;
-        let w = match self.bytes.get(start..start + 8) {
-            Some(b) => u64::from_be_bytes(b.try_into().unwrap_or_default()),
-            None => {
-                let mut pad = [0u8; 8];
-                let tail = &self.bytes[start.min(self.bytes.len())..];
-                pad[..tail.len()].copy_from_slice(tail);
-                u64::from_be_bytes(pad)
-            }
-        };
-        w << (self.pos % 8)
-    }
-
-    fn take(&mut self, n: u32) -> Result<()> {
-        if self.pos + n as usize > self.bytes.len() * 8 {
-            return Err(corrupt("truncated bit stream"));
-        }
-        self.pos += n as usize;
-        Ok(())
-    }
-
-    /// Reads `n` bits (n ≤ 64) as the low bits of the result.
-    fn get(&mut self, n: u32) -> Result<u64> {
-        if n > 56 {
-            let hi = self.get(n - 32)?;
-            return Ok((hi << 32) | self.get(32)?);
-        }
-        if n == 0 {
-            return Ok(0);
-        }
-        let w = self.window();
-        self.take(n)?;
-        Ok(w >> (64 - n))
-    }
-
-    /// Counts leading one bits (at most `max` ≤ 56) and consumes them and the zero after them,
-    /// unless `max` ones come first (then only those are consumed).
-    fn unary(&mut self, max: u32) -> Result<u32> {
-        let ones = self.window().leading_ones().min(max);
-        self.take(if ones == max { ones } else { ones + 1 })?;
-        Ok(ones)
-    }
 }
 
 #[cfg(test)]

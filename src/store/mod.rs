@@ -7,6 +7,7 @@
 //! timestamp), never in neither.
 
 pub mod backup;
+mod bits;
 pub mod block;
 pub mod codec;
 pub mod records;
