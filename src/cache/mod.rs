@@ -5,6 +5,7 @@
 //! coalesced through fill leases: one caller computes, the others wait for its PUT. This module
 //! owns no thread; the daemon's sweeper calls [`TieredCache::sweep`].
 
+mod fence;
 mod fill;
 pub mod l1;
 pub mod l2;
@@ -84,6 +85,8 @@ pub struct TieredCache {
     /// Full key → the lease on filling it. Entries leave on PUT (which wakes the waiters) or
     /// are replaced once expired.
     leases: Mutex<HashMap<String, (Instant, Arc<Notify>)>>,
+    /// Keeps an L2 read that raced a write from promoting the older value into L1.
+    fences: fence::Fences,
     cfg: CacheConfig,
 }
 
@@ -100,6 +103,7 @@ impl TieredCache {
             total: Counters::default(),
             latency: Latency::default(),
             leases: Mutex::default(),
+            fences: fence::Fences::default(),
             cfg,
         })
     }
@@ -163,9 +167,10 @@ impl TieredCache {
         let mut found = self.l1_get(s, strategy, key, now).map(|e| (e, Level::L1));
         if found.is_none() && self.l2.enabled() {
             let full = format!("{strategy}:{key}");
+            let ticket = self.fences.ticket(&full);
             if let Some(e) = self.l2.get(&full).await.filter(|e| e.expires_at_ms > now) {
                 let e = Arc::new(e);
-                self.l1.insert(full, e.clone());
+                self.fences.promote(&ticket, || self.l1.insert(full, e.clone()));
                 found = Some((e, Level::L2));
             }
         }
@@ -222,11 +227,12 @@ impl TieredCache {
         if !missed.is_empty() && self.l2.enabled() {
             let full: Vec<String> =
                 missed.iter().map(|&i| format!("{}:{}", keys[i].0.as_ref(), keys[i].1.as_ref())).collect();
+            let tickets: Vec<_> = full.iter().map(|k| self.fences.ticket(k)).collect();
             let from_l2 = self.l2.get_many(&full).await;
-            for ((&i, full), e) in missed.iter().zip(full).zip(from_l2) {
+            for (((&i, full), e), ticket) in missed.iter().zip(full).zip(from_l2).zip(&tickets) {
                 if let Some(e) = e.filter(|e| e.expires_at_ms > now) {
                     let e = Arc::new(e);
-                    self.l1.insert(full, e.clone());
+                    self.fences.promote(ticket, || self.l1.insert(full, e.clone()));
                     self.count(strategies[i], |c| &c.l2_hits);
                     found[i] = Some(e);
                 } else {
@@ -266,8 +272,10 @@ impl TieredCache {
             content_type: content_type.map(Arc::from),
             expires_at_ms: now_ms().saturating_add(ttl.as_millis() as i64),
         });
+        let write = self.fences.write(&full);
         self.l1.insert(full.clone(), entry.clone());
         self.l2.set(&full, &entry).await;
+        drop(write);
         self.count(s, |c| &c.sets);
         self.release(&full);
         Ok(())
@@ -277,6 +285,7 @@ impl TieredCache {
     pub async fn delete(&self, strategy: &str, key: &str) -> Result<bool> {
         let s = self.strategy(strategy, key)?;
         let full = format!("{strategy}:{key}");
+        let _write = self.fences.write(&full);
         let found = self.l1.remove(&full);
         self.l2.delete(&full).await;
         self.count(s, |c| &c.deletes);
@@ -288,12 +297,14 @@ impl TieredCache {
     pub async fn invalidate(&self, pattern: &str) -> Result<(u64, u64)> {
         let glob = glob::Pattern::new(pattern)
             .map_err(|e| Error::invalid(format!("invalid pattern {}: {e}", Shown(pattern))))?;
+        let _write = self.fences.write_all();
         let l1 = self.l1.remove_where(|k, _| glob.matches(k));
         let l2 = self.l2.invalidate(pattern).await;
         Ok((l1, l2))
     }
 
     pub async fn clear(&self, level: ClearLevel) -> Result<(u64, u64)> {
+        let _write = self.fences.write_all();
         let l1 = if level != ClearLevel::L2 { self.l1.clear() } else { 0 };
         let l2 = if level != ClearLevel::L1 { self.l2.clear().await? } else { 0 };
         Ok((l1, l2))

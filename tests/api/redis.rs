@@ -318,3 +318,102 @@ async fn writes_during_an_outage_never_come_back_stale() {
     // And L2 is used again.
     expect_l2_used_again(&s, "a", "fresh").await;
 }
+
+/// Regression: a GET that missed L1 read Redis, a PUT or DELETE of the same key completed
+/// meanwhile, and the GET then promoted the older value into L1, where later GETs found it
+/// after the write was acknowledged. Per-key writers and readers race on a small L1 (so reads
+/// go to Redis often); a read must never return a version older than the last write that was
+/// acknowledged before it began. Bounded: 2 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn l2_promotion_never_undoes_an_acknowledged_write() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = perfd::config::Config::for_test(dir.path()).cache;
+    cfg.redis.url = Some(redis.url());
+    cfg.max_entries = 8;
+    let cache = Arc::new(perfd::cache::TieredCache::new(cfg).unwrap());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cache.statistics().l2.reachable {
+        assert!(Instant::now() < deadline, "L2 never reachable");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    const KEYS: usize = 32;
+    // Per key: the last acknowledged write, as version * 2 + (1 if it was a delete).
+    let acked: Arc<Vec<AtomicU64>> = Arc::new((0..KEYS).map(|_| AtomicU64::new(0)).collect());
+    let done = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for w in 0..4 {
+        let (cache, acked, done) = (cache.clone(), acked.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut version = 0u64;
+            while !done.load(SeqCst) {
+                version += 1;
+                let k = w + 4 * (version as usize % (KEYS / 4));
+                let key = format!("k{k}");
+                if version.is_multiple_of(7) {
+                    cache.delete("crew_config", &key).await.unwrap();
+                    acked[k].store(version * 2 + 1, SeqCst);
+                } else {
+                    let value = bytes::Bytes::from(version.to_string());
+                    cache.set("crew_config", &key, value, None, None).await.unwrap();
+                    acked[k].store(version * 2, SeqCst);
+                }
+            }
+            0
+        }));
+    }
+    for r in 0..8 {
+        let (cache, acked, done) = (cache.clone(), acked.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut violations = 0;
+            let mut i = r;
+            while !done.load(SeqCst) {
+                i = (i + 7) % KEYS;
+                let before = acked[i].load(SeqCst);
+                if let Some((e, level)) = cache.get("crew_config", &format!("k{i}")).await.unwrap() {
+                    let v: u64 = std::str::from_utf8(&e.value).unwrap().parse().unwrap();
+                    let (last, deleted) = (before / 2, before % 2 == 1);
+                    if v < last || (deleted && v == last) {
+                        violations += 1;
+                        eprintln!(
+                            "k{i}: read {v} from {level:?}, but {last} was acknowledged (deleted: {deleted})"
+                        );
+                    }
+                }
+            }
+            violations
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    done.store(true, SeqCst);
+    let mut violations = 0;
+    for t in tasks {
+        violations += t.await.unwrap();
+    }
+    let l2 = cache.statistics().l2;
+    assert!(l2.hits > 100, "the race needs reads from Redis: {l2:?}");
+    assert_eq!(violations, 0, "stale reads after acknowledged writes");
+}
+
+/// A PUT whose client goes away while Redis has not answered is cancelled by actix; the key is
+/// then unconfirmed (not read from L2 until repaired) at once, not after the L2 timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_write_leaves_its_key_unconfirmed() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let s = TestServer::start_with(move |c| {
+        c.cache.redis.url = Some(url);
+        c.cache.redis.timeout = Duration::from_secs(5);
+    });
+    wait_for_l2(&s, |l2| l2["reachable"] == true).await;
+    redis.signal("-STOP");
+    let put =
+        s.client.put(s.url("/api/v1/cache/crew_config/gone")).body("v").timeout(Duration::from_millis(100));
+    assert!(put.send().await.unwrap_err().is_timeout());
+    let l2 = wait_for_l2(&s, |l2| l2["pending_repairs"].as_u64().unwrap_or(0) >= 1).await;
+    assert_eq!(l2["timeouts"], 0, "noted on cancel, before any timeout: {l2}");
+    redis.signal("-CONT");
+    wait_for_l2(&s, |l2| l2["reachable"] == true && l2["pending_repairs"] == 0).await;
+}

@@ -131,49 +131,51 @@ impl L2 {
         if ttl <= 0 {
             return;
         }
+        let unanswered = Unanswered(s, Some(Note::Key(key)));
         let mut pipe = redis::pipe();
         pipe.cmd("SET").arg(format!("{}{key}", s.cfg.prefix)).arg(encode(entry)).arg("PX").arg(ttl).ignore();
-        match s.call::<()>(pipe).await {
-            Some(()) => {
-                s.counters.sets.fetch_add(1, Relaxed);
-            }
-            None => s.unconfirmed.key(key),
+        if s.call::<()>(pipe).await.is_some() {
+            s.counters.sets.fetch_add(1, Relaxed);
+            unanswered.answered();
         }
     }
 
     pub async fn delete(&self, key: &str) {
         let Some(s) = &self.shared else { return };
+        let unanswered = Unanswered(s, Some(Note::Key(key)));
         let mut pipe = redis::pipe();
         pipe.cmd("UNLINK").arg(format!("{}{key}", s.cfg.prefix)).ignore();
-        if s.call::<()>(pipe).await.is_none() {
-            s.unconfirmed.key(key);
+        if s.call::<()>(pipe).await.is_some() {
+            unanswered.answered();
         }
     }
 
     /// Deletes prefixed keys matching a glob with SCAN + UNLINK (never KEYS); how many went.
     pub async fn invalidate(&self, pattern: &str) -> u64 {
         let Some(s) = &self.shared else { return 0 };
-        if let Some(n) = s.scan_unlink(&format!("{}{pattern}", glob_escape(&s.cfg.prefix)), false).await {
-            return n;
+        let unanswered = Unanswered(s, Some(Note::Pattern(pattern)));
+        let n = s.scan_unlink(&format!("{}{pattern}", glob_escape(&s.cfg.prefix)), false).await;
+        match n {
+            Some(n) => {
+                unanswered.answered();
+                n
+            }
+            None => 0,
         }
-        match glob::Pattern::new(pattern) {
-            Ok(p) => s.unconfirmed.pattern(p),
-            Err(_) => s.unconfirmed.everything(),
-        }
-        0
     }
 
     /// Deletes every key with perfd's prefix (and nothing else: no FLUSHALL).
     pub async fn clear(&self) -> Result<u64> {
         let Some(s) = &self.shared else { return Ok(0) };
+        let unanswered = Unanswered(s, Some(Note::Everything));
         match s.scan_unlink(&format!("{}*", glob_escape(&s.cfg.prefix)), false).await {
-            Some(n) => Ok(n),
-            None => {
-                s.unconfirmed.everything();
-                Err(Error::Unavailable(
-                    "Redis did not answer; L2 is not read until it is back and cleared".into(),
-                ))
+            Some(n) => {
+                unanswered.answered();
+                Ok(n)
             }
+            None => Err(Error::Unavailable(
+                "Redis did not answer; L2 is not read until it is back and cleared".into(),
+            )),
         }
     }
 
@@ -193,6 +195,38 @@ impl L2 {
             pending_repairs: s.unconfirmed.len(),
             ping_ms: (ping > 0).then(|| ping as f64 / 1000.0),
             pool_size: s.pool.read().len(),
+        }
+    }
+}
+
+/// What an L2 write would leave unconfirmed.
+enum Note<'a> {
+    Key(&'a str),
+    Pattern(&'a str),
+    Everything,
+}
+
+/// Notes a write as unconfirmed unless Redis answered it: on failure, on timeout, and when the
+/// request is dropped mid-call (an HTTP client that went away cancels its handler).
+struct Unanswered<'a>(&'a Shared, Option<Note<'a>>);
+
+impl Unanswered<'_> {
+    fn answered(mut self) {
+        self.1 = None;
+    }
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        let u = &self.0.unconfirmed;
+        match self.1.take() {
+            Some(Note::Key(k)) => u.key(k),
+            Some(Note::Pattern(p)) => match glob::Pattern::new(p) {
+                Ok(p) => u.pattern(p),
+                Err(_) => u.everything(),
+            },
+            Some(Note::Everything) => u.everything(),
+            None => {}
         }
     }
 }
