@@ -7,7 +7,7 @@
 //! promotion (the value is still returned, just not kept in L1).
 
 use parking_lot::Mutex;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
 
 const SHARDS: usize = 256;
 
@@ -20,7 +20,7 @@ struct State {
 }
 
 pub struct Fences {
-    hasher: RandomState,
+    hasher: foldhash::fast::RandomState,
     shards: Box<[Mutex<State>]>,
     /// Invalidations and clears, which touch any key.
     global: Mutex<State>,
@@ -55,7 +55,7 @@ fn start(lock: &Mutex<State>) -> Write<'_> {
 impl Default for Fences {
     fn default() -> Self {
         Fences {
-            hasher: RandomState::new(),
+            hasher: foldhash::fast::RandomState::default(),
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             global: Mutex::default(),
         }
