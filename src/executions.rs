@@ -64,6 +64,8 @@ struct Inner {
     queue: VecDeque<u64>,
     rejected: u64,
     expired: u64,
+    /// Expired by a `request` (not by a tick): their profiles go out with the next tick.
+    expired_unstored: Vec<Execution>,
     admitted: u64,
     total_wait_ms: i64,
 }
@@ -109,7 +111,8 @@ impl Executions {
         }
         let now = now_ms();
         let mut inner = self.inner.lock();
-        self.expire_locked(&mut inner, now);
+        let expired = self.expire_locked(&mut inner, now);
+        inner.expired_unstored.extend(expired);
         let id = (self.next_id)();
         let mut e = Execution {
             id,
@@ -216,7 +219,8 @@ impl Executions {
         let now = now_ms();
         let expired = {
             let mut inner = self.inner.lock();
-            let expired = self.expire_locked(&mut inner, now);
+            let mut expired = std::mem::take(&mut inner.expired_unstored);
+            expired.extend(self.expire_locked(&mut inner, now));
             self.admit_locked(&mut inner, now);
             expired
         };

@@ -181,3 +181,24 @@ async fn stages_and_profiles_with_per_stage_statistics() {
     let (status, done) = s.get_json(&format!("/api/v1/executions/{id}")).await;
     assert_eq!((status, done["state"].as_str()), (200, Some("finished")));
 }
+
+/// Regression: an execution whose lease lapsed was expired by the next request for a slot
+/// when that came before the sampler's tick, and its profile was never stored.
+#[tokio::test]
+async fn an_execution_expired_by_a_request_still_gets_its_profile() {
+    let s = TestServer::start_with(|c| {
+        c.executions.max_concurrent = 1;
+        c.executions.lease = Duration::from_millis(100);
+    });
+    let (code, first) = request(&s, "a").await;
+    assert_eq!(code, 201);
+    let lapses = first["lease_expires_ms"].as_i64().unwrap();
+    while perfd::model::now_ms() <= lapses {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(request(&s, "b").await.0, 201, "the lapsed one was expired by this request");
+    s.daemon().sampler.tick();
+    s.flush();
+    let (code, gone) = s.get_json(&format!("/api/v1/executions/{}", first["id"])).await;
+    assert_eq!((code, gone["state"].as_str()), (200, Some("expired")), "{gone}");
+}

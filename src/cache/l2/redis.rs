@@ -206,8 +206,9 @@ enum Note<'a> {
     Everything,
 }
 
-/// Notes a write as unconfirmed unless Redis answered it: on failure, on timeout, and when the
-/// request is dropped mid-call (an HTTP client that went away cancels its handler).
+/// Notes a write as unconfirmed unless Redis answered it: on an error, a timeout or a skipped
+/// call, and if the call's future is dropped before the answer (at shutdown; actix does not
+/// cancel a handler when its client goes away, actix-web #3462).
 struct Unanswered<'a>(&'a Shared, Option<Note<'a>>);
 
 impl Unanswered<'_> {
