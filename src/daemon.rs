@@ -153,6 +153,7 @@ fn start_http(
             .max_connections(max_connections)
             // Answers go out at once; request/response traffic gains nothing from Nagle.
             .tcp_nodelay(true)
+            .on_connect(api::on_connect)
             .disable_signals()
             .shutdown_timeout(10)
             .client_request_timeout(Duration::from_secs(30))

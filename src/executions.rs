@@ -64,6 +64,8 @@ struct Inner {
     queue: VecDeque<u64>,
     rejected: u64,
     expired: u64,
+    /// Requests withdrawn because their client went away while waiting.
+    abandoned: u64,
     /// Expired by a `request` (not by a tick): their profiles go out with the next tick.
     expired_unstored: Vec<Execution>,
     admitted: u64,
@@ -214,6 +216,24 @@ impl Executions {
     }
 
     /// Expires lapsed leases and admits whoever can run now; called on every sampler tick.
+    /// Withdraws a request whose client went away while it waited: a queued one leaves the
+    /// queue; one admitted in the meantime frees its slot at once, as its client never learnt
+    /// its id to finish it. Nothing is stored for it.
+    pub fn abandon(&self, id: u64) {
+        {
+            let mut inner = self.inner.lock();
+            let Some(e) = inner.executions.remove(&id) else { return };
+            match e.state {
+                ExecState::Queued => inner.queue.retain(|q| *q != id),
+                ExecState::Running => inner.running -= 1,
+                _ => {}
+            }
+            inner.abandoned += 1;
+            self.admit_locked(&mut inner, now_ms());
+        }
+        self.changed.notify_waiters();
+    }
+
     pub fn tick(&self, cpu_percent: f64, memory_percent: f64) -> Vec<Execution> {
         *self.load.lock() = (cpu_percent, memory_percent);
         let now = now_ms();
@@ -270,6 +290,7 @@ impl Executions {
             "admitted": inner.admitted,
             "rejected": inner.rejected,
             "expired": inner.expired,
+            "abandoned": inner.abandoned,
             "average_wait_ms": if inner.admitted == 0 { 0.0 } else { inner.total_wait_ms as f64 / inner.admitted as f64 },
         })
     }

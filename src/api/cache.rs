@@ -105,7 +105,7 @@ pub async fn entry(
             .into_inner(),
     };
     match *req.method() {
-        Method::GET | Method::HEAD => get_entry(&state, &strategy, &key, params).await,
+        Method::GET | Method::HEAD => get_entry(&state, &req, &strategy, &key, params).await,
         Method::PUT => put_entry(&state, &req, &strategy, &key, params, body).await,
         Method::DELETE => delete_entry(&state, &strategy, &key).await,
         ref m => {
@@ -121,6 +121,7 @@ fn miss(strategy: &str, key: &str) -> ApiError {
 
 async fn get_entry(
     state: &AppState,
+    req: &HttpRequest,
     strategy: &str,
     key: &str,
     params: EntryParams,
@@ -132,7 +133,8 @@ async fn get_entry(
         };
     };
     let wait = duration_param("wait", wait)?.min(MAX_WAIT);
-    match state.cache.get_or_wait(strategy, key, wait).await? {
+    let gone = || super::peer::client_gone(req);
+    match state.cache.get_or_wait(strategy, key, wait, gone, super::peer::CHECK_EVERY).await? {
         Ok((e, level)) => Ok(hit_response(e, level, now_ms())),
         Err(leased) => {
             let mut resp =

@@ -6,7 +6,8 @@ use crate::Error;
 use crate::executions::{Admission, ExecState, Execution, Stage};
 use crate::model::now_ms;
 use crate::store::records;
-use actix_web::{HttpResponse, web};
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -35,9 +36,16 @@ fn respond(e: Execution) -> HttpResponse {
     }
 }
 
+/// What a withdrawn waiter is answered (nginx's "client closed request"); nobody reads it, but
+/// the request monitor counts it.
+fn client_closed_request() -> StatusCode {
+    StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST)
+}
+
 /// 201 running, 202 queued (with its position), 429 when the queue is full. With `?wait=30s` a
 /// queued request is held until admitted or the wait runs out.
 pub async fn request_slot(
+    req: HttpRequest,
     state: web::Data<AppState>,
     params: web::Query<WaitParams>,
     body: web::Json<RequestBody>,
@@ -58,10 +66,16 @@ pub async fn request_slot(
         tokio::pin!(changed);
         changed.as_mut().enable();
         let e = state.executions.get(queued.id)?;
+        if super::peer::client_gone(&req) {
+            // Nobody will read the answer, finish the execution or heartbeat it.
+            state.executions.abandon(e.id);
+            return Ok(HttpResponse::build(client_closed_request()).finish());
+        }
         if e.state != ExecState::Queued || Instant::now() >= deadline {
             return Ok(respond(e));
         }
-        let _ = tokio::time::timeout_at(deadline.into(), changed).await;
+        let wake = deadline.min(Instant::now() + super::peer::CHECK_EVERY);
+        let _ = tokio::time::timeout_at(wake.into(), changed).await;
     }
 }
 

@@ -11,10 +11,12 @@ mod ingest;
 mod metrics;
 mod mget;
 mod observe;
+mod peer;
 mod prometheus;
 mod query;
 
 pub use fast::FastCache;
+pub use peer::on_connect;
 
 use crate::config::Config;
 use crate::store::Store;

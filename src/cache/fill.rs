@@ -40,12 +40,15 @@ impl TieredCache {
 
     /// Waits (up to `wait`) for a missing key to be filled by whoever holds its lease; takes the
     /// lease when it is free or runs out. `Ok(Err(true))`: this caller now holds the lease;
-    /// `Ok(Err(false))`: the wait ran out.
+    /// `Ok(Err(false))`: the wait ran out, or `gone` said the caller left (checked every
+    /// `check_every` and before taking a lease, so a caller that left never takes one).
     pub async fn get_or_wait(
         &self,
         strategy: &str,
         key: &str,
         wait: Duration,
+        gone: impl Fn() -> bool,
+        check_every: Duration,
     ) -> Result<Result<(Arc<Entry>, Level), bool>> {
         let deadline = Instant::now() + wait;
         let (full, _) = self.full_key(strategy, key)?;
@@ -53,8 +56,15 @@ impl TieredCache {
             if let Some(hit) = self.get(strategy, key).await? {
                 return Ok(Ok(hit));
             }
+            if gone() {
+                return Ok(Err(false));
+            }
             let (notify, until) = match self.lease(&full) {
-                Lease::Granted => return Ok(Err(true)),
+                Lease::Granted => {
+                    let s = self.strategy(strategy, key)?;
+                    self.count(s, |c| &c.leases);
+                    return Ok(Err(true));
+                }
                 Lease::Held(n, until) => (n, until),
             };
             let notified = notify.notified();
@@ -67,7 +77,8 @@ impl TieredCache {
             if Instant::now() >= deadline {
                 return Ok(Err(false));
             }
-            let _ = tokio::time::timeout_at(deadline.min(until).into(), notified).await;
+            let wake = deadline.min(until).min(Instant::now() + check_every);
+            let _ = tokio::time::timeout_at(wake.into(), notified).await;
         }
     }
 
@@ -79,7 +90,7 @@ impl TieredCache {
         Fut: std::future::Future<Output = Result<Bytes>>,
     {
         let wait = self.cfg.lease_ttl;
-        match self.get_or_wait(strategy, key, wait).await? {
+        match self.get_or_wait(strategy, key, wait, || false, wait).await? {
             Ok((e, _)) => Ok(e.value.clone()),
             Err(_) => {
                 let (full, _) = self.full_key(strategy, key)?;

@@ -14,6 +14,8 @@ pub struct Counters {
     pub sets: AtomicU64,
     pub deletes: AtomicU64,
     pub expirations: AtomicU64,
+    /// Fill leases granted (`?wait=` and `get_or_load`).
+    pub leases: AtomicU64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -25,6 +27,7 @@ pub struct CountersSnapshot {
     pub sets: u64,
     pub deletes: u64,
     pub expirations: u64,
+    pub leases: u64,
     pub hit_rate_percent: f64,
 }
 
@@ -40,6 +43,7 @@ impl Counters {
             misses,
             sets: self.sets.load(Relaxed),
             deletes: self.deletes.load(Relaxed),
+            leases: self.leases.load(Relaxed),
             expirations: self.expirations.load(Relaxed),
             hit_rate_percent: if hits + misses == 0 {
                 0.0

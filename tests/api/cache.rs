@@ -378,3 +378,26 @@ async fn warm_restart_keeps_entries_and_their_ttl() {
     // The snapshot is consumed on start: a crash after this must not bring back stale entries.
     assert!(s.daemon().store.cache_snapshot().unwrap().is_empty());
 }
+
+/// A waiter whose client went away never takes the fill lease: actix keeps its handler running,
+/// and before, it could take the next lease for nobody, so live callers waited a whole lease
+/// TTL more. Here the gone waiter is alone when the first lease lapses; a live caller that
+/// comes after must get the lease at once, and only two leases are ever granted.
+#[tokio::test]
+async fn a_waiter_that_left_never_takes_the_lease() {
+    let s = TestServer::start_with(|c| c.cache.lease_ttl = Duration::from_millis(300));
+    let url = s.url("/api/v1/cache/llm_response/slow-answer?wait=10s");
+    let first = s.client.get(&url).send().await.unwrap();
+    assert_eq!(first.headers()["x-cache-fill"], "lease");
+    let granted = Instant::now();
+    let gone = s.client.get(&url).timeout(Duration::from_millis(100)).send().await;
+    assert!(gone.unwrap_err().is_timeout());
+    // Past the first lease and past the gone waiter's next look at the lease.
+    while granted.elapsed() < Duration::from_millis(300 + 500) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let live = s.client.get(&url).send().await.unwrap();
+    assert_eq!(live.headers()["x-cache-fill"], "lease");
+    let (_, m) = s.get_json("/api/v1/metrics/cache").await;
+    assert_eq!(m["cache_statistics"]["strategies"]["llm_response"]["leases"], 2, "{m}");
+}

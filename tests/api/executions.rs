@@ -202,3 +202,37 @@ async fn an_execution_expired_by_a_request_still_gets_its_profile() {
     let (code, gone) = s.get_json(&format!("/api/v1/executions/{}", first["id"])).await;
     assert_eq!((code, gone["state"].as_str()), (200, Some("expired")), "{gone}");
 }
+
+/// A waiter whose client gives up leaves the queue: actix does not cancel the handler, so it
+/// looks at its connection. Before, it stayed queued, was admitted later, and held the slot
+/// for nobody until its lease ran out.
+#[tokio::test]
+async fn a_waiter_whose_client_goes_away_is_withdrawn() {
+    let s = TestServer::start_with(|c| c.executions.max_concurrent = 1);
+    let (code, first) = request(&s, "a").await;
+    assert_eq!(code, 201);
+    let waiting = s
+        .client
+        .post(s.url("/api/v1/executions?wait=20s"))
+        .json(&json!({"crew_id": "b"}))
+        .timeout(Duration::from_millis(200))
+        .send()
+        .await;
+    assert!(waiting.unwrap_err().is_timeout());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, q) = s.get_json("/api/v1/metrics/queue").await;
+        if q["executions"]["waiting"] == 0 && q["executions"]["abandoned"] == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the abandoned waiter is still queued: {q}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let r = s.client.post(s.url(&format!("/api/v1/executions/{}/finish", first["id"]))).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        request(&s, "c").await.0,
+        201,
+        "the freed slot goes to the next request, not to the gone waiter"
+    );
+}
