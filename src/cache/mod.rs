@@ -272,7 +272,8 @@ impl TieredCache {
             content_type: content_type.map(Arc::from),
             expires_at_ms: now_ms().saturating_add(ttl.as_millis() as i64),
         });
-        let write = self.fences.write(&full);
+        // Fences only matter when L2 can promote (no L2: no cost on the write path).
+        let write = self.l2.enabled().then(|| self.fences.write(&full));
         self.l1.insert(full.clone(), entry.clone());
         self.l2.set(&full, &entry).await;
         drop(write);
@@ -285,7 +286,7 @@ impl TieredCache {
     pub async fn delete(&self, strategy: &str, key: &str) -> Result<bool> {
         let s = self.strategy(strategy, key)?;
         let full = format!("{strategy}:{key}");
-        let _write = self.fences.write(&full);
+        let _write = self.l2.enabled().then(|| self.fences.write(&full));
         let found = self.l1.remove(&full);
         self.l2.delete(&full).await;
         self.count(s, |c| &c.deletes);
@@ -297,14 +298,14 @@ impl TieredCache {
     pub async fn invalidate(&self, pattern: &str) -> Result<(u64, u64)> {
         let glob = glob::Pattern::new(pattern)
             .map_err(|e| Error::invalid(format!("invalid pattern {}: {e}", Shown(pattern))))?;
-        let _write = self.fences.write_all();
+        let _write = self.l2.enabled().then(|| self.fences.write_all());
         let l1 = self.l1.remove_where(|k, _| glob.matches(k));
         let l2 = self.l2.invalidate(pattern).await;
         Ok((l1, l2))
     }
 
     pub async fn clear(&self, level: ClearLevel) -> Result<(u64, u64)> {
-        let _write = self.fences.write_all();
+        let _write = self.l2.enabled().then(|| self.fences.write_all());
         let l1 = if level != ClearLevel::L2 { self.l1.clear() } else { 0 };
         let l2 = if level != ClearLevel::L1 { self.l2.clear().await? } else { 0 };
         Ok((l1, l2))
