@@ -32,13 +32,11 @@ impl Shared {
             }
         }
         self.unconfirmed.repaired(r.generation);
-        match r.everything {
-            true => log::info!("redis: cleared perfd's keys after an outage"),
-            false => log::info!(
-                "redis: removed {} keys and {} patterns written during an outage",
-                r.keys.len(),
-                r.patterns.len()
-            ),
+        if r.everything {
+            log::info!("redis: cleared perfd's keys after an outage");
+        } else {
+            let (keys, patterns) = (r.keys.len(), r.patterns.len());
+            log::info!("redis: removed {keys} keys and {patterns} patterns written during an outage");
         }
         true
     }
