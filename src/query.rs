@@ -52,22 +52,7 @@ impl Selector {
                     _ => return Err(bad("expected label=\"value\" or label!=\"value\"")),
                 };
                 while chars.next_if(|c| c.is_whitespace()).is_some() {}
-                if chars.next() != Some('"') {
-                    return Err(bad("label values must be in double quotes"));
-                }
-                let mut value = String::new();
-                loop {
-                    match chars.next() {
-                        None => return Err(bad("unterminated string")),
-                        Some('"') => break,
-                        Some('\\') => match chars.next() {
-                            Some('n') => value.push('\n'),
-                            Some(c) => value.push(c),
-                            None => return Err(bad("unterminated string")),
-                        },
-                        Some(c) => value.push(c),
-                    }
-                }
+                let value = quoted(&mut chars).map_err(bad)?;
                 crate::model::validate_label(&label, if value.is_empty() { "x" } else { &value })
                     .map_err(|e| bad(&e.to_string()))?;
                 matchers.push(Matcher { label, value, negated });
@@ -98,6 +83,26 @@ pub fn select(store: &Store, sel: &Selector) -> Vec<(u64, Arc<SeriesKey>)> {
 }
 
 /// Unix milliseconds, or RFC 3339 (`2026-11-27T08:00:00Z`).
+/// A double-quoted label value (`\"`, `\\` and `\n` escapes), the opening quote included.
+fn quoted(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> std::result::Result<String, &'static str> {
+    if chars.next() != Some('"') {
+        return Err("label values must be in double quotes");
+    }
+    let mut value = String::new();
+    loop {
+        match chars.next() {
+            None => return Err("unterminated string"),
+            Some('"') => return Ok(value),
+            Some('\\') => match chars.next() {
+                Some('n') => value.push('\n'),
+                Some(c) => value.push(c),
+                None => return Err("unterminated string"),
+            },
+            Some(c) => value.push(c),
+        }
+    }
+}
+
 pub fn parse_time(s: &str) -> Result<i64> {
     if let Ok(ms) = s.parse::<i64>() {
         return Ok(ms);
