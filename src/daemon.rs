@@ -30,6 +30,8 @@ pub struct Daemon {
     pub cache: Arc<TieredCache>,
     pub sampler: SamplerHandle,
     http: Option<(ServerHandle, JoinHandle<()>)>,
+    /// Shared with the handlers (`AppState::stopping`); set first thing in `shutdown`.
+    stopping: Arc<std::sync::atomic::AtomicBool>,
     /// Dropping the sender stops the sweeper; then it is joined.
     sweeper: Option<(crossbeam_channel::Sender<()>, JoinHandle<()>)>,
 }
@@ -84,13 +86,17 @@ impl Daemon {
             published: sampler.published.clone(),
             executions,
             queries: Arc::default(),
+            stopping: Arc::default(),
         };
+        let stopping = state.stopping.clone();
         let (handle, join) = start_http(listener, state, workers, max_connections)?;
-        Ok(Daemon { addr, store, writer, cache, sampler, http: Some((handle, join)), sweeper: Some(sweeper) })
+        let http = Some((handle, join));
+        Ok(Daemon { addr, store, writer, cache, sampler, http, stopping, sweeper: Some(sweeper) })
     }
 
     /// Stops accepting, lets in-flight requests finish, commits everything queued, closes the store.
     pub fn shutdown(&mut self) {
+        self.stopping.store(true, std::sync::atomic::Ordering::Relaxed);
         if let Some((handle, join)) = self.http.take() {
             // `stop` sends the command at once; the returned future only reports completion,
             // which joining the thread also does.

@@ -133,8 +133,13 @@ async fn get_entry(
         };
     };
     let wait = duration_param("wait", wait)?.min(MAX_WAIT);
-    let gone = || super::peer::client_gone(req);
-    match state.cache.get_or_wait(strategy, key, wait, gone, super::peer::CHECK_EVERY).await? {
+    let stopping = || state.stopping.load(std::sync::atomic::Ordering::Relaxed);
+    let gone = || stopping() || super::peer::client_gone(req);
+    let found = state.cache.get_or_wait(strategy, key, wait, gone, super::peer::CHECK_EVERY).await?;
+    if found.is_err() && stopping() {
+        return Err(Error::ShuttingDown.into());
+    }
+    match found {
         Ok((e, level)) => Ok(hit_response(e, level, now_ms())),
         Err(leased) => {
             let mut resp =

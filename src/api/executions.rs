@@ -66,6 +66,9 @@ pub async fn request_slot(
         tokio::pin!(changed);
         changed.as_mut().enable();
         let e = state.executions.get(queued.id)?;
+        if state.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(Error::ShuttingDown.into());
+        }
         if super::peer::client_gone(&req) {
             // Nobody will read the answer, finish the execution or heartbeat it.
             state.executions.abandon(e.id);

@@ -36,6 +36,9 @@ pub struct AppState {
     pub published: Arc<crate::sampler::Published>,
     pub executions: Arc<crate::executions::Executions>,
     pub queries: Arc<crate::queries::QueryStats>,
+    /// Set when shutdown begins: long polls (`?wait=`) answer 503 at once instead of holding
+    /// the graceful stop for up to its 10 s.
+    pub stopping: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The one middleware: times every request by its route pattern (`unmatched` for unknown

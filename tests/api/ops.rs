@@ -102,3 +102,34 @@ async fn wrong_methods_get_a_json_405_with_allow_and_get_routes_answer_head() {
     let r = s.client.patch(s.url("/api/v1/nothing")).send().await.unwrap();
     expect_error(r, 404, "not_found").await;
 }
+
+/// Shutdown does not wait for long polls: a cache waiter and an execution waiter get 503
+/// `shutting_down` at once. Before, they held the graceful stop for its whole 10 s and then
+/// lost their connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_answers_long_polls_at_once() {
+    let mut s = TestServer::start_with(|c| c.executions.max_concurrent = 1);
+    let lease = s.client.get(s.url("/api/v1/cache/llm_response/x?wait=1s")).send().await.unwrap();
+    assert_eq!(lease.headers()["x-cache-fill"], "lease");
+    let r = s.client.post(s.url("/api/v1/executions")).json(&serde_json::json!({"crew_id": "a"}));
+    assert_eq!(r.send().await.unwrap().status(), 201);
+    let cache_waiter = s.client.get(s.url("/api/v1/cache/llm_response/x?wait=60s")).send();
+    let slot_waiter =
+        s.client.post(s.url("/api/v1/executions?wait=60s")).json(&serde_json::json!({"crew_id": "b"})).send();
+    let waiters = tokio::spawn(async move { tokio::join!(cache_waiter, slot_waiter) });
+    // Both wait: the second execution is queued, and the cache waiter has missed once.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (_, q) = s.get_json("/api/v1/metrics/queue").await;
+        let (_, c) = s.get_json("/api/v1/metrics/cache").await;
+        if q["executions"]["waiting"] == 1 && c["cache_statistics"]["misses"].as_u64() >= Some(2) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not both waiting: {q} {c}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    tokio::task::block_in_place(|| s.stop());
+    let (cache, slot) = waiters.await.unwrap();
+    expect_error(cache.unwrap(), 503, "shutting_down").await;
+    expect_error(slot.unwrap(), 503, "shutting_down").await;
+}
