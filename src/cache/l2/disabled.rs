@@ -8,7 +8,13 @@ use crate::error::Result;
 pub struct L2;
 
 impl L2 {
-    pub fn new(_: &CacheConfig) -> Result<L2> {
+    pub fn new(cfg: &CacheConfig) -> Result<L2> {
+        if cfg.redis.url.is_some() {
+            log::warn!(
+                "cache.redis.url is set, but this perfd was built without the `redis` feature: L2 is off \
+                 (build with `cargo build --release --features redis`)"
+            );
+        }
         Ok(L2)
     }
 
