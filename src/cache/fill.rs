@@ -51,7 +51,8 @@ impl TieredCache {
         check_every: Duration,
     ) -> Result<Result<(Arc<Entry>, Level), bool>> {
         let deadline = Instant::now() + wait;
-        let (full, _) = self.full_key(strategy, key)?;
+        let s = self.strategy(strategy, key)?;
+        let full = format!("{strategy}:{key}");
         loop {
             if let Some(hit) = self.get(strategy, key).await? {
                 return Ok(Ok(hit));
@@ -61,7 +62,6 @@ impl TieredCache {
             }
             let (notify, until) = match self.lease(&full) {
                 Lease::Granted => {
-                    let s = self.strategy(strategy, key)?;
                     self.count(s, |c| &c.leases);
                     return Ok(Err(true));
                 }
