@@ -7,6 +7,8 @@
 #  3. One client for both (benches/cachebench.rs): GET and 16-key mget, closed loop.
 #  4. The floor (benches/httpfloor.rs, also on core 0): a static HTTP answer of the same bytes on
 #     tokio, no parsing or lookup, to show what any hand-written hit path could reach.
+#  5. A reference HTTP server: nginx (one worker on core 0) answering `return 200` with a 512-byte
+#     body from memory, measured like perfd, to show what the wrk-vs-redis-benchmark p99 measures.
 #   ROUNDS=3 SECONDS_PER_RUN=6 benches/compare_redis.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,26 +17,46 @@ ROUNDS=${ROUNDS:-3}
 PERFD_PORT=18471
 REDIS_PORT=18379
 FLOOR_PORT=18472
+NGINX_PORT=18473
 need=()
 command -v wrk >/dev/null || need+=(wrk)
 command -v redis-server >/dev/null || need+=(redis-server)
+command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || need+=(nginx-light)
 if ((${#need[@]})); then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null; fi
 cargo build -q --release --bin perfd --example cachebench --example httpfloor
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; [[ -f $work/nginx.pid ]] && kill "$(cat "$work/nginx.pid")"; rm -rf "$work"' EXIT
 client() { taskset -c 1 "$@"; }
 
 # taskset execs the server, so `jobs -p` (used by the trap) holds the servers' own pids.
 PERFD_HTTP_WORKERS=1 taskset -c 0 target/release/perfd --listen 127.0.0.1:$PERFD_PORT --data-dir "$work/perfd" >"$work/perfd.log" 2>&1 &
 taskset -c 0 target/release/examples/httpfloor 127.0.0.1:$FLOOR_PORT >"$work/floor.log" 2>&1 &
+head -c 512 /dev/zero | tr '\0' 'v' >"$work/value"
+cat >"$work/nginx.conf" <<NGINX
+worker_processes 1;
+daemon off;
+pid $work/nginx.pid;
+error_log $work/nginx.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  keepalive_requests 1000000000;
+  client_body_temp_path $work; proxy_temp_path $work; fastcgi_temp_path $work;
+  uwsgi_temp_path $work; scgi_temp_path $work;
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    location / { default_type application/octet-stream; return 200 "$(cat "$work/value")"; }
+  }
+}
+NGINX
+taskset -c 0 "$(command -v nginx || echo /usr/sbin/nginx)" -c "$work/nginx.conf" &
 taskset -c 0 redis-server --port $REDIS_PORT --bind 127.0.0.1 --save "" --appendonly no >"$work/redis.log" 2>&1 &
 ready=
 for _ in $(seq 200); do
-  curl -sf http://127.0.0.1:$PERFD_PORT/healthz >/dev/null && curl -sf http://127.0.0.1:$FLOOR_PORT/ >/dev/null && redis-cli -p $REDIS_PORT ping >/dev/null 2>&1 && ready=1 && break
+  curl -sf http://127.0.0.1:$PERFD_PORT/healthz >/dev/null && curl -sf http://127.0.0.1:$FLOOR_PORT/ >/dev/null && curl -sf http://127.0.0.1:$NGINX_PORT/ >/dev/null && redis-cli -p $REDIS_PORT ping >/dev/null 2>&1 && ready=1 && break
   sleep 0.05
 done
-[[ -n $ready ]] || { echo "servers did not start:"; cat "$work/perfd.log" "$work/redis.log"; exit 1; }
-head -c 512 /dev/zero | tr '\0' 'v' >"$work/value"
+[[ -n $ready ]] || { echo "servers did not start:"; cat "$work/perfd.log" "$work/redis.log" "$work/nginx.log"; exit 1; }
 lines=''
 for i in $(seq 0 15); do
   curl -s -XPUT "http://127.0.0.1:$PERFD_PORT/api/v1/cache/llm_response/key$i" --data-binary @"$work/value" >/dev/null
@@ -73,13 +95,16 @@ for round in $(seq "$ROUNDS"); do
   client redis-benchmark -p $REDIS_PORT -t get -d 512 -c 50 -P 16 -n $((DUR * 1500000)) -q 2>/dev/null | tr '\r' '\n' | grep -E "requests per second" | tail -1
   echo -n "floor GET (wrk -t1 -c50):           "
   client wrk -t1 -c50 -d"${DUR}"s -s "$work/pct.lua" "http://127.0.0.1:$FLOOR_PORT/api/v1/cache/llm_response/key0" | tail -1
+  echo -n "nginx GET (wrk -t1 -c50):           "
+  client wrk -t1 -c50 -d"${DUR}"s -s "$work/pct.lua" "http://127.0.0.1:$NGINX_PORT/api/v1/cache/llm_response/key0" | tail -1
   for target in "http://127.0.0.1:$PERFD_PORT" "redis://127.0.0.1:$REDIS_PORT"; do
     for mget in 0 16; do
       client target/release/examples/cachebench --target "$target" --seconds "$DUR" --mget $mget
     done
   done
   client target/release/examples/cachebench --target "http://127.0.0.1:$FLOOR_PORT" --seconds "$DUR" | sed 's/^/floor /'
-  for target in "http://127.0.0.1:$PERFD_PORT" "redis://127.0.0.1:$REDIS_PORT" "http://127.0.0.1:$FLOOR_PORT"; do
+  client target/release/examples/cachebench --target "http://127.0.0.1:$NGINX_PORT" --seconds "$DUR" | sed 's/^/nginx /'
+  for target in "http://127.0.0.1:$PERFD_PORT" "redis://127.0.0.1:$REDIS_PORT" "http://127.0.0.1:$FLOOR_PORT" "http://127.0.0.1:$NGINX_PORT"; do
     client target/release/examples/cachebench --target "$target" --seconds "$DUR" --rate 90000 --from-send
   done
 done

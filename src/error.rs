@@ -37,6 +37,10 @@ pub enum Error {
     /// The writer queue is full; retry after the given number of seconds.
     #[error("write queue is full; retry in {retry_after_secs} s")]
     Overloaded { retry_after_secs: u32 },
+    /// The data directory cannot be written (`full`: out of space); nothing was stored. perfd
+    /// retries by itself (`writer::fault`); the caller retries after `retry_after_secs`.
+    #[error("{message}")]
+    StorageFailed { full: bool, message: String, retry_after_secs: u32 },
     /// A bounded queue (the execution queue) is full; retry later (429).
     #[error("{0}")]
     QueueFull(String),

@@ -128,6 +128,10 @@ fn serve(config: Config) -> anyhow::Result<()> {
     let mut signals =
         signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
             .context("installing signal handlers")?;
+    // A file size limit (systemd's LimitFSIZE=) must not kill the daemon: with SIGXFSZ handled,
+    // a write past it fails with EFBIG, which the writer treats like a full disk.
+    signal_hook::flag::register(signal_hook::consts::SIGXFSZ, Arc::new(AtomicBool::new(false)))
+        .context("installing the SIGXFSZ handler")?;
     let notifier = Notifier::from_env(std::env::var("NOTIFY_SOCKET").ok());
     let watchdog_usec = std::env::var("WATCHDOG_USEC").ok().and_then(|v| v.parse::<u64>().ok());
     let mut daemon = perfd::Daemon::start(config).context("starting perfd")?;

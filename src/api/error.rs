@@ -35,6 +35,10 @@ impl ApiError {
             Error::QueueFull(_) => (StatusCode::TOO_MANY_REQUESTS, "queue_full"),
             Error::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             Error::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Error::StorageFailed { full: true, .. } => (StatusCode::INSUFFICIENT_STORAGE, "storage_full"),
+            Error::StorageFailed { full: false, .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable")
+            }
             Error::Store(_) | Error::Corrupt(_) | Error::Io(_) | Error::Config(_) | Error::Internal(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             }
@@ -49,12 +53,16 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let (status, code) = self.code();
-        if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
+        // Refusals the daemon expects (overload, shutdown, a storage fault the writer logs once)
+        // are not logged per request.
+        let expected =
+            status == StatusCode::SERVICE_UNAVAILABLE || matches!(self.0, Error::StorageFailed { .. });
+        if status.is_server_error() && !expected {
             log::error!("{code}: {}", self.0);
         }
         let mut resp = HttpResponse::build(status);
         match &self.0 {
-            Error::Overloaded { retry_after_secs } => {
+            Error::Overloaded { retry_after_secs } | Error::StorageFailed { retry_after_secs, .. } => {
                 resp.insert_header(("Retry-After", retry_after_secs.to_string()));
             }
             Error::MethodNotAllowed { allow, .. } => {

@@ -79,6 +79,9 @@ fn writer_families(out: &mut Exposition, state: &AppState) {
     ];
     out.family("perfd_ingest_rejected_total", "counter", "Write requests refused, by reason.", &rejected);
     out.gauge("perfd_writer_queue_depth", "Requests waiting for the writer.", w.queue_depth as f64);
+    let failing = if w.storage_fault.is_some() { 1.0 } else { 0.0 };
+    out.gauge("perfd_storage_failing", "1 while the data directory cannot be written.", failing);
+    out.counter("perfd_storage_recoveries_total", "Storage failures that ended.", w.storage_recoveries);
     out.gauge("perfd_writer_queue_capacity", "Writer queue capacity.", w.queue_capacity as f64);
     out.gauge("perfd_writer_commit_p99_seconds", "99th percentile commit latency.", w.commit_p99_ms / 1000.0);
     out.gauge("perfd_series", "Series in the catalog.", state.store.series_count() as f64);

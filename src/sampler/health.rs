@@ -13,9 +13,11 @@
 //! | HTTP 5xx rate | 15 | 0 % | ≥ 5 % |
 //! | cache hit rate | 10 | ≥ 80 % | ≤ 20 % |
 //! | writer queue use | 10 | ≤ 50 % | 100 % |
+//! | storage writable | 20 | yes | no (a full disk or an I/O error: writes are refused) |
 //! | Redis reachable | 10 | yes | no |
 //!
-//! Firing alerts cost 10 points each when warning and 25 when critical.
+//! Firing alerts cost 10 points each when warning and 25 when critical. Storage that cannot be
+//! written costs 50 more: perfd records nothing then, so it is never better than `unhealthy`.
 
 use serde::Serialize;
 
@@ -28,6 +30,7 @@ pub struct HealthInputs {
     pub error_5xx_percent: Option<f64>,
     pub cache_hit_rate_percent: Option<f64>,
     pub writer_queue_percent: Option<f64>,
+    pub storage_failing: Option<bool>,
     pub redis_reachable: Option<bool>,
     pub alerts_warning: usize,
     pub alerts_critical: usize,
@@ -70,13 +73,21 @@ const fn rule(name: &'static str, fine: f64, bad: f64, weight: f64, advice: &'st
 }
 
 /// In the order of the values in [`score`].
-const RULES: [Rule; 7] = [
+const RULES: [Rule; 8] = [
     rule("cpu", 70.0, 100.0, 20.0, "CPU is the bottleneck; lower max_concurrent executions or add cores."),
     rule("memory", 75.0, 98.0, 20.0, "memory is nearly exhausted; shrink caches or add memory."),
     rule("disk", 80.0, 98.0, 15.0, "a disk is nearly full; shorten retention or free space."),
     rule("http_5xx", 0.0, 5.0, 15.0, "requests are failing; check the log for 5xx causes."),
     rule("cache_hit_rate", 80.0, 20.0, 10.0, "the cache rarely hits; see /api/v1/metrics/cache."),
     rule("writer_queue", 50.0, 100.0, 10.0, "the writer queue is saturating; ingest is outrunning the disk."),
+    rule(
+        "storage",
+        0.0,
+        1.0,
+        20.0,
+        "the data directory cannot be written (a full disk or an I/O error), so metric writes are refused; \
+         free space: perfd takes writes again by itself (see /api/v1/metrics/database).",
+    ),
     rule("redis", 0.0, 1.0, 10.0, "Redis is unreachable; L1 serves alone."),
 ];
 
@@ -88,6 +99,7 @@ pub fn score(i: &HealthInputs) -> HealthScore {
         i.error_5xx_percent,
         i.cache_hit_rate_percent,
         i.writer_queue_percent,
+        i.storage_failing.map(|f| if f { 1.0 } else { 0.0 }),
         i.redis_reachable.map(|r| if r { 0.0 } else { 1.0 }),
     ];
     let mut components = Vec::new();
@@ -106,7 +118,8 @@ pub fn score(i: &HealthInputs) -> HealthScore {
     } else {
         components.iter().map(|c| c.score * c.weight).sum::<f64>() / weight
     };
-    let penalty = 10.0 * i.alerts_warning as f64 + 25.0 * i.alerts_critical as f64;
+    let storage_down = if i.storage_failing == Some(true) { 50.0 } else { 0.0 };
+    let penalty = 10.0 * i.alerts_warning as f64 + 25.0 * i.alerts_critical as f64 + storage_down;
     let total = (base - penalty).clamp(0.0, 100.0).round() as u8;
     HealthScore { score: total, status: status(total), components, recommendations }
 }
@@ -159,6 +172,18 @@ mod tests {
         assert_eq!((h.score, h.status), (50, "degraded"));
         let h = score(&HealthInputs { alerts_critical: 3, redis_reachable: Some(false), ..calm() });
         assert_eq!(h.status, "unhealthy");
+    }
+
+    #[test]
+    fn storage_that_cannot_be_written_is_unhealthy_and_says_what_to_do() {
+        let h = score(&HealthInputs { storage_failing: Some(false), ..calm() });
+        assert_eq!((h.score, h.status), (100, "healthy"));
+        let h = score(&HealthInputs { storage_failing: Some(true), ..calm() });
+        assert_eq!(h.status, "unhealthy", "{h:?}");
+        assert!(
+            h.recommendations.iter().any(|r| r.starts_with("storage") && r.contains("free space")),
+            "{h:?}"
+        );
     }
 
     #[test]

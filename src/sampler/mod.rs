@@ -99,6 +99,7 @@ impl Sampler {
             error_5xx_percent: (requests > 0).then(|| 100.0 * errors as f64 / requests as f64),
             cache_hit_rate_percent: (lookups >= 100).then_some(cache.total.hit_rate_percent),
             writer_queue_percent: Some(queue_percent),
+            storage_failing: Some(w.storage_fault.is_some()),
             redis_reachable: cache.l2.enabled.then_some(cache.l2.reachable),
             alerts_warning,
             alerts_critical,
@@ -156,8 +157,13 @@ impl Sampler {
         put("perfd_writer_queue_percent", &[], queue_percent);
         put("perfd_writer_points", &[], w.points as f64);
         put("perfd_writer_commit_p99_ms", &[], w.commit_p99_ms);
-        if let Err(e) = self.sources.writer.submit(b.finish(), false) {
-            log::warn!("sampler: this tick's samples were dropped: {e}");
+        match self.sources.writer.submit(b.finish(), false) {
+            // The writer logs a storage failure when it starts and ends.
+            Err(crate::Error::StorageFailed { .. }) => {
+                log::debug!("sampler: storage failing, samples dropped")
+            }
+            Err(e) => log::warn!("sampler: this tick's samples were dropped: {e}"),
+            Ok(_) => {}
         }
     }
 

@@ -110,7 +110,7 @@ fn info(s: &Snapshot) -> BackupInfo {
 
 /// Writes a snapshot of `store` to `path` (temp file, fsync, rename).
 pub fn write(store: &Store, path: &Path) -> Result<BackupInfo> {
-    let txn = store.db.begin_read()?;
+    let txn = store.db()?.begin_read()?;
     let snapshot = Snapshot {
         schema_version: SCHEMA_VERSION,
         created_ms: crate::model::now_ms(),

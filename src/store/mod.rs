@@ -54,7 +54,8 @@ impl Catalog {
 }
 
 pub struct Store {
-    pub db: Database,
+    /// `None` only while [`Store::reopen`] replaces it; see [`Store::db`].
+    db: RwLock<Option<Arc<Database>>>,
     pub path: PathBuf,
     /// Written by the writer only, after the commit that made the points durable.
     pub open: RwLock<OpenHours>,
@@ -77,14 +78,9 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Store> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join("perfd.redb");
-        let db = Database::builder().create(&path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => {
-                Error::Conflict(format!("{} is already open in another perfd process", path.display()))
-            }
-            e => e.into(),
-        })?;
+        let db = open_database(&path)?;
         let store = Store {
-            db,
+            db: RwLock::new(Some(Arc::new(db))),
             path,
             open: RwLock::default(),
             catalog: RwLock::default(),
@@ -96,8 +92,39 @@ impl Store {
         Ok(store)
     }
 
+    /// The open database, for one transaction: the handle must not be kept, or a reopen would
+    /// wait for it. Unavailable while a reopen is under way.
+    pub fn db(&self) -> Result<Arc<Database>> {
+        self.db.read().clone().ok_or_else(|| {
+            Error::Unavailable("the database is being reopened after an I/O error; retry shortly".into())
+        })
+    }
+
+    /// Closes the database and opens it again; `rebuild` refreshes what is kept in memory from
+    /// the reopened file before readers get it. After an I/O error (a full disk) redb fails every
+    /// later call, reads included, until the file is reopened; the writer calls this (see
+    /// `writer::fault`). Readers are answered `Unavailable` meanwhile. Waits, bounded, for
+    /// handles readers still hold: closing invalidates their transactions, but the file lock
+    /// goes only with the last handle. On error the database stays closed; call again.
+    pub fn reopen(&self, rebuild: impl FnOnce(&Database) -> Result<()>) -> Result<()> {
+        drop(self.db.write().take());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let db = loop {
+            match open_database(&self.path) {
+                Ok(db) => break db,
+                Err(Error::Conflict(_)) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        rebuild(&db)?;
+        *self.db.write() = Some(Arc::new(db));
+        Ok(())
+    }
+
     fn init_tables(&self) -> Result<()> {
-        let mut txn = self.db.begin_write()?;
+        let mut txn = self.db()?.begin_write()?;
         txn.set_quick_repair(true);
         {
             let mut meta = txn.open_table(META)?;
@@ -135,15 +162,7 @@ impl Store {
     }
 
     fn load_catalog(&self) -> Result<()> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(SERIES_BY_KEY)?;
-        let mut catalog = self.catalog.write();
-        for row in table.iter()? {
-            let (k, id) = row?;
-            let key = SeriesKey::parse(k.value())
-                .map_err(|e| Error::Corrupt(format!("series key {:?}: {e}", k.value())))?;
-            catalog.insert(k.value().to_owned(), id.value(), Arc::new(key));
-        }
+        *self.catalog.write() = read_catalog(&self.db()?.begin_read()?)?;
         Ok(())
     }
 
@@ -172,7 +191,7 @@ impl Store {
                 })
                 .collect()
         };
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let chunks = txn.open_table(CHUNKS)?;
         // Each block is read and indexed once, however many of its series are asked for.
         let mut sealed: Vec<BTreeMap<i64, Vec<u8>>> = vec![BTreeMap::new(); series.len()];
@@ -195,7 +214,7 @@ impl Store {
 
     /// Counts for `/api/v1/metrics/database` and `perfd check`.
     pub fn counts(&self) -> Result<StoreCounts> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let open_points = self.open.read().values().flat_map(|h| h.values()).map(Vec::len).sum();
         let chunks = txn.open_table(CHUNKS)?;
         Ok(StoreCounts {
@@ -218,7 +237,7 @@ impl Store {
         let _ = std::fs::remove_file(&tmp);
         {
             let mut dst = Database::builder().create(&tmp)?;
-            let src = self.db.begin_read()?;
+            let src = self.db()?.begin_read()?;
             let mut txn = dst.begin_write()?;
             txn.set_quick_repair(true);
             copy_table(&src, &txn, META)?;
@@ -249,6 +268,28 @@ impl Store {
         drop(db);
         Ok(())
     }
+}
+
+/// Every series the database knows.
+pub fn read_catalog(txn: &redb::ReadTransaction) -> Result<Catalog> {
+    let mut catalog = Catalog::default();
+    for row in txn.open_table(SERIES_BY_KEY)?.iter()? {
+        let (k, id) = row?;
+        let key = SeriesKey::parse(k.value())
+            .map_err(|e| Error::Corrupt(format!("series key {:?}: {e}", k.value())))?;
+        catalog.insert(k.value().to_owned(), id.value(), Arc::new(key));
+    }
+    Ok(catalog)
+}
+
+/// Opens (or creates) the file; another process holding it is a `Conflict`.
+fn open_database(path: &Path) -> Result<Database> {
+    Database::builder().create(path).map_err(|e| match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => {
+            Error::Conflict(format!("{} is already open in another perfd process", path.display()))
+        }
+        e => e.into(),
+    })
 }
 
 /// Copies every row of one table between databases.
@@ -287,7 +328,7 @@ pub fn encode_cache_entry(e: &crate::cache::Entry) -> Result<Vec<u8>> {
 impl Store {
     /// The L1 snapshot saved at the last shutdown (entries may have expired since).
     pub fn cache_snapshot(&self) -> Result<Vec<(String, crate::cache::Entry)>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let mut out = Vec::new();
         for row in txn.open_table(CACHE_SNAPSHOT)?.iter()? {
             let (k, v) = row?;

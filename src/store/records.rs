@@ -46,7 +46,7 @@ fn read_all<T: DeserializeOwned>(
     table: TableDefinition<u64, &[u8]>,
     what: &str,
 ) -> Result<Vec<T>> {
-    let txn = store.db.begin_read()?;
+    let txn = store.db()?.begin_read()?;
     let t = txn.open_table(table)?;
     let mut out = Vec::new();
     for row in t.iter()? {
@@ -60,7 +60,7 @@ pub fn thresholds(store: &Store) -> Result<Vec<Threshold>> {
 }
 
 pub fn threshold(store: &Store, id: u64) -> Result<Option<Threshold>> {
-    let txn = store.db.begin_read()?;
+    let txn = store.db()?.begin_read()?;
     let t = txn.open_table(THRESHOLDS)?;
     t.get(id)?.map(|v| decode("threshold", v.value())).transpose()
 }
@@ -71,7 +71,7 @@ pub fn silences(store: &Store) -> Result<Vec<Silence>> {
 
 /// The newest `limit` alert events, newest first.
 pub fn events(store: &Store, limit: usize) -> Result<Vec<AlertEvent>> {
-    let txn = store.db.begin_read()?;
+    let txn = store.db()?.begin_read()?;
     let t = txn.open_table(ALERT_EVENTS)?;
     let mut out = Vec::new();
     for row in t.iter()?.rev().take(limit) {
@@ -82,7 +82,7 @@ pub fn events(store: &Store, limit: usize) -> Result<Vec<AlertEvent>> {
 
 /// The largest id used in the record tables, so new ids continue after it.
 pub fn max_id(store: &Store) -> Result<u64> {
-    let txn = store.db.begin_read()?;
+    let txn = store.db()?.begin_read()?;
     let mut max = 0;
     for table in [THRESHOLDS, SILENCES, ALERT_EVENTS, PROFILES] {
         if let Some((k, _)) = txn.open_table(table)?.last()? {
@@ -131,7 +131,7 @@ pub fn append_events(events: &[(u64, AlertEvent)]) -> Result<Change> {
 
 /// Creates the default thresholds once, on the first start of a data directory.
 pub fn seed_defaults(store: &Store) -> Result<Option<Change>> {
-    let txn = store.db.begin_read()?;
+    let txn = store.db()?.begin_read()?;
     if txn.open_table(META)?.get("thresholds_seeded")?.is_some() {
         return Ok(None);
     }
@@ -164,7 +164,7 @@ pub fn put_profile(e: &Execution) -> Result<Change> {
 }
 
 pub fn profile(store: &Store, id: u64) -> Result<Option<Execution>> {
-    let txn = store.db.begin_read()?;
+    let txn = store.db()?.begin_read()?;
     let t = txn.open_table(PROFILES)?;
     t.get(id)?.map(|v| decode("execution profile", v.value())).transpose()
 }

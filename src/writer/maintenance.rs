@@ -25,18 +25,30 @@ impl Writer {
             // entry would otherwise keep the whole WAL alive until its hour ends.
             keys = self.first_seq.keys().copied().collect();
         }
-        if let Err(e) = self.seal(keys) {
-            log::error!("sealing failed (will retry): {e}");
+        let sealed = self.seal(keys);
+        if self.maintenance_failed("sealing", sealed) {
+            return;
         }
-        if let Err(e) = self.checkpoint_if_bloated() {
-            log::error!("WAL checkpoint failed (will retry): {e}");
+        let checkpointed = self.checkpoint_if_bloated();
+        if self.maintenance_failed("WAL checkpoint", checkpointed) {
+            return;
         }
         if self.last_retention.is_none_or(|t| t.elapsed() >= RETENTION_EVERY) {
             self.last_retention = Some(Instant::now());
-            if let Err(e) = self.expire(now) {
-                log::error!("retention failed (will retry): {e}");
-            }
+            let expired = self.expire(now);
+            self.maintenance_failed("retention", expired);
         }
+    }
+
+    /// Whether `step` failed; a storage failure (logged by the fault) ends this round, anything
+    /// else is logged here. The next round retries either way.
+    fn maintenance_failed(&mut self, step: &str, result: Result<()>) -> bool {
+        let Err(e) = result else { return false };
+        let e = self.failed(e);
+        if super::fault::storage_failure(&e).is_none() {
+            log::error!("{step} failed (will retry): {e}");
+        }
+        true
     }
 
     /// Writes the given open hours into chunks (merged with existing ones), drops WAL entries no
@@ -55,7 +67,7 @@ impl Writer {
             .map(|(_, s)| *s)
             .min()
             .unwrap_or(self.next_seq);
-        let mut txn = self.store.db.begin_write()?;
+        let mut txn = self.store.db()?.begin_write()?;
         txn.set_durability(Durability::None)?;
         txn.set_quick_repair(true);
         {
@@ -112,7 +124,7 @@ impl Writer {
             open.iter().map(|(id, hours)| (*id, hours.values().flatten().copied().collect())).collect()
         };
         let entries: Vec<(u64, &[Point])> = series.iter().map(|(id, p)| (*id, p.as_slice())).collect();
-        let mut txn = self.store.db.begin_write()?;
+        let mut txn = self.store.db()?.begin_write()?;
         // If this commit is lost in a crash, the older entries it replaces are still there.
         txn.set_durability(Durability::None)?;
         txn.set_quick_repair(true);

@@ -104,6 +104,9 @@ pub struct WriterStatsSnapshot {
     pub failed_commits: u64,
     pub sealed_chunks: u64,
     pub expired_chunks: u64,
+    /// The current storage failure (`null` when writes work), and how many have ended.
+    pub storage_fault: Option<FaultInfo>,
+    pub storage_recoveries: u64,
 }
 
 /// Owns the writer thread. Cloned senders live in the HTTP workers, so shutdown is an explicit
@@ -115,6 +118,8 @@ pub struct WriterHandle {
     /// Points sent but not yet taken by the writer; bounds queued memory.
     queued_points: Arc<AtomicUsize>,
     cfg: WriterConfig,
+    /// Set while the data directory cannot be written; see `fault.rs`.
+    pub fault: Arc<StorageFault>,
 }
 
 impl WriterHandle {
@@ -123,17 +128,21 @@ impl WriterHandle {
         let (tx, rx) = crossbeam_channel::bounded(cfg.queue_capacity);
         let stats = Arc::new(WriterStats::default());
         let queued_points = Arc::new(AtomicUsize::new(0));
-        let mut writer = Writer::new(store, cfg.clone(), storage, stats.clone(), queued_points.clone())?;
+        let fault = Arc::new(StorageFault::default());
+        let mut writer =
+            Writer::new(store, cfg.clone(), storage, stats.clone(), queued_points.clone(), fault.clone())?;
         let join = std::thread::Builder::new().name("perfd-writer".into()).spawn(move || writer.run(rx))?;
-        Ok(WriterHandle { tx, join: Mutex::new(Some(join)), stats, queued_points, cfg })
+        Ok(WriterHandle { tx, join: Mutex::new(Some(join)), stats, queued_points, cfg, fault })
     }
 
-    /// Queues a batch without blocking. A full queue is `Overloaded`, a stopped writer `ShuttingDown`.
+    /// Queues a batch without blocking. A full queue is `Overloaded`, a stopped writer
+    /// `ShuttingDown`, a storage fault `StorageFailed`.
     pub fn submit(
         &self,
         batch: WriteBatch,
         wait: bool,
     ) -> Result<Option<tokio::sync::oneshot::Receiver<Result<WriteAck>>>> {
+        self.fault.check()?;
         let n = batch.point_count();
         let before = self.queued_points.fetch_add(n, Relaxed);
         if before > 0 && before + n > self.cfg.max_queued_points {
@@ -239,6 +248,8 @@ impl WriterHandle {
             failed_commits: s.failed_commits.load(Relaxed),
             sealed_chunks: s.sealed_chunks.load(Relaxed),
             expired_chunks: s.expired_chunks.load(Relaxed),
+            storage_fault: self.fault.info(),
+            storage_recoveries: self.fault.recoveries.load(Relaxed),
         }
     }
 }
@@ -262,10 +273,19 @@ pub struct Writer {
     last_maintenance: Instant,
     points_since_maintenance: usize,
     last_retention: Option<Instant>,
+    fault: Arc<StorageFault>,
+    /// Wait before the next write attempt after a storage failure (`fault.rs`).
+    backoff: Duration,
+    /// When to try writing again, while the store is faulted.
+    retry_at: Option<Instant>,
 }
 
+pub mod fault;
 mod maintenance;
+mod recovery;
 mod worker;
+
+pub use fault::{FaultInfo, StorageFault};
 
 #[cfg(test)]
 mod tests {
@@ -277,7 +297,7 @@ mod tests {
 
     fn wal_entries(store: &Store) -> u64 {
         use redb::ReadableDatabase;
-        let txn = store.db.begin_read().unwrap();
+        let txn = store.db().unwrap().begin_read().unwrap();
         txn.open_table(crate::store::tables::WAL).unwrap().len().unwrap()
     }
 
@@ -345,8 +365,15 @@ mod retention_tests {
         let mut cfg = Config::for_test(dir.path());
         cfg.storage.retention = Duration::from_secs(3600);
         let store = Arc::new(Store::open(dir.path()).unwrap());
-        let mut w =
-            Writer::new(store.clone(), cfg.writer, cfg.storage, Arc::default(), Arc::default()).unwrap();
+        let mut w = Writer::new(
+            store.clone(),
+            cfg.writer,
+            cfg.storage,
+            Arc::default(),
+            Arc::default(),
+            Arc::default(),
+        )
+        .unwrap();
         let now = now_ms();
         let mut b = BatchBuilder::new(TimeBounds::new(now, HOUR_MS));
         b.push("old", &[], (now - 50 * 60_000, 1.0)).unwrap();

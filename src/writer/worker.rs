@@ -1,6 +1,8 @@
 //! The writer thread's loop: group commit, publishing, and the messages other than writes.
 //! Sealing and retention are in `maintenance.rs`.
 
+use super::fault::{FIRST_BACKOFF, StorageFault, storage_failure};
+use super::recovery::{Loaded, add_to_hours};
 use super::*;
 use crossbeam_channel::RecvTimeoutError;
 
@@ -20,6 +22,7 @@ impl Writer {
         storage: StorageConfig,
         stats: Arc<WriterStats>,
         queued_points: Arc<AtomicUsize>,
+        fault: Arc<StorageFault>,
     ) -> Result<Writer> {
         let mut w = Writer {
             store: store.clone(),
@@ -35,36 +38,26 @@ impl Writer {
             last_maintenance: Instant::now(),
             points_since_maintenance: 0,
             last_retention: None,
+            fault,
+            backoff: FIRST_BACKOFF,
+            retry_at: None,
         };
-        let txn = store.db.begin_read()?;
-        if let Some(v) = txn.open_table(META)?.get("next_series_id")? {
-            let bytes: [u8; 8] = v
-                .value()
-                .try_into()
-                .map_err(|_| Error::Corrupt("meta.next_series_id is not 8 bytes".into()))?;
-            w.next_series_id = u64::from_le_bytes(bytes);
+        let loaded = Loaded::read(&store.db()?.begin_read()?)?;
+        if loaded.open_points() > 0 {
+            log::info!("replayed {} points of open hours from the WAL", loaded.open_points());
         }
-        let mut replayed = 0;
-        for row in txn.open_table(WAL)?.iter()? {
-            let (seq, bytes) = row?;
-            let batch = codec::decode_wal(bytes.value())?;
-            let entries: Vec<(u64, &[Point])> = batch.iter().map(|(id, p)| (*id, p.as_slice())).collect();
-            let n = entries.iter().map(|e| e.1.len()).sum::<usize>();
-            replayed += n;
-            w.publish(seq.value(), &entries, Vec::new());
-            w.wal_points.insert(seq.value(), n);
-            w.next_seq = seq.value() + 1;
-        }
-        if replayed > 0 {
-            log::info!("replayed {replayed} points of open hours from the WAL");
-        }
+        // The store loaded the catalog when it opened.
+        w.adopt(loaded, None);
         Ok(w)
     }
 
     pub(super) fn run(&mut self, rx: Receiver<WriterMsg>) {
         loop {
             self.stats.alive_ms.store(now_ms(), Relaxed);
-            let wait = self.cfg.maintenance_interval.saturating_sub(self.last_maintenance.elapsed());
+            let mut wait = self.cfg.maintenance_interval.saturating_sub(self.last_maintenance.elapsed());
+            if let Some(retry) = self.until_retry() {
+                wait = wait.min(retry);
+            }
             match rx.recv_timeout(wait) {
                 Ok(first) => {
                     if let Some(done) = self.step(take_group(first, &rx)) {
@@ -73,11 +66,18 @@ impl Writer {
                         if !rest.is_empty() {
                             self.step(rest);
                         }
-                        // Seal closed hours so the next start replays less, and make the
-                        // non-durable seal commits durable.
-                        self.maintenance();
-                        if let Err(e) = self.persist() {
-                            log::error!("final commit failed (the WAL still holds every point): {e}");
+                        self.retry_if_due();
+                        if self.fault.is_failing() {
+                            log::error!(
+                                "stopping with storage failing; the WAL holds every acknowledged point"
+                            );
+                        } else {
+                            // Seal closed hours so the next start replays less, and make the
+                            // non-durable seal commits durable.
+                            self.maintenance();
+                            if let Err(e) = self.persist() {
+                                log::error!("final commit failed (the WAL still holds every point): {e}");
+                            }
                         }
                         let _ = done.send(());
                         return;
@@ -85,6 +85,10 @@ impl Writer {
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
+            }
+            self.retry_if_due();
+            if self.fault.is_failing() {
+                continue;
             }
             if self.last_maintenance.elapsed() >= self.cfg.maintenance_interval
                 || self.points_since_maintenance >= MAINTAIN_EVERY_POINTS
@@ -108,10 +112,12 @@ impl Writer {
                 WriterMsg::Flush(t) => flushes.push(t),
                 WriterMsg::SealAll(t) => seals.push(t),
                 WriterMsg::Apply(change, t) => {
-                    let _ = t.send(self.apply(change));
+                    let r = self.fault.check().and_then(|()| self.apply(change));
+                    let _ = t.send(r.map_err(|e| self.failed(e)));
                 }
                 WriterMsg::SaveCache(entries, t) => {
-                    let _ = t.send(self.save_cache(&entries));
+                    let r = self.fault.check().and_then(|()| self.save_cache(&entries));
+                    let _ = t.send(r.map_err(|e| self.failed(e)));
                 }
                 WriterMsg::Shutdown(t) => shutdown = Some(t),
                 WriterMsg::Pause { reached, release } => pause = Some((reached, release)),
@@ -122,7 +128,8 @@ impl Writer {
         }
         for t in seals {
             let keys: Vec<(u64, i64)> = self.first_seq.keys().copied().collect();
-            let _ = t.send(self.seal(keys));
+            let r = self.fault.check().and_then(|()| self.seal(keys));
+            let _ = t.send(r.map_err(|e| self.failed(e)));
         }
         for t in flushes {
             let _ = t.send(());
@@ -136,6 +143,10 @@ impl Writer {
     }
 
     fn commit_writes(&mut self, writes: Vec<(WriteBatch, Reply)>) {
+        if let Err(refusal) = self.fault.check() {
+            // Queued before the store failed; nothing is tried until the retry succeeds.
+            return refuse(writes, &refusal);
+        }
         let started = Instant::now();
         let first_new_id = self.next_series_id;
         let (resolved, new_series) = self.resolve(&writes);
@@ -148,16 +159,15 @@ impl Writer {
             .collect();
         if !entries.is_empty() {
             if let Err(e) = self.commit_wal(seq, &entries, &new_series) {
-                log::error!("ingest commit failed: {e}");
                 self.stats.failed_commits.fetch_add(1, Relaxed);
                 self.next_series_id = first_new_id;
-                for (_, reply) in writes {
-                    if let Some(r) = reply {
-                        let _ = r.send(Err(Error::Internal(format!("commit failed: {e}"))));
-                    }
+                let told = self.failed(e);
+                if storage_failure(&told).is_none() {
+                    log::error!("ingest commit failed: {told}");
                 }
-                return;
+                return refuse(writes, &told);
             }
+            self.backoff = FIRST_BACKOFF;
             self.next_seq += 1;
             let points: usize = entries.iter().map(|e| e.1.len()).sum();
             self.wal_points.insert(seq, points);
@@ -227,7 +237,7 @@ impl Writer {
         entries: &[(u64, &[Point])],
         new_series: &[(u64, String, Arc<SeriesKey>)],
     ) -> Result<()> {
-        let mut txn = self.store.db.begin_write()?;
+        let mut txn = self.store.db()?.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         txn.set_quick_repair(true);
         if !new_series.is_empty() {
@@ -257,21 +267,9 @@ impl Writer {
                 catalog.insert(canonical, id, key);
             }
         }
-        let mut open = self.store.open.write();
-        for &(id, points) in entries {
-            let hours = open.entry(id).or_default();
-            let mut i = 0;
-            while i < points.len() {
-                // Points of one series in one request are nearly always in one hour: append runs.
-                let hour = hour_start(points[i].0);
-                let run = points[i..].iter().take_while(|p| hour_start(p.0) == hour).count();
-                hours.entry(hour).or_default().extend_from_slice(&points[i..i + run]);
-                self.first_seq.entry((id, hour)).or_insert(seq);
-                i += run;
-            }
-            self.open_points += points.len();
-            self.points_since_maintenance += points.len();
-        }
+        let n = add_to_hours(&mut self.store.open.write(), &mut self.first_seq, seq, entries);
+        self.open_points += n;
+        self.points_since_maintenance += n;
     }
 
     fn record_latency(&self, d: Duration) {
@@ -284,7 +282,7 @@ impl Writer {
     }
 
     fn apply(&self, change: Change) -> Result<()> {
-        let mut txn = self.store.db.begin_write()?;
+        let mut txn = self.store.db()?.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         txn.set_quick_repair(true);
         change(&txn)?;
@@ -293,7 +291,7 @@ impl Writer {
     }
 
     fn save_cache(&self, entries: &[(String, Vec<u8>)]) -> Result<()> {
-        let mut txn = self.store.db.begin_write()?;
+        let mut txn = self.store.db()?.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         txn.set_quick_repair(true);
         {
@@ -308,8 +306,8 @@ impl Writer {
     }
 
     /// An empty durable commit: makes every earlier `Durability::None` commit durable.
-    fn persist(&self) -> Result<()> {
-        let mut txn = self.store.db.begin_write()?;
+    pub(super) fn persist(&self) -> Result<()> {
+        let mut txn = self.store.db()?.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         txn.set_quick_repair(true);
         txn.commit()?;
@@ -320,7 +318,7 @@ impl Writer {
     pub(super) fn expire(&mut self, now: i64) -> Result<()> {
         let cutoff = hour_start(now - self.storage.retention.as_millis() as i64);
         let expired: Vec<(i64, u64)> = {
-            let txn = self.store.db.begin_read()?;
+            let txn = self.store.db()?.begin_read()?;
             let hours = txn.open_table(CHUNK_HOURS)?;
             let mut keys = Vec::new();
             for row in hours.range(..(cutoff, 0))? {
@@ -331,7 +329,7 @@ impl Writer {
         if expired.is_empty() {
             return Ok(());
         }
-        let mut txn = self.store.db.begin_write()?;
+        let mut txn = self.store.db()?.begin_write()?;
         txn.set_durability(Durability::None)?;
         txn.set_quick_repair(true);
         {
@@ -346,6 +344,22 @@ impl Writer {
         self.stats.expired_chunks.fetch_add(expired.len() as u64, Relaxed);
         log::info!("retention removed {} chunks older than {cutoff} ms", expired.len());
         Ok(())
+    }
+}
+
+/// Answers every write of a group that was not committed with `why` (each its own copy).
+fn refuse(writes: Vec<(WriteBatch, Reply)>, why: &Error) {
+    for (_, reply) in writes {
+        if let Some(r) = reply {
+            let _ = r.send(Err(match why {
+                Error::StorageFailed { full, message, retry_after_secs } => Error::StorageFailed {
+                    full: *full,
+                    message: message.clone(),
+                    retry_after_secs: *retry_after_secs,
+                },
+                e => Error::Internal(format!("commit failed: {e}")),
+            }));
+        }
     }
 }
 

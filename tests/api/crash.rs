@@ -5,9 +5,9 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
-struct Proc {
-    child: Child,
-    base: String,
+pub(crate) struct Proc {
+    pub(crate) child: Child,
+    pub(crate) base: String,
 }
 
 /// A failing assertion must not leave a server running (it would hold the test's pipes open).
@@ -23,7 +23,7 @@ fn spawn(dir: &std::path::Path) -> Proc {
     spawn_with(dir, &[])
 }
 
-fn spawn_with(dir: &std::path::Path, envs: &[(&str, String)]) -> Proc {
+pub(crate) fn spawn_with(dir: &std::path::Path, envs: &[(&str, String)]) -> Proc {
     let mut child = Command::new(env!("CARGO_BIN_EXE_perfd"))
         .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
@@ -62,7 +62,7 @@ fn post(base: &str, path: &str, body: String) -> Option<u16> {
     resp.split_whitespace().nth(1)?.parse().ok()
 }
 
-fn get(base: &str, path: &str) -> Option<String> {
+pub(crate) fn get(base: &str, path: &str) -> Option<String> {
     let addr = base.trim_start_matches("http://");
     let mut s = std::net::TcpStream::connect(addr).ok()?;
     write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
@@ -71,8 +71,8 @@ fn get(base: &str, path: &str) -> Option<String> {
     Some(resp.split("\r\n\r\n").nth(1)?.to_owned())
 }
 
-fn series_points(base: &str, start: i64, end: i64) -> Vec<(i64, f64)> {
-    let body = get(base, &format!("/api/v1/query_range?query=crash_v&start={start}&end={end}"))
+pub(crate) fn series_points(base: &str, name: &str, start: i64, end: i64) -> Vec<(i64, f64)> {
+    let body = get(base, &format!("/api/v1/query_range?query={name}&start={start}&end={end}"))
         .expect("query answers");
     // Chunked transfer encoding may wrap the JSON; find the object.
     let json = &body[body.find('{').expect("json")..=body.rfind('}').expect("json")];
@@ -98,7 +98,7 @@ fn sigterm_exits_zero_and_keeps_data() {
     let status = p.child.wait().unwrap();
     assert!(status.success(), "exit status {status}");
     let mut p = spawn(dir.path());
-    assert_eq!(series_points(&p.base, t, t + 1), vec![(t, 1.0)]);
+    assert_eq!(series_points(&p.base, "crash_v", t, t + 1), vec![(t, 1.0)]);
     p.child.kill().unwrap();
     p.child.wait().unwrap();
 }
@@ -163,7 +163,7 @@ fn kill_dash_nine_loses_no_acknowledged_point() {
             }
         }
         let mut p = spawn(dir.path());
-        let got = series_points(&p.base, t0, t0 + 100_000_000);
+        let got = series_points(&p.base, "crash_v", t0, t0 + 100_000_000);
         let got: std::collections::HashMap<i64, f64> = got.into_iter().collect();
         let acked = acked.lock().unwrap();
         assert!(!acked.is_empty());

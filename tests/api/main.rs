@@ -4,6 +4,7 @@ mod alerts;
 mod backup;
 mod cache;
 mod crash;
+mod disk_full;
 mod executions;
 mod flood;
 mod helpers;

@@ -1,0 +1,147 @@
+//! The writer's memory rebuilt from the database: at start, and after the reopen that follows a
+//! storage failure (`fault.rs`). A reopen is a restart of the storage without a restart of the
+//! process: seal commits are not durable, so the reopened file may hold WAL entries that memory
+//! had already sealed away. Memory is therefore replaced with what the file holds, and readers
+//! get the new file and the new memory together.
+
+use super::fault::{MAX_BACKOFF, storage_failure};
+use super::*;
+use crate::store::{Catalog, OpenHours, read_catalog};
+use std::collections::BTreeMap;
+
+/// What memory holds about the database besides the catalog.
+pub(super) struct Loaded {
+    open: OpenHours,
+    first_seq: HashMap<(u64, i64), u64>,
+    wal_points: BTreeMap<u64, usize>,
+    open_points: usize,
+    next_seq: u64,
+    next_series_id: u64,
+}
+
+impl Loaded {
+    pub(super) fn open_points(&self) -> usize {
+        self.open_points
+    }
+
+    /// Replays the WAL into open hours.
+    pub(super) fn read(txn: &redb::ReadTransaction) -> Result<Loaded> {
+        let mut l = Loaded {
+            open: OpenHours::default(),
+            first_seq: HashMap::new(),
+            wal_points: BTreeMap::new(),
+            open_points: 0,
+            next_seq: 1,
+            next_series_id: 1,
+        };
+        if let Some(v) = txn.open_table(META)?.get("next_series_id")? {
+            let bytes: [u8; 8] = v
+                .value()
+                .try_into()
+                .map_err(|_| Error::Corrupt("meta.next_series_id is not 8 bytes".into()))?;
+            l.next_series_id = u64::from_le_bytes(bytes);
+        }
+        for row in txn.open_table(WAL)?.iter()? {
+            let (seq, bytes) = row?;
+            let batch = codec::decode_wal(bytes.value())?;
+            let entries: Vec<(u64, &[Point])> = batch.iter().map(|(id, p)| (*id, p.as_slice())).collect();
+            let n = add_to_hours(&mut l.open, &mut l.first_seq, seq.value(), &entries);
+            l.open_points += n;
+            l.wal_points.insert(seq.value(), n);
+            l.next_seq = seq.value() + 1;
+        }
+        Ok(l)
+    }
+}
+
+/// Appends committed points to open hours; returns how many.
+pub(super) fn add_to_hours(
+    open: &mut OpenHours,
+    first_seq: &mut HashMap<(u64, i64), u64>,
+    seq: u64,
+    entries: &[(u64, &[Point])],
+) -> usize {
+    let mut n = 0;
+    for &(id, points) in entries {
+        let hours = open.entry(id).or_default();
+        let mut i = 0;
+        while i < points.len() {
+            // Points of one series in one request are nearly always in one hour: append runs.
+            let hour = hour_start(points[i].0);
+            let run = points[i..].iter().take_while(|p| hour_start(p.0) == hour).count();
+            hours.entry(hour).or_default().extend_from_slice(&points[i..i + run]);
+            first_seq.entry((id, hour)).or_insert(seq);
+            i += run;
+        }
+        n += points.len();
+    }
+    n
+}
+
+impl Writer {
+    /// Makes `l` the writer's and the readers' view.
+    pub(super) fn adopt(&mut self, l: Loaded, catalog: Option<Catalog>) {
+        *self.store.open.write() = l.open;
+        if let Some(c) = catalog {
+            *self.store.catalog.write() = c;
+        }
+        self.first_seq = l.first_seq;
+        self.wal_points = l.wal_points;
+        self.open_points = l.open_points;
+        self.next_seq = l.next_seq;
+        self.next_series_id = l.next_series_id;
+    }
+
+    /// Notes `e` and returns what to tell the caller. A storage failure also reopens the
+    /// database now, so reads work again, and schedules the next write attempt.
+    pub(super) fn failed(&mut self, e: Error) -> Error {
+        let told = self.fault.note(e, now_ms());
+        if storage_failure(&told).is_some() {
+            self.retry_at = Some(Instant::now() + self.backoff);
+            self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+            self.reopen();
+        }
+        told
+    }
+
+    fn reopen(&mut self) {
+        let store = self.store.clone();
+        let reopened = store.reopen(|db| {
+            let txn = db.begin_read()?;
+            let catalog = read_catalog(&txn)?;
+            let loaded = Loaded::read(&txn)?;
+            self.adopt(loaded, Some(catalog));
+            Ok(())
+        });
+        match reopened {
+            Ok(()) => log::info!("database reopened after a storage failure"),
+            Err(e) => log::error!("reopening the database failed (retried with the next write attempt): {e}"),
+        }
+    }
+
+    /// While the store is faulted: when the retry is due, tries an empty durable commit, and
+    /// takes writes again if it succeeds.
+    pub(super) fn retry_if_due(&mut self) {
+        let Some(at) = self.retry_at else { return };
+        if Instant::now() < at {
+            return;
+        }
+        if self.store.db().is_err() {
+            self.reopen();
+        }
+        match self.persist() {
+            Ok(()) => {
+                self.retry_at = None;
+                self.fault.clear(now_ms());
+            }
+            Err(e) => {
+                self.failed(e);
+            }
+        }
+    }
+
+    /// How long the loop may sleep before the retry is due.
+    pub(super) fn until_retry(&self) -> Option<Duration> {
+        self.retry_at.map(|at| at.saturating_duration_since(Instant::now()))
+    }
+}

@@ -1,0 +1,122 @@
+//! The real binary on a "full disk": a file size limit set on the running process (prlimit), so
+//! the database file cannot grow. Writes are refused with 507, nothing acknowledged is lost,
+//! reads keep working, and writes are taken again by themselves once there is room.
+
+use crate::crash::{get, series_points, spawn_with};
+use std::io::{Read, Write};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Status and the whole response (headers and body) of a POST.
+fn post_raw(base: &str, path: &str, body: &str) -> (u16, String) {
+    let addr = base.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).expect("send");
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("read");
+    let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).expect("status line");
+    (status, resp)
+}
+
+/// Sets the soft RLIMIT_FSIZE of process `pid`, keeping its hard limit.
+fn set_file_size_limit(pid: u32, soft: u64) {
+    let mut old = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: prlimit reads `new` and writes `old`, both valid for the call; null means "none".
+    let rc = unsafe { libc::prlimit(pid as libc::pid_t, libc::RLIMIT_FSIZE, std::ptr::null(), &mut old) };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    let new = libc::rlimit { rlim_cur: soft.min(old.rlim_max), rlim_max: old.rlim_max };
+    // SAFETY: as above.
+    let rc = unsafe { libc::prlimit(pid as libc::pid_t, libc::RLIMIT_FSIZE, &new, std::ptr::null_mut()) };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+}
+
+/// Batch `i`: 500 points of `full_v`, at timestamps of its own.
+fn batch(t0: i64, i: i64) -> (String, Vec<(i64, f64)>) {
+    let pts: Vec<(i64, f64)> = (0..500).map(|k| (t0 + i * 500 + k, (i * 500 + k) as f64)).collect();
+    (pts.iter().map(|(t, v)| format!("full v={v:?} {t}\n")).collect(), pts)
+}
+
+/// Polls `check` for up to `limit`; returns its first `Some`.
+fn poll<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Regression: after one failed write (a full disk) redb refused every later call until the file
+/// was reopened, so perfd answered 500 to every write, and to reads of sealed data, until it was
+/// restarted, and logged two errors a request.
+#[test]
+fn a_full_disk_refuses_writes_loses_nothing_and_recovers_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = spawn_with(dir.path(), &[("PERFD_SAMPLER_INTERVAL", "1s".into())]);
+    let pid = p.child.id();
+    let t0 = crate::helpers::base_ms();
+    let write = |i: i64| post_raw(&p.base, "/write?precision=ms", &batch(t0, i).0);
+    let mut acked = Vec::new();
+    assert_eq!(write(0).0, 204);
+    acked.extend(batch(t0, 0).1);
+
+    let file_len = std::fs::metadata(dir.path().join("perfd.redb")).unwrap().len();
+    set_file_size_limit(pid, file_len);
+    let mut i = 1;
+    let refusal = loop {
+        assert!(i < 4000, "the database file never needed to grow");
+        let (status, resp) = write(i);
+        match status {
+            204 => acked.extend(batch(t0, i).1),
+            507 => break resp,
+            other => panic!("unexpected {other}: {resp}"),
+        }
+        i += 1;
+    };
+    assert!(refusal.contains("\"storage_full\""), "{refusal}");
+    assert!(refusal.to_ascii_lowercase().contains("retry-after: 1"), "{refusal}");
+    // Refused at once while the fault lasts; reads see exactly what was acknowledged.
+    assert_eq!(write(i).0, 507);
+    let end = t0 + (i + 1) * 500;
+    assert_eq!(series_points(&p.base, "full_v", t0, end), acked);
+    let db = get(&p.base, "/api/v1/metrics/database").expect("database stats");
+    assert!(db.contains("\"storage_fault\":{") && db.contains("\"full\":true"), "{db}");
+    let health = poll(Duration::from_secs(15), || {
+        let h = get(&p.base, "/api/v1/metrics/health")?;
+        h.contains("storage is at 1.0").then_some(h)
+    });
+    let health = health.expect("health names the storage within 15 s");
+    assert!(health.contains("\"unhealthy\""), "{health}");
+
+    // Room again: writes are taken again without a restart (retries are at most 10 s apart).
+    set_file_size_limit(pid, u64::MAX);
+    let taken = poll(Duration::from_secs(30), || {
+        i += 1;
+        match write(i).0 {
+            204 => Some(i),
+            507 => None,
+            other => panic!("unexpected {other}"),
+        }
+    });
+    let last = taken.expect("writes taken again within 30 s of freeing room");
+    acked.extend(batch(t0, last).1);
+    let end = t0 + (last + 1) * 500;
+    assert_eq!(series_points(&p.base, "full_v", t0, end), acked);
+    let db = get(&p.base, "/api/v1/metrics/database").expect("database stats");
+    assert!(db.contains("\"storage_fault\":null") && db.contains("\"storage_recoveries\":"), "{db}");
+
+    // Everything acknowledged survives a restart.
+    let mut p = p;
+    assert!(Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap().success());
+    assert!(p.child.wait().unwrap().success());
+    let p = spawn_with(dir.path(), &[]);
+    assert_eq!(series_points(&p.base, "full_v", t0, end), acked);
+}
