@@ -39,6 +39,10 @@ impl ApiError {
             Error::StorageFailed { full: false, .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable")
             }
+            // A file perfd writes besides the database (a backup) found no room.
+            Error::Io(_) if crate::writer::fault::storage_failure(&self.0) == Some(true) => {
+                (StatusCode::INSUFFICIENT_STORAGE, "storage_full")
+            }
             Error::Store(_) | Error::Corrupt(_) | Error::Io(_) | Error::Config(_) | Error::Internal(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             }

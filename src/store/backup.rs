@@ -128,12 +128,18 @@ pub fn write(store: &Store, path: &Path) -> Result<BackupInfo> {
     let digest = Sha256::digest(&out);
     out.extend_from_slice(&digest);
     let tmp = path.with_extension("pfbk.tmp");
-    {
+    let written = (|| -> Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(&out)?;
         f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        Ok(())
+    })();
+    if let Err(e) = written {
+        // A partial file on a full disk would keep it full.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
     }
-    std::fs::rename(&tmp, path)?;
     if let Some(dir) = path.parent() {
         std::fs::File::open(dir)?.sync_all()?;
     }

@@ -95,6 +95,13 @@ fn a_full_disk_refuses_writes_loses_nothing_and_recovers_by_itself() {
     });
     let health = health.expect("health names the storage within 15 s");
     assert!(health.contains("\"unhealthy\""), "{health}");
+    // A backup that finds no room is a 507 too, and leaves no partial file to keep the disk full.
+    set_file_size_limit(pid, 1);
+    let (status, resp) = post_raw(&p.base, "/api/v1/admin/backup", "");
+    assert!(status == 507 && resp.contains("\"storage_full\""), "{resp}");
+    let left: Vec<_> =
+        std::fs::read_dir(dir.path().join("backups")).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(left.is_empty(), "{left:?}");
 
     // Room again: writes are taken again without a restart (retries are at most 10 s apart).
     set_file_size_limit(pid, u64::MAX);
