@@ -10,8 +10,12 @@ pub mod backup;
 mod bits;
 pub mod block;
 pub mod codec;
+mod compact;
 pub mod records;
+mod snapshot;
 pub mod tables;
+
+pub use snapshot::encode_cache_entry;
 
 use crate::error::{Error, Result};
 use crate::model::{Point, SeriesKey};
@@ -78,7 +82,7 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Store> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join("perfd.redb");
-        let db = open_database(&path)?;
+        let db = open_database(&path, true)?;
         let store = Store {
             db: RwLock::new(Some(Arc::new(db))),
             path,
@@ -110,7 +114,8 @@ impl Store {
         drop(self.db.write().take());
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         let db = loop {
-            match open_database(&self.path) {
+            // Never create: a file that vanished must not come back empty as if it were ours.
+            match open_database(&self.path, false) {
                 Ok(db) => break db,
                 Err(Error::Conflict(_)) if std::time::Instant::now() < deadline => {
                     std::thread::sleep(std::time::Duration::from_millis(5));
@@ -226,48 +231,6 @@ impl Store {
             file_bytes: std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0),
         })
     }
-
-    /// Rewrites the database into a fresh file, table by table in key order, and replaces the
-    /// old file with it (fsync, then rename). redb's own `compact` moves pages but keeps
-    /// half-empty leaves and, measured here, sometimes twice the needed file size. Offline only:
-    /// it needs exclusive access.
-    pub fn compact(self) -> Result<()> {
-        let path = self.path.clone();
-        let tmp = path.with_extension("redb.compact");
-        let _ = std::fs::remove_file(&tmp);
-        {
-            let mut dst = Database::builder().create(&tmp)?;
-            let src = self.db()?.begin_read()?;
-            let mut txn = dst.begin_write()?;
-            txn.set_quick_repair(true);
-            copy_table(&src, &txn, META)?;
-            copy_table(&src, &txn, SERIES_BY_KEY)?;
-            copy_table(&src, &txn, SERIES_BY_ID)?;
-            copy_table(&src, &txn, CHUNKS)?;
-            copy_table(&src, &txn, CHUNK_HOURS)?;
-            copy_table(&src, &txn, WAL)?;
-            copy_table(&src, &txn, CACHE_SNAPSHOT)?;
-            for t in [THRESHOLDS, SILENCES, ALERT_EVENTS, PROFILES] {
-                copy_table(&src, &txn, t)?;
-            }
-            txn.commit()?;
-            drop(src);
-            // The file grows ahead of its contents while written; compaction trims the tail.
-            while dst.compact().map_err(|e| Error::Store(e.into()))? {}
-        }
-        drop(self);
-        std::fs::File::open(&tmp)?.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        if let Some(dir) = path.parent() {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
-        // Measured here: the new file gives back its spare tail only when reopened and closed
-        // once more without a quick-repair commit.
-        let db = Database::builder().open(&path)?;
-        db.begin_write()?.abort()?;
-        drop(db);
-        Ok(())
-    }
 }
 
 /// Every series the database knows.
@@ -282,67 +245,16 @@ pub fn read_catalog(txn: &redb::ReadTransaction) -> Result<Catalog> {
     Ok(catalog)
 }
 
-/// Opens (or creates) the file; another process holding it is a `Conflict`.
-fn open_database(path: &Path) -> Result<Database> {
-    Database::builder().create(path).map_err(|e| match e {
+/// Opens the file (creating it if `create`); another process holding it is a `Conflict`.
+fn open_database(path: &Path, create: bool) -> Result<Database> {
+    let builder = Database::builder();
+    let opened = if create { builder.create(path) } else { builder.open(path) };
+    opened.map_err(|e| match e {
         redb::DatabaseError::DatabaseAlreadyOpen => {
             Error::Conflict(format!("{} is already open in another perfd process", path.display()))
         }
         e => e.into(),
     })
-}
-
-/// Copies every row of one table between databases.
-fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
-    src: &redb::ReadTransaction,
-    dst: &redb::WriteTransaction,
-    def: redb::TableDefinition<K, V>,
-) -> Result<()> {
-    let from = src.open_table(def)?;
-    let mut to = dst.open_table(def)?;
-    for row in from.iter()? {
-        let (k, v) = row?;
-        to.insert(k.value(), v.value())?;
-    }
-    Ok(())
-}
-
-/// An L1 entry as saved for a warm restart.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct SavedEntry {
-    #[serde(with = "serde_bytes")]
-    value: Vec<u8>,
-    content_type: Option<String>,
-    expires_at_ms: i64,
-}
-
-pub fn encode_cache_entry(e: &crate::cache::Entry) -> Result<Vec<u8>> {
-    let saved = SavedEntry {
-        value: e.value.to_vec(),
-        content_type: e.content_type.as_deref().map(str::to_owned),
-        expires_at_ms: e.expires_at_ms,
-    };
-    rmp_serde::to_vec_named(&saved).map_err(|e| Error::Internal(format!("encoding a cache entry: {e}")))
-}
-
-impl Store {
-    /// The L1 snapshot saved at the last shutdown (entries may have expired since).
-    pub fn cache_snapshot(&self) -> Result<Vec<(String, crate::cache::Entry)>> {
-        let txn = self.db()?.begin_read()?;
-        let mut out = Vec::new();
-        for row in txn.open_table(CACHE_SNAPSHOT)?.iter()? {
-            let (k, v) = row?;
-            let saved: SavedEntry = rmp_serde::from_slice(v.value())
-                .map_err(|e| Error::Corrupt(format!("cache snapshot entry {:?}: {e}", k.value())))?;
-            let entry = crate::cache::Entry {
-                value: saved.value.into(),
-                content_type: saved.content_type.map(Into::into),
-                expires_at_ms: saved.expires_at_ms,
-            };
-            out.push((k.value().to_owned(), entry));
-        }
-        Ok(out)
-    }
 }
 
 #[derive(Debug, Clone, serde::Serialize)]

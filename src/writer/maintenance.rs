@@ -51,6 +51,38 @@ impl Writer {
         true
     }
 
+    /// Deletes chunk blocks whose whole hour is older than the retention period.
+    pub(super) fn expire(&mut self, now: i64) -> Result<()> {
+        let cutoff = hour_start(now - self.storage.retention.as_millis() as i64);
+        let expired: Vec<(i64, u64)> = {
+            let txn = self.store.db()?.begin_read()?;
+            let hours = txn.open_table(CHUNK_HOURS)?;
+            let mut keys = Vec::new();
+            for row in hours.range(..(cutoff, 0))? {
+                keys.push(row?.0.value());
+            }
+            keys
+        };
+        if expired.is_empty() {
+            return Ok(());
+        }
+        let mut txn = self.store.db()?.begin_write()?;
+        txn.set_durability(Durability::None)?;
+        txn.set_quick_repair(true);
+        {
+            let mut chunks = txn.open_table(CHUNKS)?;
+            let mut hours = txn.open_table(CHUNK_HOURS)?;
+            for &(hour, group) in &expired {
+                chunks.retain_in((group, hour, 0)..=(group, hour, u32::MAX), |_, _| false)?;
+                hours.remove((hour, group))?;
+            }
+        }
+        txn.commit()?;
+        self.stats.expired_chunks.fetch_add(expired.len() as u64, Relaxed);
+        log::info!("retention removed {} chunks older than {cutoff} ms", expired.len());
+        Ok(())
+    }
+
     /// Writes the given open hours into chunks (merged with existing ones), drops WAL entries no
     /// open hour needs any more, commits, then removes the hours from memory.
     pub(super) fn seal(&mut self, mut keys: Vec<(u64, i64)>) -> Result<()> {
