@@ -39,6 +39,10 @@ impl ApiError {
             Error::StorageFailed { full: false, .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable")
             }
+            // A read that met a storage failure, or the reopen that ends one (`writer::fault`).
+            Error::Store(redb::Error::PreviousIo | redb::Error::DatabaseClosed) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable")
+            }
             // A file perfd writes besides the database (a backup) found no room.
             Error::Io(_) if crate::writer::fault::storage_failure(&self.0) == Some(true) => {
                 (StatusCode::INSUFFICIENT_STORAGE, "storage_full")
@@ -68,6 +72,9 @@ impl ResponseError for ApiError {
         match &self.0 {
             Error::Overloaded { retry_after_secs } | Error::StorageFailed { retry_after_secs, .. } => {
                 resp.insert_header(("Retry-After", retry_after_secs.to_string()));
+            }
+            Error::Unavailable(_) | Error::Store(redb::Error::PreviousIo | redb::Error::DatabaseClosed) => {
+                resp.insert_header(("Retry-After", "1"));
             }
             Error::MethodNotAllowed { allow, .. } => {
                 resp.insert_header(("Allow", allow.as_str()));

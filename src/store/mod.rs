@@ -67,6 +67,9 @@ pub struct Store {
     pub catalog: RwLock<Catalog>,
     /// Next id for thresholds, silences and alert events (one sequence for all three).
     pub next_record_id: std::sync::atomic::AtomicU64,
+    /// Bumped by each reopen between replacing memory and publishing the new file, so a read
+    /// that copied memory before and opened the file after can tell (see `read_hours`).
+    reopens: std::sync::atomic::AtomicU64,
 }
 
 /// One sealed or open hour of one series as a reader sees it.
@@ -89,6 +92,7 @@ impl Store {
             open: RwLock::default(),
             catalog: RwLock::default(),
             next_record_id: Default::default(),
+            reopens: Default::default(),
         };
         store.init_tables()?;
         store.load_catalog()?;
@@ -124,6 +128,7 @@ impl Store {
             }
         };
         rebuild(&db)?;
+        self.reopens.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         *self.db.write() = Some(Arc::new(db));
         Ok(())
     }
@@ -184,6 +189,7 @@ impl Store {
     /// or merged points. Points outside `[start, end]` may remain; callers filter.
     pub fn read_hours(&self, series: &[u64], start: i64, end: i64) -> Result<Vec<Vec<(i64, HourData)>>> {
         let (h0, h1) = (crate::model::hour_start(start), crate::model::hour_start(end));
+        let reopens = self.reopens.load(std::sync::atomic::Ordering::Acquire);
         // Copy open points before the read transaction starts (see the module doc).
         let open: Vec<BTreeMap<i64, Vec<Point>>> = {
             let open = self.open.read();
@@ -197,6 +203,11 @@ impl Store {
                 .collect()
         };
         let txn = self.db()?.begin_read()?;
+        if self.reopens.load(std::sync::atomic::Ordering::Acquire) != reopens {
+            // Memory from before a reopen and the file from after may both lack a seal the
+            // reopen undid (seal commits are not durable).
+            return Err(Error::Unavailable("the database was reopened during this read; retry".into()));
+        }
         let chunks = txn.open_table(CHUNKS)?;
         // Each block is read and indexed once, however many of its series are asked for.
         let mut sealed: Vec<BTreeMap<i64, Vec<u8>>> = vec![BTreeMap::new(); series.len()];
