@@ -119,6 +119,19 @@ fn main() -> ExitCode {
     }
 }
 
+/// Raises the soft limit on open files to the hard one, as Redis and Go programs do: each
+/// connection takes two descriptors (`api/peer.rs`), and the usual soft limit of 1024 would
+/// stop accepting at about 500 connections.
+fn raise_descriptor_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) if n < 4096 => {
+            log::warn!("at most {n} open files: perfd accepts about {} connections at once", n / 2)
+        }
+        Ok(n) => log::debug!("open file limit: {n}"),
+        Err(e) => log::warn!("could not raise the open file limit: {e}"),
+    }
+}
+
 fn serve(config: Config) -> anyhow::Result<()> {
     let data_dir = config.data_dir.clone();
     // The watchdog stops pinging when the writer (which turns at least every second) or the
@@ -132,6 +145,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
     // a write past it fails with EFBIG, which the writer treats like a full disk.
     signal_hook::flag::register(signal_hook::consts::SIGXFSZ, Arc::new(AtomicBool::new(false)))
         .context("installing the SIGXFSZ handler")?;
+    raise_descriptor_limit();
     let notifier = Notifier::from_env(std::env::var("NOTIFY_SOCKET").ok());
     let watchdog_usec = std::env::var("WATCHDOG_USEC").ok().and_then(|v| v.parse::<u64>().ok());
     let mut daemon = perfd::Daemon::start(config).context("starting perfd")?;

@@ -206,3 +206,32 @@ fn sd_notify_ready_watchdog_and_stopping() {
     assert_eq!(last, "STOPPING=1");
     assert!(p.child.wait().unwrap().success());
 }
+
+/// Regression: started from a shell with the usual soft limit of 1024 open files, perfd (two
+/// descriptors a connection) stopped accepting at about 500 connections. It now raises the
+/// soft limit to the hard one.
+#[test]
+fn the_open_file_limit_is_raised_to_the_hard_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg(r#"ulimit -Sn 256 && exec "$0" serve --listen 127.0.0.1:0 --data-dir "$1""#)
+        .arg(env!("CARGO_BIN_EXE_perfd"))
+        .arg(dir.path())
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn perfd");
+    let mut p = Proc { base: String::new(), child };
+    let lines = BufReader::new(p.child.stderr.take().expect("stderr")).lines();
+    for line in lines {
+        if line.expect("read log").contains("listening on ") {
+            break;
+        }
+    }
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", p.child.id())).unwrap();
+    let open_files = limits.lines().find(|l| l.starts_with("Max open files")).expect("a limit line");
+    let numbers: Vec<&str> = open_files.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(numbers[0], numbers[1], "soft limit not raised: {open_files}");
+    assert_ne!(numbers[0], "256", "{open_files}");
+}

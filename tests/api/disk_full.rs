@@ -24,14 +24,10 @@ fn post_raw(base: &str, path: &str, body: &str) -> (u16, String) {
 
 /// Sets the soft RLIMIT_FSIZE of process `pid`, keeping its hard limit.
 fn set_file_size_limit(pid: u32, soft: u64) {
-    let mut old = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: prlimit reads `new` and writes `old`, both valid for the call; null means "none".
-    let rc = unsafe { libc::prlimit(pid as libc::pid_t, libc::RLIMIT_FSIZE, std::ptr::null(), &mut old) };
-    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
-    let new = libc::rlimit { rlim_cur: soft.min(old.rlim_max), rlim_max: old.rlim_max };
-    // SAFETY: as above.
-    let rc = unsafe { libc::prlimit(pid as libc::pid_t, libc::RLIMIT_FSIZE, &new, std::ptr::null_mut()) };
-    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    let (mut old_soft, mut hard) = (0, 0);
+    let pid = pid as rlimit::pid_t;
+    rlimit::prlimit(pid, rlimit::Resource::FSIZE, None, Some((&mut old_soft, &mut hard))).unwrap();
+    rlimit::prlimit(pid, rlimit::Resource::FSIZE, Some((soft.min(hard), hard)), None).unwrap();
 }
 
 /// Batch `i`: 500 points of `full_v`, at timestamps of its own.
