@@ -138,9 +138,11 @@ fn serve(config: Config) -> anyhow::Result<()> {
     // sampler (every interval) has not turned for this long.
     let writer_stall = Duration::from_secs(60);
     let sampler_stall = config.sampler.interval * 3 + Duration::from_secs(10);
-    let mut signals =
-        signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
-            .context("installing signal handlers")?;
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    // SIGHUP is taken too: by default it would kill the daemon without its orderly stop (a closed
+    // terminal, a stray `kill -HUP`); perfd has nothing to reload, so it only says so.
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+        .context("installing signal handlers")?;
     // A file size limit (systemd's LimitFSIZE=) must not kill the daemon: with SIGXFSZ handled,
     // a write past it fails with EFBIG, which the writer treats like a full disk.
     signal_hook::flag::register(signal_hook::consts::SIGXFSZ, Arc::new(AtomicBool::new(false)))
@@ -166,8 +168,13 @@ fn serve(config: Config) -> anyhow::Result<()> {
         }
         _ => None,
     };
-    if let Some(sig) = signals.forever().next() {
+    for sig in signals.forever() {
+        if sig == SIGHUP {
+            log::warn!("SIGHUP ignored: perfd reloads nothing; restart it to apply a new config");
+            continue;
+        }
         log::info!("signal {sig} received; shutting down");
+        break;
     }
     notifier.send("STOPPING=1");
     daemon.shutdown();

@@ -14,6 +14,7 @@ mod compact;
 pub mod records;
 mod snapshot;
 pub mod tables;
+pub mod wal;
 
 pub use snapshot::encode_cache_entry;
 

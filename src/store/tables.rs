@@ -15,7 +15,7 @@
 //! ```
 //!
 //! A WAL batch is `varint series_count`, then per series `varint id` and its points, raw or as a
-//! codec chunk (see `codec::encode_wal`). A WAL entry is deleted once every open hour it fed is sealed
+//! codec chunk (see `wal::encode_wal`). A WAL entry is deleted once every open hour it fed is sealed
 //! into `CHUNKS`. A series' group is `id / block::GROUP_SIZE`; tuple keys sort numerically, so one
 //! group's blocks are contiguous and in time order. Each block (`store::block`) holds one codec
 //! chunk per series and is split into parts of at most `block::PART_SIZE` bytes.

@@ -162,7 +162,7 @@ impl Writer {
         txn.set_quick_repair(true);
         {
             let mut table = txn.open_table(WAL)?;
-            table.insert(seq, codec::encode_wal(&entries).as_slice())?;
+            table.insert(seq, crate::store::wal::encode_wal(&entries).as_slice())?;
             table.retain_in(..seq, |_, _| false)?;
         }
         txn.commit()?;

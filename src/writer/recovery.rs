@@ -43,7 +43,7 @@ impl Loaded {
         }
         for row in txn.open_table(WAL)?.iter()? {
             let (seq, bytes) = row?;
-            let batch = codec::decode_wal(bytes.value())?;
+            let batch = crate::store::wal::decode_wal(bytes.value())?;
             let entries: Vec<(u64, &[Point])> = batch.iter().map(|(id, p)| (*id, p.as_slice())).collect();
             let n = add_to_hours(&mut l.open, &mut l.first_seq, seq.value(), &entries);
             l.open_points += n;

@@ -249,7 +249,7 @@ impl Writer {
             }
             txn.open_table(META)?.insert("next_series_id", self.next_series_id.to_le_bytes().as_slice())?;
         }
-        txn.open_table(WAL)?.insert(seq, codec::encode_wal(entries).as_slice())?;
+        txn.open_table(WAL)?.insert(seq, crate::store::wal::encode_wal(entries).as_slice())?;
         txn.commit()?;
         Ok(())
     }

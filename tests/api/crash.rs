@@ -1,5 +1,5 @@
-//! The real binary as a child process: SIGTERM exits cleanly; `kill -9` during ingestion loses
-//! no acknowledged point.
+//! The real binary as a child process: SIGTERM exits cleanly (SIGHUP is ignored); `kill -9`
+//! during ingestion loses no acknowledged point.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
@@ -94,11 +94,14 @@ fn sigterm_exits_zero_and_keeps_data() {
     let t = crate::helpers::base_ms();
     assert_eq!(post(&p.base, "/write?precision=ms", format!("crash v=1 {t}")), Some(204));
     let pid = p.child.id().to_string();
+    // SIGHUP (a closed terminal) must not kill it: it would die by the signal, not exit 0.
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    assert_eq!(post(&p.base, "/write?precision=ms", format!("crash v=2 {}", t + 1)), Some(204));
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let status = p.child.wait().unwrap();
     assert!(status.success(), "exit status {status}");
     let mut p = spawn(dir.path());
-    assert_eq!(series_points(&p.base, "crash_v", t, t + 1), vec![(t, 1.0)]);
+    assert_eq!(series_points(&p.base, "crash_v", t, t + 1), vec![(t, 1.0), (t + 1, 2.0)]);
     p.child.kill().unwrap();
     p.child.wait().unwrap();
 }

@@ -2,11 +2,11 @@
 //! re-encodes to the same points.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use perfd::store::{block, codec};
+use perfd::store::{block, codec, wal};
 
 fuzz_target!(|data: &[u8]| {
     let _ = codec::header(data);
-    let _ = codec::decode_wal(data);
+    let _ = wal::decode_wal(data);
     let _ = block::index(data);
     if let Ok(mut points) = codec::decode(data) {
         codec::normalize(&mut points);
