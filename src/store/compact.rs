@@ -63,3 +63,40 @@ fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::ingest::BatchBuilder;
+    use crate::model::Point;
+    use crate::model::TimeBounds;
+    use crate::writer::WriterHandle;
+    use std::sync::Arc;
+
+    #[test]
+    fn compaction_into_a_fresh_file_keeps_every_point() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config::for_test(dir.path());
+        let now = crate::model::now_ms();
+        let t0 = crate::model::hour_start(now) - 3 * crate::model::HOUR_MS;
+        let want: Vec<Point> = (0..5000).map(|i| (t0 + i * 997, (i % 300) as f64 / 4.0)).collect();
+        {
+            let store = Arc::new(Store::open(dir.path()).unwrap());
+            let writer = WriterHandle::start(store.clone(), cfg.writer.clone(), cfg.storage.clone()).unwrap();
+            let mut b = BatchBuilder::new(TimeBounds::new(now, 86_400_000));
+            for p in &want {
+                b.push("m", &[("k", "v")], *p).unwrap();
+            }
+            writer.submit(b.finish(), true).unwrap().unwrap().blocking_recv().unwrap().unwrap();
+            writer.seal_all().unwrap();
+            writer.shutdown();
+        }
+        Store::open(dir.path()).unwrap().compact().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let sel = crate::query::Selector::parse("m").unwrap();
+        let got = crate::query::read_raw(&store, &sel, t0, now, 1_000_000).unwrap();
+        assert_eq!(got[0].points, want);
+        assert!(!dir.path().join("perfd.redb.compact").exists());
+    }
+}
