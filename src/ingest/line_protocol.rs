@@ -75,53 +75,9 @@ fn parse_line(
     scratch: &mut Scratch,
     report: &mut ParseReport,
 ) -> Result<()> {
-    let mut tags: Vec<(Cow<str>, Cow<str>)> = Vec::new();
-    let b = line.as_bytes();
-    let (measurement, mut pos) = token(line, 0, b",  ", false);
-    if measurement.is_empty() {
-        return Err(Error::invalid("missing measurement"));
-    }
-    while b.get(pos) == Some(&b',') {
-        let (k, p) = token(line, pos + 1, b"=", true);
-        if b.get(p) != Some(&b'=') || k.is_empty() {
-            return Err(Error::invalid("tag without key=value"));
-        }
-        let (v, p) = token(line, p + 1, b", ", true);
-        if v.is_empty() {
-            return Err(Error::invalid(format!("tag {} has an empty value", Shown(&k))));
-        }
-        tags.push((k, v));
-        pos = p;
-    }
-    if b.get(pos) != Some(&b' ') {
-        return Err(Error::invalid("expected a space before the fields"));
-    }
-    while b.get(pos) == Some(&b' ') {
-        pos += 1;
-    }
-    let mut fields: Vec<(Cow<str>, f64)> = Vec::with_capacity(4);
-    loop {
-        let (k, p) = token(line, pos, b"=", true);
-        if b.get(p) != Some(&b'=') || k.is_empty() {
-            return Err(Error::invalid("field without key=value"));
-        }
-        pos = p + 1;
-        if b.get(pos) == Some(&b'"') {
-            pos = skip_string(b, pos + 1)
-                .ok_or_else(|| Error::invalid(format!("field {}: unterminated string", Shown(&k))))?;
-            report.skipped_string_fields += 1;
-        } else {
-            let end = pos + b[pos..].iter().position(|&c| c == b',' || c == b' ').unwrap_or(b.len() - pos);
-            let value = field_value(&line[pos..end]).map_err(|e| at(format_args!("field {k:?}"), e))?;
-            fields.push((k, value));
-            pos = end;
-        }
-        if b.get(pos) != Some(&b',') {
-            break;
-        }
-        pos += 1;
-    }
-    while b.get(pos) == Some(&b' ') {
+    let (measurement, tags, pos) = series_key(line)?;
+    let (fields, mut pos) = field_set(line, pos, report)?;
+    while line.as_bytes().get(pos) == Some(&b' ') {
         pos += 1;
     }
     let ts = match line[pos..].trim_end() {
@@ -143,6 +99,67 @@ fn parse_line(
         out.push(name, &labels, (ts, *value))?;
     }
     Ok(())
+}
+
+type Tags<'a> = Vec<(Cow<'a, str>, Cow<'a, str>)>;
+type Fields<'a> = Vec<(Cow<'a, str>, f64)>;
+
+/// `measurement[,tag=value…]`: the measurement, the tags, and the position after them.
+fn series_key(line: &str) -> Result<(Cow<'_, str>, Tags<'_>, usize)> {
+    let b = line.as_bytes();
+    let (measurement, mut pos) = token(line, 0, b",  ", false);
+    if measurement.is_empty() {
+        return Err(Error::invalid("missing measurement"));
+    }
+    let mut tags = Vec::new();
+    while b.get(pos) == Some(&b',') {
+        let (k, p) = token(line, pos + 1, b"=", true);
+        if b.get(p) != Some(&b'=') || k.is_empty() {
+            return Err(Error::invalid("tag without key=value"));
+        }
+        let (v, p) = token(line, p + 1, b", ", true);
+        if v.is_empty() {
+            return Err(Error::invalid(format!("tag {} has an empty value", Shown(&k))));
+        }
+        tags.push((k, v));
+        pos = p;
+    }
+    Ok((measurement, tags, pos))
+}
+
+/// ` field=value[,field=value…]` from `pos`: the numeric fields (string fields are skipped and
+/// counted) and the position after them.
+fn field_set<'a>(line: &'a str, mut pos: usize, report: &mut ParseReport) -> Result<(Fields<'a>, usize)> {
+    let b = line.as_bytes();
+    if b.get(pos) != Some(&b' ') {
+        return Err(Error::invalid("expected a space before the fields"));
+    }
+    while b.get(pos) == Some(&b' ') {
+        pos += 1;
+    }
+    let mut fields = Vec::with_capacity(4);
+    loop {
+        let (k, p) = token(line, pos, b"=", true);
+        if b.get(p) != Some(&b'=') || k.is_empty() {
+            return Err(Error::invalid("field without key=value"));
+        }
+        pos = p + 1;
+        if b.get(pos) == Some(&b'"') {
+            pos = skip_string(b, pos + 1)
+                .ok_or_else(|| Error::invalid(format!("field {}: unterminated string", Shown(&k))))?;
+            report.skipped_string_fields += 1;
+        } else {
+            let end = pos + b[pos..].iter().position(|&c| c == b',' || c == b' ').unwrap_or(b.len() - pos);
+            let value =
+                field_value(&line[pos..end]).map_err(|e| at(format_args!("field {}", Shown(&k)), e))?;
+            fields.push((k, value));
+            pos = end;
+        }
+        if b.get(pos) != Some(&b',') {
+            return Ok((fields, pos));
+        }
+        pos += 1;
+    }
 }
 
 /// Reads up to the first unescaped byte in `stops`; `\x` escapes any `x` in `stops` (and `\\`
