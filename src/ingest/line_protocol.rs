@@ -303,6 +303,9 @@ mod tests {
             let e = run(body, Precision::Ns).unwrap_err().to_string();
             assert!(e.contains(needle), "{body:?}: {e}");
         }
+        // A long bad field name is quoted cut, not whole.
+        let e = run(&format!("m {}=x", "f".repeat(10_000)), Precision::Ns).unwrap_err().to_string();
+        assert!(e.contains("field \"ffff") && e.len() < 300, "{} bytes: {}", e.len(), &e[..100]);
     }
 
     proptest! {
