@@ -1,10 +1,12 @@
 //! Reading the host and perfd itself with sysinfo, refreshing only what is read: CPU (all and
-//! per core), load, memory and swap, real disks, network throughput since the last reading,
-//! perfd's CPU, RSS, threads and open file descriptors.
+//! per core), load, memory and swap, real disks (and whatever file system holds the data
+//! directory, real or not: an overlay in a container, a tmpfs), network throughput since the last
+//! reading, perfd's CPU, RSS, threads and open file descriptors.
 
 use crate::error::Result;
 use crate::model::now_ms;
 use serde::Serialize;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 use sysinfo::{Disks, Networks, Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 
@@ -18,6 +20,8 @@ pub struct DiskUsage {
     pub used_bytes: u64,
     pub total_bytes: u64,
     pub used_percent: f64,
+    /// This file system holds perfd's data directory.
+    pub data_dir: bool,
 }
 
 /// The latest reading of the host and of perfd itself.
@@ -49,10 +53,12 @@ pub(super) struct Host {
     networks: Networks,
     pid: Option<Pid>,
     last_tick: Instant,
+    /// Canonical, so it can be matched against mount points.
+    data_dir: PathBuf,
 }
 
 impl Host {
-    pub(super) fn new() -> Result<Host> {
+    pub(super) fn new(data_dir: &Path) -> Result<Host> {
         let err = |e: sysinfo::Error| crate::Error::Internal(format!("sysinfo: {e}"));
         Ok(Host {
             sys: System::new().map_err(err)?,
@@ -60,6 +66,7 @@ impl Host {
             networks: Networks::new_with_refreshed_list().map_err(err)?,
             pid: sysinfo::get_current_pid().ok(),
             last_tick: Instant::now(),
+            data_dir: data_dir.canonicalize().unwrap_or_else(|_| data_dir.to_path_buf()),
         })
     }
 
@@ -85,19 +92,18 @@ impl Host {
         if let Ok(l) = System::load_average() {
             s.load_average = [l.one, l.five, l.fifteen];
         }
+        // sysinfo lists real disks only; the data dir's file system is read directly.
+        let data = data_dir_usage(&self.data_dir);
         for d in self.disks.iter() {
             let fs = d.file_system().to_string_lossy();
-            if d.total_space() == 0 || VIRTUAL_FS.contains(&fs.as_ref()) {
+            let mount = d.mount_point().display().to_string();
+            let listed = data.as_ref().is_some_and(|u| u.mount == mount);
+            if d.total_space() == 0 || VIRTUAL_FS.contains(&fs.as_ref()) || listed {
                 continue;
             }
-            let used = d.total_space() - d.available_space().min(d.total_space());
-            s.disks.push(DiskUsage {
-                mount: d.mount_point().display().to_string(),
-                used_bytes: used,
-                total_bytes: d.total_space(),
-                used_percent: percent(used, d.total_space()),
-            });
+            s.disks.push(usage(mount, d.total_space(), d.available_space(), false));
         }
+        s.disks.extend(data);
         let (rx, tx) =
             self.networks.values().fold((0, 0), |(r, t), n| (r + n.received(), t + n.transmitted()));
         s.network_rx_bytes_per_sec = rx as f64 / elapsed;
@@ -118,4 +124,46 @@ impl Host {
 
 pub(super) fn percent(part: u64, whole: u64) -> f64 {
     if whole == 0 { 0.0 } else { 100.0 * part as f64 / whole as f64 }
+}
+
+fn usage(mount: String, total: u64, available: u64, data_dir: bool) -> DiskUsage {
+    let used = total - available.min(total);
+    DiskUsage { mount, used_bytes: used, total_bytes: total, used_percent: percent(used, total), data_dir }
+}
+
+/// The file system holding `dir` (statvfs), named by its mount point (`/proc/self/mounts`).
+fn data_dir_usage(dir: &Path) -> Option<DiskUsage> {
+    let st = rustix::fs::statvfs(dir).ok()?;
+    if st.f_blocks == 0 {
+        return None;
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    // Fields are space-separated; a space inside a mount point is written `\040`.
+    let points: Vec<PathBuf> = mounts
+        .lines()
+        .filter_map(|l| l.split(' ').nth(1))
+        .map(|m| PathBuf::from(m.replace("\\040", " ")))
+        .collect();
+    let mount = holding_mount(points.iter().map(PathBuf::as_path), dir).unwrap_or(dir);
+    Some(usage(mount.display().to_string(), st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize, true))
+}
+
+/// The mount point among `mounts` that holds `dir`: the longest one that is a prefix of it.
+fn holding_mount<'a>(mounts: impl Iterator<Item = &'a Path>, dir: &Path) -> Option<&'a Path> {
+    mounts.filter(|m| dir.starts_with(m)).max_by_key(|m| m.components().count())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_data_dir_is_held_by_the_longest_matching_mount() {
+        let mounts = [Path::new("/"), Path::new("/mnt/tiny"), Path::new("/mnt/tin"), Path::new("/boot")];
+        let pick = |dir: &str| holding_mount(mounts.iter().copied(), Path::new(dir));
+        assert_eq!(pick("/mnt/tiny/d"), Some(Path::new("/mnt/tiny")));
+        assert_eq!(pick("/mnt/tinyx/d"), Some(Path::new("/")), "whole components only");
+        assert_eq!(pick("/var/lib/perfd"), Some(Path::new("/")));
+        assert_eq!(holding_mount([Path::new("/boot")].into_iter(), Path::new("/var")), None);
+    }
 }

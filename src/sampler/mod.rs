@@ -71,7 +71,7 @@ pub struct Sampler {
 impl Sampler {
     pub fn new(interval: Duration, sources: Sources) -> Result<Sampler> {
         Ok(Sampler {
-            host: Host::new()?,
+            host: Host::new(sources.store.path.parent().unwrap_or(std::path::Path::new(".")))?,
             interval,
             sources,
             alert_states: Default::default(),

@@ -40,6 +40,9 @@ async fn sampler_writes_series_that_resources_and_queries_read() {
     assert!(r["latest"]["memory_total_bytes"].as_u64().unwrap() > 0, "{r}");
     assert!(r["latest"]["process_rss_bytes"].as_u64().unwrap() > 0, "{r}");
     assert!(r["latest"]["process_threads"].as_u64().unwrap() >= 4, "{r}");
+    // The file system holding the data dir is always read, even an overlay or a tmpfs.
+    let disks = r["latest"]["disks"].as_array().unwrap();
+    assert_eq!(disks.iter().filter(|d| d["data_dir"] == true).count(), 1, "{r}");
     assert!(r["summary"]["perfd_memory_percent"]["samples"].as_u64().unwrap() >= 2, "{r}");
     let now = perfd::model::now_ms();
     let hit_rate =
