@@ -10,8 +10,10 @@
 //!    new writes at once instead of queueing them;
 //! 3. reopens the database at once, so reads work again (a full disk can still be read);
 //! 4. retries an empty durable commit 1 s later, then 2, 4 and 8 s, then every 10 s, reopening
-//!    after each failure. When one succeeds, writes are taken again; the backoff starts over only
-//!    after a real write succeeds, so a disk that is still full costs one refused batch per try.
+//!    after each failure; when the disk was full, only once its file system has 1 MiB free again
+//!    (an empty commit needs no room, so it would pass on a full disk). When one succeeds, writes
+//!    are taken again; the backoff starts over only after a real write succeeds. A quota or a file
+//!    size limit is not visible in free space: there each try may cost one refused batch.
 //!
 //! The fault is logged when it starts and when it ends, and shown in the health score (component
 //! `storage`), `/api/v1/metrics/database` (`writer.storage_fault`) and `/metrics`.

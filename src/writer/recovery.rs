@@ -5,6 +5,10 @@
 //! get the new file and the new memory together.
 
 use super::fault::{MAX_BACKOFF, storage_failure};
+
+/// Free bytes a full disk must have again before writes are tried: about 60 commits of 2,000
+/// points of WAL.
+const MIN_FREE_TO_RETRY: u64 = 1 << 20;
 use super::*;
 use crate::store::{Catalog, OpenHours, read_catalog};
 use std::collections::BTreeMap;
@@ -126,6 +130,13 @@ impl Writer {
         if Instant::now() < at {
             return;
         }
+        if self.fault.info().is_some_and(|f| f.full) && !self.has_room() {
+            // Still full: a probe would pass (an empty commit needs no room) and the next batch
+            // fail again. Wait for free space instead.
+            self.retry_at = Some(Instant::now() + self.backoff);
+            self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+            return;
+        }
         if self.store.db().is_err() {
             self.reopen();
         }
@@ -138,6 +149,13 @@ impl Writer {
                 self.failed(e);
             }
         }
+    }
+
+    /// Whether the data directory's file system has [`MIN_FREE_TO_RETRY`] free (or cannot
+    /// tell: a quota or a file size limit is not seen here).
+    fn has_room(&self) -> bool {
+        let dir = self.store.path.parent().unwrap_or(std::path::Path::new("."));
+        rustix::fs::statvfs(dir).map_or(true, |st| st.f_bavail.saturating_mul(st.f_frsize) >= MIN_FREE_TO_RETRY)
     }
 
     /// How long the loop may sleep before the retry is due.
