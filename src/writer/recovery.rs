@@ -155,7 +155,8 @@ impl Writer {
     /// tell: a quota or a file size limit is not seen here).
     fn has_room(&self) -> bool {
         let dir = self.store.path.parent().unwrap_or(std::path::Path::new("."));
-        rustix::fs::statvfs(dir).map_or(true, |st| st.f_bavail.saturating_mul(st.f_frsize) >= MIN_FREE_TO_RETRY)
+        rustix::fs::statvfs(dir)
+            .map_or(true, |st| st.f_bavail.saturating_mul(st.f_frsize) >= MIN_FREE_TO_RETRY)
     }
 
     /// How long the loop may sleep before the retry is due.
