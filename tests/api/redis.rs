@@ -308,7 +308,9 @@ async fn writes_during_an_outage_never_come_back_stale() {
     // A clear of L2 during an outage: 503, and done once Redis is back; foreign keys stay.
     redis.signal("-STOP");
     let r = s.client.post(s.url("/api/v1/metrics/cache/clear")).json(&serde_json::json!({"level": "l2"}));
-    crate::helpers::expect_error(r.send().await.unwrap(), 503, "unavailable").await;
+    let r = r.send().await.unwrap();
+    assert_eq!(r.headers().get("retry-after").map(|v| v.as_bytes()), Some(&b"1"[..]));
+    crate::helpers::expect_error(r, 503, "unavailable").await;
     clear_l1(&s).await;
     redis.signal("-CONT");
     assert_eq!(get(&s, "c").await.0, 404, "L2 is not read until it is cleared");
