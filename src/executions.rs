@@ -66,8 +66,11 @@ struct Inner {
     expired: u64,
     /// Requests withdrawn because their client went away while waiting.
     abandoned: u64,
-    /// Expired by a `request` (not by a tick): their profiles go out with the next tick.
-    expired_unstored: Vec<Execution>,
+    /// Profiles not stored yet, oldest first: expired by a `request` (not by a tick), or whose
+    /// store failed (a storage fault). The sampler stores them on its next ticks.
+    unstored: VecDeque<Execution>,
+    /// Profiles dropped because more than [`MAX_UNSTORED`] waited.
+    dropped_profiles: u64,
     admitted: u64,
     total_wait_ms: i64,
 }
@@ -114,7 +117,7 @@ impl Executions {
         let now = now_ms();
         let mut inner = self.inner.lock();
         let expired = self.expire_locked(&mut inner, now);
-        inner.expired_unstored.extend(expired);
+        keep_locked(&mut inner, expired);
         let id = (self.next_id)();
         let mut e = Execution {
             id,
@@ -234,12 +237,14 @@ impl Executions {
         self.changed.notify_waiters();
     }
 
+    /// Returns the profiles to store: those waiting (see [`Executions::keep_unstored`]) and
+    /// those this tick expired.
     pub fn tick(&self, cpu_percent: f64, memory_percent: f64) -> Vec<Execution> {
         *self.load.lock() = (cpu_percent, memory_percent);
         let now = now_ms();
         let expired = {
             let mut inner = self.inner.lock();
-            let mut expired = std::mem::take(&mut inner.expired_unstored);
+            let mut expired: Vec<Execution> = std::mem::take(&mut inner.unstored).into();
             expired.extend(self.expire_locked(&mut inner, now));
             self.admit_locked(&mut inner, now);
             expired
@@ -261,6 +266,7 @@ impl Executions {
                 e.state = ExecState::Expired;
                 e.finished_ms = Some(now);
                 inner.expired += 1;
+                log::warn!("execution {} of crew {:?} lost its lease", e.id, e.crew_id);
                 out.push(e);
             }
         }
@@ -280,6 +286,12 @@ impl Executions {
         }
     }
 
+    /// Keeps profiles whose store failed, to be stored on a later tick (at most
+    /// [`MAX_UNSTORED`]; the oldest go first).
+    pub fn keep_unstored(&self, profiles: Vec<Execution>) {
+        keep_locked(&mut self.inner.lock(), profiles);
+    }
+
     pub fn stats(&self) -> serde_json::Value {
         let inner = self.inner.lock();
         serde_json::json!({
@@ -291,6 +303,8 @@ impl Executions {
             "rejected": inner.rejected,
             "expired": inner.expired,
             "abandoned": inner.abandoned,
+            "profiles_pending": inner.unstored.len(),
+            "profiles_dropped": inner.dropped_profiles,
             "average_wait_ms": if inner.admitted == 0 { 0.0 } else { inner.total_wait_ms as f64 / inner.admitted as f64 },
         })
     }
@@ -308,6 +322,17 @@ fn start(inner: &mut Inner, e: &mut Execution, now: i64) {
     inner.running += 1;
     inner.admitted += 1;
     inner.total_wait_ms += now - e.created_ms;
+}
+
+/// Profiles that may wait to be stored; beyond it the oldest are dropped (and counted).
+pub const MAX_UNSTORED: usize = 10_000;
+
+fn keep_locked(inner: &mut Inner, profiles: Vec<Execution>) {
+    inner.unstored.extend(profiles);
+    while inner.unstored.len() > MAX_UNSTORED {
+        inner.unstored.pop_front();
+        inner.dropped_profiles += 1;
+    }
 }
 
 #[cfg(test)]

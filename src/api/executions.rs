@@ -124,7 +124,13 @@ pub async fn finish(
     let status = body.and_then(|b| b.into_inner().status);
     let profile = state.executions.finish(id.into_inner(), status)?;
     let (writer, change) = (state.writer.clone(), records::put_profile(&profile)?);
-    web::block(move || writer.apply(change)).await.map_err(|e| Error::Internal(e.to_string()))??;
+    let stored =
+        web::block(move || writer.apply(change)).await.map_err(|e| Error::Internal(e.to_string()))?;
+    if let Err(e) = stored {
+        // The execution is finished either way; its profile waits for the sampler's next ticks.
+        log::warn!("the profile of execution {} is stored later: {e}", profile.id);
+        state.executions.keep_unstored(vec![profile.clone()]);
+    }
     Ok(HttpResponse::Ok().json(profile))
 }
 

@@ -169,13 +169,25 @@ impl Sampler {
 
     /// Expires lapsed execution leases (storing their profiles) and admits whoever can run now.
     fn expire_executions(&self, snap: &ResourceSnapshot) {
-        for expired in self.sources.executions.tick(snap.cpu_percent, snap.memory_percent) {
-            log::warn!("execution {} of crew {:?} lost its lease", expired.id, expired.crew_id);
-            if let Err(e) =
-                crate::store::records::put_profile(&expired).and_then(|c| self.sources.writer.apply(c))
-            {
-                log::error!("storing the profile of execution {}: {e}", expired.id);
+        let mut profiles = self.sources.executions.tick(snap.cpu_percent, snap.memory_percent).into_iter();
+        let mut failed = Vec::new();
+        for profile in profiles.by_ref() {
+            let stored =
+                crate::store::records::put_profile(&profile).and_then(|c| self.sources.writer.apply(c));
+            if let Err(e) = stored {
+                log::debug!(
+                    "storing the profile of execution {} failed (kept for the next tick): {e}",
+                    profile.id
+                );
+                failed.push(profile);
+                break;
             }
+        }
+        // After one failure the rest wait too, without a round trip each.
+        failed.extend(profiles);
+        if !failed.is_empty() {
+            log::warn!("{} execution profiles wait to be stored (the store is failing)", failed.len());
+            self.sources.executions.keep_unstored(failed);
         }
     }
 

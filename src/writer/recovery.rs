@@ -99,6 +99,10 @@ impl Writer {
     /// Notes `e` and returns what to tell the caller. A storage failure also reopens the
     /// database now, so reads work again, and schedules the next write attempt.
     pub(super) fn failed(&mut self, e: Error) -> Error {
+        if matches!(e, Error::StorageFailed { .. }) {
+            // A refusal of the current fault, not a new failure: nothing to reopen or delay.
+            return e;
+        }
         let told = self.fault.note(e, now_ms());
         if storage_failure(&told).is_some() {
             self.retry_at = Some(Instant::now() + self.backoff);

@@ -112,12 +112,15 @@ impl Writer {
                 WriterMsg::Flush(t) => flushes.push(t),
                 WriterMsg::SealAll(t) => seals.push(t),
                 WriterMsg::Apply(change, t) => {
-                    let r = self.fault.check().and_then(|()| self.apply(change));
-                    let _ = t.send(r.map_err(|e| self.failed(e)));
+                    let r = self.fault.check().and_then(|()| self.apply(change).map_err(|e| self.failed(e)));
+                    let _ = t.send(r);
                 }
                 WriterMsg::SaveCache(entries, t) => {
-                    let r = self.fault.check().and_then(|()| self.save_cache(&entries));
-                    let _ = t.send(r.map_err(|e| self.failed(e)));
+                    let r = self
+                        .fault
+                        .check()
+                        .and_then(|()| self.save_cache(&entries).map_err(|e| self.failed(e)));
+                    let _ = t.send(r);
                 }
                 WriterMsg::Shutdown(t) => shutdown = Some(t),
                 WriterMsg::Pause { reached, release } => pause = Some((reached, release)),
@@ -128,8 +131,8 @@ impl Writer {
         }
         for t in seals {
             let keys: Vec<(u64, i64)> = self.first_seq.keys().copied().collect();
-            let r = self.fault.check().and_then(|()| self.seal(keys));
-            let _ = t.send(r.map_err(|e| self.failed(e)));
+            let r = self.fault.check().and_then(|()| self.seal(keys).map_err(|e| self.failed(e)));
+            let _ = t.send(r);
         }
         for t in flushes {
             let _ = t.send(());

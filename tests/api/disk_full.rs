@@ -7,12 +7,14 @@ use std::io::{Read, Write};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// Status and the whole response (headers and body) of a POST.
+/// Status and the whole response (headers and body) of a POST; a body starting with `{` is
+/// sent as JSON.
 fn post_raw(base: &str, path: &str, body: &str) -> (u16, String) {
     let addr = base.trim_start_matches("http://");
     let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    let json = if body.starts_with('{') { "Content-Type: application/json\r\n" } else { "" };
     let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\n{json}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     s.write_all(req.as_bytes()).expect("send");
@@ -34,6 +36,12 @@ fn set_file_size_limit(pid: u32, soft: u64) {
 fn batch(t0: i64, i: i64) -> (String, Vec<(i64, f64)>) {
     let pts: Vec<(i64, f64)> = (0..500).map(|k| (t0 + i * 500 + k, (i * 500 + k) as f64)).collect();
     (pts.iter().map(|(t, v)| format!("full v={v:?} {t}\n")).collect(), pts)
+}
+
+/// The JSON object in a response (chunked encoding may wrap it).
+fn json_body(resp: &str) -> serde_json::Value {
+    let (Some(a), Some(b)) = (resp.find('{'), resp.rfind('}')) else { return serde_json::Value::Null };
+    serde_json::from_str(&resp[a..=b]).unwrap_or(serde_json::Value::Null)
 }
 
 /// Polls `check` for up to `limit`; returns its first `Some`.
@@ -98,6 +106,12 @@ fn a_full_disk_refuses_writes_loses_nothing_and_recovers_by_itself() {
     let left: Vec<_> =
         std::fs::read_dir(dir.path().join("backups")).unwrap().flatten().map(|e| e.file_name()).collect();
     assert!(left.is_empty(), "{left:?}");
+    // An execution finished meanwhile is finished; its profile is stored once the store is back.
+    let (status, resp) = post_raw(&p.base, "/api/v1/executions", r#"{"crew_id":"df"}"#);
+    assert!(status == 200 || status == 201, "{resp}");
+    let id = json_body(&resp)["id"].as_u64().expect("an id");
+    let (status, resp) = post_raw(&p.base, &format!("/api/v1/executions/{id}/finish"), "");
+    assert_eq!(status, 200, "{resp}");
 
     // Room again: writes are taken again without a restart (retries are at most 10 s apart).
     set_file_size_limit(pid, u64::MAX);
@@ -115,6 +129,11 @@ fn a_full_disk_refuses_writes_loses_nothing_and_recovers_by_itself() {
     assert_eq!(series_points(&p.base, "full_v", t0, end), acked);
     let db = get(&p.base, "/api/v1/metrics/database").expect("database stats");
     assert!(db.contains("\"storage_fault\":null") && db.contains("\"storage_recoveries\":"), "{db}");
+    let stored = poll(Duration::from_secs(15), || {
+        let body = get(&p.base, "/api/v1/executions?crew_id=df&window=1h")?;
+        (json_body(&body)["count"] == 1).then_some(())
+    });
+    assert!(stored.is_some(), "the profile was stored once the store was back");
 
     // Everything acknowledged survives a restart.
     let mut p = p;
