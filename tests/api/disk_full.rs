@@ -64,7 +64,13 @@ fn poll<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
 #[test]
 fn a_full_disk_refuses_writes_loses_nothing_and_recovers_by_itself() {
     let dir = tempfile::tempdir().unwrap();
-    let p = spawn_with(dir.path(), &[("PERFD_SAMPLER_INTERVAL", "1s".into())]);
+    // Executions are admitted whatever the load of the machine running the tests.
+    let envs = [
+        ("PERFD_SAMPLER_INTERVAL", "1s".to_string()),
+        ("PERFD_EXECUTIONS_CPU_LIMIT_PERCENT", "101".into()),
+        ("PERFD_EXECUTIONS_MEMORY_LIMIT_PERCENT", "101".into()),
+    ];
+    let p = spawn_with(dir.path(), &envs);
     let pid = p.child.id();
     let t0 = crate::helpers::base_ms();
     let write = |i: i64| post_raw(&p.base, "/write?precision=ms", &batch(t0, i).0);
