@@ -113,6 +113,7 @@ impl Writer {
     }
 
     fn reopen(&mut self) {
+        let started = Instant::now();
         let store = self.store.clone();
         let reopened = store.reopen(|db| {
             let txn = db.begin_read()?;
@@ -122,7 +123,11 @@ impl Writer {
             Ok(())
         });
         match reopened {
-            Ok(()) => log::info!("database reopened after a storage failure"),
+            Ok(()) => log::info!(
+                "database reopened after a storage failure in {} ms ({} open points replayed)",
+                started.elapsed().as_millis(),
+                self.open_points
+            ),
             Err(e) => log::error!("reopening the database failed (retried with the next write attempt): {e}"),
         }
     }
