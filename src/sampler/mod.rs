@@ -196,6 +196,11 @@ impl Sampler {
     fn publish_alerts(&mut self, now: i64) -> (usize, usize) {
         let firing = match self.evaluate_alerts(now) {
             Ok(f) => f,
+            // While storage fails, the writer has said so once already.
+            Err(e) if self.sources.writer.fault.is_failing() => {
+                log::debug!("alert evaluation failed: {e}");
+                self.published.alerts.read().clone()
+            }
             Err(e) => {
                 log::error!("alert evaluation failed: {e}");
                 self.published.alerts.read().clone()

@@ -105,11 +105,16 @@ impl Writer {
         }
         let told = self.fault.note(e, now_ms());
         if storage_failure(&told).is_some() {
-            self.retry_at = Some(Instant::now() + self.backoff);
-            self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+            self.retry_later();
             self.reopen();
         }
         told
+    }
+
+    /// The next write attempt, after the current backoff (which then grows).
+    fn retry_later(&mut self) {
+        self.retry_at = Some(Instant::now() + self.backoff);
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
     }
 
     fn reopen(&mut self) {
@@ -142,11 +147,10 @@ impl Writer {
         if self.fault.info().is_some_and(|f| f.full) && !self.has_room() {
             // Still full: a probe would pass (an empty commit needs no room) and the next batch
             // fail again. Wait for free space instead.
-            self.retry_at = Some(Instant::now() + self.backoff);
-            self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
-            return;
+            return self.retry_later();
         }
         if self.store.db().is_err() {
+            // The last reopen failed (e.g. the file is gone); try it again first.
             self.reopen();
         }
         match self.persist() {
@@ -156,6 +160,10 @@ impl Writer {
             }
             Err(e) => {
                 self.failed(e);
+                // Whatever the error (a failed reopen is `Unavailable`), never retry at once.
+                if self.retry_at.is_some_and(|at| at <= Instant::now()) {
+                    self.retry_later();
+                }
             }
         }
     }

@@ -54,10 +54,14 @@ impl Writer {
     pub(super) fn run(&mut self, rx: Receiver<WriterMsg>) {
         loop {
             self.stats.alive_ms.store(now_ms(), Relaxed);
-            let mut wait = self.cfg.maintenance_interval.saturating_sub(self.last_maintenance.elapsed());
-            if let Some(retry) = self.until_retry() {
-                wait = wait.min(retry);
-            }
+            // While the store is faulted maintenance waits, so only the retry bounds the sleep
+            // (maintenance overdue would otherwise make it zero: a busy loop).
+            let wait = if self.fault.is_failing() {
+                self.until_retry().unwrap_or(self.cfg.maintenance_interval)
+            } else {
+                let m = self.until_maintenance();
+                self.until_retry().map_or(m, |r| r.min(m))
+            };
             match rx.recv_timeout(wait) {
                 Ok(first) => {
                     if let Some(done) = self.step(take_group(first, &rx)) {
@@ -96,6 +100,10 @@ impl Writer {
                 self.maintenance();
             }
         }
+    }
+
+    fn until_maintenance(&self) -> Duration {
+        self.cfg.maintenance_interval.saturating_sub(self.last_maintenance.elapsed())
     }
 
     /// Handles one group of messages: one commit for all writes, then seals, then barriers.

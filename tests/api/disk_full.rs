@@ -38,6 +38,14 @@ fn batch(t0: i64, i: i64) -> (String, Vec<(i64, f64)>) {
     (pts.iter().map(|(t, v)| format!("full v={v:?} {t}\n")).collect(), pts)
 }
 
+/// CPU time (user + system, clock ticks) process `pid` has used.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces) start at state, field 3.
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    after.split(' ').skip(11).take(2).map(|f| f.parse::<u64>().unwrap()).sum()
+}
+
 /// The JSON object in a response (chunked encoding may wrap it).
 fn json_body(resp: &str) -> serde_json::Value {
     let (Some(a), Some(b)) = (resp.find('{'), resp.rfind('}')) else { return serde_json::Value::Null };
@@ -91,6 +99,11 @@ fn a_full_disk_refuses_writes_loses_nothing_and_recovers_by_itself() {
         }
         i += 1;
     };
+    // The writer sleeps while the fault lasts (maintenance, due every 10 ms here, waits too).
+    let busy = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_millis(800));
+    let busy = cpu_ticks(pid) - busy;
+    assert!(busy < 40, "{busy} CPU ticks in 0.8 s while faulted: a busy loop");
     assert!(refusal.contains("\"storage_full\""), "{refusal}");
     assert!(refusal.to_ascii_lowercase().contains("retry-after: 1"), "{refusal}");
     // Refused at once while the fault lasts; reads see exactly what was acknowledged.
