@@ -7,8 +7,11 @@
 //!    `storage_unavailable`, with `Retry-After`): none of them was acknowledged, so nothing
 //!    accepted is lost;
 //! 2. marks the store faulted, so [`WriterHandle::submit`](super::WriterHandle::submit) refuses
-//!    new writes at once instead of queueing them;
-//! 3. reopens the database at once, so reads work again (a full disk can still be read);
+//!    new writes at once instead of queueing them; other writer work (thresholds, profiles,
+//!    seals, maintenance) waits too;
+//! 3. reopens the database at once, so reads work again (a full disk can still be read; readers
+//!    wait for a reopen under way, see `Store::db`). A reopen that fails is tried again with the
+//!    next retry;
 //! 4. retries an empty durable commit 1 s later, then 2, 4 and 8 s, then every 10 s, reopening
 //!    after each failure; when the disk was full, only once its file system has 1 MiB free again
 //!    (an empty commit needs no room, so it would pass on a full disk). When one succeeds, writes

@@ -5,13 +5,13 @@
 //! get the new file and the new memory together.
 
 use super::fault::{MAX_BACKOFF, storage_failure};
+use super::*;
+use crate::store::{Catalog, OpenHours, read_catalog};
+use std::collections::BTreeMap;
 
 /// Free bytes a full disk must have again before writes are tried: about 60 commits of 2,000
 /// points of WAL.
 const MIN_FREE_TO_RETRY: u64 = 1 << 20;
-use super::*;
-use crate::store::{Catalog, OpenHours, read_catalog};
-use std::collections::BTreeMap;
 
 /// What memory holds about the database besides the catalog.
 pub(super) struct Loaded {
