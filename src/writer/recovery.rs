@@ -189,6 +189,7 @@ mod tests {
     use crate::ingest::BatchBuilder;
     use crate::model::{HOUR_MS, TimeBounds};
     use crate::query::{Selector, read_raw};
+    use crate::writer::StorageFault;
 
     /// A reopen replaces the file handle and rebuilds memory from the file: points sealed,
     /// points still in the WAL and points written after it all stay readable, once each. (Here
@@ -225,5 +226,43 @@ mod tests {
         write(&mut w, now - 2000, 500);
         assert_eq!(count(&store), 2000);
         assert_eq!(w.stats.failed_commits.load(Relaxed), 0);
+    }
+
+    /// The retry state machine, without waiting on the clock: a reopen that fails (the file is
+    /// gone) leaves reads refused and is tried again only on the backoff, never at once; once
+    /// the file is back, the next retry reopens it, commits and ends the fault.
+    #[test]
+    fn a_failed_reopen_is_retried_on_the_backoff_and_the_fault_ends_when_it_works() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config::for_test(dir.path());
+        let store = Arc::new(crate::store::Store::open(dir.path()).unwrap());
+        let fault: Arc<StorageFault> = Arc::default();
+        let (s, q) = (Arc::default(), Arc::default());
+        let mut w = Writer::new(store.clone(), cfg.writer, cfg.storage, s, q, fault.clone()).unwrap();
+        let (file, away) = (dir.path().join("perfd.redb"), dir.path().join("away.redb"));
+        std::fs::rename(&file, &away).unwrap();
+
+        let told = w.failed(Error::Store(redb::Error::PreviousIo));
+        assert!(matches!(told, Error::StorageFailed { full: false, .. }), "{told:?}");
+        assert!(fault.is_failing() && store.db().is_err(), "the reopen failed: reads are refused");
+        let first = w.until_retry().unwrap();
+        assert!(first > Duration::ZERO && first <= super::super::fault::FIRST_BACKOFF);
+        // A refusal is not a new failure: it moves nothing.
+        let again = w.failed(fault.check().unwrap_err());
+        assert!(matches!(again, Error::StorageFailed { .. }));
+        assert!(w.until_retry().unwrap() <= first);
+
+        // Due while the file is still gone: tried, failed, and put off again, not retried at once.
+        w.retry_at = Some(Instant::now());
+        w.retry_if_due();
+        assert!(fault.is_failing());
+        assert!(w.until_retry().unwrap() > Duration::from_millis(500), "{:?}", w.until_retry());
+
+        std::fs::rename(&away, &file).unwrap();
+        w.retry_at = Some(Instant::now());
+        w.retry_if_due();
+        assert!(!fault.is_failing() && w.until_retry().is_none());
+        assert!(store.db().is_ok());
+        assert_eq!(fault.recoveries.load(std::sync::atomic::Ordering::Relaxed), 1);
     }
 }
