@@ -112,6 +112,8 @@ fn a_full_disk_refuses_writes_loses_nothing_and_recovers_by_itself() {
     assert_eq!(series_points(&p.base, "full_v", t0, end), acked);
     let db = get(&p.base, "/api/v1/metrics/database").expect("database stats");
     assert!(db.contains("\"storage_fault\":{") && db.contains("\"full\":true"), "{db}");
+    let metrics = get(&p.base, "/metrics").expect("metrics");
+    assert!(metrics.contains("\nperfd_storage_failing 1\n"), "{metrics}");
     let health = poll(Duration::from_secs(15), || {
         let h = get(&p.base, "/api/v1/metrics/health")?;
         h.contains("storage is at 1.0").then_some(h)
