@@ -106,6 +106,11 @@ async fn selectors_series_and_times() {
     .await;
     let (_, body) = s.get_json(&format!("/api/v1/series?match={}", urlencode("up_v"))).await;
     assert_eq!(body["count"], 3);
+    let listed: Vec<String> = body["series"].as_array().unwrap().iter().map(|e| e.to_string()).collect();
+    let want = [r#"{"labels":{},"name":"up_v"}"#, r#"{"labels":{"env":"dev","job":"b"},"name":"up_v"}"#];
+    for w in want {
+        assert!(listed.contains(&w.to_string()), "{w} not in {listed:?}");
+    }
     let (_, body) = s.get_json(&format!("/api/v1/series?match={}", urlencode(r#"up_v{env!="prod"}"#))).await;
     assert_eq!(body["count"], 2);
     let q = |sel: &str| format!("query={}&start={t}&end={}", urlencode(sel), t + 1);
