@@ -237,44 +237,66 @@ pub fn read_aggregated(
             series.len()
         )));
     }
-    let ids: Vec<u64> = series.iter().map(|s| s.0).collect();
-    let bucket_of = |ts: i64| ts - ts.rem_euclid(step);
-    let mut out = Vec::with_capacity(series.len());
-    for ((_, key), hours) in series.iter().zip(store.read_hours(&ids, start, end)?) {
-        let mut accs: Vec<(i64, Acc)> = Vec::new();
-        let mut add = |bucket: i64, acc: Acc| match accs.last_mut() {
-            Some((b, a)) if *b == bucket => a.merge(&acc),
-            _ => accs.push((bucket, acc)),
-        };
-        for (hour, data) in hours {
-            let whole = step % HOUR_MS == 0 && hour >= start && hour + HOUR_MS - 1 <= end;
-            let points = match data {
-                HourData::Sealed(bytes) if whole => {
-                    let h = codec::header(&bytes)?;
-                    let acc = Acc {
-                        count: h.count as u64,
-                        sum: h.sum,
-                        min: h.min,
-                        max: h.max,
-                        first: (h.first_ts, h.first),
-                        last: (h.last_ts, h.last),
-                    };
-                    add(bucket_of(hour), acc);
-                    continue;
-                }
-                HourData::Sealed(bytes) => codec::decode(&bytes)?,
-                HourData::Points(p) => p,
-            };
-            for p in points.into_iter().filter(|p| p.0 >= start && p.0 <= end) {
-                add(bucket_of(p.0), Acc::point(p));
-            }
-        }
-        if !accs.is_empty() {
-            let points = accs.iter().map(|(b, a)| (*b, a.value(agg))).collect();
-            out.push(SeriesResult::new(key, points));
+    // Read in chunks of series, in id order (a chunk's series share blocks), so what is held at
+    // once is bounded by the chunk rather than by the whole selection; answer in key order.
+    let mut order: Vec<usize> = (0..series.len()).collect();
+    order.sort_unstable_by_key(|&i| series[i].0);
+    let mut answers: Vec<Option<SeriesResult>> = (0..series.len()).map(|_| None).collect();
+    for chunk in order.chunks(AGGREGATE_CHUNK) {
+        let ids: Vec<u64> = chunk.iter().map(|&i| series[i].0).collect();
+        for (&i, hours) in chunk.iter().zip(store.read_hours(&ids, start, end)?) {
+            answers[i] = aggregate(&series[i].1, hours, start, end, step, agg)?;
         }
     }
-    Ok(out)
+    Ok(answers.into_iter().flatten().collect())
+}
+
+/// Series read at once by [`read_aggregated`]: 16 blocks' worth.
+const AGGREGATE_CHUNK: usize = 1024;
+
+/// One series' hours folded into `step` buckets; `None` when nothing falls in `[start, end]`.
+fn aggregate(
+    key: &SeriesKey,
+    hours: Vec<(i64, HourData)>,
+    start: i64,
+    end: i64,
+    step: i64,
+    agg: Agg,
+) -> Result<Option<SeriesResult>> {
+    let bucket_of = |ts: i64| ts - ts.rem_euclid(step);
+    let mut accs: Vec<(i64, Acc)> = Vec::new();
+    let mut add = |bucket: i64, acc: Acc| match accs.last_mut() {
+        Some((b, a)) if *b == bucket => a.merge(&acc),
+        _ => accs.push((bucket, acc)),
+    };
+    for (hour, data) in hours {
+        let whole = step % HOUR_MS == 0 && hour >= start && hour + HOUR_MS - 1 <= end;
+        let points = match data {
+            HourData::Sealed(bytes) if whole => {
+                let h = codec::header(&bytes)?;
+                let acc = Acc {
+                    count: h.count as u64,
+                    sum: h.sum,
+                    min: h.min,
+                    max: h.max,
+                    first: (h.first_ts, h.first),
+                    last: (h.last_ts, h.last),
+                };
+                add(bucket_of(hour), acc);
+                continue;
+            }
+            HourData::Sealed(bytes) => codec::decode(&bytes)?,
+            HourData::Points(p) => p,
+        };
+        for p in points.into_iter().filter(|p| p.0 >= start && p.0 <= end) {
+            add(bucket_of(p.0), Acc::point(p));
+        }
+    }
+    if accs.is_empty() {
+        return Ok(None);
+    }
+    let points = accs.iter().map(|(b, a)| (*b, a.value(agg))).collect();
+    Ok(Some(SeriesResult::new(key, points)))
 }
 
 #[cfg(test)]

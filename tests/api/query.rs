@@ -171,3 +171,26 @@ async fn export_is_importable_elsewhere() {
     let q = format!("query=exp_v&{range}");
     assert_eq!(a.points(&q).await, b.points(&q).await);
 }
+
+/// More series than one aggregation chunk (1,024), created in the reverse of key order (so ids
+/// and keys disagree), half of them sealed: every series answers once, in key order, with its
+/// own values.
+#[tokio::test]
+async fn aggregates_over_many_series_answer_each_once_in_key_order() {
+    let s = TestServer::start();
+    let t = base_ms();
+    let n = 1500;
+    let lines: String = (0..n).rev().map(|i| format!("many,s=k{i:04} v={i} {t}\n")).collect();
+    assert_eq!(s.post("/write?precision=ms", lines).await.status(), 204);
+    s.seal();
+    let later: String =
+        (0..n).step_by(2).map(|i| format!("many,s=k{i:04} v={} {}\n", i + 1, t + 60_000)).collect();
+    assert_eq!(s.post("/write?precision=ms", later).await.status(), 204);
+    let got = s.points(&format!("query=many_v&start={t}&end={}&step=1h&agg=sum", t + 3_599_999)).await;
+    assert_eq!(got.len(), n);
+    for (i, (labels, points)) in got.iter().enumerate() {
+        assert_eq!(labels["s"], format!("k{i:04}"), "key order");
+        let want = if i % 2 == 0 { (2 * i + 1) as f64 } else { i as f64 };
+        assert_eq!(points, &vec![(t, want)], "series {i}");
+    }
+}
