@@ -110,6 +110,9 @@ impl Store {
     /// wait for it. While a reopen is under way this waits for it (at most [`REOPEN_WAIT`]);
     /// after a failed one it is `Unavailable` at once.
     pub fn db(&self) -> Result<Arc<Database>> {
+        if let Some(db) = self.db.read().clone() {
+            return Ok(db);
+        }
         let deadline = Instant::now() + REOPEN_WAIT;
         loop {
             if let Some(db) = self.db.read().clone() {
@@ -127,7 +130,7 @@ impl Store {
     /// Closes the database and opens it again; `rebuild` refreshes what is kept in memory from
     /// the reopened file before readers get it. After an I/O error (a full disk) redb fails every
     /// later call, reads included, until the file is reopened; the writer calls this (see
-    /// `writer::fault`). Readers are answered `Unavailable` meanwhile. Waits, bounded, for
+    /// `writer::fault`). Readers wait for it meanwhile (see [`Store::db`]). Waits, bounded, for
     /// handles readers still hold: closing invalidates their transactions, but the file lock
     /// goes only with the last handle. On error the database stays closed; call again.
     pub fn reopen(&self, rebuild: impl FnOnce(&Database) -> Result<()>) -> Result<()> {
