@@ -47,28 +47,33 @@ pub(crate) fn spawn_with(dir: &std::path::Path, envs: &[(&str, String)]) -> Proc
     Proc { child, base }
 }
 
-/// A minimal blocking HTTP/1.1 client: status code, or `None` when the connection fails or
-/// breaks (the server died). No runtime, so killing the server mid-request is simple.
-fn post(base: &str, path: &str, body: String) -> Option<u16> {
+/// A minimal blocking HTTP/1.1 exchange (`Connection: close`): the whole response, or `None`
+/// when the connection fails or breaks (the server died). No runtime, so killing the server
+/// mid-request is simple. `headers` are extra header lines, each ending in `\r\n`.
+pub(crate) fn exchange(base: &str, method: &str, path: &str, headers: &str, body: &str) -> Option<String> {
     let addr = base.trim_start_matches("http://");
     let mut s = std::net::TcpStream::connect(addr).ok()?;
     let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     s.write_all(req.as_bytes()).ok()?;
     let mut resp = String::new();
     s.read_to_string(&mut resp).ok()?;
+    Some(resp)
+}
+
+/// The status code of a response `exchange` returned.
+pub(crate) fn status_of(resp: &str) -> Option<u16> {
     resp.split_whitespace().nth(1)?.parse().ok()
 }
 
+fn post(base: &str, path: &str, body: String) -> Option<u16> {
+    status_of(&exchange(base, "POST", path, "", &body)?)
+}
+
 pub(crate) fn get(base: &str, path: &str) -> Option<String> {
-    let addr = base.trim_start_matches("http://");
-    let mut s = std::net::TcpStream::connect(addr).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).ok()?;
-    Some(resp.split("\r\n\r\n").nth(1)?.to_owned())
+    Some(exchange(base, "GET", path, "", "")?.split("\r\n\r\n").nth(1)?.to_owned())
 }
 
 pub(crate) fn series_points(base: &str, name: &str, start: i64, end: i64) -> Vec<(i64, f64)> {

@@ -2,26 +2,16 @@
 //! the database file cannot grow. Writes are refused with 507, nothing acknowledged is lost,
 //! reads keep working, and writes are taken again by themselves once there is room.
 
-use crate::crash::{get, series_points, spawn_with};
-use std::io::{Read, Write};
+use crate::crash::{exchange, get, series_points, spawn_with, status_of};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Status and the whole response (headers and body) of a POST; a body starting with `{` is
 /// sent as JSON.
 fn post_raw(base: &str, path: &str, body: &str) -> (u16, String) {
-    let addr = base.trim_start_matches("http://");
-    let mut s = std::net::TcpStream::connect(addr).expect("connect");
     let json = if body.starts_with('{') { "Content-Type: application/json\r\n" } else { "" };
-    let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\n{json}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).expect("send");
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).expect("read");
-    let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).expect("status line");
-    (status, resp)
+    let resp = exchange(base, "POST", path, json, body).expect("the server answers");
+    (status_of(&resp).expect("status line"), resp)
 }
 
 /// Sets the soft RLIMIT_FSIZE of process `pid`, keeping its hard limit.
