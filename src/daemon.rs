@@ -14,9 +14,14 @@ use crate::monitor::Monitor;
 use crate::sampler::{Sampler, SamplerHandle, Sources};
 use crate::store::Store;
 use crate::writer::WriterHandle;
-use actix_service::IntoServiceFactory;
-use actix_web::{App, HttpServer, dev::ServerHandle};
+use actix_http::error::DispatchError;
+use actix_server::GracefulShutdownSignal;
+use actix_service::{IntoServiceFactory, ServiceFactory, ServiceFactoryExt};
+use actix_web::App;
+use actix_web::dev::{AppConfig, ServerHandle};
+use actix_web::rt::net::TcpStream;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -146,24 +151,16 @@ fn start_http(
     let join = std::thread::Builder::new().name("perfd-http".into()).spawn(move || {
         let system = actix_web::rt::System::new();
         let result = system.block_on(async move {
-            let fast_state = state.clone();
-            let routes = api::configure(state);
-            let server = HttpServer::new(move || api::FastCache {
-                app: App::new()
-                    .wrap(actix_web::middleware::from_fn(api::guard_and_time))
-                    .configure(routes.clone())
-                    .into_factory(),
-                state: fast_state.clone(),
-            })
-            .workers(workers)
-            .max_connections(max_connections)
-            // Answers go out at once; request/response traffic gains nothing from Nagle.
-            .tcp_nodelay(true)
-            .on_connect(api::on_connect)
-            .disable_signals()
-            .shutdown_timeout(10)
-            .client_request_timeout(Duration::from_secs(30))
-            .listen(listener);
+            let builder = actix_server::Server::build()
+                .workers(workers)
+                .max_concurrent_connections(max_connections)
+                .disable_signals()
+                .shutdown_timeout(10);
+            let shutdown = builder.graceful_shutdown_signal();
+            let routes = api::configure(state.clone());
+            let server = builder.listen("perfd-http", listener, move || {
+                connection_service(state.clone(), routes.clone(), shutdown.clone())
+            });
             let server = match server {
                 Ok(s) => s.run(),
                 Err(e) => {
@@ -183,6 +180,44 @@ fn start_http(
         .map_err(|_| Error::Internal("http thread ended before starting".into()))?
         .map_err(Error::Io)?;
     Ok((handle, join))
+}
+
+/// Between requests on a connection, and for the first request or a begun head.
+const KEEP_ALIVE: Duration = Duration::from_secs(5);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One actix worker's connection service: each connection starts on the hit path
+/// (`api::HitPath`), which hands it to actix-http (the App behind `api::FastCache`) at its first
+/// request that is not a hit. actix-http is configured as `HttpServer` would configure it.
+fn connection_service(
+    state: AppState,
+    routes: impl FnOnce(&mut actix_web::web::ServiceConfig) + 'static,
+    shutdown: GracefulShutdownSignal,
+) -> impl ServiceFactory<TcpStream, Config = (), Response = (), Error = DispatchError, InitError = ()> {
+    let app =
+        App::new().wrap(actix_web::middleware::from_fn(api::guard_and_time)).configure(routes).into_factory();
+    let fast = api::FastCache { app, state: state.clone() }.map_err(|e| e.error_response());
+    let signal = shutdown.clone();
+    let h1 = actix_http::HttpService::build()
+        .keep_alive(KEEP_ALIVE)
+        .client_request_timeout(REQUEST_TIMEOUT)
+        .client_disconnect_timeout(Duration::from_secs(1))
+        .h1_allow_half_closed(true)
+        .graceful_shutdown_signal(move || {
+            let signal = signal.clone();
+            async move { signal.notified().await }
+        })
+        .on_connect_ext(api::on_connect)
+        // Nothing reads the App's host or address (`connection_info`, `url_for`).
+        .h1(actix_service::map_config(fast, |()| AppConfig::default()));
+    let hits = Rc::new(api::HitPath::new(state, KEEP_ALIVE, REQUEST_TIMEOUT, shutdown));
+    actix_service::fn_factory(move || {
+        let (h1, hits) = (h1.new_service(()), hits.clone());
+        async move {
+            let h1 = Rc::new(h1.await.map_err(|e| log::error!("http worker did not start: {e:?}"))?);
+            Ok(actix_service::fn_service(move |io: TcpStream| hits.clone().serve(io, h1.clone())))
+        }
+    })
 }
 
 /// `perfd-sweeper`: drops expired L1 entries every `interval`; stops when its sender drops.

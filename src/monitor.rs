@@ -6,6 +6,7 @@ use hdrhistogram::Histogram;
 use parking_lot::Mutex;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 /// Width of one bucket of the in-memory history.
@@ -114,6 +115,18 @@ fn occupied(slots: &Slots) -> impl Iterator<Item = (usize, &RouteStats)> {
 #[derive(Default)]
 pub struct Monitor {
     inner: Mutex<Inner>,
+    /// What became of accepted connections (`api::HitPath`), for `/metrics`.
+    pub connections: Connections,
+}
+
+/// Counters of the connection-level hit path.
+#[derive(Default)]
+pub struct Connections {
+    pub accepted: AtomicU64,
+    /// Connections the hit path gave to actix-http (their first request that was not a hit).
+    pub handed_over: AtomicU64,
+    /// Hits answered by the hit path itself.
+    pub hit_path_answers: AtomicU64,
 }
 
 /// One endpoint's figures over a window.

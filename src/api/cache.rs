@@ -220,6 +220,10 @@ pub async fn warm(state: web::Data<AppState>, body: web::Json<WarmBody>) -> Resu
         if e.ttl == Some(0) {
             return Err(at("ttl must be positive".into()).into());
         }
+        // It is sent back as a header: a value that cannot be one would break every later GET.
+        if e.content_type.as_deref().is_some_and(|ct| header::HeaderValue::from_str(ct).is_err()) {
+            return Err(at("content_type must be printable ASCII (a header value)".into()).into());
+        }
         ready.push((e, value));
     }
     for (e, value) in ready {

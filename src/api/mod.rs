@@ -7,6 +7,7 @@ mod cache;
 pub mod error;
 mod executions;
 mod fast;
+mod hitpath;
 mod ingest;
 mod metrics;
 mod mget;
@@ -16,6 +17,7 @@ mod prometheus;
 mod query;
 
 pub use fast::FastCache;
+pub use hitpath::{Handed, HitPath};
 pub use peer::on_connect;
 
 use crate::config::Config;

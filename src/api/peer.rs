@@ -1,12 +1,12 @@
 //! Whether the client of a waiting request (`?wait=`) is still connected. actix does not cancel
 //! a handler when its client goes away (actix-web #3462), so a long poll would otherwise run to
 //! its end for nobody, and could take a fill lease or an execution slot that nobody uses. Each
-//! connection's socket is duplicated when it is accepted (`on_connect`, one extra descriptor
-//! per connection), and [`client_gone`] peeks at it without blocking.
+//! connection's socket is duplicated when the hit path hands it to actix-http (`on_connect`, one
+//! extra descriptor per such connection; connections that only read hits need none), and
+//! [`client_gone`] peeks at it without blocking.
 
 use actix_web::HttpRequest;
 use actix_web::dev::Extensions;
-use std::any::Any;
 use std::io::ErrorKind;
 use std::os::fd::AsFd;
 
@@ -16,11 +16,9 @@ pub const CHECK_EVERY: std::time::Duration = std::time::Duration::from_millis(20
 /// A duplicate of the connection's socket, kept in the connection's data.
 struct Peer(std::net::TcpStream);
 
-/// For `HttpServer::on_connect`.
-pub fn on_connect(conn: &dyn Any, data: &mut Extensions) {
-    if let Some(stream) = conn.downcast_ref::<actix_web::rt::net::TcpStream>()
-        && let Ok(fd) = stream.as_fd().try_clone_to_owned()
-    {
+/// For actix-http's `on_connect_ext`, when the hit path hands a connection over.
+pub fn on_connect(conn: &super::Handed, data: &mut Extensions) {
+    if let Ok(fd) = conn.stream.as_fd().try_clone_to_owned() {
         data.insert(Peer(std::net::TcpStream::from(fd)));
     }
 }

@@ -63,6 +63,13 @@ pub async fn get_metrics(state: web::Data<AppState>) -> HttpResponse {
         .collect();
     let help = "HTTP requests by route pattern, method and status class.";
     out.family("perfd_http_requests_total", "counter", help, &samples);
+    let c = &state.monitor.connections;
+    let count = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
+    out.counter("perfd_http_connections_total", "Connections accepted.", count(&c.accepted));
+    let help = "Connections moved from the hit path to actix-http (a request that was not a hit).";
+    out.counter("perfd_http_connections_handed_over_total", help, count(&c.handed_over));
+    let help = "Cache hits answered on the connection-level hit path (also in perfd_http_requests_total).";
+    out.counter("perfd_http_hit_path_answers_total", help, count(&c.hit_path_answers));
     host_families(&mut out, &state);
     HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(out.0)
 }

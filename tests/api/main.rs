@@ -8,6 +8,7 @@ mod disk_full;
 mod executions;
 mod flood;
 mod helpers;
+mod hitpath;
 mod ingest;
 mod observe;
 mod ops;

@@ -1,0 +1,359 @@
+//! The connection-level hit path: perfd's own read loop in front of actix-http, for the hottest
+//! request there is, a GET of a cached entry.
+//!
+//! Every accepted connection starts here. While each request on it is a plain
+//! `GET /api/v1/cache/{strategy}/{key}` that L1 holds, the loop answers it with what the App
+//! sends for a hit (`cache::hit_response`: status, `content-length`, `content-type`, `x-cache`,
+//! `cache-control`, `date`), counted in the same statistics and request timing. The
+//! first request that is anything else (a miss, a write, a query string, a body, HTTP/1.0,
+//! `Connection: close`, an unusual header or URI byte, a head that does not parse) hands the
+//! connection, with every byte read and not yet answered, to actix-http for the rest of its life.
+//! Pipelined hits before it are answered first, so answers keep their order. So the App still
+//! answers every request but hits, with all its limits, errors and timeouts.
+//!
+//! Why: actix-http builds a request and a response object for every hit (URI, header maps,
+//! extensions, encoder); that is most of a hit's user-space time, while the lookup itself is
+//! ~100 ns. Answering from the parsed head halves it, which is what decides whether wrk's p99
+//! matches Redis' (README, "Performance").
+
+use super::AppState;
+use super::cache::{ENTRY_ROUTE, percent_decoded, split_entry_path};
+use crate::cache::Entry;
+use crate::monitor::{Connections, RouteId};
+use actix_server::GracefulShutdownSignal;
+use actix_service::Service;
+use bytes::{Buf, BytesMut};
+use std::cell::RefCell;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+/// Bytes asked of the socket per read.
+const READ_SIZE: usize = 4096;
+/// A head longer than this goes to actix-http, which applies its own limits.
+const MAX_HEAD: usize = 8192;
+/// Headers a hit may carry; more go to actix-http.
+const MAX_HEADERS: usize = 32;
+/// Answer bytes gathered from pipelined hits before they are written.
+const MAX_BATCH: usize = 256 * 1024;
+
+/// One per actix worker.
+pub struct HitPath {
+    state: AppState,
+    entry_id: RouteId,
+    /// Between requests (actix-http's keep-alive).
+    keep_alive: Duration,
+    /// For the first request and for a head that has begun.
+    request_timeout: Duration,
+    shutdown: GracefulShutdownSignal,
+}
+
+/// A connection handed to actix-http: the bytes the hit path read but did not answer, then the
+/// socket.
+pub struct Handed {
+    unread: BytesMut,
+    pub(super) stream: TcpStream,
+}
+
+/// What the head at the start of the buffer is.
+#[derive(Debug, PartialEq)]
+enum Step {
+    /// Answered; the head was this many bytes.
+    Hit(usize),
+    /// Not complete yet.
+    Partial,
+    /// For actix-http.
+    Other,
+}
+
+impl HitPath {
+    pub fn new(
+        state: AppState,
+        keep_alive: Duration,
+        request_timeout: Duration,
+        shutdown: GracefulShutdownSignal,
+    ) -> Self {
+        let entry_id = state.monitor.route_id(ENTRY_ROUTE, "GET");
+        HitPath { state, entry_id, keep_alive, request_timeout, shutdown }
+    }
+
+    /// Serves one connection: hits here, then (if it comes to that) everything through `h1`.
+    pub async fn serve<H>(self: Rc<Self>, stream: TcpStream, h1: Rc<H>) -> Result<(), H::Error>
+    where
+        H: Service<(Handed, Option<SocketAddr>), Response = ()>,
+    {
+        // Answers go out at once; request/response traffic gains nothing from Nagle.
+        let _ = stream.set_nodelay(true);
+        let peer = stream.peer_addr().ok();
+        let counts = &self.state.monitor.connections;
+        counts.accepted.fetch_add(1, Ordering::Relaxed);
+        let mut conn =
+            Conn { stream, unread: BytesMut::with_capacity(READ_SIZE), answers: Vec::new(), unsent: 0 };
+        let mut shutdown = std::pin::pin!(self.shutdown.notified());
+        // Reset for each wait: extending a pending timer's deadline does not touch the wheel.
+        let mut timer = std::pin::pin!(tokio::time::sleep(self.request_timeout));
+        let mut idle = false; // the first request gets the request timeout
+        loop {
+            let wait = if idle { self.keep_alive } else { self.request_timeout };
+            match conn.fill(timer.as_mut(), wait, shutdown.as_mut(), idle).await {
+                Fill::Read => {}
+                Fill::Closed => return Ok(()),
+                // A head that does not end: actix-http answers it (408).
+                Fill::Stalled => break,
+            }
+            let handing_over = loop {
+                match self.answer_buffered(&mut conn) {
+                    Buffered::Partial => break false,
+                    // Pipelined hits: send these before answering the rest.
+                    Buffered::Full => {
+                        if conn.send(counts).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                    Buffered::Other => break true,
+                }
+            };
+            if conn.send(counts).await.is_err() {
+                return Ok(());
+            }
+            if handing_over {
+                break;
+            }
+            idle = conn.unread.is_empty();
+        }
+        counts.handed_over.fetch_add(1, Ordering::Relaxed);
+        h1.call((Handed { unread: conn.unread, stream: conn.stream }, peer)).await
+    }
+
+    /// Answers the complete heads at the start of the buffer while they are hits, until the
+    /// answers reach [`MAX_BATCH`].
+    fn answer_buffered(&self, conn: &mut Conn) -> Buffered {
+        while conn.answers.len() < MAX_BATCH {
+            match self.step(&conn.unread, &mut conn.answers) {
+                Step::Hit(len) => {
+                    conn.unread.advance(len);
+                    conn.unsent += 1;
+                }
+                Step::Partial if conn.unread.len() > MAX_HEAD => return Buffered::Other,
+                Step::Partial => return Buffered::Partial,
+                Step::Other => return Buffered::Other,
+            }
+        }
+        Buffered::Full
+    }
+
+    /// Answers the head at the start of `input` into `answers` if it is a hit.
+    fn step(&self, input: &[u8], answers: &mut Vec<u8>) -> Step {
+        let started = Instant::now();
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut headers);
+        let head_len = match req.parse(input) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) => return Step::Partial,
+            Err(_) => return Step::Other,
+        };
+        if req.method != Some("GET") || req.version != Some(1) || !plain_headers(req.headers) {
+            return Step::Other;
+        }
+        let Some((strategy, key)) =
+            req.path.filter(|p| p.bytes().all(plain_path_byte)).and_then(split_entry_path)
+        else {
+            return Step::Other;
+        };
+        let (Ok(strategy), Ok(key)) = (percent_decoded(strategy), percent_decoded(key)) else {
+            return Step::Other;
+        };
+        let now_ms = crate::model::now_ms();
+        let Some(entry) = self.state.cache.get_l1_hit(&strategy, &key, now_ms) else {
+            return Step::Other;
+        };
+        write_hit(answers, &entry, now_ms);
+        self.state.monitor.record_id(self.entry_id, 200, started.elapsed(), now_ms);
+        Step::Hit(head_len)
+    }
+}
+
+/// A connection on the hit path.
+struct Conn {
+    stream: TcpStream,
+    /// Read, not yet answered.
+    unread: BytesMut,
+    /// Answered, not yet written.
+    answers: Vec<u8>,
+    /// Hits in `answers`.
+    unsent: u64,
+}
+
+enum Fill {
+    Read,
+    /// By the client, an error, the keep-alive or request timeout with nothing buffered, or a
+    /// graceful shutdown while idle.
+    Closed,
+    /// The request timeout passed inside a head.
+    Stalled,
+}
+
+enum Buffered {
+    /// What is left is the start of a head.
+    Partial,
+    /// [`MAX_BATCH`] bytes of answers are waiting.
+    Full,
+    /// The next head is for actix-http.
+    Other,
+}
+
+impl Conn {
+    /// Reads what the client sent next, waiting at most `wait`.
+    async fn fill(
+        &mut self,
+        mut timer: Pin<&mut tokio::time::Sleep>,
+        wait: Duration,
+        mut shutdown: Pin<&mut impl Future<Output = ()>>,
+        idle: bool,
+    ) -> Fill {
+        timer.as_mut().reset(tokio::time::Instant::now() + wait);
+        self.unread.reserve(READ_SIZE);
+        let read = tokio::select! {
+            biased;
+            read = self.stream.read_buf(&mut self.unread) => Some(read),
+            () = &mut timer => None,
+            // Once it fired, `serve` ends: the signal is never polled again.
+            () = &mut shutdown, if idle => return Fill::Closed,
+        };
+        match read {
+            Some(Ok(0) | Err(_)) => Fill::Closed,
+            Some(Ok(_)) => Fill::Read,
+            None if self.unread.is_empty() => Fill::Closed,
+            None => Fill::Stalled,
+        }
+    }
+
+    /// Writes the waiting answers.
+    async fn send(&mut self, counts: &Connections) -> io::Result<()> {
+        if self.unsent == 0 {
+            return Ok(());
+        }
+        counts.hit_path_answers.fetch_add(std::mem::take(&mut self.unsent), Ordering::Relaxed);
+        self.stream.write_all(&self.answers).await?;
+        self.answers.clear();
+        if self.answers.capacity() > MAX_BATCH {
+            self.answers = Vec::new(); // a burst of large answers: not kept for the connection's life
+        }
+        Ok(())
+    }
+}
+
+/// Headers a hit may carry: exactly one `Host` (actix-http answers 400 otherwise, RFC 9112), and
+/// nothing about a body, an upgrade or an end to keep-alive.
+fn plain_headers(headers: &[httparse::Header<'_>]) -> bool {
+    let mut hosts = 0;
+    for h in headers {
+        let is = |name: &str| h.name.eq_ignore_ascii_case(name);
+        if is("host") {
+            hosts += 1;
+        } else if is("connection") {
+            if !h.value.eq_ignore_ascii_case(b"keep-alive") {
+                return false;
+            }
+        } else if is("content-length") || is("transfer-encoding") || is("expect") || is("upgrade") {
+            return false;
+        }
+    }
+    hosts == 1
+}
+
+/// RFC 3986 path characters (unreserved, sub-delims, `:`, `@`, `/`, `%`): no query, fragment or
+/// byte that actix-http's URI parser might read otherwise.
+fn plain_path_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(b, b'-' | b'.' | b'_' | b'~' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+')
+        || matches!(b, b',' | b';' | b'=' | b':' | b'@' | b'/' | b'%')
+}
+
+/// The App's answer to a hit (`cache::hit_response` through actix-http's encoder): the same
+/// status, headers and body (actix's header map has no fixed order); the API test
+/// `hits_on_the_hit_path_are_the_apps_answers` compares them.
+fn write_hit(out: &mut Vec<u8>, e: &Entry, now_ms: i64) {
+    let max_age = (e.ttl_ms(now_ms) + 999) / 1000;
+    let content_type = e.content_type.as_deref().filter(|ct| valid_header_value(ct));
+    let mut digits = itoa::Buffer::new();
+    out.extend_from_slice(b"HTTP/1.1 200 OK\r\ncontent-length: ");
+    out.extend_from_slice(digits.format(e.value.len()).as_bytes());
+    out.extend_from_slice(b"\r\ncontent-type: ");
+    out.extend_from_slice(content_type.unwrap_or("application/octet-stream").as_bytes());
+    out.extend_from_slice(b"\r\nx-cache: L1\r\ncache-control: max-age=");
+    out.extend_from_slice(digits.format(max_age).as_bytes());
+    out.extend_from_slice(b"\r\ndate: ");
+    http_date(now_ms, |date| out.extend_from_slice(date));
+    out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(&e.value);
+}
+
+/// What `HeaderValue::from_str` takes (the cache stores no other: see `cache::warm`).
+fn valid_header_value(v: &str) -> bool {
+    v.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
+}
+
+/// The IMF-fixdate of `now_ms`, formatted once a second per thread.
+fn http_date(now_ms: i64, f: impl FnOnce(&[u8])) {
+    thread_local!(static DATE: RefCell<(i64, String)> = const { RefCell::new((i64::MIN, String::new())) });
+    let second = now_ms.div_euclid(1000);
+    DATE.with_borrow_mut(|(at, text)| {
+        if *at != second {
+            let time = std::time::UNIX_EPOCH + Duration::from_secs(second.max(0) as u64);
+            *text = httpdate::fmt_http_date(time);
+            *at = second;
+        }
+        f(text.as_bytes())
+    })
+}
+
+impl AsyncRead for Handed {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.unread.is_empty() {
+            return Pin::new(&mut this.stream).poll_read(cx, buf);
+        }
+        let n = this.unread.len().min(buf.remaining());
+        buf.put_slice(&this.unread[..n]);
+        this.unread.advance(n);
+        if this.unread.is_empty() {
+            // The connection may live for hours; its buffer goes now.
+            this.unread = BytesMut::new();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Handed {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}

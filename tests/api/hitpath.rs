@@ -1,0 +1,232 @@
+//! The connection-level hit path (`src/api/hitpath.rs`) over raw sockets: its answers are the
+//! App's (status, headers and body); pipelining, split heads and the hand-over to actix-http keep order and
+//! lose no byte; timeouts and a graceful stop close idle connections.
+
+use crate::helpers::TestServer;
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+/// A raw HTTP/1.1 connection that reads answers one at a time (by `content-length`).
+struct Raw {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Raw {
+    fn connect(s: &TestServer) -> Raw {
+        let stream = TcpStream::connect(s.daemon().addr).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+        stream.set_nodelay(true).expect("nodelay");
+        Raw { stream, buf: Vec::new() }
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("send");
+    }
+
+    /// The next whole answer, or `None` once the server closed the connection.
+    fn answer(&mut self) -> Option<String> {
+        self.answer_with(true)
+    }
+
+    /// The next answer; `with_body: false` for a HEAD's, which has `content-length` but no body.
+    fn answer_with(&mut self, with_body: bool) -> Option<String> {
+        loop {
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8(self.buf[..end].to_vec()).expect("ascii head");
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length: ")?.parse().ok())
+                    .filter(|_| with_body)
+                    .unwrap_or(0);
+                if self.buf.len() >= end + 4 + len {
+                    let answer: Vec<u8> = self.buf.drain(..end + 4 + len).collect();
+                    return Some(String::from_utf8(answer).expect("utf-8 answer"));
+                }
+            }
+            let mut chunk = [0u8; 8192];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => return None,
+                Err(e) => panic!("reading an answer: {e}"),
+            }
+        }
+    }
+
+    /// True when the server closes the connection before `within` passes.
+    fn closed_within(&mut self, within: Duration) -> bool {
+        self.stream.set_read_timeout(Some(within)).expect("timeout");
+        match self.stream.read(&mut [0u8; 64]) {
+            Ok(n) => n == 0,
+            Err(e) => e.kind() == ErrorKind::ConnectionReset,
+        }
+    }
+}
+
+fn get(path: &str, extra: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: perfd\r\n{extra}\r\n")
+}
+
+fn status(answer: &str) -> &str {
+    answer.split(' ').nth(1).expect("status")
+}
+
+fn body(answer: &str) -> &str {
+    answer.split_once("\r\n\r\n").expect("head").1
+}
+
+async fn put(s: &TestServer, path: &str, value: &str, content_type: &str) {
+    let r = s.client.put(s.url(path)).header("content-type", content_type).body(value.to_owned());
+    assert_eq!(r.send().await.expect("put").status(), 204, "{path}");
+}
+
+/// A `/metrics` counter.
+async fn counter(s: &TestServer, name: &str) -> f64 {
+    let text = s.client.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let line = text.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+/// Status line, header lines in order of name, body. The date and the remaining TTL differ with
+/// the second the answer was made; the order of headers differs between actix's header maps.
+fn normalized(answer: &str) -> (String, Vec<String>, String) {
+    let (head, body) = answer.split_once("\r\n\r\n").expect("head");
+    let mut lines = head.split("\r\n");
+    let status = lines.next().expect("status line").to_owned();
+    let mut headers: Vec<String> = lines
+        .map(|l| if l.starts_with("date: ") { "date: -" } else { l })
+        .map(|l| if l.starts_with("cache-control: max-age=") { "cache-control: -" } else { l })
+        .map(str::to_owned)
+        .collect();
+    headers.sort();
+    (status, headers, body.to_owned())
+}
+
+#[tokio::test]
+async fn hits_on_the_hit_path_are_the_apps_answers() {
+    let s = TestServer::start();
+    put(&s, "/api/v1/cache/llm_response/a%20b", "hello", "text/plain; charset=utf-8").await;
+    put(&s, "/api/v1/cache/crew_config/plain", "x", "application/octet-stream").await;
+    let hits_before = counter(&s, "perfd_http_hit_path_answers_total").await;
+    // A miss first: actix-http owns this connection from then on.
+    let mut app = Raw::connect(&s);
+    app.send(get("/api/v1/cache/llm_response/missing", "").as_bytes());
+    assert_eq!(status(&app.answer().unwrap()), "404");
+    let mut fast = Raw::connect(&s);
+    for path in ["/api/v1/cache/llm_response/a%20b", "/api/v1/cache/crew_config/plain"] {
+        app.send(get(path, "Accept: */*\r\n").as_bytes());
+        fast.send(get(path, "Accept: */*\r\n").as_bytes());
+        let (by_app, by_hit_path) = (app.answer().unwrap(), fast.answer().unwrap());
+        assert_eq!(normalized(&by_hit_path), normalized(&by_app), "{path}");
+        assert!(by_hit_path.starts_with("HTTP/1.1 200 OK\r\n"), "{by_hit_path}");
+        assert!(by_hit_path.contains("\r\nx-cache: L1\r\n"), "{by_hit_path}");
+        let date = by_hit_path.lines().find(|l| l.starts_with("date: ")).expect("a date");
+        assert!(
+            date.ends_with(" GMT") && date.len() == "date: Fri, 27 Nov 2026 12:00:00 GMT".len(),
+            "{date}"
+        );
+    }
+    assert_eq!(body(&fast.answer_of(&get("/api/v1/cache/llm_response/a%20b", ""))), "hello");
+    assert_eq!(counter(&s, "perfd_http_hit_path_answers_total").await - hits_before, 3.0);
+    // Every hit is counted once, whichever path answered it.
+    let (_, m) = s.get_json("/api/v1/metrics/cache").await;
+    let hits = |strategy: &str| m["cache_statistics"]["strategies"][strategy]["l1_hits"].as_u64();
+    assert_eq!((hits("llm_response"), hits("crew_config")), (Some(3), Some(2)), "{m}");
+    let (_, p) = s.get_json("/api/v1/metrics/performance?window=10m").await;
+    let gets: u64 = p["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["route"] == "/api/v1/cache/{strategy}/{key}" && e["method"] == "GET")
+        .map(|e| e["requests"].as_u64().unwrap())
+        .sum();
+    assert_eq!(gets, 6, "5 hits and the miss are timed: {p}");
+}
+
+impl Raw {
+    fn answer_of(&mut self, request: &str) -> String {
+        self.send(request.as_bytes());
+        self.answer().expect("an answer")
+    }
+}
+
+#[tokio::test]
+async fn pipelined_hits_then_other_requests_answer_in_order() {
+    let s = TestServer::start();
+    put(&s, "/api/v1/cache/crew_config/one", "1", "text/plain").await;
+    put(&s, "/api/v1/cache/crew_config/two", "22", "text/plain").await;
+    let handed_before = counter(&s, "perfd_http_connections_handed_over_total").await;
+    let mut c = Raw::connect(&s);
+    let mut burst = get("/api/v1/cache/crew_config/one", "") + &get("/api/v1/cache/crew_config/two", "");
+    burst += "PUT /api/v1/cache/crew_config/three HTTP/1.1\r\nHost: perfd\r\nContent-Length: 3\r\n\r\n333";
+    burst += &get("/api/v1/cache/crew_config/three", "");
+    burst += &get("/api/v1/cache/crew_config/one", "Connection: close\r\n");
+    c.send(burst.as_bytes());
+    let answers: Vec<String> = std::iter::from_fn(|| c.answer()).collect();
+    let seen: Vec<(&str, &str)> = answers.iter().map(|a| (status(a), body(a))).collect();
+    assert_eq!(seen, [("200", "1"), ("200", "22"), ("204", ""), ("200", "333"), ("200", "1")], "{answers:?}");
+    assert_eq!(counter(&s, "perfd_http_connections_handed_over_total").await - handed_before, 1.0);
+
+    // A head that arrives a few bytes at a time, then many pipelined hits in one write.
+    let mut c = Raw::connect(&s);
+    for piece in get("/api/v1/cache/crew_config/two", "").as_bytes().chunks(7) {
+        c.send(piece);
+    }
+    assert_eq!(body(&c.answer().unwrap()), "22");
+    c.send(get("/api/v1/cache/crew_config/one", "").repeat(500).as_bytes());
+    for i in 0..500 {
+        assert_eq!(body(&c.answer().unwrap_or_else(|| panic!("answer {i}"))), "1");
+    }
+}
+
+/// What the hit path does not answer reaches the App with every byte, and gets the App's answer.
+#[tokio::test]
+async fn requests_the_hit_path_leaves_to_actix_get_the_apps_answers() {
+    let s = TestServer::start();
+    put(&s, "/api/v1/cache/crew_config/k", "v", "text/plain").await;
+    let hit = "/api/v1/cache/crew_config/k";
+    let cases: Vec<(String, &str, &str)> = vec![
+        (format!("GET {hit} HTTP/1.0\r\n\r\n"), "200", "v"),
+        (get(&format!("{hit}?wait=1s"), ""), "200", "v"),
+        (format!("HEAD {hit} HTTP/1.1\r\nHost: perfd\r\n\r\n"), "200", ""),
+        // HTTP/1.1 needs exactly one Host (RFC 9112); actix-http refuses others with a 400.
+        (format!("GET {hit} HTTP/1.1\r\n\r\n"), "400", ""),
+        (get(hit, "Host: again\r\n"), "400", ""),
+        (get(hit, "Content-Length: 0\r\n"), "200", "v"),
+        (get(hit, &format!("X-Pad: {}\r\n", "p".repeat(9000))), "200", "v"),
+        (get("/api/v1/cache/crew_config/%FF", ""), "400", ""),
+        (get("/api/v1/cache/nope/k", ""), "404", ""),
+        ("DELETE /api/v1/cache/crew_config/gone HTTP/1.1\r\nHost: perfd\r\n\r\n".into(), "200", ""),
+    ];
+    for (request, want_status, want_body) in cases {
+        let mut c = Raw::connect(&s);
+        c.send(request.as_bytes());
+        let answer = c.answer_with(!request.starts_with("HEAD")).expect("an answer");
+        assert_eq!(status(&answer), want_status, "{request:.80}: {answer}");
+        if want_status == "200" && !want_body.is_empty() {
+            assert_eq!(body(&answer), want_body, "{request:.80}");
+        }
+    }
+    // Not HTTP at all: actix-http's 400.
+    let mut c = Raw::connect(&s);
+    assert_eq!(status(&c.answer_of("NOT HTTP\r\n\r\n")), "400");
+}
+
+#[tokio::test]
+async fn idle_connections_close_after_keep_alive_and_at_a_graceful_stop() {
+    let mut s = TestServer::start();
+    put(&s, "/api/v1/cache/crew_config/k", "v", "text/plain").await;
+    let mut idle = Raw::connect(&s);
+    assert_eq!(body(&idle.answer_of(&get("/api/v1/cache/crew_config/k", ""))), "v");
+    assert!(idle.closed_within(Duration::from_secs(15)), "keep-alive (5 s) closes an idle connection");
+
+    let mut idle = Raw::connect(&s);
+    assert_eq!(body(&idle.answer_of(&get("/api/v1/cache/crew_config/k", ""))), "v");
+    let started = Instant::now();
+    s.stop();
+    // Without the graceful signal the stop waits for the 5 s keep-alive.
+    assert!(started.elapsed() < Duration::from_secs(4), "stop took {:?}", started.elapsed());
+    assert!(idle.closed_within(Duration::from_secs(1)));
+}
