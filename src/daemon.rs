@@ -182,10 +182,6 @@ fn start_http(
     Ok((handle, join))
 }
 
-/// Between requests on a connection, and for the first request or a begun head.
-const KEEP_ALIVE: Duration = Duration::from_secs(5);
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// One actix worker's connection service: each connection starts on the hit path
 /// (`api::HitPath`), which hands it to actix-http (the App behind `api::FastCache`) at its first
 /// request that is not a hit. actix-http is configured as `HttpServer` would configure it.
@@ -198,9 +194,10 @@ fn connection_service(
         App::new().wrap(actix_web::middleware::from_fn(api::guard_and_time)).configure(routes).into_factory();
     let fast = api::FastCache { app, state: state.clone() }.map_err(|e| e.error_response());
     let signal = shutdown.clone();
+    let (keep_alive, request_timeout) = (state.config.http.keep_alive, state.config.http.request_timeout);
     let h1 = actix_http::HttpService::build()
-        .keep_alive(KEEP_ALIVE)
-        .client_request_timeout(REQUEST_TIMEOUT)
+        .keep_alive(keep_alive)
+        .client_request_timeout(request_timeout)
         .client_disconnect_timeout(Duration::from_secs(1))
         .h1_allow_half_closed(true)
         .graceful_shutdown_signal(move || {
@@ -210,7 +207,7 @@ fn connection_service(
         .on_connect_ext(api::on_connect)
         // Nothing reads the App's host or address (`connection_info`, `url_for`).
         .h1(actix_service::map_config(fast, |()| AppConfig::default()));
-    let hits = Rc::new(api::HitPath::new(state, KEEP_ALIVE, REQUEST_TIMEOUT, shutdown));
+    let hits = Rc::new(api::HitPath::new(state, keep_alive, request_timeout, shutdown));
     actix_service::fn_factory(move || {
         let (h1, hits) = (h1.new_service(()), hits.clone());
         async move {

@@ -8,6 +8,8 @@
 //! first request that is anything else (a miss, a write, a query string, a body, HTTP/1.0,
 //! `Connection: close`, an unusual header or URI byte, a head that does not parse) hands the
 //! connection, with every byte read and not yet answered, to actix-http for the rest of its life.
+//! Its timeouts are actix-http's: `http.keep_alive` between requests, `http.request_timeout` for
+//! a head (then 408) and, here only, for a client to take its answers.
 //! Pipelined hits before it are answered first, so answers keep their order. So the App still
 //! answers every request but hits, with all its limits, errors and timeouts.
 //!
@@ -34,6 +36,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::time::Sleep;
 
 /// Bytes asked of the socket per read.
 const READ_SIZE: usize = 4096;
@@ -50,7 +53,8 @@ pub struct HitPath {
     entry_id: RouteId,
     /// Between requests (actix-http's keep-alive).
     keep_alive: Duration,
-    /// For the first request and for a head that has begun.
+    /// For a head, from its first byte (the first head's from the connect), and for a client
+    /// to take an answer.
     request_timeout: Duration,
     shutdown: GracefulShutdownSignal,
 }
@@ -94,39 +98,54 @@ impl HitPath {
         let peer = stream.peer_addr().ok();
         let counts = &self.state.monitor.connections;
         counts.accepted.fetch_add(1, Ordering::Relaxed);
-        let mut conn =
-            Conn { stream, unread: BytesMut::with_capacity(READ_SIZE), answers: Vec::new(), unsent: 0 };
+        let mut conn = Conn {
+            stream,
+            unread: BytesMut::with_capacity(READ_SIZE),
+            answers: Vec::new(),
+            unsent: 0,
+            answered: 0,
+        };
         let mut shutdown = std::pin::pin!(self.shutdown.notified());
         // Reset for each wait: extending a pending timer's deadline does not touch the wheel.
         let mut timer = std::pin::pin!(tokio::time::sleep(self.request_timeout));
-        let mut idle = false; // the first request gets the request timeout
+        // The first head gets the request timeout from the connect, as in actix-http.
+        let (mut idle, mut deadline) = (false, Instant::now() + self.request_timeout);
         loop {
-            let wait = if idle { self.keep_alive } else { self.request_timeout };
-            match conn.fill(timer.as_mut(), wait, shutdown.as_mut(), idle).await {
+            match conn.fill(timer.as_mut(), deadline, shutdown.as_mut(), idle).await {
                 Fill::Read => {}
                 Fill::Closed => return Ok(()),
-                // A head that does not end: actix-http answers it (408).
-                Fill::Stalled => break,
+                Fill::Stalled => {
+                    conn.request_timed_out();
+                    return Ok(());
+                }
             }
+            let answered_before = conn.answered;
             let handing_over = loop {
                 match self.answer_buffered(&mut conn) {
                     Buffered::Partial => break false,
                     // Pipelined hits: send these before answering the rest.
                     Buffered::Full => {
-                        if conn.send(counts).await.is_err() {
+                        if conn.send(counts, timer.as_mut(), self.request_timeout).await.is_err() {
                             return Ok(());
                         }
                     }
                     Buffered::Other => break true,
                 }
             };
-            if conn.send(counts).await.is_err() {
+            if conn.send(counts, timer.as_mut(), self.request_timeout).await.is_err() {
                 return Ok(());
             }
             if handing_over {
                 break;
             }
+            // A head's time counts from its first byte, however slowly the rest comes.
+            let new_head = idle || conn.answered != answered_before;
             idle = conn.unread.is_empty();
+            if idle {
+                deadline = Instant::now() + self.keep_alive;
+            } else if new_head {
+                deadline = Instant::now() + self.request_timeout;
+            }
         }
         counts.handed_over.fetch_add(1, Ordering::Relaxed);
         h1.call((Handed { unread: conn.unread, stream: conn.stream }, peer)).await
@@ -140,6 +159,7 @@ impl HitPath {
                 Step::Hit(len) => {
                     conn.unread.advance(len);
                     conn.unsent += 1;
+                    conn.answered += 1;
                 }
                 Step::Partial if conn.unread.len() > MAX_HEAD => return Buffered::Other,
                 Step::Partial => return Buffered::Partial,
@@ -189,6 +209,8 @@ struct Conn {
     answers: Vec<u8>,
     /// Hits in `answers`.
     unsent: u64,
+    /// Hits answered on this connection.
+    answered: u64,
 }
 
 enum Fill {
@@ -196,7 +218,7 @@ enum Fill {
     /// By the client, an error, the keep-alive or request timeout with nothing buffered, or a
     /// graceful shutdown while idle.
     Closed,
-    /// The request timeout passed inside a head.
+    /// The request timeout passed inside a head (counted from its first byte).
     Stalled,
 }
 
@@ -210,15 +232,15 @@ enum Buffered {
 }
 
 impl Conn {
-    /// Reads what the client sent next, waiting at most `wait`.
+    /// Reads what the client sent next, waiting until `deadline` at most.
     async fn fill(
         &mut self,
-        mut timer: Pin<&mut tokio::time::Sleep>,
-        wait: Duration,
+        mut timer: Pin<&mut Sleep>,
+        deadline: Instant,
         mut shutdown: Pin<&mut impl Future<Output = ()>>,
         idle: bool,
     ) -> Fill {
-        timer.as_mut().reset(tokio::time::Instant::now() + wait);
+        timer.as_mut().reset(deadline.into());
         self.unread.reserve(READ_SIZE);
         let read = tokio::select! {
             biased;
@@ -235,21 +257,46 @@ impl Conn {
         }
     }
 
-    /// Writes the waiting answers.
-    async fn send(&mut self, counts: &Connections) -> io::Result<()> {
+    /// Writes the waiting answers; a client that takes more than `limit` to take them is an error.
+    async fn send(
+        &mut self,
+        counts: &Connections,
+        mut timer: Pin<&mut Sleep>,
+        limit: Duration,
+    ) -> io::Result<()> {
         if self.unsent == 0 {
             return Ok(());
         }
         counts.hit_path_answers.fetch_add(std::mem::take(&mut self.unsent), Ordering::Relaxed);
-        self.stream.write_all(&self.answers).await?;
+        // Almost always all at once, without a timer.
+        let sent = match self.stream.try_write(&self.answers) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(e) => return Err(e),
+        };
+        if sent < self.answers.len() {
+            timer.as_mut().reset(tokio::time::Instant::now() + limit);
+            tokio::select! {
+                written = self.stream.write_all(&self.answers[sent..]) => written?,
+                () = &mut timer => return Err(io::ErrorKind::TimedOut.into()),
+            }
+        }
         self.answers.clear();
         if self.answers.capacity() > MAX_BATCH {
             self.answers = Vec::new(); // a burst of large answers: not kept for the connection's life
         }
         Ok(())
     }
-}
 
+    /// actix-http's answer to a head that did not arrive in time (the connection then closes).
+    fn request_timed_out(&self) {
+        let mut answer =
+            b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\ndate: ".to_vec();
+        http_date(crate::model::now_ms(), |date| answer.extend_from_slice(date));
+        answer.extend_from_slice(b"\r\n\r\n");
+        let _ = self.stream.try_write(&answer); // best effort, as the connection closes anyway
+    }
+}
 /// Headers a hit may carry: exactly one `Host` (actix-http answers 400 otherwise, RFC 9112), and
 /// nothing about a body, an upgrade or an end to keep-alive.
 fn plain_headers(headers: &[httparse::Header<'_>]) -> bool {

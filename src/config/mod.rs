@@ -93,6 +93,10 @@ pub struct HttpConfig {
     pub workers: usize,
     /// Open connections each worker accepts; beyond it new connections wait in the backlog.
     pub max_connections: usize,
+    /// How long an idle connection is kept between requests.
+    pub keep_alive: Duration,
+    /// How long a client may take to send a request head (the first one counted from connect).
+    pub request_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -220,6 +224,20 @@ mod tests {
         let from_file = Config::load(&flags, env(&[])).unwrap();
         let defaults = Config::load(&Overrides::default(), env(&[])).unwrap();
         assert_eq!(format!("{from_file:?}"), format!("{defaults:?}"));
+    }
+
+    #[test]
+    fn http_timeouts_are_durations_of_at_least_100ms() {
+        let c = Config::load(&Overrides::default(), env(&[("PERFD_HTTP_KEEP_ALIVE", "90s")])).unwrap();
+        assert_eq!(
+            (c.http.keep_alive, c.http.request_timeout),
+            (Duration::from_secs(90), Duration::from_secs(30))
+        );
+        for bad in ["0s", "soon"] {
+            let e =
+                Config::load(&Overrides::default(), env(&[("PERFD_HTTP_REQUEST_TIMEOUT", bad)])).unwrap_err();
+            assert!(e.to_string().contains("http.request_timeout"), "{e}");
+        }
     }
 
     #[test]

@@ -88,6 +88,8 @@ struct RawHttp {
     max_body_bytes: Option<usize>,
     workers: Option<usize>,
     max_connections: Option<usize>,
+    keep_alive: Option<String>,
+    request_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -208,6 +210,13 @@ impl RawHttp {
             max_body_bytes: at_least("http.max_body_bytes", self.max_body_bytes.unwrap_or(32 << 20), 1024)?,
             workers: at_least("http.workers", self.workers.unwrap_or(2), 1)?,
             max_connections: at_least("http.max_connections", self.max_connections.unwrap_or(4096), 1)?,
+            keep_alive: duration_min("http.keep_alive", self.keep_alive, "5s", Duration::from_millis(100))?,
+            request_timeout: duration_min(
+                "http.request_timeout",
+                self.request_timeout,
+                "30s",
+                Duration::from_millis(100),
+            )?,
         })
     }
 }

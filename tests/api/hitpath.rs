@@ -215,13 +215,42 @@ async fn requests_the_hit_path_leaves_to_actix_get_the_apps_answers() {
 }
 
 #[tokio::test]
-async fn idle_connections_close_after_keep_alive_and_at_a_graceful_stop() {
-    let mut s = TestServer::start();
+async fn idle_and_slow_connections_are_closed_on_time() {
+    let s = TestServer::start_with(|c| {
+        c.http.keep_alive = Duration::from_millis(500);
+        c.http.request_timeout = Duration::from_secs(1);
+    });
     put(&s, "/api/v1/cache/crew_config/k", "v", "text/plain").await;
     let mut idle = Raw::connect(&s);
     assert_eq!(body(&idle.answer_of(&get("/api/v1/cache/crew_config/k", ""))), "v");
-    assert!(idle.closed_within(Duration::from_secs(15)), "keep-alive (5 s) closes an idle connection");
+    let answered = Instant::now();
+    assert!(idle.closed_within(Duration::from_secs(10)), "keep-alive closes an idle connection");
+    assert!(answered.elapsed() >= Duration::from_millis(400), "closed after {:?}", answered.elapsed());
 
+    // A head that stops coming: actix-http's 408, then the connection closes.
+    let mut slow = Raw::connect(&s);
+    slow.send(b"GET /api/v1/cache/crew_config/k HTTP/1.1\r\nHost: perfd\r\n");
+    assert_eq!(status(&slow.answer().expect("408")), "408");
+    assert!(slow.closed_within(Duration::from_secs(10)));
+
+    // A head that comes a line at a time has the request timeout from its first byte, not from
+    // its last: otherwise a line a second would hold a connection for hours.
+    let mut trickle = Raw::connect(&s);
+    trickle.send(b"GET /api/v1/cache/crew_config/k HTTP/1.1\r\nHost: perfd\r\n");
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(2500) && trickle.stream.write_all(b"X-A: b\r\n").is_ok() {
+        if trickle.closed_within(Duration::from_millis(150)) {
+            break;
+        }
+    }
+    assert!(started.elapsed() < Duration::from_millis(2200), "closed after {:?}", started.elapsed());
+}
+
+/// A graceful stop closes idle hit-path connections at once instead of waiting out keep-alive.
+#[tokio::test]
+async fn a_graceful_stop_closes_idle_connections() {
+    let mut s = TestServer::start();
+    put(&s, "/api/v1/cache/crew_config/k", "v", "text/plain").await;
     let mut idle = Raw::connect(&s);
     assert_eq!(body(&idle.answer_of(&get("/api/v1/cache/crew_config/k", ""))), "v");
     let started = Instant::now();
