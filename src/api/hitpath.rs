@@ -4,22 +4,25 @@
 //! Every accepted connection starts here. While each request on it is a plain
 //! `GET /api/v1/cache/{strategy}/{key}` that L1 holds, the loop answers it with what the App
 //! sends for a hit (`cache::hit_response`: status, `content-length`, `content-type`, `x-cache`,
-//! `cache-control`, `date`), counted in the same statistics and request timing. The
-//! first request that is anything else (a miss, a write, a query string, a body, HTTP/1.0,
-//! `Connection: close`, an unusual header or URI byte, a head that does not parse) hands the
-//! connection, with every byte read and not yet answered, to actix-http for the rest of its life.
-//! Its timeouts are actix-http's: `http.keep_alive` between requests, `http.request_timeout` for
-//! a head (then 408) and, here only, for a client to take its answers.
-//! Pipelined hits before it are answered first, so answers keep their order. So the App still
-//! answers every request but hits, with all its limits, errors and timeouts.
+//! `cache-control`, `date`), counted in the same statistics and request timing. The first
+//! request that is anything else (a miss, a write, a query string, a body, HTTP/1.0,
+//! `Connection: close`, a missing or second `Host`, an unusual header or URI byte, a head that
+//! does not parse) hands the connection, with every byte read and not yet answered, to
+//! actix-http for the rest of its life ([`Handed`]); pipelined hits before it are answered
+//! first, so answers keep their order. The App thus still answers every request but hits, with
+//! all its limits and errors. The timeouts are actix-http's: `http.keep_alive` between
+//! requests, `http.request_timeout` for a head (then 408) and, here only, for a client to take
+//! its answers.
 //!
 //! Why: actix-http builds a request and a response object for every hit (URI, header maps,
-//! extensions, encoder); that is most of a hit's user-space time, while the lookup itself is
-//! ~100 ns. Answering from the parsed head halves it, which is what decides whether wrk's p99
-//! matches Redis' (README, "Performance").
+//! extensions, encoder, service futures), most of a hit's user-space time, while the lookup
+//! itself is ~100 ns. Answering from the parsed head cuts perfd's user time per hit by about a
+//! third, enough that under wrk at 50 connections the queue sits in the client rather than in
+//! perfd, which is what wrk's p99 against Redis' turns on (README, "Performance").
 
 use super::AppState;
 use super::cache::{ENTRY_ROUTE, percent_decoded, split_entry_path};
+use super::peer::Handed;
 use crate::cache::Entry;
 use crate::monitor::{Connections, RouteId};
 use actix_server::GracefulShutdownSignal;
@@ -32,9 +35,8 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
@@ -57,13 +59,6 @@ pub struct HitPath {
     /// to take an answer.
     request_timeout: Duration,
     shutdown: GracefulShutdownSignal,
-}
-
-/// A connection handed to actix-http: the bytes the hit path read but did not answer, then the
-/// socket.
-pub struct Handed {
-    unread: BytesMut,
-    pub(super) stream: TcpStream,
 }
 
 /// What the head at the start of the buffer is.
@@ -148,7 +143,7 @@ impl HitPath {
             }
         }
         counts.handed_over.fetch_add(1, Ordering::Relaxed);
-        h1.call((Handed { unread: conn.unread, stream: conn.stream }, peer)).await
+        h1.call((Handed::new(conn.unread, conn.stream), peer)).await
     }
 
     /// Answers the complete heads at the start of the buffer while they are hits, until the
@@ -360,47 +355,4 @@ fn http_date(now_ms: i64, f: impl FnOnce(&[u8])) {
         }
         f(text.as_bytes())
     })
-}
-
-impl AsyncRead for Handed {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.unread.is_empty() {
-            return Pin::new(&mut this.stream).poll_read(cx, buf);
-        }
-        let n = this.unread.len().min(buf.remaining());
-        buf.put_slice(&this.unread[..n]);
-        this.unread.advance(n);
-        if this.unread.is_empty() {
-            // The connection may live for hours; its buffer goes now.
-            this.unread = BytesMut::new();
-        }
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl AsyncWrite for Handed {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
-    }
 }
