@@ -129,6 +129,11 @@ async fn bad_cache_input_is_a_json_error() {
             "/api/v1/cache/warm",
             r#"{"entries":[{"strategy":"crew_config","key":"a","value":"x","value_b64":"eA=="}]}"#,
         ),
+        // A content type that cannot be sent back as a header (it made every GET a 500).
+        (
+            "/api/v1/cache/warm",
+            r#"{"entries":[{"strategy":"crew_config","key":"a","value":"x","content_type":"a\nb"}]}"#,
+        ),
         ("/api/v1/metrics/cache/clear", r#"{"level":"l3"}"#),
     ] {
         let r = s
