@@ -27,6 +27,15 @@ fn bench(c: &mut Criterion) {
     g.bench_function("hit_sync", |b| {
         b.iter(|| cache.get_l1_hit("llm_response", black_box("k500"), now_ms()))
     });
+    // The connection-level hit path's whole answer: parse the head, look up, write the answer.
+    let head = b"GET /api/v1/cache/llm_response/k500 HTTP/1.1\r\nHost: 127.0.0.1:8470\r\n\r\n";
+    let mut out = Vec::with_capacity(1024);
+    g.bench_function("hit_path_answer", |b| {
+        b.iter(|| {
+            out.clear();
+            perfd::api::answer_hit(&cache, black_box(head), &mut out, now_ms())
+        })
+    });
     g.bench_function("hit", |b| {
         b.iter(|| rt.block_on(cache.get("llm_response", black_box("k500"))).unwrap())
     });

@@ -9,11 +9,15 @@
 #     tokio, no parsing or lookup, to show what any hand-written hit path could reach.
 #  5. A reference HTTP server: nginx (one worker on core 0) answering `return 200` with a 512-byte
 #     body from memory, measured like perfd, to show what the wrk-vs-redis-benchmark p99 measures.
-#   ROUNDS=3 SECONDS_PER_RUN=6 benches/compare_redis.sh
+#  6. PAIRS=n (default 0): n short pairs (2 s each) of perfd GET under wrk, then Redis GET under
+#     redis-benchmark, alternating, with how many pairs meet "perfd's p99 <= Redis'". This host
+#     switches speed every few seconds; a short pair more often runs both halves at one speed.
+#   ROUNDS=3 SECONDS_PER_RUN=6 PAIRS=20 benches/compare_redis.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR=${SECONDS_PER_RUN:-6}
 ROUNDS=${ROUNDS:-3}
+PAIRS=${PAIRS:-0}
 PERFD_PORT=18471
 REDIS_PORT=18379
 FLOOR_PORT=18472
@@ -108,3 +112,16 @@ for round in $(seq "$ROUNDS"); do
     client target/release/examples/cachebench --target "$target" --seconds "$DUR" --rate 90000 --from-send
   done
 done
+
+met=0
+for pair in $(seq "$PAIRS"); do
+  ours=$(client wrk -t1 -c50 -d2s -s "$work/pct.lua" "http://127.0.0.1:$PERFD_PORT/api/v1/cache/llm_response/key0" | tail -1)
+  theirs=$(client redis-benchmark -p $REDIS_PORT -t get -d 512 -c 50 -n 200000 2>/dev/null |
+    awk '/throughput summary/ {rps=$3} /avg +min/ {getline; print int(rps) " req/s, p99 " $5 " ms"}')
+  p99_ours=$(sed -E 's/.*p99 ([0-9.]+) ms.*/\1/' <<<"$ours")
+  p99_theirs=$(sed -E 's/.*p99 ([0-9.]+) ms.*/\1/' <<<"$theirs")
+  verdict=$(awk -v a="$p99_ours" -v b="$p99_theirs" 'BEGIN { print (a <= b) ? "met" : "missed" }')
+  [[ $verdict == met ]] && met=$((met + 1))
+  echo "pair $pair: perfd ${ours%%, p50*} p99 $p99_ours ms | redis $theirs | $verdict"
+done
+if ((PAIRS)); then echo "pairs meeting perfd p99 <= Redis p99: $met of $PAIRS"; fi

@@ -17,7 +17,7 @@ mod prometheus;
 mod query;
 
 pub use fast::FastCache;
-pub use hitpath::HitPath;
+pub use hitpath::{HitPath, Step, answer_hit};
 pub use peer::{Handed, on_connect};
 
 use crate::config::Config;

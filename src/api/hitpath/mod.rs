@@ -21,14 +21,12 @@
 //! perfd, which is what wrk's p99 against Redis' turns on (README, "Performance").
 
 use super::AppState;
-use super::cache::{ENTRY_ROUTE, percent_decoded, split_entry_path};
+use super::cache::ENTRY_ROUTE;
 use super::peer::Handed;
-use crate::cache::Entry;
 use crate::monitor::{Connections, RouteId};
 use actix_server::GracefulShutdownSignal;
 use actix_service::Service;
 use bytes::{Buf, BytesMut};
-use std::cell::RefCell;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -40,12 +38,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
+mod answer;
+pub use answer::{Step, answer_hit};
+
 /// Bytes asked of the socket per read.
 const READ_SIZE: usize = 4096;
 /// A head longer than this goes to actix-http, which applies its own limits.
 const MAX_HEAD: usize = 8192;
-/// Headers a hit may carry; more go to actix-http.
-const MAX_HEADERS: usize = 32;
 /// Answer bytes gathered from pipelined hits before they are written.
 const MAX_BATCH: usize = 256 * 1024;
 
@@ -59,17 +58,6 @@ pub struct HitPath {
     /// to take an answer.
     request_timeout: Duration,
     shutdown: GracefulShutdownSignal,
-}
-
-/// What the head at the start of the buffer is.
-#[derive(Debug, PartialEq)]
-enum Step {
-    /// Answered; the head was this many bytes.
-    Hit(usize),
-    /// Not complete yet.
-    Partial,
-    /// For actix-http.
-    Other,
 }
 
 impl HitPath {
@@ -164,34 +152,15 @@ impl HitPath {
         Buffered::Full
     }
 
-    /// Answers the head at the start of `input` into `answers` if it is a hit.
+    /// [`answer_hit`], timed in the request monitor when it answers.
     fn step(&self, input: &[u8], answers: &mut Vec<u8>) -> Step {
         let started = Instant::now();
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut req = httparse::Request::new(&mut headers);
-        let head_len = match req.parse(input) {
-            Ok(httparse::Status::Complete(len)) => len,
-            Ok(httparse::Status::Partial) => return Step::Partial,
-            Err(_) => return Step::Other,
-        };
-        if req.method != Some("GET") || req.version != Some(1) || !plain_headers(req.headers) {
-            return Step::Other;
-        }
-        let Some((strategy, key)) =
-            req.path.filter(|p| p.bytes().all(plain_path_byte)).and_then(split_entry_path)
-        else {
-            return Step::Other;
-        };
-        let (Ok(strategy), Ok(key)) = (percent_decoded(strategy), percent_decoded(key)) else {
-            return Step::Other;
-        };
         let now_ms = crate::model::now_ms();
-        let Some(entry) = self.state.cache.get_l1_hit(&strategy, &key, now_ms) else {
-            return Step::Other;
-        };
-        write_hit(answers, &entry, now_ms);
-        self.state.monitor.record_id(self.entry_id, 200, started.elapsed(), now_ms);
-        Step::Hit(head_len)
+        let step = answer_hit(&self.state.cache, input, answers, now_ms);
+        if let Step::Hit(_) = step {
+            self.state.monitor.record_id(self.entry_id, 200, started.elapsed(), now_ms);
+        }
+        step
     }
 }
 
@@ -287,72 +256,8 @@ impl Conn {
     fn request_timed_out(&self) {
         let mut answer =
             b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\ndate: ".to_vec();
-        http_date(crate::model::now_ms(), |date| answer.extend_from_slice(date));
+        answer::http_date(crate::model::now_ms(), |date| answer.extend_from_slice(date));
         answer.extend_from_slice(b"\r\n\r\n");
         let _ = self.stream.try_write(&answer); // best effort, as the connection closes anyway
     }
-}
-/// Headers a hit may carry: exactly one `Host` (actix-http answers 400 otherwise, RFC 9112), and
-/// nothing about a body, an upgrade or an end to keep-alive.
-fn plain_headers(headers: &[httparse::Header<'_>]) -> bool {
-    let mut hosts = 0;
-    for h in headers {
-        let is = |name: &str| h.name.eq_ignore_ascii_case(name);
-        if is("host") {
-            hosts += 1;
-        } else if is("connection") {
-            if !h.value.eq_ignore_ascii_case(b"keep-alive") {
-                return false;
-            }
-        } else if is("content-length") || is("transfer-encoding") || is("expect") || is("upgrade") {
-            return false;
-        }
-    }
-    hosts == 1
-}
-
-/// RFC 3986 path characters (unreserved, sub-delims, `:`, `@`, `/`, `%`): no query, fragment or
-/// byte that actix-http's URI parser might read otherwise.
-fn plain_path_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(b, b'-' | b'.' | b'_' | b'~' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+')
-        || matches!(b, b',' | b';' | b'=' | b':' | b'@' | b'/' | b'%')
-}
-
-/// The App's answer to a hit (`cache::hit_response` through actix-http's encoder): the same
-/// status, headers and body (actix's header map has no fixed order); the API test
-/// `hits_on_the_hit_path_are_the_apps_answers` compares them.
-fn write_hit(out: &mut Vec<u8>, e: &Entry, now_ms: i64) {
-    let max_age = (e.ttl_ms(now_ms) + 999) / 1000;
-    let content_type = e.content_type.as_deref().filter(|ct| valid_header_value(ct));
-    let mut digits = itoa::Buffer::new();
-    out.extend_from_slice(b"HTTP/1.1 200 OK\r\ncontent-length: ");
-    out.extend_from_slice(digits.format(e.value.len()).as_bytes());
-    out.extend_from_slice(b"\r\ncontent-type: ");
-    out.extend_from_slice(content_type.unwrap_or("application/octet-stream").as_bytes());
-    out.extend_from_slice(b"\r\nx-cache: L1\r\ncache-control: max-age=");
-    out.extend_from_slice(digits.format(max_age).as_bytes());
-    out.extend_from_slice(b"\r\ndate: ");
-    http_date(now_ms, |date| out.extend_from_slice(date));
-    out.extend_from_slice(b"\r\n\r\n");
-    out.extend_from_slice(&e.value);
-}
-
-/// What `HeaderValue::from_str` takes (the cache stores no other: see `cache::warm`).
-fn valid_header_value(v: &str) -> bool {
-    v.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
-}
-
-/// The IMF-fixdate of `now_ms`, formatted once a second per thread.
-fn http_date(now_ms: i64, f: impl FnOnce(&[u8])) {
-    thread_local!(static DATE: RefCell<(i64, String)> = const { RefCell::new((i64::MIN, String::new())) });
-    let second = now_ms.div_euclid(1000);
-    DATE.with_borrow_mut(|(at, text)| {
-        if *at != second {
-            let time = std::time::UNIX_EPOCH + Duration::from_secs(second.max(0) as u64);
-            *text = httpdate::fmt_http_date(time);
-            *at = second;
-        }
-        f(text.as_bytes())
-    })
 }
