@@ -74,6 +74,18 @@ impl TestServer {
         (status, r.json().await.expect("json body"))
     }
 
+    /// Requests the monitor timed under `route` and `method` in the last 10 minutes.
+    pub async fn timed_requests(&self, route: &str, method: &str) -> u64 {
+        let (_, p) = self.get_json("/api/v1/metrics/performance?window=10m").await;
+        p["endpoints"]
+            .as_array()
+            .expect("endpoints")
+            .iter()
+            .filter(|e| e["route"] == route && e["method"] == method)
+            .map(|e| e["requests"].as_u64().expect("a count"))
+            .sum()
+    }
+
     pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
         let r = self.client.get(self.url(path)).send().await.expect("request");
         let status = r.status().as_u16();

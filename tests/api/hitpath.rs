@@ -134,15 +134,8 @@ async fn hits_on_the_hit_path_are_the_apps_answers() {
     let (_, m) = s.get_json("/api/v1/metrics/cache").await;
     let hits = |strategy: &str| m["cache_statistics"]["strategies"][strategy]["l1_hits"].as_u64();
     assert_eq!((hits("llm_response"), hits("crew_config")), (Some(3), Some(2)), "{m}");
-    let (_, p) = s.get_json("/api/v1/metrics/performance?window=10m").await;
-    let gets: u64 = p["endpoints"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["route"] == "/api/v1/cache/{strategy}/{key}" && e["method"] == "GET")
-        .map(|e| e["requests"].as_u64().unwrap())
-        .sum();
-    assert_eq!(gets, 6, "5 hits and the miss are timed: {p}");
+    let gets = s.timed_requests("/api/v1/cache/{strategy}/{key}", "GET").await;
+    assert_eq!(gets, 6, "5 hits and the miss are timed");
 }
 
 impl Raw {
