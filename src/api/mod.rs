@@ -17,8 +17,8 @@ mod prometheus;
 mod query;
 
 pub use fast::FastCache;
-pub use hitpath::{HitPath, Step, answer_hit};
-pub use peer::{Handed, on_connect};
+pub use hitpath::{Handed, HitPath, Step, answer_hit};
+pub use peer::on_connect;
 
 use crate::config::Config;
 use crate::store::Store;

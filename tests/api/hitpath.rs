@@ -239,6 +239,42 @@ async fn idle_and_slow_connections_are_closed_on_time() {
     assert!(started.elapsed() < Duration::from_millis(2200), "closed after {:?}", started.elapsed());
 }
 
+/// actix-http times only a connection's first head; perfd times every head on a connection it
+/// handed over too, and leaves bodies untimed.
+#[tokio::test]
+async fn heads_on_handed_over_connections_are_timed_and_bodies_are_not() {
+    let s = TestServer::start_with(|c| c.http.request_timeout = Duration::from_secs(1));
+    let handed_over = |s: &TestServer| {
+        let mut c = Raw::connect(s);
+        assert_eq!(status(&c.answer_of(&get("/api/v1/cache/crew_config/absent", ""))), "404");
+        c
+    };
+    // A body that takes longer than the request timeout is taken.
+    let mut slow_body = handed_over(&s);
+    slow_body
+        .send(b"PUT /api/v1/cache/crew_config/k HTTP/1.1\r\nHost: perfd\r\nContent-Length: 6\r\n\r\nabc");
+    std::thread::sleep(Duration::from_millis(1500)); // the slowness under test
+    slow_body.send(b"def");
+    assert_eq!(status(&slow_body.answer().expect("an answer")), "204");
+    assert_eq!(body(&slow_body.answer_of(&get("/api/v1/cache/crew_config/k", ""))), "abcdef");
+
+    // A later head that stops halfway, and one that comes a line at a time, are closed.
+    let mut stalled = handed_over(&s);
+    stalled.send(b"GET /api/v1/cache/crew_config/k HTTP/1.1\r\n");
+    let started = Instant::now();
+    assert!(stalled.closed_within(Duration::from_secs(10)));
+    assert!(started.elapsed() < Duration::from_secs(5), "closed after {:?}", started.elapsed());
+    let mut trickle = handed_over(&s);
+    trickle.send(b"GET /api/v1/cache/crew_config/k HTTP/1.1\r\nHost: perfd\r\n");
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(2500) && trickle.stream.write_all(b"X-A: b\r\n").is_ok() {
+        if trickle.closed_within(Duration::from_millis(150)) {
+            break;
+        }
+    }
+    assert!(started.elapsed() < Duration::from_millis(2200), "closed after {:?}", started.elapsed());
+}
+
 /// A graceful stop closes idle hit-path connections at once instead of waiting out keep-alive.
 #[tokio::test]
 async fn a_graceful_stop_closes_idle_connections() {

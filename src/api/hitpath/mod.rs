@@ -22,7 +22,6 @@
 
 use super::AppState;
 use super::cache::ENTRY_ROUTE;
-use super::peer::Handed;
 use crate::monitor::{Connections, RouteId};
 use actix_server::GracefulShutdownSignal;
 use actix_service::Service;
@@ -39,7 +38,9 @@ use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
 mod answer;
+mod handed;
 pub use answer::{Step, answer_hit};
+pub use handed::Handed;
 
 /// Bytes asked of the socket per read.
 const READ_SIZE: usize = 4096;
@@ -131,7 +132,7 @@ impl HitPath {
             }
         }
         counts.handed_over.fetch_add(1, Ordering::Relaxed);
-        h1.call((Handed::new(conn.unread, conn.stream), peer)).await
+        h1.call((Handed::new(conn.unread, conn.stream, self.request_timeout), peer)).await
     }
 
     /// Answers the complete heads at the start of the buffer while they are hits, until the

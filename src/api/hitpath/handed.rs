@@ -1,0 +1,300 @@
+//! A connection the hit path hands to actix-http, and the head timeout actix-http lacks.
+//!
+//! actix-http times only the first request head on a connection ("head timer only applies to
+//! first request on connection", `h1/dispatcher.rs`): a later head may come a byte at a time,
+//! or stop halfway, and hold the connection for good. [`Handed`] follows the client's bytes
+//! through request framing ([`HeadClock`]: heads, and bodies of a known `Content-Length`) and
+//! fails the read, so actix-http closes the connection, once a head has taken longer than
+//! `http.request_timeout` from its first byte. Bodies are not timed (a large upload on a slow
+//! link is not an attack); after a chunked body or an upgrade the clock stops following.
+
+use bytes::{Buf, BytesMut};
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::Sleep;
+
+/// A head longer than this is not followed (actix-http refuses one far shorter).
+const MAX_HEAD: usize = 128 * 1024;
+
+/// The connection actix-http gets: the bytes the hit path read but did not answer, then the
+/// socket, with request heads timed.
+pub struct Handed {
+    unread: BytesMut,
+    stream: TcpStream,
+    heads: HeadClock,
+    /// Armed at the current head's deadline while a read waits; boxed because `Handed` is moved.
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl Handed {
+    pub(in crate::api) fn new(unread: BytesMut, stream: TcpStream, head_timeout: Duration) -> Handed {
+        let mut heads = HeadClock::new(head_timeout);
+        heads.feed(&unread, Instant::now);
+        Handed { unread, stream, heads, timer: None }
+    }
+
+    /// The socket (for `peer::on_connect`).
+    pub(in crate::api) fn socket(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    /// A head over its time: the read fails and actix-http closes the connection.
+    fn timed_out() -> Poll<io::Result<()>> {
+        Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "request head not received in time")))
+    }
+}
+
+/// Where the client's byte stream is.
+#[derive(Debug, PartialEq)]
+enum Framing {
+    /// In a head, or between requests.
+    Head,
+    /// In a body with this many bytes to come.
+    Body(u64),
+    /// Past a chunked body, an upgrade or a head this does not follow: no longer timed.
+    Untracked,
+}
+
+/// Follows request framing over the bytes read, to time each head from its first byte.
+#[derive(Debug)]
+struct HeadClock {
+    timeout: Duration,
+    framing: Framing,
+    /// The current head's bytes so far.
+    head: Vec<u8>,
+    /// When its first byte came; `None` between requests.
+    started: Option<Instant>,
+}
+
+impl HeadClock {
+    fn new(timeout: Duration) -> HeadClock {
+        HeadClock { timeout, framing: Framing::Head, head: Vec::new(), started: None }
+    }
+
+    /// When the head under way must be complete.
+    fn deadline(&self) -> Option<Instant> {
+        match self.framing {
+            Framing::Head => Some(self.started? + self.timeout),
+            _ => None,
+        }
+    }
+
+    /// Takes the next bytes the client sent (`now` is read only if a head is left unfinished).
+    fn feed(&mut self, mut bytes: &[u8], now: impl Fn() -> Instant) {
+        while !bytes.is_empty() {
+            match self.framing {
+                Framing::Untracked => return,
+                Framing::Body(left) => {
+                    let n = left.min(bytes.len() as u64);
+                    bytes = &bytes[n as usize..];
+                    self.framing = if n == left { Framing::Head } else { Framing::Body(left - n) };
+                }
+                Framing::Head => {
+                    let Some(end) = head_end(&self.head, bytes) else {
+                        self.started.get_or_insert_with(&now);
+                        self.head.extend_from_slice(bytes);
+                        if self.head.len() > MAX_HEAD {
+                            self.framing = Framing::Untracked;
+                        }
+                        return;
+                    };
+                    if self.head.is_empty() {
+                        // The usual case: a whole head in one read, not copied.
+                        self.framing = body_after(&bytes[..end]);
+                    } else {
+                        self.head.extend_from_slice(&bytes[..end]);
+                        self.framing = body_after(&self.head);
+                        self.head.clear();
+                        if self.head.capacity() > 8192 {
+                            self.head = Vec::new(); // a long head once: not kept for the connection's life
+                        }
+                    }
+                    self.started = None;
+                    // What follows is the body or the next request.
+                    bytes = &bytes[end..];
+                }
+            }
+        }
+    }
+}
+
+/// Where a head whose first bytes are `held` ends in `bytes` (the offset just past its blank
+/// line), if it does; the blank line may straddle the two.
+fn head_end(held: &[u8], bytes: &[u8]) -> Option<usize> {
+    if !held.is_empty() {
+        let tail = &held[held.len().saturating_sub(3)..];
+        let mut joint = [0u8; 6];
+        let joint_len = tail.len() + bytes.len().min(3);
+        joint[..tail.len()].copy_from_slice(tail);
+        joint[tail.len()..joint_len].copy_from_slice(&bytes[..joint_len - tail.len()]);
+        if let Some(at) = memchr::memmem::find(&joint[..joint_len], b"\r\n\r\n") {
+            return Some(at + 4 - tail.len());
+        }
+    }
+    memchr::memmem::find(bytes, b"\r\n\r\n").map(|at| at + 4)
+}
+
+/// The framing after a complete head: its `Content-Length` body, or untracked for anything this
+/// does not follow (chunked, an upgrade, `CONNECT`, a length that does not parse).
+fn body_after(head: &[u8]) -> Framing {
+    let mut lines =
+        head.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l)).filter(|l| !l.is_empty());
+    if lines.next().is_none_or(|request_line| request_line.starts_with(b"CONNECT ")) {
+        return Framing::Untracked;
+    }
+    let mut length = 0;
+    for line in lines {
+        // Only these three names matter; most lines are passed over on their first byte.
+        if !matches!(line[0] | 0x20, b'c' | b't' | b'u') {
+            continue;
+        }
+        let Some(colon) = memchr::memchr(b':', line) else { continue };
+        let (name, value) = (line[..colon].trim_ascii(), line[colon + 1..].trim_ascii());
+        if name.eq_ignore_ascii_case(b"transfer-encoding") || name.eq_ignore_ascii_case(b"upgrade") {
+            return Framing::Untracked;
+        }
+        if name.eq_ignore_ascii_case(b"content-length") {
+            match std::str::from_utf8(value).ok().and_then(|v| v.parse().ok()) {
+                Some(n) => length = n,
+                None => return Framing::Untracked,
+            }
+        }
+    }
+    if length == 0 { Framing::Head } else { Framing::Body(length) }
+}
+
+impl AsyncRead for Handed {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.unread.is_empty() {
+            // Already fed to the clock in `new`.
+            let n = this.unread.len().min(buf.remaining());
+            buf.put_slice(&this.unread[..n]);
+            this.unread.advance(n);
+            if this.unread.is_empty() {
+                // The connection may live for hours; its buffer goes now.
+                this.unread = BytesMut::new();
+            }
+            return Poll::Ready(Ok(()));
+        }
+        let before = buf.filled().len();
+        let read = Pin::new(&mut this.stream).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = read {
+            this.heads.feed(&buf.filled()[before..], Instant::now);
+        }
+        let Some(deadline) = this.heads.deadline() else {
+            return read;
+        };
+        if Instant::now() >= deadline {
+            return Handed::timed_out();
+        }
+        if read.is_pending() {
+            // Wake the dispatcher at the deadline even if no byte comes.
+            let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline.into())));
+            if timer.deadline() != deadline.into() {
+                timer.as_mut().reset(deadline.into());
+            }
+            if timer.as_mut().poll(cx).is_ready() {
+                return Handed::timed_out();
+            }
+        }
+        read
+    }
+}
+
+impl AsyncWrite for Handed {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn clock() -> (HeadClock, Instant) {
+        (HeadClock::new(Duration::from_secs(1)), Instant::now())
+    }
+
+    #[test]
+    fn a_head_is_timed_from_its_first_byte_until_it_ends() {
+        let (mut c, t0) = clock();
+        assert_eq!(c.deadline(), None, "nothing sent yet");
+        c.feed(b"GET / HTTP/1.1\r\nHo", || t0);
+        c.feed(b"st: a\r\n", || t0 + Duration::from_millis(900));
+        assert_eq!(c.deadline(), Some(t0 + Duration::from_secs(1)), "the first byte set it");
+        c.feed(b"\r\n", || t0 + Duration::from_millis(950));
+        assert_eq!((c.deadline(), &c.framing), (None, &Framing::Head), "complete: between requests");
+    }
+
+    #[test]
+    fn bodies_of_a_known_length_are_skipped_untimed_across_reads() {
+        let (mut c, t0) = clock();
+        c.feed(b"PUT /a HTTP/1.1\r\nContent-Length: 10\r\n\r\n0123", || t0);
+        assert_eq!((c.deadline(), &c.framing), (None, &Framing::Body(6)));
+        // The rest of the body, a whole request, and the start of the next head in one read.
+        let t1 = t0 + Duration::from_secs(5);
+        c.feed(b"456789GET /b HTTP/1.1\r\n\r\nGET /c", || t1);
+        assert_eq!((c.deadline(), &c.framing), (Some(t1 + Duration::from_secs(1)), &Framing::Head));
+        assert_eq!(c.head, b"GET /c");
+    }
+
+    #[test]
+    fn the_blank_line_is_found_across_reads() {
+        for split in 1..4 {
+            let (mut c, t0) = clock();
+            let head = b"GET / HTTP/1.1\r\n\r\n";
+            c.feed(&head[..head.len() - split], || t0);
+            assert!(c.deadline().is_some(), "split {split}");
+            c.feed(&head[head.len() - split..], || t0);
+            assert_eq!(c.deadline(), None, "split {split}");
+        }
+    }
+
+    #[test]
+    fn what_it_does_not_follow_is_no_longer_timed() {
+        for head in [
+            &b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n"[..],
+            b"GET /a HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+            b"CONNECT a:1 HTTP/1.1\r\n\r\n",
+            b"PUT /a HTTP/1.1\r\nContent-Length: lots\r\n\r\n",
+        ] {
+            let (mut c, t0) = clock();
+            c.feed(head, || t0);
+            c.feed(b"GET /b HTTP/1.1\r\n", || t0);
+            assert_eq!(
+                (c.deadline(), &c.framing),
+                (None, &Framing::Untracked),
+                "{:?}",
+                String::from_utf8_lossy(head)
+            );
+        }
+        let (mut c, t0) = clock();
+        c.feed(&vec![b'a'; MAX_HEAD + 1], || t0);
+        assert_eq!(c.framing, Framing::Untracked, "an endless head");
+    }
+}
