@@ -139,6 +139,9 @@ impl HitPath {
     /// answers reach [`MAX_BATCH`].
     fn answer_buffered(&self, conn: &mut Conn) -> Buffered {
         while conn.answers.len() < MAX_BATCH {
+            if conn.unread.is_empty() {
+                return Buffered::Partial; // the usual end of a batch, without reading the clocks
+            }
             match self.step(&conn.unread, &mut conn.answers) {
                 Step::Hit(len) => {
                     conn.unread.advance(len);
