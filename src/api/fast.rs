@@ -1,6 +1,6 @@
 //! The cache fast path: a thin service in front of the actix `App` that answers the two
 //! hottest requests itself and hands every other request to the App unchanged (connections that
-//! only read hits never get here: the hit path in `hitpath.rs` answers them below actix-http):
+//! only read hits never get here: the hit path in `hitpath/` answers them below actix-http):
 //! - `GET /api/v1/cache/{strategy}/{key}` (no query string) when L1 holds the key; a miss is
 //!   not counted here and goes to the App, which counts it once;
 //! - `POST /api/v1/cache/mget` without `Content-Encoding`, when no auth token is configured or
