@@ -33,7 +33,7 @@ fn bench(c: &mut Criterion) {
     g.bench_function("hit_path_answer", |b| {
         b.iter(|| {
             out.clear();
-            perfd::api::answer_hit(&cache, black_box(head), &mut out, now_ms())
+            perfd::api::answer_hit(&cache, None, black_box(head), &mut out, now_ms())
         })
     });
     g.bench_function("hit", |b| {

@@ -125,7 +125,7 @@ pub struct Connections {
     pub accepted: AtomicU64,
     /// Connections the hit path gave to actix-http (their first request that was not a hit).
     pub handed_over: AtomicU64,
-    /// Hits answered by the hit path itself.
+    /// Hits and compact mgets answered by the hit path itself.
     pub hit_path_answers: AtomicU64,
 }
 

@@ -1,6 +1,6 @@
 //! The cache fast path: a thin service in front of the actix `App` that answers the two
-//! hottest requests itself and hands every other request to the App unchanged (connections that
-//! only read hits never get here: the hit path in `hitpath/` answers them below actix-http):
+//! hottest requests itself and hands every other request to the App unchanged (on connections
+//! that have made no other request, the hit path in `hitpath/` answers them below actix-http):
 //! - `GET /api/v1/cache/{strategy}/{key}` (no query string) when L1 holds the key; a miss is
 //!   not counted here and goes to the App, which counts it once;
 //! - `POST /api/v1/cache/mget` without `Content-Encoding`, when no auth token is configured or
@@ -14,7 +14,7 @@
 use super::AppState;
 use super::cache::{ENTRY_ROUTE, hit_response, percent_decoded, split_entry_path};
 use super::error::ApiError;
-use super::mget::mget_answer;
+use super::mget::{MGET_ROUTE, mget_answer};
 use crate::cache::Level;
 use crate::monitor::RouteId;
 use actix_http::{Method, Payload, Request, Response};
@@ -138,8 +138,6 @@ where
         }))
     }
 }
-
-const MGET_ROUTE: &str = "/api/v1/cache/mget";
 
 /// The whole body, up to `limit` bytes (one chunk, the usual case, is not copied).
 async fn read_body(mut payload: Payload, limit: usize) -> Result<Bytes, ApiError> {

@@ -13,7 +13,9 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 /// Most keys in one `mget`.
-const MAX_MGET_KEYS: usize = 1000;
+pub(super) const MAX_MGET_KEYS: usize = 1000;
+/// The route (for the request monitor and the fast paths).
+pub(super) const MGET_ROUTE: &str = "/api/v1/cache/mget";
 /// Media type of the compact forms: the request as key lines, the answer as per key a `u8`
 /// found, then (if found) a `u32` BE length and the bytes.
 pub const MGET_BINARY: &str = "application/x-perfd-mget";
@@ -47,7 +49,7 @@ pub async fn mget(
 
 /// The keys of a compact mget body: UTF-8 lines `{strategy}:{key}` (strategy names have no
 /// `:`, keys have no control characters, so neither holds a line break); empty lines skipped.
-fn mget_lines(raw: &[u8]) -> Result<Vec<(&str, &str)>, Error> {
+pub(super) fn mget_lines(raw: &[u8]) -> Result<Vec<(&str, &str)>, Error> {
     let text = std::str::from_utf8(raw).map_err(|_| Error::invalid("mget body is not UTF-8"))?;
     text.split('\n')
         .map(|line| line.strip_suffix('\r').unwrap_or(line))
@@ -92,9 +94,19 @@ pub(super) async fn mget_answer(
     })
 }
 
-/// Per key a byte 0 (miss) or 1 (hit) followed by the value's u32 big-endian length and bytes.
 fn binary_answer(found: &[Option<Arc<Entry>>]) -> HttpResponse {
-    let mut out = Vec::with_capacity(found.iter().map(|e| e.as_ref().map_or(1, |e| 5 + e.value.len())).sum());
+    let mut out = Vec::with_capacity(binary_len(found));
+    binary_body(found, &mut out);
+    HttpResponse::Ok().content_type(header::HeaderValue::from_static(MGET_BINARY)).body(out)
+}
+
+/// The bytes of [`binary_body`].
+pub(super) fn binary_len(found: &[Option<Arc<Entry>>]) -> usize {
+    found.iter().map(|e| e.as_ref().map_or(1, |e| 5 + e.value.len())).sum()
+}
+
+/// Per key a byte 0 (miss) or 1 (hit) followed by the value's u32 big-endian length and bytes.
+pub(super) fn binary_body(found: &[Option<Arc<Entry>>], out: &mut Vec<u8>) {
     for e in found {
         match e {
             None => out.push(0),
@@ -105,7 +117,6 @@ fn binary_answer(found: &[Option<Arc<Entry>>]) -> HttpResponse {
             }
         }
     }
-    HttpResponse::Ok().content_type(header::HeaderValue::from_static(MGET_BINARY)).body(out)
 }
 
 /// DESIGN §5's shape, serialized from the cached bytes without copying them into JSON values.

@@ -92,7 +92,7 @@ fn bearer_matches(headers: &actix_web::http::header::HeaderMap, token: &str) -> 
 }
 
 /// Equal inputs take the same time whatever their content (only the length leaks).
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

@@ -68,7 +68,7 @@ pub async fn get_metrics(state: web::Data<AppState>) -> HttpResponse {
     out.counter("perfd_http_connections_total", "Connections accepted.", count(&c.accepted));
     let help = "Connections moved from the hit path to actix-http (a request that was not a hit).";
     out.counter("perfd_http_connections_handed_over_total", help, count(&c.handed_over));
-    let help = "Cache hits answered on the connection-level hit path (also in perfd_http_requests_total).";
+    let help = "Cache hits and compact mgets answered on the connection-level hit path (also in perfd_http_requests_total).";
     out.counter("perfd_http_hit_path_answers_total", help, count(&c.hit_path_answers));
     host_families(&mut out, &state);
     HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(out.0)

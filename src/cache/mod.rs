@@ -188,6 +188,11 @@ impl TieredCache {
     /// when the key is invalid or L1 does not hold it: the caller then goes the full way
     /// through [`TieredCache::get`] (the HTTP fast path for cache hits).
     /// `now_ms` is the caller's clock reading (one read less on the hottest path).
+    /// Whether a second level is configured (then lookups that miss L1 wait for Redis).
+    pub fn has_l2(&self) -> bool {
+        self.l2.enabled()
+    }
+
     pub fn get_l1_hit(&self, strategy: &str, key: &str, now_ms: i64) -> Option<Arc<Entry>> {
         let started = Instant::now();
         let s = self.strategy(strategy, key).ok()?;

@@ -159,6 +159,60 @@ impl Raw {
     }
 }
 
+fn compact_mget(keys: &[&str], extra: &str) -> String {
+    let body: String = keys.iter().map(|k| format!("{k}\n")).collect();
+    format!(
+        "POST /api/v1/cache/mget HTTP/1.1\r\nHost: perfd\r\nContent-Type: application/x-perfd-mget\r\n\
+         Accept: application/x-perfd-mget\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[tokio::test]
+async fn compact_mgets_on_the_hit_path_are_the_apps_answers() {
+    let s = TestServer::start();
+    put(&s, "/api/v1/cache/crew_config/k1", "one", "text/plain").await;
+    put(&s, "/api/v1/cache/crew_config/k2", "two", "text/plain").await;
+    let answers_before = counter(&s, "perfd_http_hit_path_answers_total").await;
+    let mut app = Raw::connect(&s);
+    assert_eq!(status(&app.answer_of(&get("/api/v1/cache/crew_config/absent", ""))), "404");
+    let mut fast = Raw::connect(&s);
+    let request = compact_mget(&["crew_config:k1", "crew_config:absent", "crew_config:k2"], "");
+    let (by_app, by_hit_path) = (app.answer_of(&request), fast.answer_of(&request));
+    assert_eq!(normalized(&by_hit_path), normalized(&by_app));
+    assert_eq!(body(&by_hit_path).as_bytes(), b"\x01\0\0\0\x03one\0\x01\0\0\0\x03two");
+    // Then a hit on the same connection: still the hit path.
+    assert_eq!(body(&fast.answer_of(&get("/api/v1/cache/crew_config/k1", ""))), "one");
+    assert_eq!(counter(&s, "perfd_http_hit_path_answers_total").await - answers_before, 2.0);
+    let (_, m) = s.get_json("/api/v1/metrics/cache").await;
+    let c = &m["cache_statistics"]["strategies"]["crew_config"];
+    assert_eq!((c["l1_hits"].as_u64(), c["misses"].as_u64()), (Some(5), Some(3)), "{m}");
+    assert_eq!(s.timed_requests("/api/v1/cache/mget", "POST").await, 2);
+
+    // What the App answers differently goes to it: a bad line, an unknown strategy, JSON.
+    for (request, want) in [
+        (compact_mget(&["no-colon"], ""), "400"),
+        (compact_mget(&["nope:k"], ""), "404"),
+        (compact_mget(&["crew_config:k1"], "Content-Encoding: gzip\r\n"), "400"),
+    ] {
+        assert_eq!(status(&Raw::connect(&s).answer_of(&request)), want, "{request}");
+    }
+    assert_eq!(counter(&s, "perfd_http_hit_path_answers_total").await - answers_before, 2.0);
+}
+
+#[tokio::test]
+async fn an_mget_shows_the_token_when_one_is_set() {
+    let s = TestServer::start_with(|c| c.auth_token = Some("0123456789abcdef".into()));
+    let request = compact_mget(&["crew_config:k1"], "");
+    assert_eq!(status(&Raw::connect(&s).answer_of(&request)), "401");
+    let wrong = compact_mget(&["crew_config:k1"], "Authorization: Bearer 0123456789abcdeX\r\n");
+    assert_eq!(status(&Raw::connect(&s).answer_of(&wrong)), "401");
+    let right = compact_mget(&["crew_config:k1"], "Authorization: Bearer 0123456789abcdef\r\n");
+    let answer = Raw::connect(&s).answer_of(&right);
+    assert_eq!((status(&answer), body(&answer)), ("200", "\0"));
+    assert_eq!(counter(&s, "perfd_http_hit_path_answers_total").await, 1.0);
+}
+
 #[tokio::test]
 async fn pipelined_hits_then_other_requests_answer_in_order() {
     let s = TestServer::start();

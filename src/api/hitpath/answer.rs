@@ -1,28 +1,43 @@
-//! The hit path's answer to one request head: parsed with httparse, checked to be a plain GET
-//! of an entry, looked up in L1 and written as the App would write it. No I/O here.
+//! The hit path's answer to one request: parsed with httparse, checked to be a plain GET of an
+//! entry or a compact mget, looked up in L1 and written as the App would write it. No I/O here.
 
 use super::super::cache::{percent_decoded, split_entry_path};
+use super::super::mget::{MAX_MGET_KEYS, MGET_BINARY, MGET_ROUTE, binary_body, binary_len, mget_lines};
 use crate::cache::{Entry, TieredCache};
 use std::cell::RefCell;
+use std::future::Future;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 /// Headers a hit may carry; more go to actix-http.
 const MAX_HEADERS: usize = 32;
+/// Largest mget body answered here (16 keys take about 350 bytes); larger ones go to actix-http.
+const MAX_MGET_BODY: usize = 16 * 1024;
 
-/// What the head at the start of the buffer is.
+/// What the request at the start of the buffer is.
 #[derive(Debug, PartialEq)]
 pub enum Step {
-    /// Answered; the head was this many bytes.
+    /// A GET of an entry, answered; the request was this many bytes.
     Hit(usize),
+    /// A compact mget, answered; the request (head and body) was this many bytes.
+    Mget(usize),
     /// Not complete yet.
     Partial,
     /// For actix-http.
     Other,
 }
 
-/// Answers the head at the start of `input` into `answers` if it is a plain GET of an entry L1
-/// holds at `now_ms` (public for the criterion bench).
-pub fn answer_hit(cache: &TieredCache, input: &[u8], answers: &mut Vec<u8>, now_ms: i64) -> Step {
+/// Answers the request at the start of `input` into `answers` if it is a plain GET of an entry
+/// L1 holds at `now_ms`, or a compact mget (key lines in, binary answer out) while no L2 is
+/// configured; `auth_token` is the configured one (an mget is a POST, so it must show it).
+/// Public for the criterion bench.
+pub fn answer_hit(
+    cache: &TieredCache,
+    auth_token: Option<&str>,
+    input: &[u8],
+    answers: &mut Vec<u8>,
+    now_ms: i64,
+) -> Step {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let head_len = match req.parse(input) {
@@ -30,26 +45,100 @@ pub fn answer_hit(cache: &TieredCache, input: &[u8], answers: &mut Vec<u8>, now_
         Ok(httparse::Status::Partial) => return Step::Partial,
         Err(_) => return Step::Other,
     };
-    if req.method != Some("GET") || req.version != Some(1) || !plain_headers(req.headers) {
+    if req.version != Some(1) {
         return Step::Other;
     }
-    let Some((strategy, key)) =
-        req.path.filter(|p| p.bytes().all(plain_path_byte)).and_then(split_entry_path)
-    else {
-        return Step::Other;
-    };
-    let (Ok(strategy), Ok(key)) = (percent_decoded(strategy), percent_decoded(key)) else {
-        return Step::Other;
-    };
-    let Some(entry) = cache.get_l1_hit(&strategy, &key, now_ms) else {
-        return Step::Other;
-    };
-    write_hit(answers, &entry, now_ms);
-    Step::Hit(head_len)
+    match (req.method, req.path) {
+        (Some("GET"), Some(path)) if plain_headers(req.headers) => {
+            entry(cache, path, answers, now_ms).map_or(Step::Other, |()| Step::Hit(head_len))
+        }
+        (Some("POST"), Some(MGET_ROUTE)) => {
+            let Some(body_len) = mget_headers(req.headers, auth_token) else {
+                return Step::Other;
+            };
+            let Some(body) = input.get(head_len..head_len + body_len) else {
+                return Step::Partial;
+            };
+            mget(cache, body, answers, now_ms).map_or(Step::Other, |()| Step::Mget(head_len + body_len))
+        }
+        _ => Step::Other,
+    }
 }
 
-/// Headers a hit may carry: exactly one `Host` (actix-http answers 400 otherwise, RFC 9112), and
-/// nothing about a body, an upgrade or an end to keep-alive.
+/// A GET of `path`, if it is an entry L1 holds.
+fn entry(cache: &TieredCache, path: &str, answers: &mut Vec<u8>, now_ms: i64) -> Option<()> {
+    if !path.bytes().all(plain_path_byte) {
+        return None;
+    }
+    let (strategy, key) = split_entry_path(path)?;
+    let (strategy, key) = (percent_decoded(strategy).ok()?, percent_decoded(key).ok()?);
+    let entry = cache.get_l1_hit(&strategy, &key, now_ms)?;
+    write_hit(answers, &entry, now_ms);
+    Some(())
+}
+
+/// A compact mget of `body`'s key lines, answered as the App answers it (`mget::mget_answer`);
+/// `None` leaves every error to the App. Only without L2, so the lookup never waits.
+fn mget(cache: &TieredCache, body: &[u8], answers: &mut Vec<u8>, now_ms: i64) -> Option<()> {
+    if cache.has_l2() {
+        return None;
+    }
+    let pairs = mget_lines(body).ok().filter(|p| p.len() <= MAX_MGET_KEYS)?;
+    // Without L2 `get_many` completes on its first poll; keys are validated before anything is
+    // counted, so an error here leaves the statistics as they were.
+    let lookup = std::pin::pin!(cache.get_many(&pairs));
+    let Poll::Ready(Ok(found)) = lookup.poll(&mut Context::from_waker(Waker::noop())) else {
+        return None;
+    };
+    let mut digits = itoa::Buffer::new();
+    answers.extend_from_slice(b"HTTP/1.1 200 OK\r\ncontent-length: ");
+    answers.extend_from_slice(digits.format(binary_len(&found)).as_bytes());
+    answers.extend_from_slice(b"\r\ncontent-type: ");
+    answers.extend_from_slice(MGET_BINARY.as_bytes());
+    answers.extend_from_slice(b"\r\ndate: ");
+    http_date(now_ms, |date| answers.extend_from_slice(date));
+    answers.extend_from_slice(b"\r\n\r\n");
+    binary_body(&found, answers);
+    Some(())
+}
+
+/// The body length of an mget this path may answer: exactly one `Host` and one plain
+/// `Content-Length` (at most [`MAX_MGET_BODY`]), key lines in and the binary answer asked for,
+/// the right bearer token when one is configured, and nothing about encodings, upgrades,
+/// `Expect` or an end to keep-alive.
+fn mget_headers(headers: &[httparse::Header<'_>], auth_token: Option<&str>) -> Option<usize> {
+    let (mut hosts, mut length, mut lengths) = (0, 0, 0);
+    let (mut compact_in, mut compact_out, mut authorized) = (false, false, auth_token.is_none());
+    for h in headers {
+        let is = |name: &str| h.name.eq_ignore_ascii_case(name);
+        let mentions = |media_type: &str| memchr::memmem::find(h.value, media_type.as_bytes()).is_some();
+        if is("host") {
+            hosts += 1;
+        } else if is("content-length") {
+            lengths += 1;
+            let digits =
+                std::str::from_utf8(h.value).ok().filter(|v| v.bytes().all(|b| b.is_ascii_digit()))?;
+            length = digits.parse().ok().filter(|&n| n <= MAX_MGET_BODY)?;
+        } else if is("content-type") {
+            compact_in = mentions(MGET_BINARY);
+        } else if is("accept") {
+            compact_out = mentions(MGET_BINARY);
+        } else if is("authorization") {
+            let given = h.value.strip_prefix(b"Bearer ").unwrap_or(b"");
+            authorized = auth_token.is_some_and(|t| super::super::constant_time_eq(given, t.as_bytes()));
+        } else if is("connection") {
+            if !h.value.eq_ignore_ascii_case(b"keep-alive") {
+                return None;
+            }
+        } else if is("transfer-encoding") || is("content-encoding") || is("expect") || is("upgrade") {
+            return None;
+        }
+    }
+    (hosts == 1 && lengths == 1 && compact_in && compact_out && authorized).then_some(length)
+}
+
+/// Headers a GET hit may carry: exactly one `Host` (actix-http answers 400 otherwise, RFC
+/// 9112), and nothing about a body, an upgrade or an end to keep-alive.
 fn plain_headers(headers: &[httparse::Header<'_>]) -> bool {
     let mut hosts = 0;
     for h in headers {
@@ -129,7 +218,7 @@ mod tests {
 
     fn answer(cache: &TieredCache, head: &str) -> (Step, String) {
         let mut out = Vec::new();
-        let step = answer_hit(cache, head.as_bytes(), &mut out, crate::model::now_ms());
+        let step = answer_hit(cache, None, head.as_bytes(), &mut out, crate::model::now_ms());
         (step, String::from_utf8(out).expect("ascii"))
     }
 
@@ -180,6 +269,40 @@ mod tests {
         }
         for partial in [format!("GET {hit} HTTP/1.1\r\nHost: a\r\n"), "GE".into(), String::new()] {
             assert_eq!(answer(&cache, &partial).0, Step::Partial, "{partial}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_compact_mget_is_answered_once_its_body_is_in() {
+        let cache = cache_with("k", "v").await;
+        let head = |extra: &str, len: usize| {
+            format!(
+                "POST /api/v1/cache/mget HTTP/1.1\r\nHost: a\r\nContent-Type: {MGET_BINARY}\r\n\
+                 Accept: {MGET_BINARY}\r\n{extra}Content-Length: {len}\r\n\r\n"
+            )
+        };
+        let body = "crew_config:k\ncrew_config:x\n";
+        let whole = head("", body.len()) + body;
+        let (step, out) = answer(&cache, &whole);
+        assert_eq!(step, Step::Mget(whole.len()));
+        assert!(
+            out.starts_with("HTTP/1.1 200 OK\r\ncontent-length: 7\r\ncontent-type: application/x-perfd-mget")
+        );
+        assert!(out.ends_with("\r\n\r\n\x01\0\0\0\x01v\0"), "{out:?}");
+        assert_eq!(answer(&cache, &whole[..whole.len() - 1]).0, Step::Partial, "the body is not all in");
+        let other = [
+            head("", MAX_MGET_BODY + 1) + body,
+            head("Content-Length: 3\r\n", body.len()) + body,
+            head("Transfer-Encoding: chunked\r\n", body.len()) + body,
+            head("Expect: 100-continue\r\n", body.len()) + body,
+            head("Connection: close\r\n", body.len()) + body,
+            head("", body.len()).replace("Accept: application/x-perfd-mget\r\n", "") + body,
+            head("", body.len()).replace(&format!("Content-Length: {}", body.len()), "Content-Length: +27")
+                + body,
+            head("", 5) + "nope:k",
+        ];
+        for request in other {
+            assert_eq!(answer(&cache, &request), (Step::Other, String::new()), "{request}");
         }
     }
 

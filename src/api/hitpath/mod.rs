@@ -2,9 +2,10 @@
 //! request there is, a GET of a cached entry.
 //!
 //! Every accepted connection starts here. While each request on it is a plain
-//! `GET /api/v1/cache/{strategy}/{key}` that L1 holds, the loop answers it with what the App
-//! sends for a hit (`cache::hit_response`: status, `content-length`, `content-type`, `x-cache`,
-//! `cache-control`, `date`), counted in the same statistics and request timing. The first
+//! `GET /api/v1/cache/{strategy}/{key}` that L1 holds, or a compact mget (key lines in, binary
+//! answer out, no L2 configured), the loop answers it with what the App sends
+//! (`cache::hit_response`, `mget::mget_answer`: status, headers and body), counted in the same
+//! statistics and request timing. The first
 //! request that is anything else (a miss, a write, a query string, a body, HTTP/1.0,
 //! `Connection: close`, a missing or second `Host`, an unusual header or URI byte, a head that
 //! does not parse) hands the connection, with every byte read and not yet answered, to
@@ -14,7 +15,7 @@
 //! requests, `http.request_timeout` for a head (then 408) and, here only, for a client to take
 //! its answers.
 //!
-//! Why: actix-http builds a request and a response object for every hit (URI, header maps,
+//! Why: actix-http builds a request and a response object for every request (URI, header maps,
 //! extensions, encoder, service futures), most of a hit's user-space time, while the lookup
 //! itself is ~100 ns. Answering from the parsed head cuts perfd's user time per hit by about a
 //! third, enough that under wrk at 50 connections the queue sits in the client rather than in
@@ -22,6 +23,7 @@
 
 use super::AppState;
 use super::cache::ENTRY_ROUTE;
+use super::mget::MGET_ROUTE;
 use crate::monitor::{Connections, RouteId};
 use actix_server::GracefulShutdownSignal;
 use actix_service::Service;
@@ -52,7 +54,9 @@ const MAX_BATCH: usize = 256 * 1024;
 /// One per actix worker.
 pub struct HitPath {
     state: AppState,
+    /// The monitor's ids of the two routes answered here.
     entry_id: RouteId,
+    mget_id: RouteId,
     /// Between requests (actix-http's keep-alive).
     keep_alive: Duration,
     /// For a head, from its first byte (the first head's from the connect), and for a client
@@ -69,7 +73,8 @@ impl HitPath {
         shutdown: GracefulShutdownSignal,
     ) -> Self {
         let entry_id = state.monitor.route_id(ENTRY_ROUTE, "GET");
-        HitPath { state, entry_id, keep_alive, request_timeout, shutdown }
+        let mget_id = state.monitor.route_id(MGET_ROUTE, "POST");
+        HitPath { state, entry_id, mget_id, keep_alive, request_timeout, shutdown }
     }
 
     /// Serves one connection: hits here, then (if it comes to that) everything through `h1`.
@@ -143,7 +148,7 @@ impl HitPath {
                 return Buffered::Partial; // the usual end of a batch, without reading the clocks
             }
             match self.step(&conn.unread, &mut conn.answers) {
-                Step::Hit(len) => {
+                Step::Hit(len) | Step::Mget(len) => {
                     conn.unread.advance(len);
                     conn.unsent += 1;
                     conn.answered += 1;
@@ -160,10 +165,14 @@ impl HitPath {
     fn step(&self, input: &[u8], answers: &mut Vec<u8>) -> Step {
         let started = Instant::now();
         let now_ms = crate::model::now_ms();
-        let step = answer_hit(&self.state.cache, input, answers, now_ms);
-        if let Step::Hit(_) = step {
-            self.state.monitor.record_id(self.entry_id, 200, started.elapsed(), now_ms);
-        }
+        let auth_token = self.state.config.auth_token.as_deref();
+        let step = answer_hit(&self.state.cache, auth_token, input, answers, now_ms);
+        let route = match step {
+            Step::Hit(_) => self.entry_id,
+            Step::Mget(_) => self.mget_id,
+            Step::Partial | Step::Other => return step,
+        };
+        self.state.monitor.record_id(route, 200, started.elapsed(), now_ms);
         step
     }
 }
