@@ -36,6 +36,19 @@ fn bench(c: &mut Criterion) {
             perfd::api::answer_hit(&cache, None, black_box(head), &mut out, now_ms())
         })
     });
+    // The same for a compact 16-key mget (the lookup is `get_many_16` below).
+    let lines: String = (0..16).map(|i| format!("llm_response:k{i}\n")).collect();
+    let mget = format!(
+        "POST /api/v1/cache/mget HTTP/1.1\r\nHost: 127.0.0.1:8470\r\nContent-Type: application/x-perfd-mget\r\n\
+         Accept: application/x-perfd-mget\r\nContent-Length: {}\r\n\r\n{lines}",
+        lines.len()
+    );
+    g.bench_function("hit_path_mget_16", |b| {
+        b.iter(|| {
+            out.clear();
+            perfd::api::answer_hit(&cache, None, black_box(mget.as_bytes()), &mut out, now_ms())
+        })
+    });
     g.bench_function("hit", |b| {
         b.iter(|| rt.block_on(cache.get("llm_response", black_box("k500"))).unwrap())
     });
