@@ -110,10 +110,7 @@ async fn hits_on_the_hit_path_are_the_apps_answers() {
     put(&s, "/api/v1/cache/llm_response/a%20b", "hello", "text/plain; charset=utf-8").await;
     put(&s, "/api/v1/cache/crew_config/plain", "x", "application/octet-stream").await;
     let hits_before = counter(&s, "perfd_http_hit_path_answers_total").await;
-    // A miss first: actix-http owns this connection from then on.
-    let mut app = Raw::connect(&s);
-    app.send(get("/api/v1/cache/llm_response/missing", "").as_bytes());
-    assert_eq!(status(&app.answer().unwrap()), "404");
+    let mut app = Raw::handed_over(&s);
     let mut fast = Raw::connect(&s);
     for path in ["/api/v1/cache/llm_response/a%20b", "/api/v1/cache/crew_config/plain"] {
         app.send(get(path, "Accept: */*\r\n").as_bytes());
@@ -139,6 +136,13 @@ async fn hits_on_the_hit_path_are_the_apps_answers() {
 }
 
 impl Raw {
+    /// A connection actix-http owns: its first request was a miss.
+    fn handed_over(s: &TestServer) -> Raw {
+        let mut c = Raw::connect(s);
+        assert_eq!(status(&c.answer_of(&get("/api/v1/cache/crew_config/absent", ""))), "404");
+        c
+    }
+
     /// Sends a head one header line every 150 ms until the server closes the connection or
     /// 2.5 s pass; how long that took.
     fn trickle_a_head(&mut self) -> Duration {
@@ -174,8 +178,7 @@ async fn compact_mgets_on_the_hit_path_are_the_apps_answers() {
     put(&s, "/api/v1/cache/crew_config/k1", "one", "text/plain").await;
     put(&s, "/api/v1/cache/crew_config/k2", "two", "text/plain").await;
     let answers_before = counter(&s, "perfd_http_hit_path_answers_total").await;
-    let mut app = Raw::connect(&s);
-    assert_eq!(status(&app.answer_of(&get("/api/v1/cache/crew_config/absent", ""))), "404");
+    let mut app = Raw::handed_over(&s);
     let mut fast = Raw::connect(&s);
     let request = compact_mget(&["crew_config:k1", "crew_config:absent", "crew_config:k2"], "");
     let (by_app, by_hit_path) = (app.answer_of(&request), fast.answer_of(&request));
@@ -305,13 +308,8 @@ async fn idle_and_slow_connections_are_closed_on_time() {
 #[tokio::test]
 async fn heads_on_handed_over_connections_are_timed_and_bodies_are_not() {
     let s = TestServer::start_with(|c| c.http.request_timeout = Duration::from_secs(1));
-    let handed_over = |s: &TestServer| {
-        let mut c = Raw::connect(s);
-        assert_eq!(status(&c.answer_of(&get("/api/v1/cache/crew_config/absent", ""))), "404");
-        c
-    };
     // A body that takes longer than the request timeout is taken.
-    let mut slow_body = handed_over(&s);
+    let mut slow_body = Raw::handed_over(&s);
     slow_body
         .send(b"PUT /api/v1/cache/crew_config/k HTTP/1.1\r\nHost: perfd\r\nContent-Length: 6\r\n\r\nabc");
     std::thread::sleep(Duration::from_millis(1500)); // the slowness under test
@@ -320,12 +318,12 @@ async fn heads_on_handed_over_connections_are_timed_and_bodies_are_not() {
     assert_eq!(body(&slow_body.answer_of(&get("/api/v1/cache/crew_config/k", ""))), "abcdef");
 
     // A later head that stops halfway, and one that comes a line at a time, are closed.
-    let mut stalled = handed_over(&s);
+    let mut stalled = Raw::handed_over(&s);
     stalled.send(b"GET /api/v1/cache/crew_config/k HTTP/1.1\r\n");
     let started = Instant::now();
     assert!(stalled.closed_within(Duration::from_secs(10)));
     assert!(started.elapsed() < Duration::from_secs(5), "closed after {:?}", started.elapsed());
-    let took = handed_over(&s).trickle_a_head();
+    let took = Raw::handed_over(&s).trickle_a_head();
     assert!(took < Duration::from_millis(2200), "closed after {took:?}");
 }
 

@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
 /// A head longer than this is not followed (actix-http refuses one far shorter).
-const MAX_HEAD: usize = 128 * 1024;
+const MAX_FOLLOWED_HEAD: usize = 128 * 1024;
 
 /// The connection actix-http gets: the bytes the hit path read but did not answer, then the
 /// socket, with request heads timed.
@@ -97,7 +97,7 @@ impl HeadClock {
                     let Some(end) = head_end(&self.head, bytes) else {
                         self.started.get_or_insert_with(&now);
                         self.head.extend_from_slice(bytes);
-                        if self.head.len() > MAX_HEAD {
+                        if self.head.len() > MAX_FOLLOWED_HEAD {
                             self.framing = Framing::Untracked;
                         }
                         return;
@@ -294,7 +294,7 @@ mod tests {
             );
         }
         let (mut c, t0) = clock();
-        c.feed(&vec![b'a'; MAX_HEAD + 1], || t0);
+        c.feed(&vec![b'a'; MAX_FOLLOWED_HEAD + 1], || t0);
         assert_eq!(c.framing, Framing::Untracked, "an endless head");
     }
 }
