@@ -197,6 +197,12 @@ async fn compact_mgets_on_the_hit_path_are_the_apps_answers() {
         (compact_mget(&["no-colon"], ""), "400"),
         (compact_mget(&["nope:k"], ""), "404"),
         (compact_mget(&["crew_config:k1"], "Content-Encoding: gzip\r\n"), "400"),
+        // The App reads the first of two Content-Types: JSON, which key lines are not.
+        (
+            compact_mget(&["crew_config:k1"], "")
+                .replace("Content-Type: ", "Content-Type: application/json\r\nContent-Type: "),
+            "400",
+        ),
     ] {
         assert_eq!(status(&Raw::connect(&s).answer_of(&request)), want, "{request}");
     }
@@ -210,6 +216,9 @@ async fn an_mget_shows_the_token_when_one_is_set() {
     assert_eq!(status(&Raw::connect(&s).answer_of(&request)), "401");
     let wrong = compact_mget(&["crew_config:k1"], "Authorization: Bearer 0123456789abcdeX\r\n");
     assert_eq!(status(&Raw::connect(&s).answer_of(&wrong)), "401");
+    // The App reads the first of two Authorization headers: the hit path leaves them to it.
+    let two = "Authorization: Bearer 0123456789abcdeX\r\nAuthorization: Bearer 0123456789abcdef\r\n";
+    assert_eq!(status(&Raw::connect(&s).answer_of(&compact_mget(&["crew_config:k1"], two))), "401");
     let right = compact_mget(&["crew_config:k1"], "Authorization: Bearer 0123456789abcdef\r\n");
     let answer = Raw::connect(&s).answer_of(&right);
     assert_eq!((status(&answer), body(&answer)), ("200", "\0"));

@@ -103,12 +103,14 @@ fn mget(cache: &TieredCache, body: &[u8], answers: &mut Vec<u8>, now_ms: i64) ->
 }
 
 /// The body length of an mget this path may answer: exactly one `Host` and one plain
-/// `Content-Length` (at most [`MAX_MGET_BODY`]), key lines in and the binary answer asked for,
-/// the right bearer token when one is configured, and nothing about encodings, upgrades,
-/// `Expect` or an end to keep-alive.
+/// `Content-Length` (at most [`MAX_MGET_BODY`]), one `Content-Type` naming key lines and one
+/// `Accept` asking for the binary answer, the right bearer token in the one `Authorization` when
+/// one is configured, and nothing about encodings, upgrades, `Expect` or an end to keep-alive.
+/// The App reads the first of repeated headers and only visible ASCII
+/// (`HeaderValue::to_str`), so a repeated one or another byte there goes to it.
 fn mget_headers(headers: &[httparse::Header<'_>], auth_token: Option<&str>) -> Option<usize> {
-    let (mut hosts, mut length, mut lengths) = (0, 0, 0);
-    let (mut compact_in, mut compact_out, mut authorized) = (false, false, auth_token.is_none());
+    let (mut hosts, mut lengths, mut types, mut accepts, mut tokens) = (0, 0, 0, 0, 0);
+    let (mut length, mut compact_in, mut compact_out, mut authorized) = (0, false, false, auth_token.is_none());
     for h in headers {
         let is = |name: &str| h.name.eq_ignore_ascii_case(name);
         let mentions = |media_type: &str| memchr::memmem::find(h.value, media_type.as_bytes()).is_some();
@@ -120,11 +122,14 @@ fn mget_headers(headers: &[httparse::Header<'_>], auth_token: Option<&str>) -> O
                 std::str::from_utf8(h.value).ok().filter(|v| v.bytes().all(|b| b.is_ascii_digit()))?;
             length = digits.parse().ok().filter(|&n| n <= MAX_MGET_BODY)?;
         } else if is("content-type") {
-            compact_in = mentions(MGET_BINARY);
+            types += 1;
+            compact_in = visible_ascii(h.value) && mentions(MGET_BINARY);
         } else if is("accept") {
-            compact_out = mentions(MGET_BINARY);
+            accepts += 1;
+            compact_out = visible_ascii(h.value) && mentions(MGET_BINARY);
         } else if is("authorization") {
-            let given = h.value.strip_prefix(b"Bearer ").unwrap_or(b"");
+            tokens += 1;
+            let given = h.value.strip_prefix(b"Bearer ").filter(|v| visible_ascii(v)).unwrap_or(b"");
             authorized = auth_token.is_some_and(|t| super::super::constant_time_eq(given, t.as_bytes()));
         } else if is("connection") {
             if !h.value.eq_ignore_ascii_case(b"keep-alive") {
@@ -134,7 +139,8 @@ fn mget_headers(headers: &[httparse::Header<'_>], auth_token: Option<&str>) -> O
             return None;
         }
     }
-    (hosts == 1 && lengths == 1 && compact_in && compact_out && authorized).then_some(length)
+    let single = hosts == 1 && lengths == 1 && types == 1 && accepts == 1 && tokens <= 1;
+    (single && compact_in && compact_out && authorized).then_some(length)
 }
 
 /// Headers a GET hit may carry: exactly one `Host` (actix-http answers 400 otherwise, RFC
@@ -185,7 +191,12 @@ fn write_hit(out: &mut Vec<u8>, e: &Entry, now_ms: i64) {
 
 /// What `HeaderValue::from_str` takes (the cache stores no other: see `cache::warm`).
 fn valid_header_value(v: &str) -> bool {
-    v.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
+    visible_ascii(v.as_bytes())
+}
+
+/// What `HeaderValue::from_str` takes and `HeaderValue::to_str` gives back: tab and visible ASCII.
+fn visible_ascii(v: &[u8]) -> bool {
+    v.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
 }
 
 /// The IMF-fixdate of `now_ms`, formatted once a second per thread.
@@ -300,9 +311,28 @@ mod tests {
             head("", body.len()).replace(&format!("Content-Length: {}", body.len()), "Content-Length: +27")
                 + body,
             head("", 5) + "nope:k",
+            // The App reads the first of two (JSON here) and only visible ASCII.
+            head("Content-Type: application/json\r\n", body.len()) + body,
+            head("Accept: application/json\r\n", body.len()) + body,
+            head("", body.len()).replace("Accept: application/x-perfd-mget", "Accept: application/x-perfd-mget, \u{e9}")
+                + body,
         ];
         for request in other {
             assert_eq!(answer(&cache, &request), (Step::Other, String::new()), "{request}");
+        }
+        // With a token: the one Authorization must show it; the App reads the first of two.
+        let with_token = |auth: &str| {
+            let request = head(auth, body.len()) + body;
+            answer_hit(&cache, Some("s3cret"), request.as_bytes(), &mut Vec::new(), crate::model::now_ms())
+        };
+        assert_eq!(with_token("Authorization: Bearer s3cret\r\n"), Step::Mget(whole.len() + 30));
+        for refused in [
+            "",
+            "Authorization: Bearer wrong!\r\n",
+            "Authorization: Bearer wrong!\r\nAuthorization: Bearer s3cret\r\n",
+            "Authorization: Bearer s3cret\r\nAuthorization: Bearer s3cret\r\n",
+        ] {
+            assert_eq!(with_token(refused), Step::Other, "{refused}");
         }
     }
 
