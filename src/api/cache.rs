@@ -6,7 +6,7 @@ use crate::Error;
 use crate::cache::{Entry, Level};
 use crate::model::now_ms;
 use actix_web::http::Method;
-use actix_web::{HttpRequest, HttpResponse, http::header, web};
+use actix_web::{FromRequest as _, HttpRequest, HttpResponse, http::header, web};
 use base64::Engine as _;
 use serde::Deserialize;
 use std::borrow::Cow;
@@ -88,11 +88,13 @@ pub(super) fn percent_decoded(s: &str) -> Result<Cow<'_, str>, Error> {
         .map_err(|_| Error::invalid("cache strategy and key must be percent-encoded UTF-8"))
 }
 
-/// Every method on `/api/v1/cache/{strategy}/{key}`.
+/// Every method on `/api/v1/cache/{strategy}/{key}`. Only a PUT reads the body: a GET with
+/// `Upgrade: websocket` has the rest of the connection as its body (actix-http), so reading it
+/// first left such a GET of a missing entry unanswered until the client went away.
 pub async fn entry(
     state: web::Data<AppState>,
     req: HttpRequest,
-    body: Result<web::Bytes, actix_web::Error>,
+    body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let Some((strategy, key)) = split_entry_path(req.uri().path()) else {
         return Err(Error::NotFound(format!("no route for {} {}", req.method(), req.path())).into());
@@ -156,9 +158,12 @@ async fn put_entry(
     strategy: &str,
     key: &str,
     params: EntryParams,
-    body: Result<web::Bytes, actix_web::Error>,
+    body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body.map_err(|e| body_error(e, state.config.http.max_body_bytes))?;
+    // The `web::Bytes` extractor, with the App's `PayloadConfig` limit.
+    let body = web::Bytes::from_request(req, &mut body.into_inner())
+        .await
+        .map_err(|e| body_error(e, state.config.http.max_body_bytes))?;
     let ttl = params.ttl.as_deref().map(|t| duration_param("ttl", t)).transpose()?;
     let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     state.cache.set(strategy, key, body, content_type, ttl).await?;

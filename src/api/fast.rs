@@ -175,6 +175,7 @@ impl<S> FastCacheService<S> {
         req.method() == Method::POST
             && req.uri().path() == MGET_ROUTE
             && !headers.contains_key(header::CONTENT_ENCODING)
+            && !super::websocket_body(req.head())
             && self.state.config.auth_token.as_deref().is_none_or(|t| super::bearer_matches(headers, t))
     }
 

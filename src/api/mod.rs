@@ -61,6 +61,15 @@ pub async fn guard_and_time(
     let guarded = !matches!(*req.method(), actix_web::http::Method::GET | actix_web::http::Method::HEAD)
         || req.path().starts_with("/api/v1/admin");
     let res = match state.config.auth_token.as_deref().filter(|_| guarded) {
+        _ if websocket_body(req.head()) => {
+            let err = error::ApiError(crate::Error::invalid(
+                "Upgrade: websocket is not supported: perfd has no WebSocket endpoint",
+            ));
+            let mut resp = actix_web::ResponseError::error_response(&err);
+            // Its body has no end but the connection's, so nothing after it can be read.
+            resp.head_mut().set_connection_type(actix_web::http::ConnectionType::Close);
+            req.into_response(resp).map_into_right_body()
+        }
         Some(token) if !bearer_matches(req.headers(), token) => {
             let err = error::ApiError(crate::Error::Unauthorized("missing or wrong bearer token".into()));
             let resp = actix_web::ResponseError::error_response(&err);
@@ -80,6 +89,18 @@ pub async fn guard_and_time(
     let (status, method) = (res.status().as_u16(), r.method().as_str());
     state.monitor.record(route, method, status, finished - started, crate::model::now_ms());
     Ok(res)
+}
+
+/// A request that is not a GET or HEAD with `Upgrade: websocket`: actix-http makes the rest of
+/// the connection its body (whatever `Content-Length` says), so a handler reading it would wait
+/// until the client leaves. perfd answers it 400 and closes; a GET or HEAD reads no body and is
+/// answered as if the header were not there (RFC 9110 lets a server ignore `Upgrade`).
+pub(super) fn websocket_body(head: &actix_http::RequestHead) -> bool {
+    !matches!(head.method, actix_web::http::Method::GET | actix_web::http::Method::HEAD)
+        && head
+            .headers
+            .get_all(actix_web::http::header::UPGRADE)
+            .any(|v| v.to_str().is_ok_and(|v| v.trim().eq_ignore_ascii_case("websocket")))
 }
 
 fn bearer_matches(headers: &actix_web::http::header::HeaderMap, token: &str) -> bool {

@@ -8,20 +8,20 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 /// A raw HTTP/1.1 connection that reads answers one at a time (by `content-length`).
-struct Raw {
+pub(crate) struct Raw {
     stream: TcpStream,
     buf: Vec<u8>,
 }
 
 impl Raw {
-    fn connect(s: &TestServer) -> Raw {
+    pub(crate) fn connect(s: &TestServer) -> Raw {
         let stream = TcpStream::connect(s.daemon().addr).expect("connect");
         stream.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
         stream.set_nodelay(true).expect("nodelay");
         Raw { stream, buf: Vec::new() }
     }
 
-    fn send(&mut self, bytes: &[u8]) {
+    pub(crate) fn send(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).expect("send");
     }
 
@@ -31,7 +31,13 @@ impl Raw {
     }
 
     /// The next answer; `with_body: false` for a HEAD's, which has `content-length` but no body.
-    fn answer_with(&mut self, with_body: bool) -> Option<String> {
+    pub(crate) fn answer_with(&mut self, with_body: bool) -> Option<String> {
+        self.try_answer(with_body).unwrap_or_else(|e| panic!("reading an answer: {e}"))
+    }
+
+    /// The next answer, `None` once the server closed the connection, or the read's error
+    /// (`WouldBlock` when the read timeout passed first).
+    pub(crate) fn try_answer(&mut self, with_body: bool) -> std::io::Result<Option<String>> {
         loop {
             if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 let head = String::from_utf8(self.buf[..end].to_vec()).expect("ascii head");
@@ -42,17 +48,21 @@ impl Raw {
                     .unwrap_or(0);
                 if self.buf.len() >= end + 4 + len {
                     let answer: Vec<u8> = self.buf.drain(..end + 4 + len).collect();
-                    return Some(String::from_utf8(answer).expect("utf-8 answer"));
+                    return Ok(Some(String::from_utf8(answer).expect("utf-8 answer")));
                 }
             }
             let mut chunk = [0u8; 8192];
             match self.stream.read(&mut chunk) {
-                Ok(0) => return None,
+                Ok(0) => return Ok(None),
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == ErrorKind::ConnectionReset => return None,
-                Err(e) => panic!("reading an answer: {e}"),
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => return Ok(None),
+                Err(e) => return Err(e),
             }
         }
+    }
+
+    pub(crate) fn set_read_timeout(&mut self, timeout: Duration) {
+        self.stream.set_read_timeout(Some(timeout)).expect("timeout");
     }
 
     /// True when the server closes the connection before `within` passes.
@@ -91,7 +101,7 @@ async fn counter(s: &TestServer, name: &str) -> f64 {
 
 /// Status line, header lines in order of name, body. The date and the remaining TTL differ with
 /// the second the answer was made; the order of headers differs between actix's header maps.
-fn normalized(answer: &str) -> (String, Vec<String>, String) {
+pub(crate) fn normalized(answer: &str) -> (String, Vec<String>, String) {
     let (head, body) = answer.split_once("\r\n\r\n").expect("head");
     let mut lines = head.split("\r\n");
     let status = lines.next().expect("status line").to_owned();
@@ -137,7 +147,7 @@ async fn hits_on_the_hit_path_are_the_apps_answers() {
 
 impl Raw {
     /// A connection actix-http owns: its first request was a miss.
-    fn handed_over(s: &TestServer) -> Raw {
+    pub(crate) fn handed_over(s: &TestServer) -> Raw {
         let mut c = Raw::connect(s);
         assert_eq!(status(&c.answer_of(&get("/api/v1/cache/crew_config/absent", ""))), "404");
         c
@@ -272,6 +282,16 @@ async fn requests_the_hit_path_leaves_to_actix_get_the_apps_answers() {
         (get("/api/v1/cache/crew_config/%FF", ""), "400", ""),
         (get("/api/v1/cache/nope/k", ""), "404", ""),
         ("DELETE /api/v1/cache/crew_config/gone HTTP/1.1\r\nHost: perfd\r\n\r\n".into(), "200", ""),
+        // A websocket handshake's body is the rest of the connection: a GET must not wait for it.
+        (get(hit, "Connection: Upgrade\r\nUpgrade: websocket\r\n"), "200", "v"),
+        (get("/api/v1/cache/crew_config/absent", "Connection: Upgrade\r\nUpgrade: websocket\r\n"), "404", ""),
+        // Other methods would read it until the client leaves: refused at once.
+        (compact_mget(&["crew_config:k"], "Upgrade: websocket\r\n"), "400", ""),
+        (
+            format!("PUT {hit} HTTP/1.1\r\nHost: perfd\r\nUpgrade: websocket\r\nContent-Length: 1\r\n\r\nw"),
+            "400",
+            "",
+        ),
     ];
     for (request, want_status, want_body) in cases {
         let mut c = Raw::connect(&s);
