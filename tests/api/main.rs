@@ -9,6 +9,7 @@ mod executions;
 mod flood;
 mod helpers;
 mod hitpath;
+mod hitpath_differential;
 mod ingest;
 mod observe;
 mod ops;

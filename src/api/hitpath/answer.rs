@@ -110,7 +110,8 @@ fn mget(cache: &TieredCache, body: &[u8], answers: &mut Vec<u8>, now_ms: i64) ->
 /// (`HeaderValue::to_str`), so a repeated one or another byte there goes to it.
 fn mget_headers(headers: &[httparse::Header<'_>], auth_token: Option<&str>) -> Option<usize> {
     let (mut hosts, mut lengths, mut types, mut accepts, mut tokens) = (0, 0, 0, 0, 0);
-    let (mut length, mut compact_in, mut compact_out, mut authorized) = (0, false, false, auth_token.is_none());
+    let (mut length, mut compact_in, mut compact_out, mut authorized) =
+        (0, false, false, auth_token.is_none());
     for h in headers {
         let is = |name: &str| h.name.eq_ignore_ascii_case(name);
         let mentions = |media_type: &str| memchr::memmem::find(h.value, media_type.as_bytes()).is_some();
@@ -314,7 +315,8 @@ mod tests {
             // The App reads the first of two (JSON here) and only visible ASCII.
             head("Content-Type: application/json\r\n", body.len()) + body,
             head("Accept: application/json\r\n", body.len()) + body,
-            head("", body.len()).replace("Accept: application/x-perfd-mget", "Accept: application/x-perfd-mget, \u{e9}")
+            head("", body.len())
+                .replace("Accept: application/x-perfd-mget", "Accept: application/x-perfd-mget, \u{e9}")
                 + body,
         ];
         for request in other {
