@@ -218,6 +218,7 @@ pub(super) fn http_date(now_ms: i64, f: impl FnOnce(&[u8])) {
 mod tests {
     use super::*;
     use bytes::Bytes;
+    use proptest::prelude::*;
 
     async fn cache_with(key: &str, value: &str) -> TieredCache {
         let cache =
@@ -335,6 +336,85 @@ mod tests {
             "Authorization: Bearer s3cret\r\nAuthorization: Bearer s3cret\r\n",
         ] {
             assert_eq!(with_token(refused), Step::Other, "{refused}");
+        }
+    }
+
+    /// One cache for the property tests: `crew_config:k` = "v".
+    fn shared_cache() -> &'static TieredCache {
+        static CACHE: std::sync::OnceLock<TieredCache> = std::sync::OnceLock::new();
+        CACHE.get_or_init(|| {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            rt.block_on(cache_with("k", "v"))
+        })
+    }
+
+    /// Requests near a hit or a compact mget, so that many are answered.
+    fn near_hits() -> impl Strategy<Value = Vec<u8>> {
+        let get = (
+            prop::sample::select(&["GET", "GET", "HEAD", "POST"][..]),
+            prop::sample::select(&["/api/v1/cache/crew_config/k", "/api/v1/cache/crew_config/%6B", "/x"][..]),
+            prop::sample::select(&["Host: a\r\n", "Host: a\r\nConnection: keep-alive\r\n", ""][..]),
+            prop::sample::select(&["\r\n", "\n"][..]),
+        )
+            .prop_map(|(m, p, h, eol)| format!("{m} {p} HTTP/1.1\r\n{h}").replace("\r\n", eol) + eol);
+        let mget =
+            prop::sample::select(&["crew_config:k\n", "crew_config:k\ncrew_config:x\n", "x:y\n", ""][..])
+                .prop_map(|body| {
+                    format!(
+                        "POST /api/v1/cache/mget HTTP/1.1\r\nHost: a\r\nContent-Type: {MGET_BINARY}\r\n\
+                     Accept: {MGET_BINARY}\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    )
+                });
+        let request = prop_oneof![get, mget].prop_map(String::into_bytes);
+        // Then cut short, pipelined twice, or with bytes changed.
+        (request, 0usize..4, any::<prop::sample::Index>(), any::<u8>()).prop_map(|(r, how, at, byte)| {
+            match how {
+                0 => r.clone(),
+                1 => r[..at.index(r.len())].to_vec(),
+                2 => [r.clone(), r].concat(),
+                _ => {
+                    let mut r = r;
+                    let i = at.index(r.len());
+                    r[i] = byte;
+                    r
+                }
+            }
+        })
+    }
+
+    proptest::proptest! {
+        /// On any input: no panic; an answer only for a whole request, never past the input,
+        /// and then a whole answer (`content-length` is its body's); nothing written otherwise;
+        /// and every shorter prefix of an answered request is `Partial`, so a request split
+        /// across reads is answered the same once it is all in.
+        #[test]
+        fn answers_only_whole_requests(input in prop_oneof![near_hits(), prop::collection::vec(any::<u8>(), 0..300)]) {
+            use proptest::prelude::*;
+            let cache = shared_cache();
+            let mut out = Vec::new();
+            let step = answer_hit(cache, None, &input, &mut out, crate::model::now_ms());
+            match step {
+                Step::Hit(n) | Step::Mget(n) => {
+                    prop_assert!(n <= input.len());
+                    let text = String::from_utf8_lossy(&out).into_owned();
+                    let (head, body) = text.split_once("\r\n\r\n").expect("a head");
+                    prop_assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{}", head);
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length: ")?.parse().ok())
+                        .expect("a length");
+                    prop_assert_eq!(length, out.len() - head.len() - 4);
+                    prop_assert!(body.len() <= length);
+                    for cut in 0..n {
+                        let mut more = Vec::new();
+                        let partial = answer_hit(cache, None, &input[..cut], &mut more, crate::model::now_ms());
+                        prop_assert_eq!(partial, Step::Partial, "cut at {}", cut);
+                        prop_assert!(more.is_empty());
+                    }
+                }
+                Step::Partial | Step::Other => prop_assert!(out.is_empty()),
+            }
         }
     }
 
