@@ -127,7 +127,8 @@ const HEADERS: &[&str] = &[
 
 /// A request and whether its answer has a body (not a HEAD's).
 fn requests() -> impl Strategy<Value = (String, bool)> {
-    let method = pick(&["GET", "GET", "POST", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS"]);
+    let method =
+        pick(&["GET", "GET", "POST", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS", "CONNECT"]);
     let headers = prop::collection::vec(pick(HEADERS), 0..3);
     let chunked = prop::bool::weighted(0.15);
     (method, pick(PATHS), pick(QUERIES), headers, pick(BODIES), chunked).prop_map(
