@@ -275,3 +275,71 @@ async fn mgets_near_a_compact_one_get_the_apps_answers() {
     put_entries(&s);
     check(&s, mgets(), 1000, 150);
 }
+
+/// Idempotent requests, so each one's answer does not depend on what ran before it.
+const SEQUENCE_STEPS: &[&str] = &[
+    "GET /api/v1/cache/crew_config/k1 HTTP/1.1\r\nHost: perfd\r\n\r\n",
+    "GET /api/v1/cache/crew_config/k1 HTTP/1.1\r\nHost: perfd\r\n\r\n",
+    "GET /api/v1/cache/crew_config/a%2Fb HTTP/1.1\r\nHost: perfd\r\nAccept: */*\r\n\r\n",
+    "GET /api/v1/cache/crew_config/absent HTTP/1.1\r\nHost: perfd\r\n\r\n",
+    "POST /api/v1/cache/mget HTTP/1.1\r\nHost: perfd\r\nContent-Type: application/x-perfd-mget\r\n\
+     Accept: application/x-perfd-mget\r\nAuthorization: Bearer 0123456789abcdef\r\n\
+     Content-Length: 33\r\n\r\ncrew_config:k1\ncrew_config:absent",
+    "POST /api/v1/cache/mget HTTP/1.1\r\nHost: perfd\r\nContent-Type: application/x-perfd-mget\r\n\
+     Content-Length: 15\r\n\r\ncrew_config:a/b",
+    "PUT /api/v1/cache/crew_config/k1 HTTP/1.1\r\nHost: perfd\r\nAuthorization: Bearer 0123456789abcdef\r\n\
+     Content-Type: text/plain\r\nContent-Length: 3\r\n\r\none",
+    "DELETE /api/v1/cache/crew_config/absent HTTP/1.1\r\nHost: perfd\r\nAuthorization: Bearer 0123456789abcdef\r\n\r\n",
+    "GET /healthz HTTP/1.1\r\nHost: perfd\r\n\r\n",
+    "GET /api/v1/cache/nope/k HTTP/1.1\r\nHost: perfd\r\n\r\n",
+];
+
+/// Pipelined on one connection and written in pieces of any size, a sequence of requests gets
+/// the answers each request gets alone: the hit path answers the hits it reads and hands the
+/// connection to actix-http at its first other request with every byte it read and no more,
+/// wherever the reads happened to end.
+#[tokio::test]
+async fn pipelined_requests_written_in_any_pieces_get_the_answers_each_gets_alone() {
+    let s = TestServer::start_with(|c| c.auth_token = Some(TOKEN.into()));
+    put_entries(&s);
+    let alone: Vec<_> = SEQUENCE_STEPS
+        .iter()
+        .map(|r| {
+            let mut c = Raw::connect(&s);
+            c.send(r.as_bytes());
+            comparable(&c.answer_with(true).expect("an answer"))
+        })
+        .collect();
+    let steps = prop::collection::vec(0..SEQUENCE_STEPS.len(), 1..10);
+    let cuts = prop::collection::vec(1usize..40, 1..12);
+    let config = Config { cases: 300, failure_persistence: None, ..Config::default() };
+    let result = TestRunner::new(config).run(&(steps, cuts), |(steps, cuts)| {
+        let bytes: Vec<u8> = steps.iter().flat_map(|&i| SEQUENCE_STEPS[i].bytes()).collect();
+        let mut c = Raw::connect(&s);
+        c.set_read_timeout(Duration::from_secs(2));
+        let (mut at, mut cut) = (0, cuts.iter().cycle());
+        // A send fails once actix-http has closed the connection (see below).
+        while at < bytes.len() {
+            let end = (at + cut.next().copied().unwrap_or(1)).min(bytes.len());
+            if c.try_send(&bytes[at..end]).is_err() {
+                break;
+            }
+            at = end;
+        }
+        for (n, &i) in steps.iter().enumerate() {
+            let got = c.try_answer(true).map_err(|e| TestCaseError::fail(format!("answer {n}: {e}")))?;
+            let got = got.ok_or_else(|| TestCaseError::fail(format!("closed before answer {n}")))?;
+            prop_assert_eq!(&comparable(&got), &alone[i], "answer {} of {:?}", n, steps);
+            // actix-http closes after an answer given before the request's body was all read
+            // (the 401 to an mget without the token, and now and then a pipelined PUT's 204),
+            // and says so; what follows is then not answered.
+            if got.contains("\r\nconnection: close\r\n") {
+                break;
+            }
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
