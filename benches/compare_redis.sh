@@ -29,7 +29,8 @@ command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || need+=(nginx-light)
 if ((${#need[@]})); then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null; fi
 cargo build -q --release --bin perfd --example cachebench --example httpfloor
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; [[ -f $work/nginx.pid ]] && kill "$(cat "$work/nginx.pid")"; rm -rf "$work"' EXIT
+# nginx (a job too) removes its pid file as it stops, so that kill is best effort.
+trap 'kill $(jobs -p) 2>/dev/null || true; kill "$(cat "$work/nginx.pid" 2>/dev/null)" 2>/dev/null || true; rm -rf "$work"' EXIT
 client() { taskset -c 1 "$@"; }
 
 # taskset execs the server, so `jobs -p` (used by the trap) holds the servers' own pids.
