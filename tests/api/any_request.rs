@@ -50,6 +50,7 @@ const PATHS: &[&str] = &[
     "/api/v1/cache/crew_config/",
     "/api/v1/cache/nope/k",
     "/api/v1/cache/crew_config/%00",
+    "/api/v1/cache/crew_config/%5B%2A%5D%5C",
     "/api/v1/admin/backups",
     "/api/v1/nope",
     "/",
@@ -86,6 +87,10 @@ const BODIES: &[&str] = &[
     "{\"keys\":[{\"strategy\":\"crew_config\",\"key\":\"k\"}]}",
     "{\"pattern\":\"[\"}",
     "{\"pattern\":\"crew_config:*\"}",
+    "{\"pattern\":\"crew_config:[a-\"}",
+    "{\"pattern\":\"*\\\\\"}",
+    "{\"pattern\":\"crew_config:[!\\u0000-z]?*\"}",
+    "{\"keys\":[{\"strategy\":\"crew_config\",\"key\":\"[*]\\\\\"}]}",
     "{\"entries\":[{\"strategy\":\"crew_config\",\"key\":\"k\",\"value\":\"v\"}]}",
     "{\"metric\":\"cpu\",\"value\":NaN}",
     "{\"metric\":\"cpu\",\"operator\":\">\",\"value\":1e999}",
@@ -123,6 +128,8 @@ const HEADERS: &[&str] = &[
     "Upgrade: websocket",
     "Connection: close",
     "Accept: */*",
+    "Authorization: Bearer 0123456789abcdef",
+    "Authorization: Bearer wrong",
 ];
 
 /// A request and whether its answer has a body (not a HEAD's).
@@ -177,11 +184,21 @@ fn well_answered(s: &TestServer, (request, with_body): &(String, bool)) -> Resul
     Ok(())
 }
 
-#[tokio::test]
-async fn any_request_gets_a_timely_answer_and_errors_are_json() {
-    let s = TestServer::start();
-    let config = Config { cases: 3000, failure_persistence: None, ..Config::default() };
-    if let Err(e) = TestRunner::new(config).run(&requests(), |r| well_answered(&s, &r)) {
+/// Sends `cases` requests to `s`; each must be [`well_answered`].
+pub(crate) fn any_requests_are_well_answered(s: &TestServer, cases: u32) {
+    let config = Config { cases, failure_persistence: None, ..Config::default() };
+    if let Err(e) = TestRunner::new(config).run(&requests(), |r| well_answered(s, &r)) {
         panic!("{e}");
     }
+}
+
+#[tokio::test]
+async fn any_request_gets_a_timely_answer_and_errors_are_json() {
+    any_requests_are_well_answered(&TestServer::start(), 3000);
+}
+
+#[tokio::test]
+async fn with_a_token_too() {
+    let s = TestServer::start_with(|c| c.auth_token = Some("0123456789abcdef".into()));
+    any_requests_are_well_answered(&s, 1000);
 }

@@ -398,3 +398,12 @@ async fn l2_promotion_never_undoes_an_acknowledged_write() {
     assert!(l2.hits > 100, "the race needs reads from Redis: {l2:?}");
     assert_eq!(violations, 0, "stale reads after acknowledged writes");
 }
+
+/// The whole-API property test (`any_request`) with Redis as L2: odd keys, patterns and
+/// bodies reach Redis too, and still get a timely, non-5xx answer.
+#[tokio::test]
+async fn any_request_with_redis_as_l2_is_well_answered() {
+    let redis = RedisServer::start();
+    let s = server_with(&redis);
+    crate::any_request::any_requests_are_well_answered(&s, 1000);
+}
