@@ -235,6 +235,63 @@ impl AsyncWrite for Handed {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    const BODY_PARTS: &[&[u8]] = &[b"x", b"\r\n\r\n", b"\r", b"\n"];
+
+    /// Requests with `Content-Length` bodies (which may hold a blank line) and, for each, the
+    /// range of its head in the concatenated bytes.
+    fn requests() -> impl Strategy<Value = (Vec<u8>, Vec<std::ops::Range<usize>>)> {
+        let header = prop::sample::select(
+            &["Host: a\r\n", "X-A: b\r\n", "content-length: 0\r\n", "Accept: */*\r\n"][..],
+        );
+        let body = prop::collection::vec(prop::sample::select(BODY_PARTS), 0..6);
+        let one = (prop::collection::vec(header, 0..3), body, prop::bool::ANY);
+        prop::collection::vec(one, 1..6).prop_map(|requests| {
+            let (mut bytes, mut heads) = (Vec::new(), Vec::new());
+            for (headers, body, stated) in requests {
+                let body = body.concat();
+                let start = bytes.len();
+                bytes.extend_from_slice(b"PUT /a HTTP/1.1\r\n");
+                for h in headers.iter().filter(|h| !h.starts_with("content-length") || body.is_empty()) {
+                    bytes.extend_from_slice(h.as_bytes());
+                }
+                if !body.is_empty() || stated {
+                    bytes.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
+                }
+                bytes.extend_from_slice(b"\r\n");
+                heads.push(start..bytes.len());
+                bytes.extend_from_slice(&body);
+            }
+            (bytes, heads)
+        })
+    }
+
+    proptest! {
+        /// Fed in any pieces, the clock runs exactly while a head is partly in, from the read
+        /// that brought its first byte; bodies (blank lines in them too) are skipped.
+        #[test]
+        fn a_head_is_timed_exactly_while_it_is_partly_in((bytes, heads) in requests(), cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8)) {
+            let t0 = Instant::now();
+            let mut ends: Vec<usize> = cuts.iter().map(|i| i.index(bytes.len() + 1)).collect();
+            ends.push(bytes.len());
+            ends.sort_unstable();
+            ends.dedup();
+            let mut c = HeadClock::new(Duration::from_secs(1));
+            let mut at = 0;
+            for (read, &end) in ends.iter().enumerate() {
+                let now = t0 + Duration::from_millis(read as u64);
+                c.feed(&bytes[at..end], || now);
+                at = end;
+                let open = heads.iter().find(|h| h.start < at && at < h.end);
+                // The read that brought the open head's first byte.
+                let first = open.map(|h| ends.iter().position(|&e| e > h.start).expect("a read"));
+                let want = first.map(|r| t0 + Duration::from_millis(r as u64) + Duration::from_secs(1));
+                prop_assert_eq!(c.deadline(), want, "after {} of {} bytes", at, bytes.len());
+            }
+            prop_assert_eq!(&c.framing, &Framing::Head);
+        }
+    }
 
     fn clock() -> (HeadClock, Instant) {
         (HeadClock::new(Duration::from_secs(1)), Instant::now())
