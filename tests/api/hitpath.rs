@@ -97,7 +97,7 @@ async fn put(s: &TestServer, path: &str, value: &str, content_type: &str) {
 }
 
 /// A `/metrics` counter.
-async fn counter(s: &TestServer, name: &str) -> f64 {
+pub(crate) async fn counter(s: &TestServer, name: &str) -> f64 {
     let text = s.client.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
     let line = text.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name}"));
     line.rsplit(' ').next().unwrap().parse().unwrap()

@@ -4,6 +4,7 @@ mod alerts;
 mod any_request;
 mod backup;
 mod cache;
+mod cache_model;
 mod crash;
 mod disk_full;
 mod executions;

@@ -407,3 +407,11 @@ async fn any_request_with_redis_as_l2_is_well_answered() {
     let s = server_with(&redis);
     crate::any_request::any_requests_are_well_answered(&s, 1000);
 }
+
+/// The cache model test (`cache_model`) with Redis as L2; `clear` empties both levels.
+#[tokio::test]
+async fn the_cache_with_redis_as_l2_answers_what_a_model_says() {
+    let redis = RedisServer::start();
+    let s = server_with(&redis);
+    crate::cache_model::the_model_holds(&s, r#"{"level":"all"}"#, 100);
+}
