@@ -14,8 +14,10 @@ use std::collections::BTreeMap;
 const KEYS: &[(&str, &str)] = &[("a", "a"), ("b", "b"), ("c", "c"), ("d e", "d%20e"), ("x/y", "x%2Fy")];
 const VALUES: &[&str] = &["one", "two", "three!", "", "v\u{e9}"];
 const TYPES: &[Option<&str>] = &[Some("text/plain"), Some("application/json"), None];
+/// Which keys a pattern removes.
+type Matches = fn(&str) -> bool;
 /// Glob patterns, with the keys each removes.
-const PATTERNS: &[(&str, fn(&str) -> bool)] = &[
+const PATTERNS: &[(&str, Matches)] = &[
     ("crew_config:*", |_| true),
     ("crew_config:[ab]", |k| k == "a" || k == "b"),
     ("crew_config:?", |k| k.chars().count() == 1),
