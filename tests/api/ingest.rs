@@ -35,9 +35,11 @@ async fn three_formats_round_trip_exactly_and_survive_restart() {
         t * 1_000_000
     );
     assert_eq!(s.post("/write", lp).await.status(), 204);
+    // 986452993.9553671 is one serde_json parses a bit off without `float_roundtrip`.
     let import = format!(
-        r#"{{"metric":{{"__name__":"mem_used","host":"a"}},"values":[1.7976931348623157e308,5e-324],"timestamps":[{t},{}]}}"#,
-        t + 5
+        r#"{{"metric":{{"__name__":"mem_used","host":"a"}},"values":[1.7976931348623157e308,5e-324,986452993.9553671],"timestamps":[{t},{},{}]}}"#,
+        t + 5,
+        t + 6
     );
     assert_eq!(s.post("/api/v1/import", import).await.status(), 204);
     let ingest = format!(
@@ -68,7 +70,7 @@ async fn check_formats(s: &TestServer, t: i64) {
     assert_eq!(all.len(), 2);
     assert_eq!(all[1].1, vec![(t, 1e-300)]);
     let mem = s.points(&format!("query=mem_used&{range}")).await;
-    assert_eq!(mem[0].1, vec![(t, f64::MAX), (t + 5, 5e-324)]);
+    assert_eq!(mem[0].1, vec![(t, f64::MAX), (t + 5, 5e-324), (t + 6, 986452993.9553671)]);
     let lat = s.points(&format!("query=lat_ms{{route=\"/x\"}}&{range}")).await;
     assert_eq!(lat[0].1, vec![(t, 12.345678901234567)]);
 }
