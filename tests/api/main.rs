@@ -18,3 +18,4 @@ mod ops;
 mod query;
 #[cfg(feature = "redis")]
 mod redis;
+mod store_model;

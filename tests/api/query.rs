@@ -20,7 +20,7 @@ async fn load(s: &TestServer, t0: i64) -> Vec<Vec<(i64, f64)>> {
     all
 }
 
-fn agg(points: &[(i64, f64)], step: i64, f: &str) -> Vec<(i64, f64)> {
+pub(crate) fn agg(points: &[(i64, f64)], step: i64, f: &str) -> Vec<(i64, f64)> {
     let mut out: Vec<(i64, Vec<f64>)> = Vec::new();
     for &(t, v) in points {
         let b = t - t.rem_euclid(step);
@@ -45,7 +45,7 @@ fn agg(points: &[(i64, f64)], step: i64, f: &str) -> Vec<(i64, f64)> {
         .collect()
 }
 
-fn close(a: &[(i64, f64)], b: &[(i64, f64)]) {
+pub(crate) fn close(a: &[(i64, f64)], b: &[(i64, f64)]) {
     assert_eq!(a.len(), b.len(), "{a:?} vs {b:?}");
     for (x, y) in a.iter().zip(b) {
         assert_eq!(x.0, y.0);
