@@ -367,9 +367,16 @@ async fn a_graceful_stop_closes_idle_connections() {
     put(&s, "/api/v1/cache/crew_config/k", "v", "text/plain").await;
     let mut idle = Raw::connect(&s);
     assert_eq!(body(&idle.answer_of(&get("/api/v1/cache/crew_config/k", ""))), "v");
+    // Connected, nothing sent yet: as idle (it held the stop for the 10 s shutdown timeout).
+    let mut fresh = Raw::connect(&s);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while counter(&s, "perfd_http_connections_total").await < 3.0 {
+        assert!(Instant::now() < deadline, "the fresh connection was never taken");
+    }
     let started = Instant::now();
     s.stop();
     // Without the graceful signal the stop waits for the 5 s keep-alive.
     assert!(started.elapsed() < Duration::from_secs(4), "stop took {:?}", started.elapsed());
     assert!(idle.closed_within(Duration::from_secs(1)));
+    assert!(fresh.closed_within(Duration::from_secs(1)));
 }

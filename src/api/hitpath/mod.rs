@@ -223,8 +223,10 @@ impl Conn {
             biased;
             read = self.stream.read_buf(&mut self.unread) => Some(read),
             () = &mut timer => None,
-            // Once it fired, `serve` ends: the signal is never polled again.
-            () = &mut shutdown, if idle => return Fill::Closed,
+            // Between requests, or before the first byte of a connection's first request (a
+            // client that connected but sent nothing must not hold a graceful stop for its
+            // request timeout). Once it fired, `serve` ends: the signal is never polled again.
+            () = &mut shutdown, if idle || self.unread.is_empty() => return Fill::Closed,
         };
         match read {
             Some(Ok(0) | Err(_)) => Fill::Closed,
