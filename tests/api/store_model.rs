@@ -1,16 +1,20 @@
 //! The store against a model (per series, a map of timestamp to value, last write wins), through
 //! the real server: random batches of points over four hours (late ones, duplicates, decimal
-//! and full-precision values) written with `/write` or `/api/v1/ingest`, with hours sealed in
-//! between, must read back exactly (to the bit), raw and aggregated.
+//! and full-precision values) written with `/write` or `/api/v1/ingest`, with hours sealed and
+//! the daemon restarted in between, must read back exactly (to the bit), raw and aggregated,
+//! over the whole span and over ranges that cut hours.
 
 use crate::helpers::{TestServer, base_ms};
 use crate::query::{agg, close};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 const SERIES: usize = 3;
 const SPAN_MS: i64 = 4 * 3_600_000;
+const AGGS: &[&str] = &["avg", "min", "max", "sum", "count", "first", "last"];
+const STEPS: &[i64] = &[1000, 61_000, 420_000, 3_600_000, 5_400_000, 7_200_000];
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -18,19 +22,31 @@ enum Op {
     /// or, when `json`, by `/api/v1/ingest`.
     Write(Vec<(usize, i64, f64)>, bool),
     Seal,
+    /// Stop and start on the same data dir: the WAL is replayed.
+    Restart,
 }
 
-fn ops() -> impl Strategy<Value = Vec<Op>> {
+/// A read to check at the end: from and to (ms after the base hour), step and aggregation.
+type Read = (i64, i64, i64, &'static str);
+
+fn ops() -> impl Strategy<Value = (Vec<Op>, Read)> {
     let value = prop_oneof![(-100_000i64..100_000).prop_map(|c| c as f64 / 100.0), -1e9f64..1e9, Just(0.0),];
     // Seconds, so that a batch often repeats a timestamp.
     let point = (0..SERIES, (0..SPAN_MS / 1000).prop_map(|s| s * 1000), value);
     let write = (prop::collection::vec(point, 1..30), any::<bool>()).prop_map(|(p, json)| Op::Write(p, json));
-    let op = prop_oneof![4 => write, 1 => Just(Op::Seal)];
-    prop::collection::vec(op, 1..12)
+    let op = prop_oneof![8 => write, 2 => Just(Op::Seal), 1 => Just(Op::Restart)];
+    let read = (0..SPAN_MS, 0..SPAN_MS, prop::sample::select(STEPS), prop::sample::select(AGGS))
+        .prop_map(|(a, b, step, f)| (a.min(b), a.max(b), step, f));
+    (prop::collection::vec(op, 1..12), read)
+}
+
+/// The points of the first series a query answers (none: empty).
+async fn points(s: &TestServer, query: &str) -> Vec<(i64, f64)> {
+    s.points(query).await.first().map(|(_, p)| p.clone()).unwrap_or_default()
 }
 
 /// Runs `ops` on series named after `case`, then reads every series back.
-async fn run(s: &TestServer, case: u32, ops: &[Op]) -> Result<(), TestCaseError> {
+async fn run(s: &mut TestServer, case: u32, ops: &[Op], read: Read) -> Result<(), TestCaseError> {
     let base = base_ms();
     let mut model: Vec<BTreeMap<i64, f64>> = vec![BTreeMap::new(); SERIES];
     for op in ops {
@@ -57,44 +73,41 @@ async fn run(s: &TestServer, case: u32, ops: &[Op]) -> Result<(), TestCaseError>
                 prop_assert_eq!(status, 200, "{}", answer);
             }
             Op::Seal => s.seal(),
+            Op::Restart => s.restart(),
         }
     }
-    let end = base + SPAN_MS - 1;
-    for (series, want) in model.iter().enumerate() {
-        let q = format!("query=pm{case}_v{{h=\"s{series}\"}}&start={base}&end={end}");
-        let got = s.points(&q).await;
-        let want: Vec<(i64, f64)> = want.iter().map(|(&t, &v)| (t, v)).collect();
-        let got = got.first().map(|(_, points)| points.clone()).unwrap_or_default();
-        prop_assert_eq!(&got, &want, "series {} after {:?}", series, ops);
-        for (f, step) in
-            [("sum", 3_600_000), ("avg", 600_000), ("max", 7_200_000), ("count", 60_000), ("last", 1_800_000)]
-        {
-            let q = format!("query=pm{case}_v{{h=\"s{series}\"}}&start={base}&end={end}&step={step}&agg={f}");
-            let got = s.points(&q).await.first().map(|(_, p)| p.clone()).unwrap_or_default();
-            let want = agg(&want, step, f);
-            prop_assert!(
-                std::panic::catch_unwind(|| close(&got, &want)).is_ok(),
-                "{} step {}: {:?} vs {:?}",
-                f,
-                step,
-                got,
-                want
-            );
-        }
+    let s = &*s;
+    let (from, to, step, f) = (base + read.0, base + read.1, read.2, read.3);
+    for (series, model) in model.iter().enumerate() {
+        let selector = format!("query=pm{case}_v{{h=\"s{series}\"}}");
+        let all: Vec<(i64, f64)> = model.iter().map(|(&t, &v)| (t, v)).collect();
+        let got = points(s, &format!("{selector}&start={base}&end={}", base + SPAN_MS - 1)).await;
+        prop_assert_eq!(&got, &all, "series {} after {:?}", series, ops);
+        let inside: Vec<(i64, f64)> = all.iter().copied().filter(|p| p.0 >= from && p.0 <= to).collect();
+        let got = points(s, &format!("{selector}&start={from}&end={to}")).await;
+        prop_assert_eq!(&got, &inside, "series {} from {} to {}", series, from, to);
+        let got = points(s, &format!("{selector}&start={from}&end={to}&step={step}&agg={f}")).await;
+        let want = agg(&inside, step, f);
+        let same = std::panic::catch_unwind(|| close(&got, &want)).is_ok();
+        prop_assert!(same, "{} step {} from {} to {}: {:?} vs {:?}", f, step, from, to, got, want);
     }
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_reads_back_what_a_model_says() {
-    let s = TestServer::start();
+    // Taken out for each case, so a case may restart it.
+    let server = RefCell::new(Some(TestServer::start()));
     let handle = tokio::runtime::Handle::current();
     let case = std::cell::Cell::new(0);
-    let config = Config { cases: 40, failure_persistence: None, ..Config::default() };
+    let config = Config { cases: 60, failure_persistence: None, ..Config::default() };
     let result = tokio::task::block_in_place(|| {
-        TestRunner::new(config).run(&ops(), |ops| {
+        TestRunner::new(config).run(&ops(), |(ops, read)| {
             case.set(case.get() + 1);
-            handle.block_on(run(&s, case.get(), &ops))
+            let mut s = server.borrow_mut().take().expect("the server");
+            let result = handle.block_on(run(&mut s, case.get(), &ops, read));
+            *server.borrow_mut() = Some(s);
+            result
         })
     });
     if let Err(e) = result {
