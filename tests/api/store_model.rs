@@ -2,7 +2,7 @@
 //! the real server: random batches of points over four hours (late ones, duplicates, decimal
 //! and full-precision values) written with `/write` or `/api/v1/ingest`, with hours sealed and
 //! the daemon restarted in between, must read back exactly (to the bit), raw and aggregated,
-//! over the whole span and over ranges that cut hours.
+//! over the whole span and over ranges that cut hours, and in an export.
 
 use crate::helpers::{TestServer, base_ms};
 use crate::query::{agg, close};
@@ -86,6 +86,24 @@ async fn run(s: &mut TestServer, case: u32, ops: &[Op], read: Read) -> Result<()
         let inside: Vec<(i64, f64)> = all.iter().copied().filter(|p| p.0 >= from && p.0 <= to).collect();
         let got = points(s, &format!("{selector}&start={from}&end={to}")).await;
         prop_assert_eq!(&got, &inside, "series {} from {} to {}", series, from, to);
+        // Export: one JSON line a series, its values and timestamps the model's.
+        let url = s.url(&format!(
+            "/api/v1/export?match=pm{case}_v{{h=\"s{series}\"}}&start={base}&end={}",
+            base + SPAN_MS - 1
+        ));
+        let export = s.client.get(url).send().await.expect("export").text().await.expect("text");
+        let lines: Vec<serde_json::Value> =
+            export.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+        let exported: Vec<(i64, f64)> = lines
+            .iter()
+            .flat_map(|l| {
+                let ts: Vec<i64> = serde_json::from_value(l["timestamps"].clone()).expect("timestamps");
+                let vs: Vec<f64> = serde_json::from_value(l["values"].clone()).expect("values");
+                ts.into_iter().zip(vs)
+            })
+            .collect();
+        prop_assert!(lines.len() <= 1, "{}", export);
+        prop_assert_eq!(&exported, &all, "export of series {}", series);
         let got = points(s, &format!("{selector}&start={from}&end={to}&step={step}&agg={f}")).await;
         let want = agg(&inside, step, f);
         let same = std::panic::catch_unwind(|| close(&got, &want)).is_ok();
