@@ -8,6 +8,7 @@ mod cache_model;
 mod crash;
 mod disk_full;
 mod executions;
+mod executions_model;
 mod flood;
 mod helpers;
 mod hitpath;

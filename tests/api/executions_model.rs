@@ -1,0 +1,128 @@
+//! Execution slots against a model (a set running, a FIFO queue), through the real server with
+//! 3 slots and a queue of 4: random sequences of requests, finishes (of running, queued and
+//! finished executions) and reads must answer what the model says: 201, 202 with the place in
+//! line, or 429; 200, 409 or 404; the state and position.
+
+use crate::helpers::TestServer;
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use serde_json::json;
+use std::collections::VecDeque;
+
+const SLOTS: usize = 3;
+const QUEUE: usize = 4;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Request,
+    /// The n-th execution asked for so far (modulo how many there are).
+    Finish(usize),
+    Get(usize),
+}
+
+#[derive(Default)]
+struct Model {
+    /// Every execution asked for, in order (ids), and which are done.
+    ids: Vec<u64>,
+    done: Vec<u64>,
+    running: Vec<u64>,
+    queue: VecDeque<u64>,
+}
+
+impl Model {
+    fn finish(&mut self, id: u64) {
+        self.running.retain(|&r| r != id);
+        self.done.push(id);
+        while self.running.len() < SLOTS {
+            let Some(next) = self.queue.pop_front() else { break };
+            self.running.push(next);
+        }
+    }
+}
+
+fn ops() -> impl Strategy<Value = Vec<Op>> {
+    let op = prop_oneof![
+        4 => Just(Op::Request),
+        3 => any::<usize>().prop_map(Op::Finish),
+        2 => any::<usize>().prop_map(Op::Get),
+    ];
+    prop::collection::vec(op, 1..30)
+}
+
+async fn finish(s: &TestServer, id: u64) -> u16 {
+    let url = s.url(&format!("/api/v1/executions/{id}/finish"));
+    let r = s.client.post(url).json(&json!({"status": "success"})).send().await.expect("finish");
+    r.status().as_u16()
+}
+
+async fn run(s: &TestServer, ops: &[Op]) -> Result<(), TestCaseError> {
+    let mut m = Model::default();
+    for op in ops {
+        match *op {
+            Op::Request => {
+                let (status, e) = s.post_json("/api/v1/executions", &json!({"crew_id": "model"})).await;
+                if m.queue.is_empty() && m.running.len() < SLOTS {
+                    prop_assert_eq!(status, 201, "{}", e);
+                    m.running.push(e["id"].as_u64().expect("an id"));
+                } else if m.queue.len() >= QUEUE {
+                    prop_assert_eq!(status, 429, "{}", e);
+                    continue;
+                } else {
+                    prop_assert_eq!(status, 202, "{}", e);
+                    prop_assert_eq!(e["position"].as_u64(), Some(m.queue.len() as u64 + 1), "{}", e);
+                    m.queue.push_back(e["id"].as_u64().expect("an id"));
+                }
+                m.ids.push(e["id"].as_u64().expect("an id"));
+            }
+            Op::Finish(n) if !m.ids.is_empty() => {
+                let id = m.ids[n % m.ids.len()];
+                let status = finish(s, id).await;
+                if m.running.contains(&id) {
+                    prop_assert_eq!(status, 200);
+                    m.finish(id);
+                } else if m.queue.contains(&id) {
+                    prop_assert_eq!(status, 409);
+                } else {
+                    prop_assert_eq!(status, 404);
+                }
+            }
+            Op::Get(n) if !m.ids.is_empty() => {
+                let id = m.ids[n % m.ids.len()];
+                let (status, e) = s.get_json(&format!("/api/v1/executions/{id}")).await;
+                if m.running.contains(&id) {
+                    prop_assert_eq!((status, e["state"].as_str()), (200, Some("running")), "{}", e);
+                } else if let Some(at) = m.queue.iter().position(|&q| q == id) {
+                    prop_assert_eq!((status, e["state"].as_str()), (200, Some("queued")), "{}", e);
+                    prop_assert_eq!(e["position"].as_u64(), Some(at as u64 + 1), "{}", e);
+                } else {
+                    // Finished: its stored profile once the sampler has stored it, else 404.
+                    let finished = status == 200 && e["state"] == "finished";
+                    prop_assert!(finished || status == 404, "{} {}", status, e);
+                }
+            }
+            Op::Finish(_) | Op::Get(_) => {}
+        }
+    }
+    // Leave no slot taken for the next sequence.
+    while let Some(&id) = m.running.first() {
+        prop_assert_eq!(finish(s, id).await, 200);
+        m.finish(id);
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn execution_slots_answer_what_a_model_says() {
+    let s = TestServer::start_with(|c| {
+        c.executions.max_concurrent = SLOTS;
+        c.executions.queue_capacity = QUEUE;
+    });
+    let handle = tokio::runtime::Handle::current();
+    let config = Config { cases: 150, failure_persistence: None, ..Config::default() };
+    let result = tokio::task::block_in_place(|| {
+        TestRunner::new(config).run(&ops(), |ops| handle.block_on(run(&s, &ops)))
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
