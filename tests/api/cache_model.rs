@@ -2,10 +2,11 @@
 //! random sequences of PUT, GET, DELETE, compact mget, invalidate, warm and clear must answer
 //! what the model says. Hits and mgets are read on two connections: one that makes every kind of
 //! request (actix-http), and one that only reads what is there, so it stays on the hit path and
-//! must see every write made on the other at once.
+//! must see every write made on the other at once. Restarts in between must lose nothing (the
+//! warm restart).
 
 use crate::helpers::TestServer;
-use crate::hitpath::{Raw, counter};
+use crate::hitpath::Raw;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use std::collections::BTreeMap;
@@ -35,6 +36,8 @@ enum Op {
     Invalidate(usize),
     Warm(Vec<(usize, usize)>),
     Clear,
+    /// Stop and start on the same data dir: the warm restart keeps every entry.
+    Restart,
 }
 
 fn ops() -> impl Strategy<Value = Vec<Op>> {
@@ -47,6 +50,7 @@ fn ops() -> impl Strategy<Value = Vec<Op>> {
         1 => (0..PATTERNS.len()).prop_map(Op::Invalidate),
         1 => prop::collection::vec((key, 0..VALUES.len()), 1..4).prop_map(Op::Warm),
         1 => Just(Op::Clear),
+        1 => Just(Op::Restart),
     ];
     prop::collection::vec(op, 1..40)
 }
@@ -74,10 +78,27 @@ fn header<'a>(answer: &'a str, name: &str) -> Option<&'a str> {
     answer.split("\r\n").find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
 }
 
+/// The hit path's answers so far, read over a connection of its own (not one of them).
+fn hit_path_answers(s: &TestServer) -> Result<u64, TestCaseError> {
+    let metrics = exchange(&mut Raw::connect(s), "GET /metrics HTTP/1.1\r\nHost: perfd\r\n\r\n")?;
+    let line = body(&metrics).lines().find_map(|l| l.strip_prefix("perfd_http_hit_path_answers_total "));
+    line.and_then(|n| n.parse::<f64>().ok())
+        .map(|n| n as u64)
+        .ok_or_else(|| TestCaseError::fail("no counter"))
+}
+
+/// Per sequence: requests on the reading connection, and hit-path answers (over restarts).
+#[derive(Default)]
+pub(crate) struct Tally {
+    reads: std::cell::Cell<u64>,
+    answered: std::cell::Cell<u64>,
+}
+
 /// Runs `ops` on `s` after clearing the cache (`clear`: `{"level": ...}`, for the start and for
-/// [`Op::Clear`]), checking every answer against the model; adds the requests made on the reading
-/// connection to `reads`.
-fn run(s: &TestServer, ops: &[Op], clear: &str, reads: &std::cell::Cell<u64>) -> Result<(), TestCaseError> {
+/// [`Op::Clear`]), checking every answer against the model; counts into `tally`.
+fn run(s: &mut TestServer, ops: &[Op], clear: &str, tally: &Tally) -> Result<(), TestCaseError> {
+    let reads = &tally.reads;
+    let mut since = hit_path_answers(s)?;
     let (mut any, mut reader) = (Raw::connect(s), Raw::connect(s));
     let cleared = exchange(&mut any, &json_post("/api/v1/metrics/cache/clear", clear))?;
     prop_assert!(cleared.starts_with("HTTP/1.1 200 "), "{}", cleared);
@@ -174,6 +195,15 @@ fn run(s: &TestServer, ops: &[Op], clear: &str, reads: &std::cell::Cell<u64>) ->
                     model.insert(KEYS[k].0, (VALUES[v], "application/octet-stream"));
                 }
             }
+            Op::Restart => {
+                tally.answered.set(tally.answered.get() + hit_path_answers(s)? - since);
+                s.restart();
+                since = hit_path_answers(s)?;
+                (any, reader) = (Raw::connect(s), Raw::connect(s));
+                // Not a hit: the connection that makes every kind of request is actix-http's.
+                let health = exchange(&mut any, "GET /healthz HTTP/1.1\r\nHost: perfd\r\n\r\n")?;
+                prop_assert!(health.starts_with("HTTP/1.1 200 "), "{}", health);
+            }
             Op::Clear => {
                 let answer = exchange(&mut any, &json_post("/api/v1/metrics/cache/clear", clear))?;
                 prop_assert!(answer.starts_with("HTTP/1.1 200 "), "{}", answer);
@@ -181,26 +211,32 @@ fn run(s: &TestServer, ops: &[Op], clear: &str, reads: &std::cell::Cell<u64>) ->
             }
         }
     }
+    tally.answered.set(tally.answered.get() + hit_path_answers(s)? - since);
     Ok(())
 }
 
-/// Runs `cases` sequences on `s`; how many requests went on the reading connection.
-pub(crate) fn the_model_holds(s: &TestServer, clear: &str, cases: u32) -> u64 {
-    let reads = std::cell::Cell::new(0);
+/// Runs `cases` sequences on `s` (restarted by some of them).
+pub(crate) fn the_model_holds(s: TestServer, clear: &str, cases: u32) -> Tally {
+    let tally = Tally::default();
+    let server = std::cell::RefCell::new(Some(s));
     let config = Config { cases, failure_persistence: None, ..Config::default() };
-    if let Err(e) = TestRunner::new(config).run(&ops(), |ops| run(s, &ops, clear, &reads)) {
+    let result = TestRunner::new(config).run(&ops(), |ops| {
+        let mut s = server.borrow_mut().take().expect("the server");
+        let result = run(&mut s, &ops, clear, &tally);
+        *server.borrow_mut() = Some(s);
+        result
+    });
+    if let Err(e) = result {
         panic!("{e}");
     }
-    reads.get()
+    tally
 }
 
 #[tokio::test]
 async fn the_cache_answers_what_a_model_says() {
-    let s = TestServer::start();
-    let answered_before = counter(&s, "perfd_http_hit_path_answers_total").await;
-    let reads = the_model_holds(&s, r#"{"level":"l1"}"#, 200);
-    // Every request on the reading connection, and no other (the other starts with a clear,
-    // which hands it to actix-http), was answered by the hit path.
-    let answered = counter(&s, "perfd_http_hit_path_answers_total").await - answered_before;
-    assert!(reads > 100 && answered == reads as f64, "{answered} of {reads}");
+    let tally = the_model_holds(TestServer::start(), r#"{"level":"l1"}"#, 200);
+    // Every request on the reading connection, and no other (the other starts with a request
+    // that is not a hit, which hands it to actix-http), was answered by the hit path.
+    let (reads, answered) = (tally.reads.get(), tally.answered.get());
+    assert!(reads > 100 && answered == reads, "{answered} of {reads}");
 }

@@ -412,6 +412,5 @@ async fn any_request_with_redis_as_l2_is_well_answered() {
 #[tokio::test]
 async fn the_cache_with_redis_as_l2_answers_what_a_model_says() {
     let redis = RedisServer::start();
-    let s = server_with(&redis);
-    crate::cache_model::the_model_holds(&s, r#"{"level":"all"}"#, 100);
+    crate::cache_model::the_model_holds(server_with(&redis), r#"{"level":"all"}"#, 100);
 }
