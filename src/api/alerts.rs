@@ -18,10 +18,15 @@ pub async fn list_thresholds(state: web::Data<AppState>) -> Result<HttpResponse,
     Ok(HttpResponse::Ok().json(serde_json::json!({"thresholds": list})))
 }
 
-async fn store_threshold(state: &AppState, t: Threshold) -> Result<Threshold, ApiError> {
+/// Validates `t` and applies `change` (a new or a replaced threshold) to the store.
+async fn store_threshold(
+    state: &AppState,
+    t: Threshold,
+    change: fn(&Threshold) -> crate::Result<crate::writer::Change>,
+) -> Result<Threshold, ApiError> {
     t.validate()?;
     let writer = state.writer.clone();
-    let change = records::put_threshold(&t)?;
+    let change = change(&t)?;
     blocking(move || writer.apply(change)).await?;
     Ok(t)
 }
@@ -32,7 +37,7 @@ pub async fn create_threshold(
 ) -> Result<HttpResponse, ApiError> {
     let mut t = body.into_inner();
     t.id = state.store.new_record_id();
-    let t = store_threshold(&state, t).await?;
+    let t = store_threshold(&state, t, records::put_threshold).await?;
     Ok(HttpResponse::Created().json(t))
 }
 
@@ -49,14 +54,9 @@ pub async fn update_threshold(
     id: web::Path<u64>,
     body: web::Json<Threshold>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
-    let store = state.store.clone();
-    if blocking(move || records::threshold(&store, id)).await?.is_none() {
-        return Err(Error::NotFound(format!("no threshold {id}")).into());
-    }
     let mut t = body.into_inner();
-    t.id = id;
-    Ok(HttpResponse::Ok().json(store_threshold(&state, t).await?))
+    t.id = id.into_inner();
+    Ok(HttpResponse::Ok().json(store_threshold(&state, t, records::replace_threshold).await?))
 }
 
 pub async fn delete_threshold(

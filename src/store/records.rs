@@ -100,6 +100,20 @@ pub fn put_threshold(t: &Threshold) -> Result<Change> {
     }))
 }
 
+/// Replaces a threshold; the change fails with NotFound when there is none. The check is in
+/// the write, so a delete that commits first is not undone by an update read before it.
+pub fn replace_threshold(t: &Threshold) -> Result<Change> {
+    let (id, bytes) = (t.id, encode(t)?);
+    Ok(Box::new(move |txn| {
+        let mut table = txn.open_table(THRESHOLDS)?;
+        if table.get(id)?.is_none() {
+            return Err(Error::NotFound(format!("no threshold {id}")));
+        }
+        table.insert(id, bytes.as_slice())?;
+        Ok(())
+    }))
+}
+
 /// Deletes a threshold; the change fails with NotFound when there is none.
 pub fn delete_threshold(id: u64) -> Change {
     Box::new(move |txn| match txn.open_table(THRESHOLDS)?.remove(id)? {
