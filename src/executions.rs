@@ -151,12 +151,17 @@ impl Executions {
         Ok(Admission::Queued(e))
     }
 
+    /// A live execution, or a finished or expired one whose profile is not stored yet (the
+    /// store has the others).
     pub fn get(&self, id: u64) -> Result<Execution> {
         let mut inner = self.inner.lock();
         let pos = inner.queue.iter().position(|q| *q == id).map(|p| p + 1);
-        let e = inner.executions.get_mut(&id).ok_or_else(|| Error::NotFound(format!("no execution {id}")))?;
-        e.position = pos;
-        Ok(e.clone())
+        if let Some(e) = inner.executions.get_mut(&id) {
+            e.position = pos;
+            return Ok(e.clone());
+        }
+        let pending = inner.unstored.iter().rev().find(|e| e.id == id);
+        pending.cloned().ok_or_else(|| Error::NotFound(format!("no execution {id}")))
     }
 
     /// Renews the lease of a queued or running execution.
@@ -194,7 +199,8 @@ impl Executions {
         self.get(id)
     }
 
-    /// Finishes a running execution; returns its profile (to store) and admits the next.
+    /// Finishes a running execution; returns its profile (to store, then to report with
+    /// [`Executions::stored`]) and admits the next.
     pub fn finish(&self, id: u64, status: Option<String>) -> Result<Execution> {
         let now = now_ms();
         let profile = {
@@ -211,6 +217,9 @@ impl Executions {
             let profile = e.clone();
             inner.running -= 1;
             inner.executions.remove(&id);
+            // Pending until the caller has stored it ([`Executions::stored`]), so that it can be
+            // read all along; if the store fails, a sampler tick stores it.
+            keep_locked(&mut inner, vec![profile.clone()]);
             self.admit_locked(&mut inner, now);
             profile
         };
@@ -286,6 +295,11 @@ impl Executions {
         }
     }
 
+    /// A profile is stored: it no longer waits.
+    pub fn stored(&self, id: u64) {
+        self.inner.lock().unstored.retain(|e| e.id != id);
+    }
+
     /// Keeps profiles whose store failed, to be stored on a later tick (at most
     /// [`MAX_UNSTORED`]; the oldest go first).
     pub fn keep_unstored(&self, profiles: Vec<Execution>) {
@@ -352,6 +366,25 @@ mod tests {
             },
             next,
         )
+    }
+
+    #[test]
+    fn a_finished_execution_can_be_read_until_its_profile_is_stored() {
+        let x = slots(1, 1);
+        let Ok(Admission::Running(e)) = x.request("c") else { panic!("a free slot") };
+        x.finish(e.id, Some("done".into())).unwrap();
+        // Between the finish and the store, a read used to find nothing (404).
+        let pending = x.get(e.id).unwrap();
+        assert_eq!((pending.state, pending.status.as_deref()), (ExecState::Finished, Some("done")));
+        assert_eq!(x.stats()["profiles_pending"], 1);
+        x.stored(e.id);
+        assert!(matches!(x.get(e.id), Err(Error::NotFound(_))), "the store has it now");
+        assert_eq!(x.stats()["profiles_pending"], 0);
+        // Not stored (the store failed): the next tick hands it to the sampler.
+        let Ok(Admission::Running(f)) = x.request("c") else { panic!("a free slot") };
+        x.finish(f.id, None).unwrap();
+        let to_store: Vec<u64> = x.tick(0.0, 0.0).iter().map(|e| e.id).collect();
+        assert_eq!(to_store, vec![f.id]);
     }
 
     #[test]

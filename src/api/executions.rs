@@ -126,10 +126,10 @@ pub async fn finish(
     let (writer, change) = (state.writer.clone(), records::put_profile(&profile)?);
     let stored =
         web::block(move || writer.apply(change)).await.map_err(|e| Error::Internal(e.to_string()))?;
-    if let Err(e) = stored {
+    match stored {
+        Ok(()) => state.executions.stored(profile.id),
         // The execution is finished either way; its profile waits for the sampler's next ticks.
-        log::warn!("the profile of execution {} is stored later: {e}", profile.id);
-        state.executions.keep_unstored(vec![profile.clone()]);
+        Err(e) => log::warn!("the profile of execution {} is stored later: {e}", profile.id),
     }
     Ok(HttpResponse::Ok().json(profile))
 }
