@@ -2,7 +2,8 @@
 //! the real server: random batches of points over four hours (late ones, duplicates, decimal
 //! and full-precision values) written with `/write` or `/api/v1/ingest`, with hours sealed and
 //! the daemon restarted in between, must read back exactly (to the bit), raw and aggregated,
-//! over the whole span and over ranges that cut hours, and in an export.
+//! over the whole span and over ranges that cut hours, in an export, and from a backup restored
+//! elsewhere.
 
 use crate::helpers::{TestServer, base_ms};
 use crate::query::{agg, close};
@@ -29,7 +30,7 @@ enum Op {
 /// A read to check at the end: from and to (ms after the base hour), step and aggregation.
 type Read = (i64, i64, i64, &'static str);
 
-fn ops() -> impl Strategy<Value = (Vec<Op>, Read)> {
+fn ops() -> impl Strategy<Value = (Vec<Op>, Read, bool)> {
     let value = prop_oneof![(-100_000i64..100_000).prop_map(|c| c as f64 / 100.0), -1e9f64..1e9, Just(0.0),];
     // Seconds, so that a batch often repeats a timestamp.
     let point = (0..SERIES, (0..SPAN_MS / 1000).prop_map(|s| s * 1000), value);
@@ -37,7 +38,9 @@ fn ops() -> impl Strategy<Value = (Vec<Op>, Read)> {
     let op = prop_oneof![8 => write, 2 => Just(Op::Seal), 1 => Just(Op::Restart)];
     let read = (0..SPAN_MS, 0..SPAN_MS, prop::sample::select(STEPS), prop::sample::select(AGGS))
         .prop_map(|(a, b, step, f)| (a.min(b), a.max(b), step, f));
-    (prop::collection::vec(op, 1..12), read)
+    // Whether to back up at the end, restore elsewhere and read the copy too.
+    let copy = prop::bool::weighted(0.25);
+    (prop::collection::vec(op, 1..12), read, copy)
 }
 
 /// The points of the first series a query answers (none: empty).
@@ -46,7 +49,7 @@ async fn points(s: &TestServer, query: &str) -> Vec<(i64, f64)> {
 }
 
 /// Runs `ops` on series named after `case`, then reads every series back.
-async fn run(s: &mut TestServer, case: u32, ops: &[Op], read: Read) -> Result<(), TestCaseError> {
+async fn run(s: &mut TestServer, case: u32, ops: &[Op], read: Read, copy: bool) -> Result<(), TestCaseError> {
     let base = base_ms();
     let mut model: Vec<BTreeMap<i64, f64>> = vec![BTreeMap::new(); SERIES];
     for op in ops {
@@ -109,7 +112,35 @@ async fn run(s: &mut TestServer, case: u32, ops: &[Op], read: Read) -> Result<()
         let same = std::panic::catch_unwind(|| close(&got, &want)).is_ok();
         prop_assert!(same, "{} step {} from {} to {}: {:?} vs {:?}", f, step, from, to, got, want);
     }
+    if copy {
+        let (copy, dir) = restored_copy(s).await?;
+        for (series, model) in model.iter().enumerate() {
+            let q = format!("query=pm{case}_v{{h=\"s{series}\"}}&start={base}&end={}", base + SPAN_MS - 1);
+            let all: Vec<(i64, f64)> = model.iter().map(|(&t, &v)| (t, v)).collect();
+            prop_assert_eq!(&points(&copy, &q).await, &all, "series {} in the restored copy", series);
+        }
+        drop(copy); // stopped before its directory goes
+        drop(dir);
+    }
     Ok(())
+}
+
+/// A backup of `s` (through the API), restored elsewhere with `perfd restore`, running (and
+/// its directory, to remove once it has stopped).
+async fn restored_copy(s: &TestServer) -> Result<(TestServer, tempfile::TempDir), TestCaseError> {
+    let (status, info) = s.post_json("/api/v1/admin/backup", &serde_json::json!({})).await;
+    prop_assert_eq!(status, 201, "{}", info);
+    let file = s.config.data_dir.join("backups").join(info["file"].as_str().expect("a file name"));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_perfd"))
+        .args(["restore", file.to_str().expect("a path"), "--data-dir", dir.path().to_str().expect("a path")])
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run perfd restore");
+    prop_assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let _ = std::fs::remove_file(&file); // backups of every case would pile up
+    let path = dir.path().to_path_buf();
+    Ok((TestServer::start_with(move |c| c.data_dir = path), dir))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,10 +151,10 @@ async fn the_store_reads_back_what_a_model_says() {
     let case = std::cell::Cell::new(0);
     let config = Config { cases: 60, failure_persistence: None, ..Config::default() };
     let result = tokio::task::block_in_place(|| {
-        TestRunner::new(config).run(&ops(), |(ops, read)| {
+        TestRunner::new(config).run(&ops(), |(ops, read, copy)| {
             case.set(case.get() + 1);
             let mut s = server.borrow_mut().take().expect("the server");
-            let result = handle.block_on(run(&mut s, case.get(), &ops, read));
+            let result = handle.block_on(run(&mut s, case.get(), &ops, read, copy));
             *server.borrow_mut() = Some(s);
             result
         })
