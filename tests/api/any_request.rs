@@ -3,10 +3,10 @@
 //! on a fresh connection, must all be answered in time, never with a 5xx, and every error the
 //! App gives is the JSON `{"error": {"code", "message"}}`.
 
-use crate::helpers::TestServer;
-use crate::hitpath::Raw;
+use crate::helpers::{TestServer, property};
+use crate::hitpath::{Raw, body};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use proptest::test_runner::TestCaseError;
 use std::time::Duration;
 
 fn pick(options: &'static [&'static str]) -> impl Strategy<Value = &'static str> {
@@ -174,7 +174,7 @@ fn well_answered(s: &TestServer, (request, with_body): &(String, bool)) -> Resul
     };
     let status: u16 = answer.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     prop_assert!((100..500).contains(&status), "{request:?} -> {answer}");
-    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let body = body(&answer);
     if status >= 400 && !body.is_empty() {
         let json: serde_json::Value = serde_json::from_str(body)
             .map_err(|e| TestCaseError::fail(format!("{request:?} -> not JSON ({e}): {answer}")))?;
@@ -186,10 +186,7 @@ fn well_answered(s: &TestServer, (request, with_body): &(String, bool)) -> Resul
 
 /// Sends `cases` requests to `s`; each must be [`well_answered`].
 pub(crate) fn any_requests_are_well_answered(s: &TestServer, cases: u32) {
-    let config = Config { cases, failure_persistence: None, ..Config::default() };
-    if let Err(e) = TestRunner::new(config).run(&requests(), |r| well_answered(s, &r)) {
-        panic!("{e}");
-    }
+    property(cases, requests(), |r| well_answered(s, &r));
 }
 
 #[tokio::test]

@@ -5,10 +5,10 @@
 //! must see every write made on the other at once. Restarts in between must lose nothing (the
 //! warm restart).
 
-use crate::helpers::TestServer;
-use crate::hitpath::Raw;
+use crate::helpers::{TestServer, property};
+use crate::hitpath::{Raw, body};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use proptest::test_runner::TestCaseError;
 use std::collections::BTreeMap;
 
 /// Keys as stored, and as written in a path.
@@ -68,10 +68,6 @@ fn json_post(path: &str, body: &str) -> String {
         "POST {path} HTTP/1.1\r\nHost: perfd\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
-}
-
-fn body(answer: &str) -> &str {
-    answer.split_once("\r\n\r\n").map_or("", |(_, b)| b)
 }
 
 fn header<'a>(answer: &'a str, name: &str) -> Option<&'a str> {
@@ -219,16 +215,12 @@ fn run(s: &mut TestServer, ops: &[Op], clear: &str, tally: &Tally) -> Result<(),
 pub(crate) fn the_model_holds(s: TestServer, clear: &str, cases: u32) -> Tally {
     let tally = Tally::default();
     let server = std::cell::RefCell::new(Some(s));
-    let config = Config { cases, failure_persistence: None, ..Config::default() };
-    let result = TestRunner::new(config).run(&ops(), |ops| {
+    property(cases, ops(), |ops| {
         let mut s = server.borrow_mut().take().expect("the server");
         let result = run(&mut s, &ops, clear, &tally);
         *server.borrow_mut() = Some(s);
         result
     });
-    if let Err(e) = result {
-        panic!("{e}");
-    }
     tally
 }
 

@@ -3,9 +3,9 @@
 //! finished executions) and reads must answer what the model says: 201, 202 with the place in
 //! line, or 429; 200, 409 or 404; the state and position.
 
-use crate::helpers::TestServer;
+use crate::helpers::{TestServer, property};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use proptest::test_runner::TestCaseError;
 use serde_json::json;
 use std::collections::VecDeque;
 
@@ -117,11 +117,5 @@ async fn execution_slots_answer_what_a_model_says() {
         c.executions.queue_capacity = QUEUE;
     });
     let handle = tokio::runtime::Handle::current();
-    let config = Config { cases: 150, failure_persistence: None, ..Config::default() };
-    let result = tokio::task::block_in_place(|| {
-        TestRunner::new(config).run(&ops(), |ops| handle.block_on(run(&s, &ops)))
-    });
-    if let Err(e) = result {
-        panic!("{e}");
-    }
+    tokio::task::block_in_place(|| property(150, ops(), |ops| handle.block_on(run(&s, &ops))));
 }

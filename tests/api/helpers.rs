@@ -124,3 +124,16 @@ pub fn base_ms() -> i64 {
     let now = perfd::model::now_ms();
     now - now.rem_euclid(3_600_000) - 2 * 3_600_000
 }
+
+/// Runs `test` on `cases` values of `strategy` (proptest, random seeds, nothing persisted);
+/// panics with the smallest failing value it finds.
+pub fn property<S: proptest::strategy::Strategy>(
+    cases: u32,
+    strategy: S,
+    test: impl Fn(S::Value) -> Result<(), proptest::test_runner::TestCaseError>,
+) {
+    let config = proptest::test_runner::Config { cases, failure_persistence: None, ..Default::default() };
+    if let Err(e) = proptest::test_runner::TestRunner::new(config).run(&strategy, test) {
+        panic!("{e}");
+    }
+}

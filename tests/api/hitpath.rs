@@ -87,7 +87,7 @@ fn status(answer: &str) -> &str {
     answer.split(' ').nth(1).expect("status")
 }
 
-fn body(answer: &str) -> &str {
+pub(crate) fn body(answer: &str) -> &str {
     answer.split_once("\r\n\r\n").expect("head").1
 }
 

@@ -4,10 +4,10 @@
 //! sent on a fresh connection (the hit path answers or hands over) and on one actix-http owns,
 //! and the two answers must be the same (but for the date, the remaining TTL and header order).
 
-use crate::helpers::TestServer;
+use crate::helpers::{TestServer, property};
 use crate::hitpath::{Raw, normalized};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use proptest::test_runner::TestCaseError;
 use std::time::Duration;
 
 const TOKEN: &str = "0123456789abcdef";
@@ -50,15 +50,11 @@ fn comparable(answer: &str) -> (String, Vec<String>, String) {
 /// Runs `cases` requests from `requests`; at least `min_ok` of them must be answered 200, so the
 /// property covers answers the hit path gives, not only those it leaves to actix-http.
 fn check(s: &TestServer, requests: impl Strategy<Value = Request>, cases: u32, min_ok: u32) {
-    let config = Config { cases, failure_persistence: None, ..Config::default() };
     let ok = std::cell::Cell::new(0);
-    let result = TestRunner::new(config).run(&requests, |r| {
+    property(cases, requests, |r| {
         ok.set(ok.get() + u32::from(same_answer(s, &r)?));
         Ok(())
     });
-    if let Err(e) = result {
-        panic!("{e}");
-    }
     assert!(ok.get() >= min_ok, "only {} of {cases} requests were answered 200", ok.get());
 }
 
@@ -312,8 +308,7 @@ async fn pipelined_requests_written_in_any_pieces_get_the_answers_each_gets_alon
         .collect();
     let steps = prop::collection::vec(0..SEQUENCE_STEPS.len(), 1..10);
     let cuts = prop::collection::vec(1usize..40, 1..12);
-    let config = Config { cases: 300, failure_persistence: None, ..Config::default() };
-    let result = TestRunner::new(config).run(&(steps, cuts), |(steps, cuts)| {
+    property(300, (steps, cuts), |(steps, cuts)| {
         let bytes: Vec<u8> = steps.iter().flat_map(|&i| SEQUENCE_STEPS[i].bytes()).collect();
         let mut c = Raw::connect(&s);
         c.set_read_timeout(Duration::from_secs(2));
@@ -339,7 +334,4 @@ async fn pipelined_requests_written_in_any_pieces_get_the_answers_each_gets_alon
         }
         Ok(())
     });
-    if let Err(e) = result {
-        panic!("{e}");
-    }
 }

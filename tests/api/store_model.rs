@@ -5,10 +5,10 @@
 //! over the whole span and over ranges that cut hours, in an export, and from a backup restored
 //! elsewhere.
 
-use crate::helpers::{TestServer, base_ms};
+use crate::helpers::{TestServer, base_ms, property};
 use crate::query::{agg, close};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use proptest::test_runner::TestCaseError;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
@@ -149,9 +149,8 @@ async fn the_store_reads_back_what_a_model_says() {
     let server = RefCell::new(Some(TestServer::start()));
     let handle = tokio::runtime::Handle::current();
     let case = std::cell::Cell::new(0);
-    let config = Config { cases: 60, failure_persistence: None, ..Config::default() };
-    let result = tokio::task::block_in_place(|| {
-        TestRunner::new(config).run(&ops(), |(ops, read, copy)| {
+    tokio::task::block_in_place(|| {
+        property(60, ops(), |(ops, read, copy)| {
             case.set(case.get() + 1);
             let mut s = server.borrow_mut().take().expect("the server");
             let result = handle.block_on(run(&mut s, case.get(), &ops, read, copy));
@@ -159,7 +158,4 @@ async fn the_store_reads_back_what_a_model_says() {
             result
         })
     });
-    if let Err(e) = result {
-        panic!("{e}");
-    }
 }

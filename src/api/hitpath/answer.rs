@@ -176,7 +176,7 @@ fn plain_path_byte(b: u8) -> bool {
 /// `hits_on_the_hit_path_are_the_apps_answers` compares them.
 fn write_hit(out: &mut Vec<u8>, e: &Entry, now_ms: i64) {
     let max_age = (e.ttl_ms(now_ms) + 999) / 1000;
-    let content_type = e.content_type.as_deref().filter(|ct| valid_header_value(ct));
+    let content_type = e.content_type.as_deref().filter(|ct| visible_ascii(ct.as_bytes()));
     let mut digits = itoa::Buffer::new();
     out.extend_from_slice(b"HTTP/1.1 200 OK\r\ncontent-length: ");
     out.extend_from_slice(digits.format(e.value.len()).as_bytes());
@@ -190,12 +190,8 @@ fn write_hit(out: &mut Vec<u8>, e: &Entry, now_ms: i64) {
     out.extend_from_slice(&e.value);
 }
 
-/// What `HeaderValue::from_str` takes (the cache stores no other: see `cache::warm`).
-fn valid_header_value(v: &str) -> bool {
-    visible_ascii(v.as_bytes())
-}
-
-/// What `HeaderValue::from_str` takes and `HeaderValue::to_str` gives back: tab and visible ASCII.
+/// What `HeaderValue::from_str` takes and `HeaderValue::to_str` gives back: tab and visible ASCII
+/// (the cache stores no other content type: see `cache::warm`).
 fn visible_ascii(v: &[u8]) -> bool {
     v.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
 }
