@@ -200,6 +200,38 @@ pub struct AlertState {
     pending: Option<(Level, i64)>,
     pub since_ms: i64,
     pub value: Option<f64>,
+    /// The threshold's name when last evaluated (for the event that ends an alert whose
+    /// threshold was deleted).
+    pub name: String,
+}
+
+impl AlertState {
+    /// The state an alert was left in by its newest event (restored on start, so a restart
+    /// neither drops a firing alert nor fires it twice; a breach still held for `for` starts over).
+    pub fn from_event(e: &AlertEvent) -> AlertState {
+        AlertState {
+            level: e.to,
+            pending: None,
+            since_ms: e.at_ms,
+            value: Some(e.value),
+            name: e.name.clone(),
+        }
+    }
+
+    /// Ends a firing alert whose threshold is gone or disabled: the event that says so, if it was
+    /// firing.
+    pub fn end(self, threshold_id: u64, now_ms: i64, reason: &str) -> Option<AlertEvent> {
+        (self.level != Level::Ok).then(|| AlertEvent {
+            threshold_id,
+            name: self.name,
+            from: self.level,
+            to: Level::Ok,
+            value: self.value.unwrap_or_default(),
+            at_ms: now_ms,
+            silenced: false,
+            reason: Some(reason.into()),
+        })
+    }
 }
 
 /// A change of an alert's level, stored in the history.
@@ -213,6 +245,9 @@ pub struct AlertEvent {
     pub at_ms: i64,
     #[serde(default)]
     pub silenced: bool,
+    /// Why, when the value did not decide it (`threshold disabled`, `threshold deleted`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// Feeds one value (or none: no data, no change) into the state; returns the transition, if any.
@@ -224,6 +259,9 @@ pub fn evaluate(
 ) -> Option<AlertEvent> {
     let value = value?;
     state.value = Some(value);
+    if state.name != t.name {
+        state.name.clone_from(&t.name);
+    }
     let mut target = t.target(value);
     if target == Level::Ok && state.level > Level::Ok && !t.cleared(value) {
         // Hysteresis: between the clear and the warning level a firing alert stays at warning.
@@ -248,6 +286,7 @@ pub fn evaluate(
         value,
         at_ms: now_ms,
         silenced: false,
+        reason: None,
     };
     state.level = to;
     state.since_ms = now_ms;

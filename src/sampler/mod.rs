@@ -64,17 +64,21 @@ pub struct Sampler {
     interval: Duration,
     sources: Sources,
     alert_states: std::collections::HashMap<u64, alerts::AlertState>,
+    /// Alert events the store refused (it is failing), stored with the next tick's.
+    unstored_events: Vec<(u64, alerts::AlertEvent)>,
     last_backup: Instant,
     pub published: Arc<Published>,
 }
 
 impl Sampler {
     pub fn new(interval: Duration, sources: Sources) -> Result<Sampler> {
+        let alert_states = restored_alert_states(&sources.store);
         Ok(Sampler {
             host: Host::new(sources.store.path.parent().unwrap_or(std::path::Path::new(".")))?,
             interval,
             sources,
-            alert_states: Default::default(),
+            alert_states,
+            unstored_events: Vec::new(),
             last_backup: Instant::now(),
             published: Arc::default(),
         })
@@ -220,13 +224,47 @@ impl Sampler {
         let store = self.sources.store.clone();
         let thresholds = crate::store::records::thresholds(&store)?;
         let silences = crate::store::records::silences(&store)?;
-        self.alert_states.retain(|id, _| thresholds.iter().any(|t| t.id == *id && t.enabled));
         let mut events = Vec::new();
+        // An alert whose threshold was deleted or disabled ends, and the history says why.
+        let gone: Vec<u64> = self
+            .alert_states
+            .keys()
+            .filter(|id| !thresholds.iter().any(|t| t.id == **id && t.enabled))
+            .copied()
+            .collect();
+        for id in gone {
+            let Some(state) = self.alert_states.remove(&id) else { continue };
+            let reason = match thresholds.iter().any(|t| t.id == id) {
+                true => "threshold disabled",
+                false => "threshold deleted",
+            };
+            if let Some(e) = state.end(id, now, reason) {
+                log::warn!("alert {:?}: {:?} -> ok ({reason})", e.name, e.from);
+                events.push(e);
+            }
+        }
         let mut firing = Vec::new();
+        // Events of the thresholds evaluated before a failure are stored all the same.
+        let evaluated = self.evaluate_each(&thresholds, &silences, now, &mut events, &mut firing);
+        self.store_events(events);
+        evaluated.map(|()| firing)
+    }
+
+    /// Evaluates every enabled threshold, adding its state change (if any) to `events` and its
+    /// alert (if firing) to `firing`.
+    fn evaluate_each(
+        &mut self,
+        thresholds: &[alerts::Threshold],
+        silences: &[crate::store::records::Silence],
+        now: i64,
+        events: &mut Vec<alerts::AlertEvent>,
+        firing: &mut Vec<FiringAlert>,
+    ) -> Result<()> {
+        let store = &self.sources.store;
         for t in thresholds.iter().filter(|t| t.enabled) {
             let window = t.window_duration()?.as_millis() as i64;
             let selector = crate::query::Selector::parse(&t.selector)?;
-            let series = crate::query::read_raw(&store, &selector, now - window, now, 1_000_000)?;
+            let series = crate::query::read_raw(store, &selector, now - window, now, 1_000_000)?;
             let value = t.worst(series.iter().filter_map(|s| t.aggregate(&s.points)));
             let state = self.alert_states.entry(t.id).or_default();
             let silenced = silences.iter().any(|s| s.covers(t, now));
@@ -239,7 +277,7 @@ impl Sampler {
                     e.to,
                     e.value
                 );
-                events.push((store.new_record_id(), e));
+                events.push(e);
             }
             if state.level != alerts::Level::Ok {
                 firing.push(FiringAlert {
@@ -253,10 +291,56 @@ impl Sampler {
                 });
             }
         }
-        if !events.is_empty() {
-            self.sources.writer.apply(crate::store::records::append_events(&events)?)?;
+        Ok(())
+    }
+
+    /// Appends this tick's events to the history, after any an earlier tick could not store; the
+    /// states already moved on, so events the store refuses wait for the next tick (at most
+    /// `MAX_UNSTORED_EVENTS`, the oldest dropped first).
+    fn store_events(&mut self, events: Vec<alerts::AlertEvent>) {
+        let store = &self.sources.store;
+        self.unstored_events.extend(events.into_iter().map(|e| (store.new_record_id(), e)));
+        if self.unstored_events.is_empty() {
+            return;
         }
-        Ok(firing)
+        let stored = crate::store::records::append_events(&self.unstored_events)
+            .and_then(|change| self.sources.writer.apply(change));
+        match stored {
+            Ok(()) => self.unstored_events.clear(),
+            Err(e) => {
+                let excess = self.unstored_events.len().saturating_sub(MAX_UNSTORED_EVENTS);
+                if excess > 0 {
+                    log::error!("{excess} alert events were dropped: the store has failed for too long");
+                    self.unstored_events.drain(..excess);
+                }
+                let waiting = self.unstored_events.len();
+                // While storage fails, the writer has said so once already.
+                if self.sources.writer.fault.is_failing() {
+                    log::debug!("{waiting} alert events wait to be stored: {e}");
+                } else {
+                    log::warn!("{waiting} alert events wait to be stored: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// Alert events kept while the store fails, for the history once it recovers.
+const MAX_UNSTORED_EVENTS: usize = 10_000;
+
+/// The state each enabled threshold's newest event left it in. A history that cannot be read is
+/// logged and alerts start from ok.
+fn restored_alert_states(store: &crate::store::Store) -> std::collections::HashMap<u64, alerts::AlertState> {
+    let restored = crate::store::records::thresholds(store).and_then(|thresholds| {
+        let ids: Vec<u64> = thresholds.iter().filter(|t| t.enabled).map(|t| t.id).collect();
+        crate::store::records::latest_events(store, &ids)
+    });
+    match restored {
+        Ok(events) => events.into_iter().map(|(id, e)| (id, alerts::AlertState::from_event(&e))).collect(),
+        Err(e) => {
+            log::error!("alert states could not be restored (alerts start from ok): {e}");
+            Default::default()
+        }
     }
 }
 

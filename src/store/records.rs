@@ -80,6 +80,24 @@ pub fn events(store: &Store, limit: usize) -> Result<Vec<AlertEvent>> {
     Ok(out)
 }
 
+/// The newest event of each threshold in `ids` that has one. Reads the history newest first and
+/// stops once every id is found (the history is bounded by retention).
+pub fn latest_events(store: &Store, ids: &[u64]) -> Result<std::collections::HashMap<u64, AlertEvent>> {
+    let txn = store.db()?.begin_read()?;
+    let t = txn.open_table(ALERT_EVENTS)?;
+    let mut out = std::collections::HashMap::new();
+    for row in t.iter()?.rev() {
+        if out.len() == ids.len() {
+            break;
+        }
+        let e: AlertEvent = decode("alert event", row?.1.value())?;
+        if ids.contains(&e.threshold_id) {
+            out.entry(e.threshold_id).or_insert(e);
+        }
+    }
+    Ok(out)
+}
+
 /// The largest id used in the record tables, so new ids continue after it.
 pub fn max_id(store: &Store) -> Result<u64> {
     let txn = store.db()?.begin_read()?;

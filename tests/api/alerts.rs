@@ -116,3 +116,84 @@ async fn a_breach_fires_is_silenced_resolves_and_is_recorded() {
         expect_error(r, 400, "invalid_input").await;
     }
 }
+
+/// The history of one threshold, oldest first: (from, to, reason).
+async fn events_of(s: &TestServer, id: u64) -> Vec<(String, String, Option<String>)> {
+    let (_, hist) = s.get_json("/api/v1/alerts/history").await;
+    let mut mine: Vec<_> = hist["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["threshold_id"] == id)
+        .map(|e| {
+            let text = |f: &str| e[f].as_str().map(str::to_owned);
+            (text("from").unwrap(), text("to").unwrap(), text("reason"))
+        })
+        .collect();
+    mine.reverse();
+    mine
+}
+
+/// The firing alert of threshold `id`, if any.
+async fn firing(s: &TestServer, id: u64) -> Option<serde_json::Value> {
+    let (_, a) = s.get_json("/api/v1/alerts").await;
+    a["alerts"].as_array().unwrap().iter().find(|x| x["threshold_id"] == id).cloned()
+}
+
+#[tokio::test]
+async fn a_firing_alert_survives_a_restart_and_ends_when_its_threshold_goes() {
+    let mut s = TestServer::start();
+    let mut ids = Vec::new();
+    for crew in ["a", "b"] {
+        let mut t = threshold();
+        t["selector"] = json!(format!("crew_queue_depth{{crew=\"{crew}\"}}"));
+        let (status, created) = s.post_json("/api/v1/alerts/thresholds", &t).await;
+        assert_eq!(status, 201, "{created}");
+        ids.push(created["id"].as_u64().unwrap());
+    }
+    let now = perfd::model::now_ms();
+    s.post(
+        "/write?precision=ms",
+        format!("crew_queue,crew=a depth=25 {now}\ncrew_queue,crew=b depth=15 {now}"),
+    )
+    .await;
+    s.daemon().sampler.tick();
+    let before = firing(&s, ids[0]).await.expect("fires");
+    assert_eq!(firing(&s, ids[1]).await.expect("fires")["level"], "warning");
+
+    // The state is back before the first request: same level, same start, no second event.
+    s.restart();
+    let after = firing(&s, ids[0]).await.expect("still firing after a restart");
+    assert_eq!((&after["level"], &after["since_ms"]), (&before["level"], &before["since_ms"]));
+    s.daemon().sampler.tick();
+    let ok_critical = ("ok".to_owned(), "critical".to_owned(), None);
+    assert_eq!(events_of(&s, ids[0]).await, vec![ok_critical.clone()]);
+
+    // Disabled, then deleted: each alert ends, and the history says why.
+    let mut disabled = threshold();
+    disabled["enabled"] = json!(false);
+    let r =
+        s.client.put(s.url(&format!("/api/v1/alerts/thresholds/{}", ids[0]))).json(&disabled).send().await;
+    assert_eq!(r.unwrap().status(), 200);
+    let r = s.client.delete(s.url(&format!("/api/v1/alerts/thresholds/{}", ids[1]))).send().await;
+    assert_eq!(r.unwrap().status(), 204);
+    s.daemon().sampler.tick();
+    assert!(firing(&s, ids[0]).await.is_none() && firing(&s, ids[1]).await.is_none());
+    let ended = |from: &str, reason: &str| (from.to_owned(), "ok".to_owned(), Some(reason.to_owned()));
+    assert_eq!(
+        events_of(&s, ids[0]).await,
+        vec![ok_critical.clone(), ended("critical", "threshold disabled")]
+    );
+    let ok_warning = ("ok".to_owned(), "warning".to_owned(), None);
+    assert_eq!(events_of(&s, ids[1]).await, vec![ok_warning, ended("warning", "threshold deleted")]);
+
+    // Enabled again while still breaching: it fires anew, once, also across a restart.
+    let r =
+        s.client.put(s.url(&format!("/api/v1/alerts/thresholds/{}", ids[0]))).json(&threshold()).send().await;
+    assert_eq!(r.unwrap().status(), 200);
+    s.daemon().sampler.tick();
+    s.restart();
+    s.daemon().sampler.tick();
+    assert_eq!(firing(&s, ids[0]).await.expect("fires again")["level"], "critical");
+    assert_eq!(events_of(&s, ids[0]).await.len(), 3);
+}
