@@ -57,6 +57,26 @@ pub struct Execution {
     pub status: Option<String>,
 }
 
+impl Execution {
+    /// A new execution, queued at `now_ms` with a lease until `lease_expires_ms`.
+    pub fn queued(id: u64, crew_id: &str, now_ms: i64, lease_expires_ms: i64) -> Execution {
+        Execution {
+            id,
+            crew_id: crew_id.to_owned(),
+            state: ExecState::Queued,
+            position: None,
+            created_ms: now_ms,
+            started_ms: None,
+            finished_ms: None,
+            lease_expires_ms,
+            queue_wait_ms: None,
+            run_time_ms: None,
+            stages: Vec::new(),
+            status: None,
+        }
+    }
+}
+
 #[derive(Default)]
 struct Inner {
     executions: HashMap<u64, Execution>,
@@ -119,20 +139,7 @@ impl Executions {
         let expired = self.expire_locked(&mut inner, now);
         keep_locked(&mut inner, expired);
         let id = (self.next_id)();
-        let mut e = Execution {
-            id,
-            crew_id: crew_id.to_owned(),
-            state: ExecState::Queued,
-            position: None,
-            created_ms: now,
-            started_ms: None,
-            finished_ms: None,
-            lease_expires_ms: now + self.cfg.lease.as_millis() as i64,
-            queue_wait_ms: None,
-            run_time_ms: None,
-            stages: Vec::new(),
-            status: None,
-        };
+        let mut e = Execution::queued(id, crew_id, now, now + self.cfg.lease.as_millis() as i64);
         if inner.queue.is_empty() && inner.running < self.cfg.max_concurrent && self.resources_ok() {
             start(&mut inner, &mut e, now);
             inner.executions.insert(id, e.clone());

@@ -140,7 +140,7 @@ pub struct ProfileParams {
     window: Option<String>,
 }
 
-/// Stored profiles (newest first, at most 1,000) with queue-wait, run-time and per-stage
+/// Stored profiles that ended in the window (newest first, at most 1,000) with queue-wait, run-time and per-stage
 /// avg/p95 over the window (default 24 h).
 pub async fn list_profiles(
     state: web::Data<AppState>,
@@ -155,11 +155,11 @@ pub async fn list_profiles(
     let since = now_ms() - window.as_millis() as i64;
     let store = state.store.clone();
     let crew = params.crew_id.clone();
-    let profiles: Vec<Execution> = web::block(move || records::profiles(&store))
+    let profiles: Vec<Execution> = web::block(move || records::profiles_since(&store, since))
         .await
         .map_err(|e| Error::Internal(e.to_string()))??
         .into_iter()
-        .filter(|p| p.finished_ms.unwrap_or(0) >= since && crew.as_ref().is_none_or(|c| *c == p.crew_id))
+        .filter(|p| crew.as_ref().is_none_or(|c| *c == p.crew_id))
         .collect();
     let mut stages: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for p in &profiles {

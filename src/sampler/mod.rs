@@ -328,15 +328,16 @@ impl Sampler {
 /// Alert events kept while the store fails, for the history once it recovers.
 const MAX_UNSTORED_EVENTS: usize = 10_000;
 
-/// The state each enabled threshold's newest event left it in. A history that cannot be read is
+/// The firing alerts the store kept (of enabled thresholds). States that cannot be read are
 /// logged and alerts start from ok.
 fn restored_alert_states(store: &crate::store::Store) -> std::collections::HashMap<u64, alerts::AlertState> {
     let restored = crate::store::records::thresholds(store).and_then(|thresholds| {
-        let ids: Vec<u64> = thresholds.iter().filter(|t| t.enabled).map(|t| t.id).collect();
-        crate::store::records::latest_events(store, &ids)
+        let mut states = crate::store::records::alert_states(store)?;
+        states.retain(|id, _| thresholds.iter().any(|t| t.id == *id && t.enabled));
+        Ok(states)
     });
     match restored {
-        Ok(events) => events.into_iter().map(|(id, e)| (id, alerts::AlertState::from_event(&e))).collect(),
+        Ok(states) => states.into_iter().map(|(id, e)| (id, alerts::AlertState::from_event(&e))).collect(),
         Err(e) => {
             log::error!("alert states could not be restored (alerts start from ok): {e}");
             Default::default()

@@ -88,6 +88,7 @@ macro_rules! each_table {
             $f($($arg,)* THRESHOLDS)?,
             $f($($arg,)* SILENCES)?,
             $f($($arg,)* ALERT_EVENTS)?,
+            $f($($arg,)* ALERT_STATES)?,
             $f($($arg,)* PROFILES)?,
         ]
     }};
@@ -228,7 +229,7 @@ pub fn restore(path: &Path, data_dir: &Path, force: bool) -> Result<BackupInfo> 
         restore_one(CHUNK_HOURS.name().to_owned(), &|d| load(&txn, CHUNK_HOURS, d))?;
         restore_one(WAL.name().to_owned(), &|d| load(&txn, WAL, d))?;
         restore_one(CACHE_SNAPSHOT.name().to_owned(), &|d| load(&txn, CACHE_SNAPSHOT, d))?;
-        for def in [THRESHOLDS, SILENCES, ALERT_EVENTS, PROFILES] {
+        for def in [THRESHOLDS, SILENCES, ALERT_EVENTS, ALERT_STATES, PROFILES] {
             restore_one(def.name().to_owned(), &|d| load(&txn, def, d))?;
         }
         txn.commit()?;

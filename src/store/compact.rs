@@ -26,9 +26,10 @@ impl Store {
             copy_table(&src, &txn, CHUNK_HOURS)?;
             copy_table(&src, &txn, WAL)?;
             copy_table(&src, &txn, CACHE_SNAPSHOT)?;
-            for t in [THRESHOLDS, SILENCES, ALERT_EVENTS, PROFILES] {
+            for t in [THRESHOLDS, SILENCES, ALERT_EVENTS, ALERT_STATES, PROFILES] {
                 copy_table(&src, &txn, t)?;
             }
+            copy_table(&src, &txn, PROFILES_BY_FINISH)?;
             txn.commit()?;
             drop(src);
             // The file grows ahead of its contents while written; compaction trims the tail.

@@ -191,8 +191,11 @@ impl Store {
             txn.open_table(THRESHOLDS)?;
             txn.open_table(SILENCES)?;
             txn.open_table(ALERT_EVENTS)?;
+            txn.open_table(ALERT_STATES)?;
             txn.open_table(PROFILES)?;
         }
+        records::index_profiles(&txn)?;
+        records::build_alert_states(&txn)?;
         txn.commit()?;
         Ok(())
     }

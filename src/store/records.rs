@@ -2,12 +2,12 @@
 //! Reads run anywhere; every write is a [`Change`] the writer thread commits.
 
 use super::Store;
-use super::tables::{ALERT_EVENTS, META, PROFILES, SILENCES, THRESHOLDS};
+use super::tables::{ALERT_EVENTS, ALERT_STATES, META, PROFILES, PROFILES_BY_FINISH, SILENCES, THRESHOLDS};
 use crate::error::{Error, Result};
 use crate::executions::Execution;
-use crate::sampler::alerts::{AlertEvent, Threshold};
+use crate::sampler::alerts::{AlertEvent, Level, Threshold};
 use crate::writer::Change;
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 /// Silences a threshold (by id) or every threshold whose selector equals `selector`, until a time.
@@ -80,28 +80,44 @@ pub fn events(store: &Store, limit: usize) -> Result<Vec<AlertEvent>> {
     Ok(out)
 }
 
-/// The newest event of each threshold in `ids` that has one. Reads the history newest first and
-/// stops once every id is found (the history is bounded by retention).
-pub fn latest_events(store: &Store, ids: &[u64]) -> Result<std::collections::HashMap<u64, AlertEvent>> {
+/// The firing alerts, by threshold id: the event that put each in its level.
+pub fn alert_states(store: &Store) -> Result<std::collections::HashMap<u64, AlertEvent>> {
     let txn = store.db()?.begin_read()?;
-    let t = txn.open_table(ALERT_EVENTS)?;
+    let t = txn.open_table(ALERT_STATES)?;
     let mut out = std::collections::HashMap::new();
-    for row in t.iter()?.rev() {
-        if out.len() == ids.len() {
-            break;
-        }
-        let e: AlertEvent = decode("alert event", row?.1.value())?;
-        if ids.contains(&e.threshold_id) {
-            out.entry(e.threshold_id).or_insert(e);
-        }
+    for row in t.iter()? {
+        let (id, v) = row?;
+        out.insert(id.value(), decode("alert state", v.value())?);
     }
     Ok(out)
+}
+
+/// Fills `ALERT_STATES` from the history on the first start of a file from before it: each
+/// threshold's newest event, when it left the alert firing.
+pub(super) fn build_alert_states(txn: &WriteTransaction) -> Result<()> {
+    let mut meta = txn.open_table(META)?;
+    if meta.get("alert_states_built")?.is_some() {
+        return Ok(());
+    }
+    let events = txn.open_table(ALERT_EVENTS)?;
+    let mut states = txn.open_table(ALERT_STATES)?;
+    let mut seen = std::collections::HashSet::new();
+    for row in events.iter()?.rev() {
+        let e: AlertEvent = decode("alert event", row?.1.value())?;
+        if seen.insert(e.threshold_id) && e.to != Level::Ok {
+            states.insert(e.threshold_id, encode(&e)?.as_slice())?;
+        }
+    }
+    meta.insert("alert_states_built", [1u8].as_slice())?;
+    Ok(())
 }
 
 /// The largest id used in the record tables, so new ids continue after it.
 pub fn max_id(store: &Store) -> Result<u64> {
     let txn = store.db()?.begin_read()?;
-    let mut max = 0;
+    // Ids of removed records (retention) stay used.
+    let floor = txn.open_table(META)?.get("record_id_floor")?.and_then(|v| v.value().try_into().ok());
+    let mut max = floor.map_or(0, u64::from_le_bytes);
     for table in [THRESHOLDS, SILENCES, ALERT_EVENTS, PROFILES] {
         if let Some((k, _)) = txn.open_table(table)?.last()? {
             max = max.max(k.value());
@@ -148,14 +164,28 @@ pub fn put_silence(s: &Silence) -> Result<Change> {
     }))
 }
 
-/// Appends events under their ids (increasing, from `Store::new_record_id`).
+/// Appends events under their ids (increasing, from `Store::new_record_id`) and records the
+/// state each leaves its alert in (`ALERT_STATES`: firing ones only).
 pub fn append_events(events: &[(u64, AlertEvent)]) -> Result<Change> {
     let encoded: Vec<(u64, Vec<u8>)> =
         events.iter().map(|(id, e)| Ok((*id, encode(e)?))).collect::<Result<_>>()?;
+    let states: Vec<(u64, Option<usize>)> = events
+        .iter()
+        .enumerate()
+        .map(|(i, (_, e))| (e.threshold_id, (e.to != Level::Ok).then_some(i)))
+        .collect();
     Ok(Box::new(move |txn| {
         let mut t = txn.open_table(ALERT_EVENTS)?;
         for (id, e) in &encoded {
             t.insert(id, e.as_slice())?;
+        }
+        // In order, so each threshold ends with its newest event's state.
+        let mut firing = txn.open_table(ALERT_STATES)?;
+        for &(threshold, event) in &states {
+            match event {
+                Some(i) => firing.insert(threshold, encoded[i].1.as_slice())?,
+                None => firing.remove(threshold)?,
+            };
         }
         Ok(())
     }))
@@ -182,21 +212,273 @@ pub fn seed_defaults(store: &Store) -> Result<Option<Change>> {
     })))
 }
 
-/// Finished (or expired) execution profiles, oldest first.
-pub fn profiles(store: &Store) -> Result<Vec<Execution>> {
-    read_all(store, PROFILES, "execution profile")
+/// When a stored profile ended (an expired one has its finish time too).
+fn finished_ms(e: &Execution) -> i64 {
+    e.finished_ms.unwrap_or(e.created_ms)
+}
+
+/// Profiles that ended at or after `since_ms`, oldest first (by finish time).
+pub fn profiles_since(store: &Store, since_ms: i64) -> Result<Vec<Execution>> {
+    let txn = store.db()?.begin_read()?;
+    let (index, profiles) = (txn.open_table(PROFILES_BY_FINISH)?, txn.open_table(PROFILES)?);
+    let mut out = Vec::new();
+    for row in index.range((since_ms, 0)..)? {
+        let (_, id) = row?.0.value();
+        if let Some(v) = profiles.get(id)? {
+            out.push(decode("execution profile", v.value())?);
+        }
+    }
+    Ok(out)
 }
 
 pub fn put_profile(e: &Execution) -> Result<Change> {
-    let (id, bytes) = (e.id, encode(e)?);
+    let (id, finished, bytes) = (e.id, finished_ms(e), encode(e)?);
     Ok(Box::new(move |txn| {
-        txn.open_table(PROFILES)?.insert(id, bytes.as_slice())?;
+        let replaced =
+            txn.open_table(PROFILES)?.insert(id, bytes.as_slice())?.map(|old| old.value().to_vec());
+        let mut index = txn.open_table(PROFILES_BY_FINISH)?;
+        if let Some(old) = replaced {
+            index.remove((finished_ms(&decode("execution profile", &old)?), id))?;
+        }
+        index.insert((finished, id), ())?;
         Ok(())
     }))
+}
+
+/// Rebuilds the profile index when it does not match the profiles (a file from before it, a
+/// restored backup, which leaves it out); cheap otherwise (two lengths).
+pub(super) fn index_profiles(txn: &WriteTransaction) -> Result<()> {
+    let profiles = txn.open_table(PROFILES)?;
+    let mut index = txn.open_table(PROFILES_BY_FINISH)?;
+    if profiles.len()? == index.len()? {
+        return Ok(());
+    }
+    index.retain(|_, _| false)?;
+    for row in profiles.iter()? {
+        let (id, v) = row?;
+        let e: Execution = decode("execution profile", v.value())?;
+        index.insert((finished_ms(&e), id.value()), ())?;
+    }
+    log::info!("indexed {} execution profiles by finish time", profiles.len()?);
+    Ok(())
+}
+
+/// Removes what is older than `cutoff_ms` (unix ms) from the record tables: profiles that
+/// ended before it, silences that ran out before it and alert events from before it (a firing
+/// alert's state is kept in `ALERT_STATES` however old), and the states of thresholds that are
+/// gone. Returns how many rows went.
+pub fn expire(txn: &WriteTransaction, cutoff_ms: i64) -> Result<u64> {
+    let mut removed = 0;
+    let mut high = 0u64; // the largest id removed: ids are never handed out twice
+    {
+        let mut index = txn.open_table(PROFILES_BY_FINISH)?;
+        let mut profiles = txn.open_table(PROFILES)?;
+        let old: Vec<(i64, u64)> = index
+            .range(..(cutoff_ms, 0))?
+            .map(|r| r.map(|(k, _)| k.value()))
+            .collect::<std::result::Result<_, _>>()?;
+        for key in old {
+            index.remove(key)?;
+            profiles.remove(key.1)?;
+            (removed, high) = (removed + 1, high.max(key.1));
+        }
+    }
+    {
+        let mut silences = txn.open_table(SILENCES)?;
+        let mut old = Vec::new();
+        for row in silences.iter()? {
+            let (id, v) = row?;
+            if decode::<Silence>("silence", v.value())?.until_ms < cutoff_ms {
+                old.push(id.value());
+            }
+        }
+        for id in old {
+            silences.remove(id)?;
+            (removed, high) = (removed + 1, high.max(id));
+        }
+    }
+    {
+        let mut events = txn.open_table(ALERT_EVENTS)?;
+        let mut old = Vec::new();
+        for row in events.iter()? {
+            let (id, v) = row?;
+            if decode::<AlertEvent>("alert event", v.value())?.at_ms >= cutoff_ms {
+                break;
+            }
+            old.push(id.value());
+        }
+        for id in old {
+            events.remove(id)?;
+            (removed, high) = (removed + 1, high.max(id));
+        }
+        // Firing alerts of thresholds that are gone (deleted while perfd was down).
+        let thresholds = txn.open_table(THRESHOLDS)?;
+        let mut states = txn.open_table(ALERT_STATES)?;
+        let mut gone = Vec::new();
+        for row in states.iter()? {
+            let id = row?.0.value();
+            if thresholds.get(id)?.is_none() {
+                gone.push(id);
+            }
+        }
+        for id in gone {
+            states.remove(id)?;
+            removed += 1;
+        }
+    }
+    if high > 0 {
+        let mut meta = txn.open_table(META)?;
+        let floor = meta
+            .get("record_id_floor")?
+            .and_then(|v| v.value().try_into().ok())
+            .map_or(0, u64::from_le_bytes);
+        meta.insert("record_id_floor", high.max(floor).to_le_bytes().as_slice())?;
+    }
+    Ok(removed)
 }
 
 pub fn profile(store: &Store, id: u64) -> Result<Option<Execution>> {
     let txn = store.db()?.begin_read()?;
     let t = txn.open_table(PROFILES)?;
     t.get(id)?.map(|v| decode("execution profile", v.value())).transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: i64 = 86_400_000;
+
+    fn apply(store: &Store, changes: Vec<Change>) {
+        let txn = store.db().unwrap().begin_write().unwrap();
+        for c in changes {
+            c(&txn).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+
+    fn profile(id: u64, finished_ms: i64) -> Execution {
+        let mut e = Execution::queued(id, "crew", finished_ms - 1000, finished_ms);
+        (e.state, e.finished_ms) = (crate::executions::ExecState::Finished, Some(finished_ms));
+        e
+    }
+
+    fn event(threshold_id: u64, to: Level, at_ms: i64) -> AlertEvent {
+        let from = if to == Level::Ok { Level::Critical } else { Level::Ok };
+        let name = format!("t{threshold_id}");
+        AlertEvent { threshold_id, name, from, to, value: 1.0, at_ms, silenced: false, reason: None }
+    }
+
+    fn threshold(id: u64) -> Threshold {
+        let mut t = crate::sampler::alerts::defaults().remove(0);
+        t.id = id;
+        t
+    }
+
+    fn ids<T>(v: &[T], id: impl Fn(&T) -> u64) -> Vec<u64> {
+        v.iter().map(id).collect()
+    }
+
+    #[test]
+    fn profiles_are_read_by_finish_time_and_the_index_is_rebuilt_when_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let now = crate::model::now_ms();
+        // Execution 5 ran longest: it ended last though it started first.
+        let changes =
+            [(5, now), (6, now - 2 * DAY), (7, now - DAY / 2)].map(|(id, f)| put_profile(&profile(id, f)));
+        apply(&store, changes.into_iter().map(Result::unwrap).collect());
+        assert_eq!(ids(&profiles_since(&store, now - DAY).unwrap(), |p| p.id), vec![7, 5]);
+        // Stored again (a retry) with another finish time: one index row, the new one.
+        apply(&store, vec![put_profile(&profile(7, now - 3 * DAY)).unwrap()]);
+        assert_eq!(ids(&profiles_since(&store, now - DAY).unwrap(), |p| p.id), vec![5]);
+        // A file without the index (older perfd, a restored backup) gets it on open.
+        let txn = store.db().unwrap().begin_write().unwrap();
+        txn.delete_table(PROFILES_BY_FINISH).unwrap();
+        txn.commit().unwrap();
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(ids(&profiles_since(&store, i64::MIN).unwrap(), |p| p.id), vec![7, 6, 5]);
+    }
+
+    #[test]
+    fn retention_removes_old_records_but_not_a_firing_alert_and_ids_are_not_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let now = crate::model::now_ms();
+        let cutoff = now - 30 * DAY;
+        // Threshold 1 fired 40 days ago and still fires; 2 fired and resolved long ago; 3 is gone.
+        let history = vec![
+            (10, event(1, Level::Critical, now - 40 * DAY)),
+            (11, event(2, Level::Warning, now - 39 * DAY)),
+            (12, event(2, Level::Ok, now - 38 * DAY)),
+            (13, event(3, Level::Critical, now - 35 * DAY)),
+            (14, event(2, Level::Warning, now - DAY)),
+        ];
+        let silence =
+            |id, until_ms| Silence { id, threshold_id: Some(1), selector: None, until_ms, comment: None };
+        apply(
+            &store,
+            vec![
+                put_threshold(&threshold(1)).unwrap(),
+                put_threshold(&threshold(2)).unwrap(),
+                append_events(&history).unwrap(),
+                put_silence(&silence(20, now - 31 * DAY)).unwrap(),
+                put_silence(&silence(21, now + DAY)).unwrap(),
+                put_profile(&profile(30, now - 31 * DAY)).unwrap(),
+                put_profile(&profile(31, now - 29 * DAY)).unwrap(),
+            ],
+        );
+        let mut firing: Vec<(u64, i64)> =
+            alert_states(&store).unwrap().into_iter().map(|(k, e)| (k, e.at_ms)).collect();
+        firing.sort();
+        assert_eq!(firing, vec![(1, now - 40 * DAY), (2, now - DAY), (3, now - 35 * DAY)]);
+
+        let txn = store.db().unwrap().begin_write().unwrap();
+        assert_eq!(expire(&txn, cutoff).unwrap(), 4 + 1 + 1 + 1, "4 events, a silence, a profile, a state");
+        txn.commit().unwrap();
+        let mut firing: Vec<u64> = alert_states(&store).unwrap().into_keys().collect();
+        firing.sort();
+        assert_eq!(firing, vec![1, 2], "a firing alert outlives its events; a deleted threshold's does not");
+        assert_eq!(ids(&events(&store, 100).unwrap(), |e| e.threshold_id), vec![2]);
+        assert_eq!(ids(&silences(&store).unwrap(), |s| s.id), vec![21]);
+        assert_eq!(ids(&profiles_since(&store, i64::MIN).unwrap(), |p| p.id), vec![31]);
+        let txn = store.db().unwrap().begin_write().unwrap();
+        assert_eq!(expire(&txn, cutoff).unwrap(), 0, "nothing more");
+        txn.commit().unwrap();
+
+        // Remove everything newer too: the next ids still continue after every id ever used.
+        let txn = store.db().unwrap().begin_write().unwrap();
+        expire(&txn, now + 2 * DAY).unwrap();
+        txn.commit().unwrap();
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert!(store.new_record_id() > 31);
+    }
+
+    #[test]
+    fn a_file_from_before_alert_states_gets_them_from_its_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let history = [
+            (1, event(7, Level::Warning, 1)),
+            (2, event(8, Level::Critical, 2)),
+            (3, event(7, Level::Ok, 3)),
+        ];
+        let txn = store.db().unwrap().begin_write().unwrap();
+        {
+            let mut events = txn.open_table(ALERT_EVENTS).unwrap();
+            for (id, e) in &history {
+                events.insert(id, encode(e).unwrap().as_slice()).unwrap();
+            }
+            txn.open_table(META).unwrap().remove("alert_states_built").unwrap();
+        }
+        txn.commit().unwrap();
+        assert!(alert_states(&store).unwrap().is_empty());
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        let states = alert_states(&store).unwrap();
+        assert_eq!(states.keys().copied().collect::<Vec<_>>(), vec![8], "7 resolved; 8 still fires");
+        assert_eq!(states[&8].to, Level::Critical);
+    }
 }

@@ -11,7 +11,12 @@
 //! THRESHOLDS    u64             -> &[u8]   id -> alert threshold (rmp-serde, named)
 //! SILENCES      u64             -> &[u8]   id -> silence (rmp-serde, named)
 //! ALERT_EVENTS  u64             -> &[u8]   id (increasing) -> alert state change (rmp-serde, named)
+//! ALERT_STATES  u64             -> &[u8]   threshold id -> the event that left its alert firing (rows
+//!                                          only for firing alerts; restored on start)
 //! PROFILES      u64             -> &[u8]   execution id -> finished execution profile (rmp-serde, named)
+//! PROFILES_BY_FINISH (i64, u64) -> ()      (finished ms, execution id): windows and retention;
+//!                                          derived from PROFILES (rebuilt on open when they
+//!                                          differ in length, so backups leave it out)
 //! ```
 //!
 //! A WAL batch is `varint series_count`, then per series `varint id` and its points, raw or as a
@@ -35,4 +40,6 @@ pub const CACHE_SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("c
 pub const THRESHOLDS: TableDefinition<u64, &[u8]> = TableDefinition::new("thresholds");
 pub const SILENCES: TableDefinition<u64, &[u8]> = TableDefinition::new("silences");
 pub const ALERT_EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("alert_events");
+pub const ALERT_STATES: TableDefinition<u64, &[u8]> = TableDefinition::new("alert_states");
 pub const PROFILES: TableDefinition<u64, &[u8]> = TableDefinition::new("profiles");
+pub const PROFILES_BY_FINISH: TableDefinition<(i64, u64), ()> = TableDefinition::new("profiles_by_finish");

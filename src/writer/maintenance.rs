@@ -36,7 +36,10 @@ impl Writer {
         if self.last_retention.is_none_or(|t| t.elapsed() >= RETENTION_EVERY) {
             self.last_retention = Some(Instant::now());
             let expired = self.expire(now);
-            self.maintenance_failed("retention", expired);
+            if !self.maintenance_failed("retention", expired) {
+                let expired = self.expire_records(now);
+                self.maintenance_failed("record retention", expired);
+            }
         }
     }
 
@@ -80,6 +83,25 @@ impl Writer {
         txn.commit()?;
         self.stats.expired_chunks.fetch_add(expired.len() as u64, Relaxed);
         log::info!("retention removed {} chunks older than {cutoff} ms", expired.len());
+        Ok(())
+    }
+
+    /// Deletes execution profiles, alert events and silences older than the retention period
+    /// (`store::records::expire`).
+    pub(super) fn expire_records(&mut self, now: i64) -> Result<()> {
+        let cutoff = now - self.storage.retention.as_millis() as i64;
+        let mut txn = self.store.db()?.begin_write()?;
+        txn.set_durability(Durability::None)?;
+        txn.set_quick_repair(true);
+        let removed = crate::store::records::expire(&txn, cutoff)?;
+        if removed == 0 {
+            txn.abort()?;
+            return Ok(());
+        }
+        txn.commit()?;
+        log::info!(
+            "retention removed {removed} records (profiles, alert events, silences) older than {cutoff} ms"
+        );
         Ok(())
     }
 

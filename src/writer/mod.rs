@@ -386,5 +386,17 @@ mod retention_tests {
         w.expire(now + 3 * HOUR_MS).unwrap();
         assert_eq!(store.counts().unwrap().blocks, 0, "the whole hour is past retention");
         assert_eq!(w.stats.expired_chunks.load(Relaxed), 1);
+        // Records too: a profile that ended two hours ago goes, one that ended now stays.
+        let now = now_ms();
+        for (id, finished) in [(1, now - 2 * HOUR_MS), (2, now)] {
+            let mut p = crate::executions::Execution::queued(id, "crew", finished, finished);
+            p.finished_ms = Some(finished);
+            let txn = store.db().unwrap().begin_write().unwrap();
+            crate::store::records::put_profile(&p).unwrap()(&txn).unwrap();
+            txn.commit().unwrap();
+        }
+        w.maintenance();
+        let left = crate::store::records::profiles_since(&store, i64::MIN).unwrap();
+        assert_eq!(left.iter().map(|p| p.id).collect::<Vec<_>>(), vec![2]);
     }
 }
