@@ -1,6 +1,7 @@
 //! One integration-test binary: real daemon, real redb file, real HTTP on port 0.
 
 mod alerts;
+mod alerts_model;
 mod any_request;
 mod backup;
 mod cache;
