@@ -77,6 +77,10 @@ pub async fn list_alerts(state: web::Data<AppState>) -> HttpResponse {
 #[derive(Debug, Deserialize)]
 pub struct HistoryParams {
     limit: Option<usize>,
+    /// Only this threshold's events.
+    threshold_id: Option<u64>,
+    /// Only events at or after this time (unix ms or RFC 3339).
+    since: Option<String>,
 }
 
 pub async fn alert_history(
@@ -84,8 +88,15 @@ pub async fn alert_history(
     params: web::Query<HistoryParams>,
 ) -> Result<HttpResponse, ApiError> {
     let limit = params.limit.unwrap_or(100).min(MAX_HISTORY);
+    let since = params.since.as_deref().map(crate::query::parse_time).transpose()?.unwrap_or(i64::MIN);
+    let threshold = params.threshold_id;
     let store = state.store.clone();
-    let events = blocking(move || records::events(&store, limit)).await?;
+    let events = blocking(move || {
+        records::events(&store, limit, |e| {
+            e.at_ms >= since && threshold.is_none_or(|id| e.threshold_id == id)
+        })
+    })
+    .await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({"events": events})))
 }
 

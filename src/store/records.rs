@@ -69,13 +69,19 @@ pub fn silences(store: &Store) -> Result<Vec<Silence>> {
     read_all(store, SILENCES, "silence")
 }
 
-/// The newest `limit` alert events, newest first.
-pub fn events(store: &Store, limit: usize) -> Result<Vec<AlertEvent>> {
+/// The newest `limit` alert events that `keep` accepts, newest first.
+pub fn events(store: &Store, limit: usize, keep: impl Fn(&AlertEvent) -> bool) -> Result<Vec<AlertEvent>> {
     let txn = store.db()?.begin_read()?;
     let t = txn.open_table(ALERT_EVENTS)?;
     let mut out = Vec::new();
-    for row in t.iter()?.rev().take(limit) {
-        out.push(decode("alert event", row?.1.value())?);
+    for row in t.iter()?.rev() {
+        if out.len() >= limit {
+            break;
+        }
+        let e = decode("alert event", row?.1.value())?;
+        if keep(&e) {
+            out.push(e);
+        }
     }
     Ok(out)
 }
@@ -440,7 +446,7 @@ mod tests {
         let mut firing: Vec<u64> = alert_states(&store).unwrap().into_keys().collect();
         firing.sort();
         assert_eq!(firing, vec![1, 2], "a firing alert outlives its events; a deleted threshold's does not");
-        assert_eq!(ids(&events(&store, 100).unwrap(), |e| e.threshold_id), vec![2]);
+        assert_eq!(ids(&events(&store, 100, |_| true).unwrap(), |e| e.threshold_id), vec![2]);
         assert_eq!(ids(&silences(&store).unwrap(), |s| s.id), vec![21]);
         assert_eq!(ids(&profiles_since(&store, i64::MIN).unwrap(), |p| p.id), vec![31]);
         let txn = store.db().unwrap().begin_write().unwrap();

@@ -119,12 +119,12 @@ async fn a_breach_fires_is_silenced_resolves_and_is_recorded() {
 
 /// The history of one threshold, oldest first: (from, to, reason).
 async fn events_of(s: &TestServer, id: u64) -> Vec<(String, String, Option<String>)> {
-    let (_, hist) = s.get_json("/api/v1/alerts/history").await;
+    let (_, hist) = s.get_json(&format!("/api/v1/alerts/history?threshold_id={id}")).await;
     let mut mine: Vec<_> = hist["events"]
         .as_array()
         .unwrap()
         .iter()
-        .filter(|e| e["threshold_id"] == id)
+        .inspect(|e| assert_eq!(e["threshold_id"], id, "only threshold {id}'s events"))
         .map(|e| {
             let text = |f: &str| e[f].as_str().map(str::to_owned);
             (text("from").unwrap(), text("to").unwrap(), text("reason"))
@@ -186,6 +186,16 @@ async fn a_firing_alert_survives_a_restart_and_ends_when_its_threshold_goes() {
     );
     let ok_warning = ("ok".to_owned(), "warning".to_owned(), None);
     assert_eq!(events_of(&s, ids[1]).await, vec![ok_warning, ended("warning", "threshold deleted")]);
+    // Events since a time (unix ms or RFC 3339): the two that ended the alerts are the newest.
+    let (_, all) = s.get_json("/api/v1/alerts/history").await;
+    let newest = all["events"][0]["at_ms"].as_i64().unwrap();
+    let (_, since) = s.get_json(&format!("/api/v1/alerts/history?since={newest}")).await;
+    assert!(since["events"].as_array().unwrap().iter().all(|e| e["reason"].is_string()), "{since}");
+    assert_eq!(since["events"].as_array().unwrap().len(), 2, "{since}");
+    let (_, none) = s.get_json("/api/v1/alerts/history?since=2999-01-01T00:00:00Z").await;
+    assert_eq!(none["events"], json!([]));
+    let r = s.client.get(s.url("/api/v1/alerts/history?since=yesterday")).send().await.unwrap();
+    expect_error(r, 400, "invalid_input").await;
 
     // Enabled again while still breaching: it fires anew, once, also across a restart.
     let r =
