@@ -82,7 +82,6 @@ pub fn select(store: &Store, sel: &Selector) -> Vec<(u64, Arc<SeriesKey>)> {
     catalog.with_name(&sel.name).filter(|(_, k)| sel.matches(k)).map(|(id, k)| (id, k.clone())).collect()
 }
 
-/// Unix milliseconds, or RFC 3339 (`2026-11-27T08:00:00Z`).
 /// A double-quoted label value (`\"`, `\\` and `\n` escapes), the opening quote included.
 fn quoted(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> std::result::Result<String, &'static str> {
     if chars.next() != Some('"') {
@@ -103,6 +102,7 @@ fn quoted(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> std::result::
     }
 }
 
+/// Unix milliseconds, or RFC 3339 (`2026-11-27T08:00:00Z`).
 pub fn parse_time(s: &str) -> Result<i64> {
     if let Ok(ms) = s.parse::<i64>() {
         return Ok(ms);

@@ -107,17 +107,17 @@ type Fields<'a> = Vec<(Cow<'a, str>, f64)>;
 /// `measurement[,tag=value…]`: the measurement, the tags, and the position after them.
 fn series_key(line: &str) -> Result<(Cow<'_, str>, Tags<'_>, usize)> {
     let b = line.as_bytes();
-    let (measurement, mut pos) = token(line, 0, b",  ", false);
+    let (measurement, mut pos) = token(line, 0, b",  ");
     if measurement.is_empty() {
         return Err(Error::invalid("missing measurement"));
     }
     let mut tags = Vec::new();
     while b.get(pos) == Some(&b',') {
-        let (k, p) = token(line, pos + 1, b"=", true);
+        let (k, p) = token(line, pos + 1, b"=");
         if b.get(p) != Some(&b'=') || k.is_empty() {
             return Err(Error::invalid("tag without key=value"));
         }
-        let (v, p) = token(line, p + 1, b", ", true);
+        let (v, p) = token(line, p + 1, b", ");
         if v.is_empty() {
             return Err(Error::invalid(format!("tag {} has an empty value", Shown(&k))));
         }
@@ -139,7 +139,7 @@ fn field_set<'a>(line: &'a str, mut pos: usize, report: &mut ParseReport) -> Res
     }
     let mut fields = Vec::with_capacity(4);
     loop {
-        let (k, p) = token(line, pos, b"=", true);
+        let (k, p) = token(line, pos, b"=");
         if b.get(p) != Some(&b'=') || k.is_empty() {
             return Err(Error::invalid("field without key=value"));
         }
@@ -162,22 +162,18 @@ fn field_set<'a>(line: &'a str, mut pos: usize, report: &mut ParseReport) -> Res
     }
 }
 
-/// Reads up to the first unescaped byte in `stops`; `\x` escapes any `x` in `stops` (and `\\`
-/// when `eq_escapes`, i.e. in tag keys, tag values and field keys). Returns the unescaped text
-/// and the position of the stop byte (or the end).
-fn token<'a>(line: &'a str, start: usize, stops: &[u8], eq_escapes: bool) -> (Cow<'a, str>, usize) {
+/// Reads up to the first unescaped byte in `stops`. A backslash escapes a following `,`, `=`,
+/// space, backslash (so `\\` is one backslash) or byte in `stops`; before anything else it is a
+/// backslash. As VictoriaMetrics reads it (and InfluxDB, which escapes `=` in tags only). Returns
+/// the unescaped text and the position of the stop byte (or the end).
+fn token<'a>(line: &'a str, start: usize, stops: &[u8]) -> (Cow<'a, str>, usize) {
     let b = line.as_bytes();
+    let escapes = |c: u8| matches!(c, b',' | b'=' | b' ' | b'\\') || stops.contains(&c);
     let mut i = start;
     let mut escaped = false;
     while i < b.len() {
         let c = b[i];
-        if c == b'\\'
-            && i + 1 < b.len()
-            && (stops.contains(&b[i + 1])
-                || b[i + 1] == b' '
-                || b[i + 1] == b','
-                || (eq_escapes && b[i + 1] == b'='))
-        {
+        if c == b'\\' && i + 1 < b.len() && escapes(b[i + 1]) {
             escaped = true;
             i += 2;
             continue;
@@ -194,7 +190,9 @@ fn token<'a>(line: &'a str, start: usize, stops: &[u8], eq_escapes: bool) -> (Co
     let mut s = String::with_capacity(raw.len());
     let mut chars = raw.chars().peekable();
     while let Some(c) = chars.next() {
-        if c == '\\' && chars.peek().is_some_and(|n| matches!(n, ',' | ' ' | '=')) {
+        // The escaped character is taken as it is (an escaped backslash escapes nothing more).
+        if let Some(next) = chars.next_if(|&n| c == '\\' && n.is_ascii() && escapes(n as u8)) {
+            s.push(next);
             continue;
         }
         s.push(c);
@@ -308,6 +306,27 @@ mod tests {
         assert!(e.contains("field \"ffff") && e.len() < 300, "{} bytes: {}", e.len(), &e[..100]);
     }
 
+    #[test]
+    fn backslashes_read_as_victoriametrics_reads_them() {
+        // Two backslashes are one; one before anything it does not escape is itself.
+        for (written, read) in [
+            (r"a\b", r"a\b"),
+            (r"a\\b", r"a\b"),
+            (r"a\\\b", r"a\\b"),
+            (r"end\\", r"end\"),
+            (r#"q\""#, r#"q\""#),
+            (r"x\,y", "x,y"),
+        ] {
+            let got = run(&format!("m,t={written} v=1 {}", NOW * 1_000_000), Precision::Ns).unwrap();
+            let key = crate::model::SeriesKey::parse(&got[0].0).unwrap();
+            assert_eq!(key.labels, vec![("t".to_owned(), read.to_owned())], "{written}");
+        }
+        // An escaped backslash does not escape the comma after it: the comma starts the next tag.
+        let got = run(&format!(r"m,t=a\\,u=b v=1 {}", NOW * 1_000_000), Precision::Ns).unwrap();
+        let key = crate::model::SeriesKey::parse(&got[0].0).unwrap();
+        assert_eq!(key.labels, vec![("t".to_owned(), r"a\".to_owned()), ("u".to_owned(), "b".to_owned())]);
+    }
+
     proptest! {
         #[test]
         fn never_panics(s in ".{0,200}") {
@@ -315,8 +334,8 @@ mod tests {
         }
 
         #[test]
-        fn escaped_tag_values_round_trip(v in "[a-z ,=]{1,20}", x in -1e12f64..1e12) {
-            let esc: String = v.chars().flat_map(|c| if " ,=".contains(c) { vec!['\\', c] } else { vec![c] }).collect();
+        fn escaped_tag_values_round_trip(v in r#"[a-z ,=\\"}é]{1,20}"#, x in -1e12f64..1e12) {
+            let esc: String = v.chars().flat_map(|c| if r" ,=\".contains(c) { vec!['\\', c] } else { vec![c] }).collect();
             let got = run(&format!("m,t={esc} v={x:?} {}", NOW * 1_000_000), Precision::Ns).unwrap();
             prop_assert_eq!(&got[0].1, &vec![(NOW, x)]);
             let key = crate::model::SeriesKey::parse(&got[0].0).unwrap();

@@ -2,6 +2,7 @@
 //! get a 4xx JSON error, the server must stay up, and data accepted before must be unchanged.
 
 use crate::helpers::{TestServer, base_ms};
+use crate::ingest::urlencode;
 use std::io::Write;
 
 /// Fixed-seed xorshift, so a failure replays.
@@ -87,12 +88,6 @@ fn bad_request(rng: &mut Rng, bomb: &[u8]) -> (&'static str, String, Vec<u8>, bo
             ("GET", paths[i].clone(), Vec::new(), false)
         }
     }
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,6 +15,7 @@ mod helpers;
 mod hitpath;
 mod hitpath_differential;
 mod ingest;
+mod labels_model;
 mod observe;
 mod ops;
 mod query;
