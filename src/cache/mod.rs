@@ -7,6 +7,7 @@
 
 mod fence;
 mod fill;
+pub mod glob;
 pub mod l1;
 pub mod l2;
 mod many;
@@ -15,7 +16,7 @@ pub mod stats;
 pub use fill::Lease;
 
 use crate::config::CacheConfig;
-use crate::error::{Error, Result, Shown};
+use crate::error::{Error, Result};
 use crate::model::now_ms;
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -247,14 +248,13 @@ impl TieredCache {
         Ok(found)
     }
 
-    /// Removes every key matching a glob (`*`, `?`, `[...]`) over `{strategy}:{key}`, in L1 and
-    /// L2; returns how many L1 and L2 entries went.
+    /// Removes every key matching a glob (`*`, `?`, `[...]`, as Redis reads it: [`glob`]) over
+    /// `{strategy}:{key}`, in L1 and L2; returns how many L1 and L2 entries went.
     pub async fn invalidate(&self, pattern: &str) -> Result<(u64, u64)> {
-        let glob = glob::Pattern::new(pattern)
-            .map_err(|e| Error::invalid(format!("invalid pattern {}: {e}", Shown(pattern))))?;
+        let glob = glob::Glob::new(pattern)?;
         let _write = self.l2.enabled().then(|| self.fences.write_all());
         let l1 = self.l1.remove_where(|k, _| glob.matches(k));
-        let l2 = self.l2.invalidate(pattern).await;
+        let l2 = self.l2.invalidate(&glob).await;
         Ok((l1, l2))
     }
 

@@ -1,6 +1,10 @@
 //! With `--features redis`: a real `redis-server` started by the test on a free loopback port.
 
-use crate::helpers::TestServer;
+use crate::helpers::{TestServer, property};
+use crate::ingest::urlencode;
+use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
+use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -413,4 +417,120 @@ async fn any_request_with_redis_as_l2_is_well_answered() {
 async fn the_cache_with_redis_as_l2_answers_what_a_model_says() {
     let redis = RedisServer::start();
     crate::cache_model::the_model_holds(server_with(&redis), r#"{"level":"all"}"#, 100);
+}
+
+/// What keys and patterns are made of: every byte the matcher treats specially, plain ones and a
+/// two-byte character.
+const GLOB_PIECES: &[&str] = &["a", "b", "!", "^", "-", "[", "]", "\\", "*", "?", "\u{e9}"];
+
+fn glob_text(max: usize) -> impl Strategy<Value = String> {
+    prop::collection::vec(prop::sample::select(GLOB_PIECES), 0..max).prop_map(|p| p.concat())
+}
+
+fn glob_keys() -> impl Strategy<Value = BTreeSet<String>> {
+    prop::collection::btree_set(glob_text(6).prop_filter("a key", |k| !k.is_empty()), 1..12)
+}
+
+/// The L1 matcher against Redis' own: for random keys and patterns (closed or not),
+/// `perfd::cache::glob::matches` finds what `SCAN MATCH` finds.
+#[test]
+fn the_glob_matches_what_redis_matches() {
+    let redis = RedisServer::start();
+    let c = std::cell::RefCell::new(redis.conn().unwrap());
+    property(2000, (glob_keys(), glob_text(8)), |(keys, pattern)| {
+        let c = &mut *c.borrow_mut();
+        let _: () = redis::cmd("FLUSHALL").query(c).expect("FLUSHALL");
+        for k in &keys {
+            let _: () = redis::cmd("SET").arg(k).arg(1).query(c).expect("SET");
+        }
+        let mut found = BTreeSet::new();
+        let mut cursor = 0u64;
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query(c)
+                .expect("SCAN");
+            found.extend(batch);
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+        let ours: BTreeSet<String> = keys
+            .iter()
+            .filter(|k| perfd::cache::glob::matches(pattern.as_bytes(), k.as_bytes()))
+            .cloned()
+            .collect();
+        prop_assert_eq!(ours, found, "pattern {:?}", pattern);
+        Ok(())
+    });
+}
+
+/// Through the API with Redis as L2: an invalidation removes the same keys from both levels
+/// (counted, and read back from each), or is refused as a whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalidation_removes_the_same_keys_from_l1_and_l2() {
+    let redis = RedisServer::start();
+    let s = server_with(&redis);
+    wait_for_l2(&s, |l2| l2["reachable"] == true).await;
+    let handle = tokio::runtime::Handle::current();
+    let case = std::cell::Cell::new(0);
+    tokio::task::block_in_place(|| {
+        property(80, (glob_keys(), glob_text(8)), |(keys, pattern)| {
+            case.set(case.get() + 1);
+            handle.block_on(invalidate_both(&s, case.get(), &keys, &pattern))
+        })
+    });
+}
+
+async fn invalidate_both(
+    s: &TestServer,
+    case: u32,
+    keys: &BTreeSet<String>,
+    pattern: &str,
+) -> Result<(), TestCaseError> {
+    let path = |k: &str| format!("/api/v1/cache/crew_config/{}", urlencode(&format!("g{case}-{k}")));
+    for k in keys {
+        let status = s.client.put(s.url(&path(k))).body(k.clone()).send().await.expect("PUT").status();
+        prop_assert!(status.is_success(), "PUT {:?}: {}", k, status);
+    }
+    let full = format!("crew_config:g{case}-{pattern}");
+    let (status, answer) =
+        s.post_json("/api/v1/cache/invalidate", &serde_json::json!({ "pattern": full })).await;
+    if perfd::cache::glob::Glob::new(&full).is_err() {
+        prop_assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (400, Some("invalid_input")),
+            "{}",
+            answer
+        );
+        return Ok(());
+    }
+    prop_assert_eq!(status, 200, "{}", answer);
+    let gone: BTreeSet<&String> =
+        keys.iter().filter(|k| perfd::cache::glob::matches(pattern.as_bytes(), k.as_bytes())).collect();
+    let removed = (answer["removed_l1"].as_u64(), answer["removed_l2"].as_u64());
+    prop_assert_eq!(removed, (Some(gone.len() as u64), Some(gone.len() as u64)), "{}", answer);
+    // What L1 answers, then (L1 emptied) what L2 answers: the same.
+    for level in ["L1", "L2"] {
+        if level == "L2" {
+            clear_l1(s).await;
+        }
+        for k in keys {
+            let status = s.client.get(s.url(&path(k))).send().await.expect("GET").status().as_u16();
+            prop_assert_eq!(
+                status,
+                if gone.contains(k) { 404 } else { 200 },
+                "{} read {:?} after {:?}",
+                level,
+                k,
+                pattern
+            );
+        }
+    }
+    Ok(())
 }

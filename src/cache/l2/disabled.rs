@@ -34,7 +34,7 @@ impl L2 {
 
     pub async fn delete(&self, _key: &str) {}
 
-    pub async fn invalidate(&self, _pattern: &str) -> u64 {
+    pub async fn invalidate(&self, _pattern: &crate::cache::glob::Glob) -> u64 {
         0
     }
 

@@ -10,6 +10,7 @@
 use super::L2Stats;
 use super::unconfirmed::Unconfirmed;
 use crate::cache::Entry;
+use crate::cache::glob::Glob;
 use crate::config::{CacheConfig, RedisConfig};
 use crate::error::{Error, Result};
 use crate::model::now_ms;
@@ -151,10 +152,10 @@ impl L2 {
     }
 
     /// Deletes prefixed keys matching a glob with SCAN + UNLINK (never KEYS); how many went.
-    pub async fn invalidate(&self, pattern: &str) -> u64 {
+    pub async fn invalidate(&self, pattern: &Glob) -> u64 {
         let Some(s) = &self.shared else { return 0 };
         let unanswered = Unanswered(s, Some(Note::Pattern(pattern)));
-        let n = s.scan_unlink(&format!("{}{pattern}", glob_escape(&s.cfg.prefix)), false).await;
+        let n = s.scan_unlink(&format!("{}{}", glob_escape(&s.cfg.prefix), pattern.as_str()), false).await;
         match n {
             Some(n) => {
                 unanswered.answered();
@@ -202,7 +203,7 @@ impl L2 {
 /// What an L2 write would leave unconfirmed.
 enum Note<'a> {
     Key(&'a str),
-    Pattern(&'a str),
+    Pattern(&'a Glob),
     Everything,
 }
 
@@ -222,10 +223,7 @@ impl Drop for Unanswered<'_> {
         let u = &self.0.unconfirmed;
         match self.1.take() {
             Some(Note::Key(k)) => u.key(k),
-            Some(Note::Pattern(p)) => match glob::Pattern::new(p) {
-                Ok(p) => u.pattern(p),
-                Err(_) => u.everything(),
-            },
+            Some(Note::Pattern(p)) => u.pattern(p.clone()),
             Some(Note::Everything) => u.everything(),
             None => {}
         }

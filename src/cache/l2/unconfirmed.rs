@@ -4,7 +4,7 @@
 //! they cover are misses, so a value replaced, deleted or invalidated during an outage cannot
 //! come back from Redis afterwards. Keys are perfd's full keys (`strategy:key`), without prefix.
 
-use glob::Pattern;
+use crate::cache::glob::Glob;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -20,7 +20,7 @@ struct Inner {
     /// note made while the repair ran survives it.
     generation: u64,
     keys: HashMap<String, u64>,
-    patterns: Vec<(Pattern, u64)>,
+    patterns: Vec<(Glob, u64)>,
     everything: Option<u64>,
 }
 
@@ -65,7 +65,7 @@ impl Unconfirmed {
         self.any.store(true, Relaxed);
     }
 
-    pub fn pattern(&self, pattern: Pattern) {
+    pub fn pattern(&self, pattern: Glob) {
         let mut i = self.inner.lock();
         let g = i.next();
         i.patterns.push((pattern, g));
@@ -133,7 +133,7 @@ mod tests {
         let u = Unconfirmed::default();
         assert!(!u.covers("crew_config:a") && u.snapshot().is_none());
         u.key("crew_config:a");
-        u.pattern(Pattern::new("crew_config:team-*").unwrap());
+        u.pattern(Glob::new("crew_config:team-*").unwrap());
         assert!(u.covers("crew_config:a") && u.covers("crew_config:team-7"));
         assert!(!u.covers("crew_config:b"));
         let repair = u.snapshot().unwrap();
