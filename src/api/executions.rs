@@ -97,8 +97,31 @@ pub async fn get_execution(state: web::Data<AppState>, id: web::Path<u64>) -> Re
     }
 }
 
+/// The result of an operation on a live execution; when there was none, a 409 if the execution
+/// has ended (finished or expired: a retried finish, a late heartbeat), else the 404.
+async fn live<T>(state: &AppState, id: u64, result: crate::Result<T>) -> Result<T, ApiError> {
+    let Err(Error::NotFound(m)) = result else { return result.map_err(Into::into) };
+    let ended = match state.executions.get(id) {
+        Ok(pending) => Some(pending),
+        Err(_) => {
+            let store = state.store.clone();
+            web::block(move || records::profile(&store, id))
+                .await
+                .map_err(|e| Error::Internal(e.to_string()))??
+        }
+    };
+    Err(match ended {
+        Some(e) => {
+            Error::Conflict(format!("execution {id} has ended ({})", format!("{:?}", e.state).to_lowercase()))
+        }
+        None => Error::NotFound(m),
+    }
+    .into())
+}
+
 pub async fn heartbeat(state: web::Data<AppState>, id: web::Path<u64>) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(state.executions.heartbeat(id.into_inner())?))
+    let id = id.into_inner();
+    Ok(HttpResponse::Ok().json(live(&state, id, state.executions.heartbeat(id)).await?))
 }
 
 pub async fn add_stage(
@@ -106,7 +129,8 @@ pub async fn add_stage(
     id: web::Path<u64>,
     body: web::Json<Stage>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(state.executions.add_stage(id.into_inner(), body.into_inner())?))
+    let id = id.into_inner();
+    Ok(HttpResponse::Ok().json(live(&state, id, state.executions.add_stage(id, body.into_inner())).await?))
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -121,8 +145,8 @@ pub async fn finish(
     id: web::Path<u64>,
     body: Option<web::Json<FinishBody>>,
 ) -> Result<HttpResponse, ApiError> {
-    let status = body.and_then(|b| b.into_inner().status);
-    let profile = state.executions.finish(id.into_inner(), status)?;
+    let (id, status) = (id.into_inner(), body.and_then(|b| b.into_inner().status));
+    let profile = live(&state, id, state.executions.finish(id, status)).await?;
     let (writer, change) = (state.writer.clone(), records::put_profile(&profile)?);
     let stored =
         web::block(move || writer.apply(change)).await.map_err(|e| Error::Internal(e.to_string()))?;

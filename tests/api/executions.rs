@@ -176,8 +176,19 @@ async fn stages_and_profiles_with_per_stage_statistics() {
         expect_error(r, status, code).await;
     }
     s.client.post(s.url(&format!("/api/v1/executions/{id}/finish"))).send().await.unwrap();
-    let r = s.client.post(s.url(&format!("/api/v1/executions/{id}/finish"))).send().await.unwrap();
-    expect_error(r, 404, "not_found").await;
+    // A retried finish, a late heartbeat or stage: the execution has ended (409), it is not unknown.
+    for op in ["finish", "heartbeat"] {
+        let r = s.client.post(s.url(&format!("/api/v1/executions/{id}/{op}"))).send().await.unwrap();
+        expect_error(r, 409, "conflict").await;
+    }
+    let r = s
+        .client
+        .post(s.url(&format!("/api/v1/executions/{id}/stages")))
+        .json(&json!({"name": "late", "duration_ms": 1}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 409, "conflict").await;
     let (status, done) = s.get_json(&format!("/api/v1/executions/{id}")).await;
     assert_eq!((status, done["state"].as_str()), (200, Some("finished")));
 }
