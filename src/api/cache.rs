@@ -222,8 +222,8 @@ pub async fn warm(state: web::Data<AppState>, body: web::Json<WarmBody>) -> Resu
                 .map_err(|err| at(format!("value_b64 is not base64: {err}")))?,
             _ => return Err(at("give exactly one of value and value_b64".into()).into()),
         };
-        if e.ttl == Some(0) {
-            return Err(at("ttl must be positive".into()).into());
+        if let Some(ttl) = e.ttl {
+            crate::cache::check_ttl(Duration::from_secs(ttl)).map_err(|err| at(err.to_string()))?;
         }
         // It is sent back as a header: a value that cannot be one would break every later GET.
         if e.content_type.as_deref().is_some_and(|ct| header::HeaderValue::from_str(ct).is_err()) {

@@ -204,6 +204,7 @@ impl TieredCache {
     }
 
     /// Stores a value in both levels (TTL: `ttl`, else the strategy's) and wakes fill waiters.
+    /// A TTL must be within [`check_ttl`]'s bounds.
     pub async fn set(
         &self,
         strategy: &str,
@@ -222,6 +223,7 @@ impl TieredCache {
             )));
         }
         let ttl = ttl.unwrap_or(s.ttl);
+        check_ttl(ttl)?;
         let entry = Arc::new(Entry {
             value,
             content_type: content_type.map(Arc::from),
@@ -306,6 +308,18 @@ impl TieredCache {
     pub fn recommendations(&self, s: &CacheStatistics) -> Vec<String> {
         stats::recommendations(s, self.cfg.max_entries)
     }
+}
+
+/// Longest TTL an entry may have: a year.
+pub const MAX_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// A TTL must be at least a millisecond (the finest Redis takes, `PX 1`; a shorter one would
+/// expire before it is stored) and at most [`MAX_TTL`].
+pub fn check_ttl(ttl: Duration) -> Result<()> {
+    if ttl < Duration::from_millis(1) || ttl > MAX_TTL {
+        return Err(Error::invalid(format!("ttl {ttl:?} is out of range: give 1 ms to 365 days")));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -303,6 +303,9 @@ impl RawCache {
                 return Err(Error::Config(format!("{key}: strategy names are [a-z0-9_], 1 to 64 bytes")));
             }
             let ttl = at_least(&key, duration(&key, Some(ttl), "")?, Duration::from_secs(1))?;
+            if ttl > crate::cache::MAX_TTL {
+                return Err(Error::Config(format!("{key}: a TTL is at most 365 days")));
+            }
             strategies.insert(name, ttl);
         }
         let r = self.redis;

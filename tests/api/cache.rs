@@ -112,8 +112,18 @@ async fn bad_cache_input_is_a_json_error() {
     expect_error(r, 400, "invalid_input").await;
     let r = s.client.put(s.url("/api/v1/cache/crew_config/a%01b")).body("x").send().await.unwrap();
     expect_error(r, 400, "invalid_input").await;
-    let r = s.client.put(s.url("/api/v1/cache/crew_config/k?ttl=0")).body("x").send().await.unwrap();
-    expect_error(r, 400, "invalid_input").await;
+    // A TTL is 1 ms to 365 days: shorter would expire before it is stored (and left an older
+    // value in Redis alive), longer overflowed the expiry.
+    for ttl in ["0", "1ns", "999us", "366d", "99999999999999"] {
+        let r = s
+            .client
+            .put(s.url(&format!("/api/v1/cache/crew_config/k?ttl={ttl}")))
+            .body("x")
+            .send()
+            .await
+            .unwrap();
+        expect_error(r, 400, "invalid_input").await;
+    }
     for (path, body) in [
         ("/api/v1/cache/invalidate", r#"{"pattern":"crew_config:[a"}"#),
         ("/api/v1/cache/invalidate", r#"{"glob":"x"}"#),
@@ -128,6 +138,11 @@ async fn bad_cache_input_is_a_json_error() {
             r#"{"entries":[{"strategy":"crew_config","key":"a","value":"x","content_type":"a\nb"}]}"#,
         ),
         ("/api/v1/metrics/cache/clear", r#"{"level":"l3"}"#),
+        // A TTL out of range in the second entry: the first is not loaded either.
+        (
+            "/api/v1/cache/warm",
+            r#"{"entries":[{"strategy":"crew_config","key":"w1","value":"x"},{"strategy":"crew_config","key":"w2","value":"x","ttl":99999999999}]}"#,
+        ),
     ] {
         let r = s
             .client
@@ -139,6 +154,8 @@ async fn bad_cache_input_is_a_json_error() {
             .unwrap();
         expect_error(r, 400, "invalid_input").await;
     }
+    let r = s.client.get(s.url("/api/v1/cache/crew_config/w1")).send().await.unwrap();
+    assert_eq!(r.status(), 404, "a warm call with a bad entry loads nothing");
     let keys: Vec<_> =
         (0..1001).map(|i| serde_json::json!({"strategy": "crew_config", "key": format!("k{i}")})).collect();
     let r = s

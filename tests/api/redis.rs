@@ -534,3 +534,32 @@ async fn invalidate_both(
     }
     Ok(())
 }
+
+/// A value replaced by one with the shortest TTL never comes back from Redis. Before, a TTL
+/// under 1 ms (`?ttl=1ns`, refused now) made the write skip Redis, so the value it replaced
+/// stayed there and came back on the next L1 miss; an entry that still expires on its way to
+/// Redis now deletes the key there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_value_never_comes_back_after_a_short_ttl() {
+    let redis = RedisServer::start();
+    let s = server_with(&redis);
+    wait_for_l2(&s, |l2| l2["reachable"] == true).await;
+    for round in 0..50 {
+        let path = format!("/api/v1/cache/crew_config/short{round}");
+        s.client.put(s.url(&path)).body("old").send().await.unwrap();
+        let r = s.client.put(s.url(&format!("{path}?ttl=1ms"))).body("new").send().await.unwrap();
+        assert_eq!(r.status(), 204);
+        // Bounded: the 1 ms entry is gone from both levels within a few reads.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let r = s.client.get(s.url(&path)).send().await.unwrap();
+            let status = r.status().as_u16();
+            let body = r.text().await.unwrap();
+            assert_ne!(body, "old", "round {round}: the replaced value came back");
+            if status == 404 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "round {round}: still {status} {body}");
+        }
+    }
+}

@@ -130,7 +130,8 @@ impl L2 {
         let Some(s) = &self.shared else { return };
         let ttl = entry.ttl_ms(now_ms());
         if ttl <= 0 {
-            return;
+            // Expired before it got here: the value it replaces must not outlive it in Redis.
+            return self.delete(key).await;
         }
         let unanswered = Unanswered(s, Some(Note::Key(key)));
         let mut pipe = redis::pipe();
