@@ -1,7 +1,8 @@
 //! Influx line protocol: `measurement[,tag=v...] field=value[,field=value...] [timestamp]`.
 //!
 //! Series name is `{measurement}_{field}` and tags become labels, as VictoriaMetrics maps them.
-//! String fields are skipped and counted; booleans are 1/0; `i`/`u` integers become floats.
+//! String fields that hold a number are that number (as VictoriaMetrics reads them); other string
+//! fields are skipped and counted; booleans are 1/0; `i`/`u` integers become floats.
 
 use super::{BatchBuilder, at, sort_labels};
 use crate::error::{Error, Result, Shown};
@@ -127,8 +128,8 @@ fn series_key(line: &str) -> Result<(Cow<'_, str>, Tags<'_>, usize)> {
     Ok((measurement, tags, pos))
 }
 
-/// ` field=value[,field=value…]` from `pos`: the numeric fields (string fields are skipped and
-/// counted) and the position after them.
+/// ` field=value[,field=value…]` from `pos`: the numeric fields (string fields that hold no
+/// number are skipped and counted) and the position after them.
 fn field_set<'a>(line: &'a str, mut pos: usize, report: &mut ParseReport) -> Result<(Fields<'a>, usize)> {
     let b = line.as_bytes();
     if b.get(pos) != Some(&b' ') {
@@ -145,9 +146,15 @@ fn field_set<'a>(line: &'a str, mut pos: usize, report: &mut ParseReport) -> Res
         }
         pos = p + 1;
         if b.get(pos) == Some(&b'"') {
-            pos = skip_string(b, pos + 1)
+            let end = skip_string(b, pos + 1)
                 .ok_or_else(|| Error::invalid(format!("field {}: unterminated string", Shown(&k))))?;
-            report.skipped_string_fields += 1;
+            // A number sent as a string (some agents do) is that number, as VictoriaMetrics reads
+            // it; text is skipped (VictoriaMetrics would store 0 for it).
+            match numeric_string(&line[pos + 1..end - 1]) {
+                Some(v) => fields.push((k, v)),
+                None => report.skipped_string_fields += 1,
+            }
+            pos = end;
         } else {
             let end = pos + b[pos..].iter().position(|&c| c == b',' || c == b' ').unwrap_or(b.len() - pos);
             let value =
@@ -198,6 +205,14 @@ fn token<'a>(line: &'a str, start: usize, stops: &[u8]) -> (Cow<'a, str>, usize)
         s.push(c);
     }
     (Cow::Owned(s), i)
+}
+
+/// The finite number a string field's content (between its quotes) spells, if it is one: plain
+/// decimal or exponent notation, nothing around it; no `i`/`u` suffix, `inf` or `nan`.
+fn numeric_string(s: &str) -> Option<f64> {
+    let plain = !s.is_empty()
+        && s.bytes().all(|c| c.is_ascii_digit() || matches!(c, b'.' | b'-' | b'+' | b'e' | b'E'));
+    s.parse::<f64>().ok().filter(|v| plain && v.is_finite())
 }
 
 /// Position just after the closing quote of a string field whose content starts at `pos`.
@@ -266,7 +281,11 @@ mod tests {
 
     #[test]
     fn typed_fields_and_precision() {
-        let got = run("m,h=a i=-12i,u=30u,b=true,f=FALSE,s=\"x\" 1700000000\n", Precision::S).unwrap();
+        let got = run(
+            "m,h=a i=-12i,u=30u,b=true,f=FALSE,s=\"x\",n=\"4.5e1\",t=\"12i\",p=\" 1\" 1700000000\n",
+            Precision::S,
+        )
+        .unwrap();
         let vals: Vec<(String, f64)> = got.iter().map(|(k, p)| (k.clone(), p[0].1)).collect();
         assert_eq!(
             vals,
@@ -275,6 +294,8 @@ mod tests {
                 (r#"m_u{h="a"}"#.into(), 30.0),
                 (r#"m_b{h="a"}"#.into(), 1.0),
                 (r#"m_f{h="a"}"#.into(), 0.0),
+                // A number in a string is that number; `"x"`, `"12i"` and `" 1"` are skipped.
+                (r#"m_n{h="a"}"#.into(), 45.0),
             ]
         );
         assert_eq!(got[0].1[0].0, NOW);
