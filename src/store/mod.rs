@@ -12,6 +12,7 @@ pub mod block;
 pub mod codec;
 mod compact;
 pub mod records;
+pub mod retention;
 mod snapshot;
 pub mod tables;
 pub mod wal;

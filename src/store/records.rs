@@ -37,7 +37,7 @@ fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
     rmp_serde::to_vec_named(v).map_err(|e| Error::Internal(format!("encoding a record: {e}")))
 }
 
-fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T> {
+pub(super) fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T> {
     rmp_serde::from_slice(bytes).map_err(|e| Error::Corrupt(format!("{what}: {e}")))
 }
 
@@ -269,80 +269,6 @@ pub(super) fn index_profiles(txn: &WriteTransaction) -> Result<()> {
     Ok(())
 }
 
-/// Removes what is older than `cutoff_ms` (unix ms) from the record tables: profiles that
-/// ended before it, silences that ran out before it and alert events from before it (a firing
-/// alert's state is kept in `ALERT_STATES` however old), and the states of thresholds that are
-/// gone. Returns how many rows went.
-pub fn expire(txn: &WriteTransaction, cutoff_ms: i64) -> Result<u64> {
-    let mut removed = 0;
-    let mut high = 0u64; // the largest id removed: ids are never handed out twice
-    {
-        let mut index = txn.open_table(PROFILES_BY_FINISH)?;
-        let mut profiles = txn.open_table(PROFILES)?;
-        let old: Vec<(i64, u64)> = index
-            .range(..(cutoff_ms, 0))?
-            .map(|r| r.map(|(k, _)| k.value()))
-            .collect::<std::result::Result<_, _>>()?;
-        for key in old {
-            index.remove(key)?;
-            profiles.remove(key.1)?;
-            (removed, high) = (removed + 1, high.max(key.1));
-        }
-    }
-    {
-        let mut silences = txn.open_table(SILENCES)?;
-        let mut old = Vec::new();
-        for row in silences.iter()? {
-            let (id, v) = row?;
-            if decode::<Silence>("silence", v.value())?.until_ms < cutoff_ms {
-                old.push(id.value());
-            }
-        }
-        for id in old {
-            silences.remove(id)?;
-            (removed, high) = (removed + 1, high.max(id));
-        }
-    }
-    {
-        let mut events = txn.open_table(ALERT_EVENTS)?;
-        let mut old = Vec::new();
-        for row in events.iter()? {
-            let (id, v) = row?;
-            if decode::<AlertEvent>("alert event", v.value())?.at_ms >= cutoff_ms {
-                break;
-            }
-            old.push(id.value());
-        }
-        for id in old {
-            events.remove(id)?;
-            (removed, high) = (removed + 1, high.max(id));
-        }
-        // Firing alerts of thresholds that are gone (deleted while perfd was down).
-        let thresholds = txn.open_table(THRESHOLDS)?;
-        let mut states = txn.open_table(ALERT_STATES)?;
-        let mut gone = Vec::new();
-        for row in states.iter()? {
-            let id = row?.0.value();
-            if thresholds.get(id)?.is_none() {
-                gone.push(id);
-            }
-        }
-        for id in gone {
-            states.remove(id)?;
-            removed += 1;
-        }
-    }
-    if high > 0 {
-        let mut meta = txn.open_table(META)?;
-        let floor = meta
-            .get("record_id_floor")?
-            .and_then(|v| v.value().try_into().ok())
-            .map_or(0, u64::from_le_bytes);
-        meta.insert("record_id_floor", high.max(floor).to_le_bytes().as_slice())?;
-    }
-    Ok(removed)
-}
-
 pub fn profile(store: &Store, id: u64) -> Result<Option<Execution>> {
     let txn = store.db()?.begin_read()?;
     let t = txn.open_table(PROFILES)?;
@@ -441,7 +367,11 @@ mod tests {
         assert_eq!(firing, vec![(1, now - 40 * DAY), (2, now - DAY), (3, now - 35 * DAY)]);
 
         let txn = store.db().unwrap().begin_write().unwrap();
-        assert_eq!(expire(&txn, cutoff).unwrap(), 4 + 1 + 1 + 1, "4 events, a silence, a profile, a state");
+        assert_eq!(
+            crate::store::retention::expire(&txn, cutoff).unwrap(),
+            4 + 1 + 1 + 1,
+            "4 events, a silence, a profile, a state"
+        );
         txn.commit().unwrap();
         let mut firing: Vec<u64> = alert_states(&store).unwrap().into_keys().collect();
         firing.sort();
@@ -450,12 +380,12 @@ mod tests {
         assert_eq!(ids(&silences(&store).unwrap(), |s| s.id), vec![21]);
         assert_eq!(ids(&profiles_since(&store, i64::MIN).unwrap(), |p| p.id), vec![31]);
         let txn = store.db().unwrap().begin_write().unwrap();
-        assert_eq!(expire(&txn, cutoff).unwrap(), 0, "nothing more");
+        assert_eq!(crate::store::retention::expire(&txn, cutoff).unwrap(), 0, "nothing more");
         txn.commit().unwrap();
 
         // Remove everything newer too: the next ids still continue after every id ever used.
         let txn = store.db().unwrap().begin_write().unwrap();
-        expire(&txn, now + 2 * DAY).unwrap();
+        crate::store::retention::expire(&txn, now + 2 * DAY).unwrap();
         txn.commit().unwrap();
         drop(store);
         let store = Store::open(dir.path()).unwrap();

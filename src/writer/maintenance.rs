@@ -87,13 +87,13 @@ impl Writer {
     }
 
     /// Deletes execution profiles, alert events and silences older than the retention period
-    /// (`store::records::expire`).
+    /// (`store::retention`).
     pub(super) fn expire_records(&mut self, now: i64) -> Result<()> {
         let cutoff = now - self.storage.retention.as_millis() as i64;
         let mut txn = self.store.db()?.begin_write()?;
         txn.set_durability(Durability::None)?;
         txn.set_quick_repair(true);
-        let removed = crate::store::records::expire(&txn, cutoff)?;
+        let removed = crate::store::retention::expire(&txn, cutoff)?;
         if removed == 0 {
             txn.abort()?;
             return Ok(());
