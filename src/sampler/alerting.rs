@@ -137,17 +137,14 @@ impl Sampler {
 /// Alert events kept while the store fails, for the history once it recovers.
 const MAX_UNSTORED_EVENTS: usize = 10_000;
 
-/// The firing alerts the store kept (of enabled thresholds). States that cannot be read are
-/// logged and alerts start from ok.
+/// The firing alerts the store kept. States that cannot be read are logged and alerts start from
+/// ok.
 pub(super) fn restored_states(
     store: &crate::store::Store,
 ) -> std::collections::HashMap<u64, alerts::AlertState> {
-    let restored = crate::store::records::thresholds(store).and_then(|thresholds| {
-        let mut states = crate::store::records::alert_states(store)?;
-        states.retain(|id, _| thresholds.iter().any(|t| t.id == *id && t.enabled));
-        Ok(states)
-    });
-    match restored {
+    // All of them: one whose threshold was deleted or disabled before a tick saw it is ended, with
+    // its event, by the first tick.
+    match crate::store::records::alert_states(store) {
         Ok(states) => states.into_iter().map(|(id, e)| (id, alerts::AlertState::from_event(&e))).collect(),
         Err(e) => {
             log::error!("alert states could not be restored (alerts start from ok): {e}");

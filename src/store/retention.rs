@@ -2,15 +2,15 @@
 //! the writer's `maintenance.rs`). Runs in the writer's maintenance transaction.
 
 use super::records::{Silence, decode};
-use super::tables::{ALERT_EVENTS, ALERT_STATES, META, PROFILES, PROFILES_BY_FINISH, SILENCES, THRESHOLDS};
+use super::tables::{ALERT_EVENTS, META, PROFILES, PROFILES_BY_FINISH, SILENCES};
 use crate::error::Result;
 use crate::sampler::alerts::AlertEvent;
 use redb::{ReadableTable, WriteTransaction};
 
 /// Removes what is older than `cutoff_ms` (unix ms) from the record tables: profiles that
-/// ended before it, silences that ran out before it and alert events from before it (a firing
-/// alert's state is kept in `ALERT_STATES` however old), and the states of thresholds that are
-/// gone. Returns how many rows went.
+/// ended before it, silences that ran out before it and alert events from before it. A firing
+/// alert's state (`ALERT_STATES`) is kept however old; the sampler ends the alert of a threshold
+/// that is gone, with an event. Returns how many rows went.
 pub fn expire(txn: &WriteTransaction, cutoff_ms: i64) -> Result<u64> {
     let mut removed = 0;
     let mut high = 0u64; // the largest id removed: ids are never handed out twice
@@ -54,20 +54,6 @@ pub fn expire(txn: &WriteTransaction, cutoff_ms: i64) -> Result<u64> {
         for id in old {
             events.remove(id)?;
             (removed, high) = (removed + 1, high.max(id));
-        }
-        // Firing alerts of thresholds that are gone (deleted while perfd was down).
-        let thresholds = txn.open_table(THRESHOLDS)?;
-        let mut states = txn.open_table(ALERT_STATES)?;
-        let mut gone = Vec::new();
-        for row in states.iter()? {
-            let id = row?.0.value();
-            if thresholds.get(id)?.is_none() {
-                gone.push(id);
-            }
-        }
-        for id in gone {
-            states.remove(id)?;
-            removed += 1;
         }
     }
     if high > 0 {

@@ -207,3 +207,21 @@ async fn a_firing_alert_survives_a_restart_and_ends_when_its_threshold_goes() {
     assert_eq!(firing(&s, ids[0]).await.expect("fires again")["level"], "critical");
     assert_eq!(events_of(&s, ids[0]).await.len(), 3);
 }
+
+/// Regression: a firing alert whose threshold was deleted just before a restart (no tick in
+/// between) was never ended: its history stopped at `critical`.
+#[tokio::test]
+async fn a_threshold_deleted_just_before_a_restart_ends_its_alert() {
+    let mut s = TestServer::start();
+    let (_, created) = s.post_json("/api/v1/alerts/thresholds", &threshold()).await;
+    let id = created["id"].as_u64().unwrap();
+    s.post("/write?precision=ms", format!("crew_queue,crew=a depth=25 {}", perfd::model::now_ms())).await;
+    s.daemon().sampler.tick();
+    assert!(firing(&s, id).await.is_some());
+    let r = s.client.delete(s.url(&format!("/api/v1/alerts/thresholds/{id}"))).send().await;
+    assert_eq!(r.unwrap().status(), 204);
+    s.restart();
+    assert!(firing(&s, id).await.is_none());
+    let ended = ("critical".to_owned(), "ok".to_owned(), Some("threshold deleted".to_owned()));
+    assert_eq!(events_of(&s, id).await, vec![("ok".to_owned(), "critical".to_owned(), None), ended]);
+}
