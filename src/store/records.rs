@@ -1,5 +1,7 @@
-//! Small record tables: alert thresholds, alert events and silences, as rmp-serde named maps.
-//! Reads run anywhere; every write is a [`Change`] the writer thread commits.
+//! Small record tables, as rmp-serde named maps: alert thresholds, alert events and the states of
+//! firing alerts, silences, and execution profiles (with their index by finish time). Reads run
+//! anywhere; every write is a [`Change`] the writer thread commits. What retention removes is in
+//! `retention.rs`.
 
 use super::Store;
 use super::tables::{ALERT_EVENTS, ALERT_STATES, META, PROFILES, PROFILES_BY_FINISH, SILENCES, THRESHOLDS};
