@@ -2,10 +2,9 @@
 //! `stringmatchlen` in its `util.c`), so one pattern removes the same keys from L1 as from L2.
 //! Byte by byte: `?` is one byte (not one UTF-8 character), `*` any bytes, `[abc]`, `[a-z]`
 //! (either order, bytes compared as Redis' signed `char`s), `[^a]` (not `[!a]`, which is `!` or
-//! `a`), and `\` escapes the next byte,
-//! inside a class too. A general-purpose glob (the `glob` crate's, made for paths) differs in
-//! each of these, and an L1 kept by one and an L2 emptied by the other serves what was
-//! invalidated.
+//! `a`), and `\` escapes the next byte, inside a class too. A general-purpose glob (the `glob`
+//! crate's, made for paths) differs in each of these, and an L1 kept by one and an L2 emptied by
+//! the other serves what was invalidated.
 
 use crate::error::{Error, Result, Shown};
 
@@ -77,7 +76,7 @@ pub fn matches(pattern: &[u8], text: &[u8]) -> bool {
 }
 
 /// `hopeless`: the rest after a `*` matched nowhere in what was left of the text, so no earlier
-/// `*` can match either by taking more (what keeps Redis linear on `*a*a*a*…b`).
+/// `*` can match either by taking more (what keeps `*a*a*a*…b` from taking exponential time).
 fn match_at(mut p: &[u8], mut s: &[u8], hopeless: &mut bool) -> bool {
     while let (Some(&pc), Some(&sc)) = (p.first(), s.first()) {
         match pc {
