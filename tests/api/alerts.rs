@@ -117,9 +117,9 @@ async fn a_breach_fires_is_silenced_resolves_and_is_recorded() {
     }
 }
 
-/// The history of one threshold, oldest first: (from, to, reason).
-async fn events_of(s: &TestServer, id: u64) -> Vec<(String, String, Option<String>)> {
-    let (_, hist) = s.get_json(&format!("/api/v1/alerts/history?threshold_id={id}")).await;
+/// The whole history of one threshold, oldest first: (from, to, reason).
+pub(crate) async fn events_of(s: &TestServer, id: u64) -> Vec<(String, String, Option<String>)> {
+    let (_, hist) = s.get_json(&format!("/api/v1/alerts/history?threshold_id={id}&limit=10000")).await;
     let mut mine: Vec<_> = hist["events"]
         .as_array()
         .unwrap()

@@ -222,17 +222,7 @@ async fn run(
     s.daemon().sampler.tick();
     m.change(Level::Ok, Some("threshold deleted"));
     prop_assert_eq!(firing(s, id).await?, Level::Ok);
-    let (_, history) = s.get_json(&format!("/api/v1/alerts/history?threshold_id={id}&limit=10000")).await;
-    let mut got: Vec<(String, String, Option<String>)> = history["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .map(|e| {
-            let text = |f: &str| e[f].as_str().map(str::to_owned);
-            (text("from").unwrap_or_default(), text("to").unwrap_or_default(), text("reason"))
-        })
-        .collect();
-    got.reverse();
+    let got = crate::alerts::events_of(s, id).await;
     prop_assert_eq!(got, m.events, "history after {:?}", ops);
     Ok(())
 }
