@@ -222,6 +222,10 @@ pub async fn warm(state: web::Data<AppState>, body: web::Json<WarmBody>) -> Resu
                 .map_err(|err| at(format!("value_b64 is not base64: {err}")))?,
             _ => return Err(at("give exactly one of value and value_b64".into()).into()),
         };
+        state.cache.check_value_len(value.len()).map_err(|err| match err {
+            Error::TooLarge(m) => Error::TooLarge(format!("entries[{i}]: {m}")),
+            other => other,
+        })?;
         if let Some(ttl) = e.ttl {
             crate::cache::check_ttl(Duration::from_secs(ttl)).map_err(|err| at(err.to_string()))?;
         }

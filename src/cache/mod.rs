@@ -203,6 +203,17 @@ impl TieredCache {
         Some(e)
     }
 
+    /// A value of `len` bytes fits the entry size limit (else [`Error::TooLarge`], a 413).
+    pub fn check_value_len(&self, len: usize) -> Result<()> {
+        if len > self.cfg.max_entry_bytes {
+            return Err(Error::TooLarge(format!(
+                "cache value of {len} bytes is over the {}-byte entry limit",
+                self.cfg.max_entry_bytes
+            )));
+        }
+        Ok(())
+    }
+
     /// Stores a value in both levels (TTL: `ttl`, else the strategy's) and wakes fill waiters.
     /// A TTL must be within [`check_ttl`]'s bounds.
     pub async fn set(
@@ -215,13 +226,7 @@ impl TieredCache {
     ) -> Result<()> {
         let s = self.strategy(strategy, key)?;
         let full = format!("{strategy}:{key}");
-        if value.len() > self.cfg.max_entry_bytes {
-            return Err(Error::TooLarge(format!(
-                "cache value of {} bytes is over the {}-byte entry limit",
-                value.len(),
-                self.cfg.max_entry_bytes
-            )));
-        }
+        self.check_value_len(value.len())?;
         let ttl = ttl.unwrap_or(s.ttl);
         check_ttl(ttl)?;
         let entry = Arc::new(Entry {

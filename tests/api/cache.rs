@@ -154,6 +154,15 @@ async fn bad_cache_input_is_a_json_error() {
             .unwrap();
         expect_error(r, 400, "invalid_input").await;
     }
+    // A value over the entry limit in the second entry: a 413 naming it, and the first entry is
+    // not loaded either (it was, before sizes were checked with the rest).
+    let big = serde_json::json!({"entries": [
+        {"strategy": "crew_config", "key": "w1", "value": "x"},
+        {"strategy": "crew_config", "key": "w3", "value": "x".repeat(1025)},
+    ]});
+    let r = s.client.post(s.url("/api/v1/cache/warm")).json(&big).send().await.unwrap();
+    let msg = expect_error(r, 413, "payload_too_large").await;
+    assert!(msg.contains("entries[1]"), "{msg}");
     let r = s.client.get(s.url("/api/v1/cache/crew_config/w1")).send().await.unwrap();
     assert_eq!(r.status(), 404, "a warm call with a bad entry loads nothing");
     let keys: Vec<_> =
