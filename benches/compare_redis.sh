@@ -10,8 +10,10 @@
 #  5. A reference HTTP server: nginx (one worker on core 0) answering `return 200` with a 512-byte
 #     body from memory, measured like perfd, to show what the wrk-vs-redis-benchmark p99 measures.
 #  6. PAIRS=n (default 0): n short pairs (2 s each) of perfd GET under wrk, then Redis GET under
-#     redis-benchmark, alternating, with how many pairs meet "perfd's p99 <= Redis'". This host
-#     switches speed every few seconds; a short pair more often runs both halves at one speed.
+#     redis-benchmark, alternating, with how many pairs meet "perfd's p99 <= Redis'" and the
+#     median ratio. This host switches speed every few seconds; a short pair more often runs both
+#     halves at one speed. Each pair also runs the floor under wrk: how often a server doing no
+#     work meets the same goal.
 #   ROUNDS=3 SECONDS_PER_RUN=6 PAIRS=20 benches/compare_redis.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -115,14 +117,24 @@ for round in $(seq "$ROUNDS"); do
 done
 
 met=0
+floor_met=0
+ratios=''
 for pair in $(seq "$PAIRS"); do
   ours=$(client wrk -t1 -c50 -d2s -s "$work/pct.lua" "http://127.0.0.1:$PERFD_PORT/api/v1/cache/llm_response/key0" | tail -1)
   theirs=$(client redis-benchmark -p $REDIS_PORT -t get -d 512 -c 50 -n 200000 2>/dev/null |
     awk '/throughput summary/ {rps=$3} /avg +min/ {getline; print int(rps) " req/s, p99 " $5 " ms"}')
+  floor=$(client wrk -t1 -c50 -d2s -s "$work/pct.lua" "http://127.0.0.1:$FLOOR_PORT/api/v1/cache/llm_response/key0" | tail -1)
   p99_ours=$(sed -E 's/.*p99 ([0-9.]+) ms.*/\1/' <<<"$ours")
   p99_theirs=$(sed -E 's/.*p99 ([0-9.]+) ms.*/\1/' <<<"$theirs")
+  p99_floor=$(sed -E 's/.*p99 ([0-9.]+) ms.*/\1/' <<<"$floor")
   verdict=$(awk -v a="$p99_ours" -v b="$p99_theirs" 'BEGIN { print (a <= b) ? "met" : "missed" }')
   [[ $verdict == met ]] && met=$((met + 1))
-  echo "pair $pair: perfd ${ours%%, p50*} p99 $p99_ours ms | redis $theirs | $verdict"
+  awk -v a="$p99_floor" -v b="$p99_theirs" 'BEGIN { exit !(a <= b) }' && floor_met=$((floor_met + 1))
+  ratios+="$(awk -v a="$p99_ours" -v b="$p99_theirs" 'BEGIN { print a / b }') "
+  echo "pair $pair: perfd ${ours%%, p50*} p99 $p99_ours ms | redis $theirs | floor ${floor%%, p50*} p99 $p99_floor ms | $verdict"
 done
-if ((PAIRS)); then echo "pairs meeting perfd p99 <= Redis p99: $met of $PAIRS"; fi
+if ((PAIRS)); then
+  echo "pairs meeting perfd p99 <= Redis p99: $met of $PAIRS (the floor, under wrk as well: $floor_met of $PAIRS)"
+  tr ' ' '\n' <<<"$ratios" | sed '/^$/d' | sort -g |
+    awk '{r[NR] = $1} END { printf "perfd p99 / Redis p99 over the pairs: median %.2f, quartiles %.2f and %.2f\n", (r[int((NR + 1) / 2)] + r[int(NR / 2) + 1]) / 2, r[int(NR / 4) + 1], r[int(3 * NR / 4) + 1] }'
+fi
