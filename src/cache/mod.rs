@@ -244,14 +244,18 @@ impl TieredCache {
         Ok(())
     }
 
-    /// Removes a key from both levels; whether L1 held it.
+    /// Removes a key from both levels and ends its fill lease, if any (a lease holder that
+    /// cannot compute the value deletes the key, and a waiter takes the next lease at once
+    /// instead of a whole lease TTL later); whether L1 held the key.
     pub async fn delete(&self, strategy: &str, key: &str) -> Result<bool> {
         let s = self.strategy(strategy, key)?;
         let full = format!("{strategy}:{key}");
-        let _write = self.l2.enabled().then(|| self.fences.write(&full));
+        let write = self.l2.enabled().then(|| self.fences.write(&full));
         let found = self.l1.remove(&full);
         self.l2.delete(&full).await;
+        drop(write);
         self.count(s, |c| &c.deletes);
+        self.release(&full);
         Ok(found)
     }
 

@@ -388,6 +388,25 @@ async fn an_expired_lease_passes_to_a_waiter() {
     assert_eq!(third.headers()["x-cache-fill"], "timeout");
 }
 
+/// A lease holder that cannot compute the value DELETEs the key: a waiter gets the next lease at
+/// once, not when the lease (here a minute) runs out. Before, the waiter's 10 s ran out first.
+#[tokio::test]
+async fn a_delete_gives_the_lease_up() {
+    let s = TestServer::start_with(|c| c.cache.lease_ttl = Duration::from_secs(60));
+    let url = s.url("/api/v1/cache/llm_response/failed?wait=10s");
+    let first = s.client.get(&url).send().await.unwrap();
+    assert_eq!(first.headers()["x-cache-fill"], "lease");
+    let waiter = tokio::spawn(s.client.get(&url).send());
+    let r = s.client.delete(s.url("/api/v1/cache/llm_response/failed")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let started = std::time::Instant::now();
+    let second = waiter.await.unwrap().unwrap();
+    assert_eq!(second.status(), 404);
+    assert_eq!(second.headers()["x-cache-fill"], "lease", "waited {:?}", started.elapsed());
+    let (_, m) = s.get_json("/api/v1/metrics/cache").await;
+    assert_eq!(m["cache_statistics"]["strategies"]["llm_response"]["leases"], 2, "{m}");
+}
+
 #[tokio::test]
 async fn warm_restart_keeps_entries_and_their_ttl() {
     let mut s = TestServer::start();
