@@ -79,11 +79,16 @@ impl L1 {
         self.cache.remove(key).is_some()
     }
 
-    /// Removes every entry `drop` selects; returns how many.
+    /// Removes every entry `drop` selects; returns how many. Counted as they go, not as a
+    /// difference of lengths, which writes made meanwhile on other threads would skew.
     pub fn remove_where(&self, drop: impl Fn(&str, &Entry) -> bool) -> u64 {
-        let before = self.cache.len();
-        self.cache.retain(|k, e| !drop(k, e));
-        before.saturating_sub(self.cache.len()) as u64
+        let removed = std::cell::Cell::new(0u64);
+        self.cache.retain(|k, e| {
+            let gone = drop(k, e);
+            removed.set(removed.get() + u64::from(gone));
+            !gone
+        });
+        removed.get()
     }
 
     /// Drops expired entries; returns how many.
@@ -139,6 +144,40 @@ mod tests {
         assert_eq!(l1.get("a", 1000), Lookup::Missing);
         assert_eq!(l1.sweep(2000), 1);
         assert!(l1.is_empty());
+    }
+
+    /// Entries written on another thread during a removal do not change its count (it was the
+    /// difference of two lengths, so an invalidation under writes under-reported).
+    #[test]
+    fn remove_where_counts_what_it_removed_under_concurrent_writes() {
+        let l1 = std::sync::Arc::new(L1::new(1 << 20, 0));
+        for i in 0..50_000 {
+            l1.insert(format!("old{i}"), entry("v", i64::MAX));
+        }
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let (l1, stop) = (l1.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut j = 0u64;
+                while !stop.load(Relaxed) {
+                    l1.insert(format!("new{j}"), entry("v", i64::MAX));
+                    j += 1;
+                }
+                j
+            })
+        };
+        // Bounded: until the writer has started writing.
+        for _ in 0..10_000_000 {
+            if l1.len() > 50_000 {
+                break;
+            }
+            std::hint::spin_loop();
+        }
+        let removed = l1.remove_where(|k, _| k.starts_with("old"));
+        stop.store(true, Relaxed);
+        let written = writer.join().unwrap();
+        assert_eq!(removed, 50_000);
+        assert_eq!(l1.len() as u64, written);
     }
 
     #[test]
