@@ -95,6 +95,7 @@ fn writer_families(out: &mut Exposition, state: &AppState) {
 }
 
 fn cache_families(out: &mut Exposition, state: &AppState) {
+    use crate::cache::stats::StrategyStats;
     let c = state.cache.statistics();
     let hits =
         [(vec![("level", "l1")], c.total.l1_hits as f64), (vec![("level", "l2")], c.total.l2_hits as f64)];
@@ -103,7 +104,30 @@ fn cache_families(out: &mut Exposition, state: &AppState) {
     out.counter("perfd_cache_sets_total", "Cache writes.", c.total.sets);
     out.counter("perfd_cache_evictions_total", "L1 evictions.", c.evictions);
     out.gauge("perfd_cache_l1_entries", "Entries in L1.", c.l1_size as f64);
+    out.gauge("perfd_cache_l1_bytes", "Bytes of keys and values in L1.", c.l1_bytes as f64);
+    out.counter("perfd_cache_expirations_total", "L1 entries found expired on read.", c.total.expirations);
     out.counter("perfd_cache_l2_errors_total", "Redis errors and timeouts.", c.l2.errors + c.l2.timeouts);
+    type Read = fn(&StrategyStats) -> f64;
+    let families: [(&str, &str, &str, Read); 4] = [
+        ("perfd_cache_strategy_hits_total", "counter", "Cache hits (L1 or L2) by strategy.", |s| {
+            s.counters.hits as f64
+        }),
+        ("perfd_cache_strategy_misses_total", "counter", "Cache misses by strategy.", |s| {
+            s.counters.misses as f64
+        }),
+        ("perfd_cache_strategy_evictions_total", "counter", "L1 evictions by strategy.", |s| {
+            s.evictions as f64
+        }),
+        ("perfd_cache_strategy_l1_entries", "gauge", "Entries in L1 by strategy.", |s| s.l1_entries as f64),
+    ];
+    for (name, kind, help, value) in families {
+        let samples: Samples = c
+            .strategies
+            .iter()
+            .map(|(strategy, s)| (vec![("strategy", strategy.as_str())], value(s)))
+            .collect();
+        out.family(name, kind, help, &samples);
+    }
 }
 
 fn host_families(out: &mut Exposition, state: &AppState) {

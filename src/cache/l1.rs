@@ -5,6 +5,7 @@
 
 use super::Entry;
 use quick_cache::{Lifecycle, Weighter, sync::Cache};
+use std::collections::BTreeMap;
 use std::sync::Arc as Shared;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -21,16 +22,39 @@ impl Weighter<String, Shared<Entry>> for EntryWeighter {
     }
 }
 
-/// Counts evictions (capacity pressure, never explicit removals).
-#[derive(Clone, Default)]
-pub struct EvictionCounter(pub Arc<AtomicU64>);
+/// Evictions (capacity pressure, never explicit removals), in all and per key prefix (the
+/// strategy: what comes before the first `:`).
+#[derive(Default)]
+pub struct Evictions {
+    pub total: AtomicU64,
+    pub by_prefix: BTreeMap<String, AtomicU64>,
+}
+
+impl Evictions {
+    pub fn of(&self, prefix: &str) -> u64 {
+        self.by_prefix.get(prefix).map_or(0, |n| n.load(Relaxed))
+    }
+}
+
+#[derive(Clone)]
+pub struct EvictionCounter(Arc<Evictions>);
 
 impl Lifecycle<String, Shared<Entry>> for EvictionCounter {
     type RequestState = ();
 
-    fn on_evict(&self, _: &mut (), _: String, _: Shared<Entry>) {
-        self.0.fetch_add(1, Relaxed);
+    fn on_evict(&self, _: &mut (), key: String, _: Shared<Entry>) {
+        self.0.total.fetch_add(1, Relaxed);
+        if let Some(n) = key.split_once(':').and_then(|(prefix, _)| self.0.by_prefix.get(prefix)) {
+            n.fetch_add(1, Relaxed);
+        }
     }
+}
+
+/// Entries and bytes (keys and values) that L1 holds for one key prefix.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Usage {
+    pub entries: u64,
+    pub bytes: u64,
 }
 
 #[derive(Debug, PartialEq)]
@@ -44,16 +68,18 @@ pub enum Lookup {
 pub struct L1 {
     /// Values behind an `Arc`: a lookup clones one pointer, not a `Bytes` and a content type.
     cache: Cache<String, Shared<Entry>, EntryWeighter, foldhash::fast::RandomState, EvictionCounter>,
-    pub evictions: Arc<AtomicU64>,
+    pub evictions: Arc<Evictions>,
 }
 
 impl L1 {
-    /// `max_bytes` 0 means no byte budget: the cache holds `max_entries` entries.
-    pub fn new(max_entries: usize, max_bytes: u64) -> L1 {
+    /// `max_bytes` 0 means no byte budget: the cache holds `max_entries` entries. Evictions are
+    /// also counted per key prefix in `prefixes` (the strategies).
+    pub fn new<'a>(max_entries: usize, max_bytes: u64, prefixes: impl IntoIterator<Item = &'a str>) -> L1 {
         let by_bytes = max_bytes > 0;
         let capacity = if by_bytes { max_bytes } else { max_entries as u64 };
-        let counter = EvictionCounter::default();
-        let evictions = counter.0.clone();
+        let by_prefix = prefixes.into_iter().map(|p| (p.to_owned(), AtomicU64::new(0))).collect();
+        let evictions = Arc::new(Evictions { total: AtomicU64::new(0), by_prefix });
+        let counter = EvictionCounter(evictions.clone());
         let cache =
             Cache::with(max_entries, capacity, EntryWeighter { by_bytes }, Default::default(), counter);
         L1 { cache, evictions }
@@ -119,6 +145,26 @@ impl L1 {
         self.cache.iter().map(|(k, e)| (k.len() + e.value.len()) as u64).sum()
     }
 
+    /// What each key prefix holds (one walk of the cache; for stats, not hot paths). Keys
+    /// without a `:` are left out.
+    pub fn usage_by_prefix(&self) -> BTreeMap<String, Usage> {
+        let mut out: BTreeMap<String, Usage> = BTreeMap::new();
+        for (k, e) in self.cache.iter() {
+            let Some((prefix, _)) = k.split_once(':') else { continue };
+            let bytes = (k.len() + e.value.len()) as u64;
+            match out.get_mut(prefix) {
+                Some(u) => {
+                    u.entries += 1;
+                    u.bytes += bytes;
+                }
+                None => {
+                    out.insert(prefix.to_owned(), Usage { entries: 1, bytes });
+                }
+            }
+        }
+        out
+    }
+
     /// Every live entry, for the warm-restart snapshot.
     pub fn entries(&self, now_ms: i64) -> Vec<(String, Shared<Entry>)> {
         self.cache.iter().filter(|(_, e)| e.expires_at_ms > now_ms).collect()
@@ -136,7 +182,7 @@ mod tests {
 
     #[test]
     fn expired_entries_are_never_served_and_are_swept() {
-        let l1 = L1::new(100, 0);
+        let l1 = L1::new(100, 0, []);
         l1.insert("a".into(), entry("1", 1000));
         l1.insert("b".into(), entry("2", 2000));
         assert!(matches!(l1.get("a", 999), Lookup::Hit(_)));
@@ -150,7 +196,7 @@ mod tests {
     /// difference of two lengths, so an invalidation under writes under-reported).
     #[test]
     fn remove_where_counts_what_it_removed_under_concurrent_writes() {
-        let l1 = std::sync::Arc::new(L1::new(1 << 20, 0));
+        let l1 = std::sync::Arc::new(L1::new(1 << 20, 0, []));
         for i in 0..50_000 {
             l1.insert(format!("old{i}"), entry("v", i64::MAX));
         }
@@ -181,14 +227,38 @@ mod tests {
     }
 
     #[test]
+    fn evictions_and_usage_are_counted_per_prefix() {
+        let l1 = L1::new(10, 0, ["a", "b"]);
+        l1.insert("b:keep".into(), entry("12345", i64::MAX));
+        for i in 0..100 {
+            l1.insert(format!("a:{i}"), entry("v", i64::MAX));
+        }
+        l1.insert("other".into(), entry("v", i64::MAX));
+        let usage = l1.usage_by_prefix();
+        let held =
+            usage.values().map(|u| u.entries).sum::<u64>() + u64::from(l1.get("other", 0) != Lookup::Missing);
+        assert_eq!(held, l1.len() as u64);
+        let ev = &l1.evictions;
+        // Every entry not held was evicted, and counted under its prefix.
+        let a_held = usage.get("a").map_or(0, |u| u.entries);
+        assert_eq!(ev.of("a"), 100 - a_held);
+        assert_eq!(ev.of("b"), 1 - usage.get("b").map_or(0, |u| u.entries));
+        assert_eq!(ev.of("zzz"), 0);
+        assert!(ev.total.load(Relaxed) >= ev.of("a") + ev.of("b"));
+        if let Some(b) = usage.get("b") {
+            assert_eq!(*b, Usage { entries: 1, bytes: 6 + 5 });
+        }
+    }
+
+    #[test]
     fn entry_count_and_byte_budget_hold() {
-        let l1 = L1::new(10, 0);
+        let l1 = L1::new(10, 0, []);
         for i in 0..100 {
             l1.insert(format!("k{i}"), entry("v", i64::MAX));
         }
         assert!(l1.len() <= 10, "{}", l1.len());
-        assert!(l1.evictions.load(Relaxed) >= 90);
-        let l1 = L1::new(1000, 10_000);
+        assert!(l1.evictions.total.load(Relaxed) >= 90);
+        let l1 = L1::new(1000, 10_000, []);
         for i in 0..100 {
             l1.insert(format!("k{i}"), entry(&"x".repeat(500), i64::MAX));
         }

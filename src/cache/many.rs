@@ -36,11 +36,21 @@ impl TieredCache {
             }
             found.push(e);
         }
+        let l1_ns = started.elapsed().as_nanos() as u64;
+        if !keys.is_empty() {
+            self.l1_latency.record_ns(l1_ns / keys.len() as u64);
+        }
         if !missed.is_empty() && self.l2.enabled() {
             let full: Vec<String> =
                 missed.iter().map(|&i| format!("{}:{}", keys[i].0.as_ref(), keys[i].1.as_ref())).collect();
             let tickets: Vec<_> = full.iter().map(|k| self.fences.ticket(k)).collect();
-            let from_l2 = self.l2.get_many(&full).await;
+            let from_l2 = match self.l2.get_many(&full).await {
+                Ok(found) => found,
+                Err(_) => {
+                    missed.iter().for_each(|&i| self.count(strategies[i], |c| &c.l2_errors));
+                    vec![None; full.len()]
+                }
+            };
             for (((&i, full), e), ticket) in missed.iter().zip(full).zip(from_l2).zip(&tickets) {
                 if let Some(e) = e.filter(|e| e.expires_at_ms > now) {
                     let e = Arc::new(e);
@@ -55,7 +65,16 @@ impl TieredCache {
             missed.iter().for_each(|&i| self.count(strategies[i], |c| &c.misses));
         }
         if !keys.is_empty() {
-            self.latency.record_ns(started.elapsed().as_nanos() as u64 / keys.len() as u64);
+            let ns = if missed.is_empty() || !self.l2.enabled() {
+                l1_ns
+            } else {
+                started.elapsed().as_nanos() as u64
+            };
+            let per_key = ns / keys.len() as u64;
+            // One record per run of keys of one strategy.
+            for run in strategies.chunk_by(|a, b| std::ptr::eq(*a, *b)) {
+                self.timed(run[0], per_key, run.len() as u64);
+            }
         }
         Ok(found)
     }

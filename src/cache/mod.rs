@@ -66,10 +66,11 @@ fn key_is_valid(key: &str) -> bool {
     !key.is_empty() && key.len() <= MAX_KEY_LEN && !key.chars().any(char::is_control)
 }
 
-/// One strategy: its default TTL and its counters.
+/// One strategy: its default TTL, its counters and its lookup latency.
 struct Strategy {
     ttl: Duration,
     counters: Counters,
+    latency: Latency,
 }
 
 thread_local! {
@@ -83,7 +84,9 @@ pub struct TieredCache {
     l2: l2::L2,
     strategies: BTreeMap<String, Strategy>,
     total: Counters,
+    /// Of whole lookups, and of their L1 part.
     latency: Latency,
+    l1_latency: Latency,
     /// Full key → the lease on filling it. Entries leave on PUT (which wakes the waiters) or
     /// are replaced once expired.
     leases: Mutex<HashMap<String, (Instant, Arc<Notify>)>>,
@@ -94,16 +97,16 @@ pub struct TieredCache {
 
 impl TieredCache {
     pub fn new(cfg: CacheConfig) -> Result<TieredCache> {
-        let strategies = cfg
-            .strategies
-            .iter()
-            .map(|(k, &ttl)| (k.clone(), Strategy { ttl, counters: Counters::default() }));
+        let strategies = cfg.strategies.iter().map(|(k, &ttl)| {
+            (k.clone(), Strategy { ttl, counters: Counters::default(), latency: Latency::default() })
+        });
         Ok(TieredCache {
-            l1: l1::L1::new(cfg.max_entries, cfg.max_bytes),
+            l1: l1::L1::new(cfg.max_entries, cfg.max_bytes, cfg.strategies.keys().map(String::as_str)),
             l2: l2::L2::new(&cfg)?,
             strategies: strategies.collect(),
             total: Counters::default(),
             latency: Latency::default(),
+            l1_latency: Latency::default(),
             leases: Mutex::default(),
             fences: fence::Fences::default(),
             cfg,
@@ -142,6 +145,20 @@ impl TieredCache {
         field(&self.total).fetch_add(1, Relaxed);
     }
 
+    /// Counts an L2 call Redis did not answer against the strategy (the L2 level counts it too).
+    fn l2_answered<T>(&self, s: &Strategy, r: std::result::Result<T, l2::NoAnswer>) -> Option<T> {
+        if r.is_err() {
+            self.count(s, |c| &c.l2_errors);
+        }
+        r.ok()
+    }
+
+    /// Records `n` lookups of `ns` each for the strategy and in all.
+    fn timed(&self, s: &Strategy, ns: u64, n: u64) {
+        s.latency.record_ns_times(ns, n);
+        self.latency.record_ns_times(ns, n);
+    }
+
     /// The live L1 entry, found without allocating (the full key is built in a thread-local).
     fn l1_get(&self, s: &Strategy, strategy: &str, key: &str, now: i64) -> Option<Arc<Entry>> {
         let lookup = FULL_KEY.with_borrow_mut(|full| {
@@ -167,10 +184,13 @@ impl TieredCache {
         let s = self.strategy(strategy, key)?;
         let now = now_ms();
         let mut found = self.l1_get(s, strategy, key, now).map(|e| (e, Level::L1));
+        let l1_ns = started.elapsed().as_nanos() as u64;
+        self.l1_latency.record_ns(l1_ns);
         if found.is_none() && self.l2.enabled() {
             let full = format!("{strategy}:{key}");
             let ticket = self.fences.ticket(&full);
-            if let Some(e) = self.l2.get(&full).await.filter(|e| e.expires_at_ms > now) {
+            let read = self.l2.get(&full).await;
+            if let Some(e) = self.l2_answered(s, read).flatten().filter(|e| e.expires_at_ms > now) {
                 let e = Arc::new(e);
                 self.fences.promote(&ticket, || self.l1.insert(full, e.clone()));
                 found = Some((e, Level::L2));
@@ -181,7 +201,12 @@ impl TieredCache {
             Some((_, Level::L2)) => self.count(s, |c| &c.l2_hits),
             None => self.count(s, |c| &c.misses),
         }
-        self.latency.record(started.elapsed());
+        let ns = if self.l2.enabled() && found.as_ref().is_none_or(|f| f.1 == Level::L2) {
+            started.elapsed().as_nanos() as u64
+        } else {
+            l1_ns
+        };
+        self.timed(s, ns, 1);
         Ok(found)
     }
 
@@ -199,7 +224,9 @@ impl TieredCache {
         let s = self.strategy(strategy, key).ok()?;
         let e = self.l1_get(s, strategy, key, now_ms)?;
         self.count(s, |c| &c.l1_hits);
-        self.latency.record(started.elapsed());
+        let ns = started.elapsed().as_nanos() as u64;
+        self.l1_latency.record_ns(ns);
+        self.timed(s, ns, 1);
         Some(e)
     }
 
@@ -237,7 +264,8 @@ impl TieredCache {
         // Fences only matter when L2 can promote (no L2: no cost on the write path).
         let write = self.l2.enabled().then(|| self.fences.write(&full));
         self.l1.insert(full.clone(), entry.clone());
-        self.l2.set(&full, &entry).await;
+        let written = self.l2.set(&full, &entry).await;
+        self.l2_answered(s, written);
         drop(write);
         self.count(s, |c| &c.sets);
         self.release(&full);
@@ -252,7 +280,8 @@ impl TieredCache {
         let full = format!("{strategy}:{key}");
         let write = self.l2.enabled().then(|| self.fences.write(&full));
         let found = self.l1.remove(&full);
-        self.l2.delete(&full).await;
+        let deleted = self.l2.delete(&full).await;
+        self.l2_answered(s, deleted);
         drop(write);
         self.count(s, |c| &c.deletes);
         self.release(&full);
@@ -301,15 +330,51 @@ impl TieredCache {
 
     pub fn statistics(&self) -> CacheStatistics {
         let (p50, p99) = self.latency.quantiles_ms();
+        let (l1_p50, l1_p99) = self.l1_latency.quantiles_ms();
+        let total = self.total.snapshot();
+        let usage = self.l1.usage_by_prefix();
+        let evictions = self.l1.evictions.total.load(Relaxed);
+        let (l1_size, l1_bytes) = (self.l1.len(), usage.values().map(|u| u.bytes).sum());
+        let strategies = self
+            .strategies
+            .iter()
+            .map(|(name, s)| {
+                let (latency_p50_ms, latency_p99_ms) = s.latency.quantiles_ms();
+                let used = usage.get(name).copied().unwrap_or_default();
+                let stats = stats::StrategyStats {
+                    counters: s.counters.snapshot(),
+                    evictions: self.l1.evictions.of(name),
+                    l1_entries: used.entries,
+                    l1_bytes: used.bytes,
+                    latency_p50_ms,
+                    latency_p99_ms,
+                };
+                (name.clone(), stats)
+            })
+            .collect();
+        let l1_misses = total.l2_hits + total.misses;
         CacheStatistics {
-            total: self.total.snapshot(),
-            evictions: self.l1.evictions.load(Relaxed),
-            l1_size: self.l1.len(),
+            l1: stats::L1Stats {
+                hits: total.l1_hits,
+                misses: l1_misses,
+                hit_rate_percent: stats::hit_rate(total.l1_hits, l1_misses),
+                sets: total.sets,
+                evictions,
+                expirations: total.expirations,
+                entries: l1_size,
+                bytes: l1_bytes,
+                capacity: self.l1.capacity(),
+                latency_p50_ms: l1_p50,
+                latency_p99_ms: l1_p99,
+            },
+            total,
+            evictions,
+            l1_size,
             l1_capacity: self.l1.capacity(),
-            l1_bytes: self.l1.bytes(),
+            l1_bytes,
             latency_p50_ms: p50,
             latency_p99_ms: p99,
-            strategies: self.strategies.iter().map(|(k, s)| (k.clone(), s.counters.snapshot())).collect(),
+            strategies,
             l2: self.l2.stats(),
         }
     }

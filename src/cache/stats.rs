@@ -16,6 +16,9 @@ pub struct Counters {
     pub expirations: AtomicU64,
     /// Fill leases granted (`?wait=` and `get_or_load`).
     pub leases: AtomicU64,
+    /// L2 reads and writes of these keys that Redis did not answer (an error, a timeout, or
+    /// not sent while Redis was marked unreachable).
+    pub l2_errors: AtomicU64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -28,6 +31,7 @@ pub struct CountersSnapshot {
     pub deletes: u64,
     pub expirations: u64,
     pub leases: u64,
+    pub l2_errors: u64,
     pub hit_rate_percent: f64,
 }
 
@@ -45,13 +49,15 @@ impl Counters {
             deletes: self.deletes.load(Relaxed),
             leases: self.leases.load(Relaxed),
             expirations: self.expirations.load(Relaxed),
-            hit_rate_percent: if hits + misses == 0 {
-                0.0
-            } else {
-                100.0 * hits as f64 / (hits + misses) as f64
-            },
+            l2_errors: self.l2_errors.load(Relaxed),
+            hit_rate_percent: hit_rate(hits, misses),
         }
     }
+}
+
+/// Hits as a percentage of lookups; 0 before the first lookup.
+pub fn hit_rate(hits: u64, misses: u64) -> f64 {
+    if hits + misses == 0 { 0.0 } else { 100.0 * hits as f64 / (hits + misses) as f64 }
 }
 
 /// Lookup latency inside the cache, nanoseconds, in a lock-free log-linear histogram: values
@@ -101,7 +107,12 @@ impl Latency {
     }
 
     pub fn record_ns(&self, ns: u64) {
-        self.buckets[Self::bucket(ns)].fetch_add(1, Relaxed);
+        self.record_ns_times(ns, 1);
+    }
+
+    /// Records `n` lookups that took `ns` each (one add, for the keys of an mget).
+    pub fn record_ns_times(&self, ns: u64, n: u64) {
+        self.buckets[Self::bucket(ns)].fetch_add(n, Relaxed);
     }
 
     /// (p50, p99) in milliseconds; zeros before the first lookup.
@@ -123,7 +134,8 @@ impl Latency {
     }
 }
 
-/// What `GET /api/v1/metrics/cache` reports under `cache_statistics`.
+/// What `GET /api/v1/metrics/cache` reports under `cache_statistics`: the totals at the top (the
+/// seed's fields), then per level (`l1`, `l2`) and per strategy.
 #[derive(Debug, Clone, Serialize)]
 pub struct CacheStatistics {
     #[serde(flatten)]
@@ -132,10 +144,41 @@ pub struct CacheStatistics {
     pub l1_size: usize,
     pub l1_capacity: u64,
     pub l1_bytes: u64,
+    /// Of whole lookups (L1, then L2 on an L1 miss).
     pub latency_p50_ms: f64,
     pub latency_p99_ms: f64,
-    pub strategies: BTreeMap<String, CountersSnapshot>,
+    pub l1: L1Stats,
+    pub strategies: BTreeMap<String, StrategyStats>,
     pub l2: super::l2::L2Stats,
+}
+
+/// The L1 level alone: `misses` are lookups L1 could not answer (L2 may have), and the
+/// latency is that of the L1 lookup.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct L1Stats {
+    pub hits: u64,
+    pub misses: u64,
+    pub hit_rate_percent: f64,
+    pub sets: u64,
+    pub evictions: u64,
+    pub expirations: u64,
+    pub entries: usize,
+    pub bytes: u64,
+    pub capacity: u64,
+    pub latency_p50_ms: f64,
+    pub latency_p99_ms: f64,
+}
+
+/// One strategy: its counters, its share of L1 and its lookup latency.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StrategyStats {
+    #[serde(flatten)]
+    pub counters: CountersSnapshot,
+    pub evictions: u64,
+    pub l1_entries: u64,
+    pub l1_bytes: u64,
+    pub latency_p50_ms: f64,
+    pub latency_p99_ms: f64,
 }
 
 /// Lookups below which hit-rate rules stay silent: too few to judge.
@@ -160,7 +203,7 @@ pub fn recommendations(s: &CacheStatistics, max_entries: usize) -> Vec<String> {
     if s.l1_capacity > 0 && s.l1_size as u64 * 100 >= s.l1_capacity * 95 && s.evictions > 0 {
         out.push("L1 is full and evicting; give it more room.".to_string());
     }
-    for (name, c) in &s.strategies {
+    for (name, c) in s.strategies.iter().map(|(name, s)| (name, &s.counters)) {
         if c.misses >= MIN_LOOKUPS && c.expirations * 2 > c.misses {
             out.push(format!(
                 "Entries of {name} mostly expire before they are read again; lengthen its TTL."

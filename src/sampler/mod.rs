@@ -159,6 +159,18 @@ impl Sampler {
         put("perfd_cache_misses", &[], cache.total.misses as f64);
         put("perfd_cache_l1_entries", &[], cache.l1_size as f64);
         put("perfd_cache_evictions", &[], cache.evictions as f64);
+        put("perfd_cache_latency_p99_ms", &[], cache.latency_p99_ms);
+        for (name, st) in &cache.strategies {
+            let labels = [("strategy", name.as_str())];
+            put("perfd_cache_strategy_hit_rate_percent", &labels, st.counters.hit_rate_percent);
+            put("perfd_cache_strategy_hits", &labels, st.counters.hits as f64);
+            put("perfd_cache_strategy_misses", &labels, st.counters.misses as f64);
+            put("perfd_cache_strategy_l1_entries", &labels, st.l1_entries as f64);
+        }
+        if cache.l2.enabled {
+            put("perfd_cache_l2_errors", &[], (cache.l2.errors + cache.l2.timeouts) as f64);
+            put("perfd_cache_l2_latency_p99_ms", &[], cache.l2.latency_p99_ms);
+        }
         put("perfd_writer_queue_percent", &[], queue_percent);
         put("perfd_writer_points", &[], w.points as f64);
         put("perfd_writer_commit_p99_ms", &[], w.commit_p99_ms);

@@ -328,6 +328,71 @@ async fn invalidate_warm_clear_and_statistics() {
     assert_eq!(m["cache_statistics"]["l1_size"], 0);
 }
 
+/// The statistics, per level and per strategy: hits, misses, sets, evictions,
+/// expirations, errors, hit rate, L1 entries and bytes, latency p50/p99.
+#[tokio::test]
+async fn statistics_per_level_and_per_strategy() {
+    let s = TestServer::start_with(|c| c.cache.max_entries = 50);
+    for i in 0..3 {
+        put(&s, &format!("/api/v1/cache/crew_config/c{i}"), "12345", "text/plain").await;
+    }
+    put(&s, "/api/v1/cache/llm_response/answer", "abc", "text/plain").await;
+    put(&s, "/api/v1/cache/performance/gone?ttl=1ms", "x", "text/plain").await;
+    for path in ["crew_config/c0", "crew_config/c1", "crew_config/nope", "llm_response/answer"] {
+        s.client.get(s.url(&format!("/api/v1/cache/{path}"))).send().await.unwrap();
+    }
+    // Bounded polling: the 1 ms entry is read until it is found expired (or it was evicted).
+    for _ in 0..1000 {
+        let r = s.client.get(s.url("/api/v1/cache/performance/gone")).send().await.unwrap();
+        if r.status() == 404 {
+            break;
+        }
+    }
+    // Then more memory queries than L1 holds: evictions.
+    let warm: Vec<_> = (0..100)
+        .map(|i| serde_json::json!({"strategy": "memory_query", "key": format!("m{i}"), "value": "q"}))
+        .collect();
+    s.post_json("/api/v1/cache/warm", &serde_json::json!({"entries": warm})).await;
+    let (_, m) = s.get_json("/api/v1/metrics/cache").await;
+    let st = &m["cache_statistics"];
+    let crew = &st["strategies"]["crew_config"];
+    assert_eq!(
+        (crew["hits"].as_u64(), crew["misses"].as_u64(), crew["sets"].as_u64()),
+        (Some(2), Some(1), Some(3))
+    );
+    assert!((crew["hit_rate_percent"].as_f64().unwrap() - 66.666).abs() < 0.1, "{crew}");
+    let llm = &st["strategies"]["llm_response"];
+    assert_eq!(llm["hits"], 1);
+    assert_eq!(crew["l2_errors"], 0);
+    for c in [crew, llm] {
+        assert!(c["latency_p50_ms"].as_f64().unwrap() > 0.0, "{c}");
+        assert!(c["latency_p99_ms"].as_f64().unwrap() >= c["latency_p50_ms"].as_f64().unwrap(), "{c}");
+    }
+    // What each strategy holds and lost adds up to the level's figures.
+    let strategies = st["strategies"].as_object().unwrap();
+    let sum = |f: &str| strategies.values().map(|c| c[f].as_u64().unwrap()).sum::<u64>();
+    let l1 = &st["l1"];
+    assert_eq!(sum("l1_entries"), l1["entries"].as_u64().unwrap(), "{st}");
+    assert_eq!(sum("l1_bytes"), l1["bytes"].as_u64().unwrap(), "{st}");
+    assert_eq!(sum("evictions"), l1["evictions"].as_u64().unwrap(), "{st}");
+    assert_eq!(l1["entries"], st["l1_size"]);
+    assert!(l1["entries"].as_u64().unwrap() <= 50, "{st}");
+    assert!(st["strategies"]["memory_query"]["evictions"].as_u64().unwrap() >= 50, "{st}");
+    if llm["l1_entries"] == 1 {
+        assert_eq!(llm["l1_bytes"], "llm_response:answer".len() + 3);
+    }
+    assert_eq!(sum("expirations"), l1["expirations"].as_u64().unwrap());
+    assert_eq!(l1["sets"], 105);
+    // L1's misses are the lookups it could not answer; without L2 they are the misses.
+    assert_eq!(l1["hits"].as_u64().unwrap() + l1["misses"].as_u64().unwrap(), sum("hits") + sum("misses"));
+    assert!(l1["latency_p99_ms"].as_f64().unwrap() > 0.0, "{l1}");
+    assert_eq!(st["l2"]["enabled"], false);
+    // The same figures per strategy in the scrape.
+    let text = s.client.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(text.contains("perfd_cache_strategy_hits_total{strategy=\"crew_config\"} 2"), "{text}");
+    assert!(text.contains("perfd_cache_strategy_misses_total{strategy=\"crew_config\"} 1"), "{text}");
+}
+
 #[tokio::test]
 async fn low_hit_rate_yields_a_recommendation() {
     let s = TestServer::start();

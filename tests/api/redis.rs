@@ -173,6 +173,14 @@ async fn mget_reads_l1_misses_from_l2_and_promotes_them() {
         (Some(1), Some(2), Some(1)),
         "{m}"
     );
+    // The L2 level: two of the three keys asked for were there; answered calls are timed.
+    let l2 = &m["cache_statistics"]["l2"];
+    assert_eq!((l2["hits"].as_u64(), l2["misses"].as_u64()), (Some(2), Some(1)), "{l2}");
+    assert!((l2["hit_rate_percent"].as_f64().unwrap() - 66.666).abs() < 0.1, "{l2}");
+    assert!(l2["latency_p50_ms"].as_f64().unwrap() > 0.0, "{l2}");
+    assert_eq!(c["l2_errors"], 0, "{c}");
+    let l1 = &m["cache_statistics"]["l1"];
+    assert_eq!((l1["hits"].as_u64(), l1["misses"].as_u64()), (Some(1), Some(3)), "{l1}");
     let r = s.client.get(s.url("/api/v1/cache/memory_query/b")).send().await.unwrap();
     assert_eq!(r.headers()["x-cache"], "L1", "promoted by mget");
 }
@@ -225,6 +233,9 @@ async fn redis_down_l1_serves_errors_counted_and_recovers() {
     let l2 = wait_for_l2(&s, |l2| l2["reachable"] == false).await;
     assert!(l2["errors"].as_u64().unwrap() + l2["timeouts"].as_u64().unwrap() > 0, "{l2}");
     let (_, m) = s.get_json("/api/v1/metrics/cache").await;
+    // Per strategy: the write of d and the read of none went unanswered.
+    let errors = m["cache_statistics"]["strategies"]["crew_config"]["l2_errors"].as_u64().unwrap();
+    assert!(errors >= 2, "{m}");
     assert!(
         m["recommendations"].as_array().unwrap().iter().any(|r| r.as_str().unwrap().contains("Redis")),
         "{m}"

@@ -1,6 +1,6 @@
 //! L2 when perfd is built without the `redis` feature: every call is a no-op miss.
 
-use super::L2Stats;
+use super::{L2Stats, NoAnswer};
 use crate::cache::Entry;
 use crate::config::CacheConfig;
 use crate::error::Result;
@@ -22,17 +22,21 @@ impl L2 {
         false
     }
 
-    pub async fn get(&self, _key: &str) -> Option<Entry> {
-        None
+    pub async fn get(&self, _key: &str) -> Result<Option<Entry>, NoAnswer> {
+        Ok(None)
     }
 
-    pub async fn get_many(&self, keys: &[String]) -> Vec<Option<Entry>> {
-        vec![None; keys.len()]
+    pub async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Entry>>, NoAnswer> {
+        Ok(vec![None; keys.len()])
     }
 
-    pub async fn set(&self, _key: &str, _entry: &Entry) {}
+    pub async fn set(&self, _key: &str, _entry: &Entry) -> Result<(), NoAnswer> {
+        Ok(())
+    }
 
-    pub async fn delete(&self, _key: &str) {}
+    pub async fn delete(&self, _key: &str) -> Result<(), NoAnswer> {
+        Ok(())
+    }
 
     pub async fn invalidate(&self, _pattern: &crate::cache::glob::Glob) -> u64 {
         0

@@ -13,12 +13,18 @@ mod unconfirmed;
 #[cfg(feature = "redis")]
 mod upkeep;
 
+/// Redis did not answer a call: an error, a timeout, or not sent while Redis was marked
+/// unreachable. The caller carries on without L2 (a read is a miss).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoAnswer;
+
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct L2Stats {
     pub enabled: bool,
     pub reachable: bool,
     pub hits: u64,
     pub misses: u64,
+    pub hit_rate_percent: f64,
     pub sets: u64,
     pub errors: u64,
     pub timeouts: u64,
@@ -29,4 +35,7 @@ pub struct L2Stats {
     pub pending_repairs: usize,
     pub ping_ms: Option<f64>,
     pub pool_size: usize,
+    /// Round trips of the calls Redis answered (errors and timeouts are counted above).
+    pub latency_p50_ms: f64,
+    pub latency_p99_ms: f64,
 }

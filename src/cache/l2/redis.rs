@@ -7,10 +7,11 @@
 //! Redis before it is used again, so nothing deleted or replaced during an outage comes back.
 //! Keys carry `cache.redis.prefix`.
 
-use super::L2Stats;
 use super::unconfirmed::Unconfirmed;
+use super::{L2Stats, NoAnswer};
 use crate::cache::Entry;
 use crate::cache::glob::Glob;
+use crate::cache::stats::{Latency, hit_rate};
 use crate::config::{CacheConfig, RedisConfig};
 use crate::error::{Error, Result};
 use crate::model::now_ms;
@@ -35,6 +36,8 @@ pub(super) struct Counters {
     pub(super) reachable: AtomicBool,
     /// Last ping round trip, microseconds (0: none yet).
     pub(super) ping_us: AtomicU64,
+    /// Round trips of answered calls.
+    pub(super) latency: Latency,
 }
 
 pub(super) struct Shared {
@@ -81,26 +84,29 @@ impl L2 {
         self.shared.is_some()
     }
 
-    pub async fn get(&self, key: &str) -> Option<Entry> {
-        let s = self.shared.as_ref()?;
+    pub async fn get(&self, key: &str) -> Result<Option<Entry>, NoAnswer> {
+        let Some(s) = self.shared.as_ref() else { return Ok(None) };
         if s.unconfirmed.covers(key) {
             s.counters.misses.fetch_add(1, Relaxed);
-            return None;
+            return Ok(None);
         }
         let k = format!("{}{key}", s.cfg.prefix);
         let mut pipe = redis::pipe();
         pipe.cmd("GET").arg(&k).cmd("PTTL").arg(&k);
-        let (raw, pttl): (Option<Vec<u8>>, i64) = s.call(pipe).await?;
+        let Some((raw, pttl)) = s.call::<(Option<Vec<u8>>, i64)>(pipe).await else {
+            s.counters.misses.fetch_add(1, Relaxed);
+            return Err(NoAnswer);
+        };
         let found = raw.filter(|_| pttl > 0).and_then(|raw| decode(&raw, now_ms() + pttl));
         let counter = if found.is_some() { &s.counters.hits } else { &s.counters.misses };
         counter.fetch_add(1, Relaxed);
-        found
+        Ok(found)
     }
 
-    /// Many keys in one round trip (GET + PTTL of each, pipelined); every key misses when Redis
-    /// does not answer.
-    pub async fn get_many(&self, keys: &[String]) -> Vec<Option<Entry>> {
-        let Some(s) = &self.shared else { return vec![None; keys.len()] };
+    /// Many keys in one round trip (GET + PTTL of each, pipelined); when Redis does not
+    /// answer, every key is a miss (and counted as one).
+    pub async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Entry>>, NoAnswer> {
+        let Some(s) = &self.shared else { return Ok(vec![None; keys.len()]) };
         let mut pipe = redis::pipe();
         for key in keys {
             let k = format!("{}{key}", s.cfg.prefix);
@@ -108,7 +114,7 @@ impl L2 {
         }
         let Some(raw) = s.call::<Vec<(Option<Vec<u8>>, i64)>>(pipe).await else {
             s.counters.misses.fetch_add(keys.len() as u64, Relaxed);
-            return vec![None; keys.len()];
+            return Err(NoAnswer);
         };
         let now = now_ms();
         let mut found: Vec<Option<Entry>> = raw
@@ -123,11 +129,11 @@ impl L2 {
         let hits = found.iter().filter(|e| e.is_some()).count() as u64;
         s.counters.hits.fetch_add(hits, Relaxed);
         s.counters.misses.fetch_add(keys.len() as u64 - hits, Relaxed);
-        found
+        Ok(found)
     }
 
-    pub async fn set(&self, key: &str, entry: &Entry) {
-        let Some(s) = &self.shared else { return };
+    pub async fn set(&self, key: &str, entry: &Entry) -> Result<(), NoAnswer> {
+        let Some(s) = &self.shared else { return Ok(()) };
         let ttl = entry.ttl_ms(now_ms());
         if ttl <= 0 {
             // Expired before it got here: the value it replaces must not outlive it in Redis.
@@ -136,20 +142,20 @@ impl L2 {
         let unanswered = Unanswered(s, Some(Note::Key(key)));
         let mut pipe = redis::pipe();
         pipe.cmd("SET").arg(format!("{}{key}", s.cfg.prefix)).arg(encode(entry)).arg("PX").arg(ttl).ignore();
-        if s.call::<()>(pipe).await.is_some() {
-            s.counters.sets.fetch_add(1, Relaxed);
-            unanswered.answered();
-        }
+        s.call::<()>(pipe).await.ok_or(NoAnswer)?;
+        s.counters.sets.fetch_add(1, Relaxed);
+        unanswered.answered();
+        Ok(())
     }
 
-    pub async fn delete(&self, key: &str) {
-        let Some(s) = &self.shared else { return };
+    pub async fn delete(&self, key: &str) -> Result<(), NoAnswer> {
+        let Some(s) = &self.shared else { return Ok(()) };
         let unanswered = Unanswered(s, Some(Note::Key(key)));
         let mut pipe = redis::pipe();
         pipe.cmd("UNLINK").arg(format!("{}{key}", s.cfg.prefix)).ignore();
-        if s.call::<()>(pipe).await.is_some() {
-            unanswered.answered();
-        }
+        s.call::<()>(pipe).await.ok_or(NoAnswer)?;
+        unanswered.answered();
+        Ok(())
     }
 
     /// Deletes prefixed keys matching a glob with SCAN + UNLINK (never KEYS); how many went.
@@ -185,11 +191,16 @@ impl L2 {
         let Some(s) = &self.shared else { return L2Stats::default() };
         let c = &s.counters;
         let ping = c.ping_us.load(Relaxed);
+        let (hits, misses) = (c.hits.load(Relaxed), c.misses.load(Relaxed));
+        let (latency_p50_ms, latency_p99_ms) = c.latency.quantiles_ms();
         L2Stats {
             enabled: true,
             reachable: c.reachable.load(Relaxed),
-            hits: c.hits.load(Relaxed),
-            misses: c.misses.load(Relaxed),
+            hits,
+            misses,
+            hit_rate_percent: hit_rate(hits, misses),
+            latency_p50_ms,
+            latency_p99_ms,
             sets: c.sets.load(Relaxed),
             errors: c.errors.load(Relaxed),
             timeouts: c.timeouts.load(Relaxed),
@@ -264,8 +275,12 @@ impl Shared {
             self.counters.errors.fetch_add(1, Relaxed);
             return None;
         };
+        let started = std::time::Instant::now();
         match tokio::time::timeout(self.cfg.timeout, pipe.query_async::<T>(&mut conn)).await {
-            Ok(Ok(v)) => Some(v),
+            Ok(Ok(v)) => {
+                self.counters.latency.record(started.elapsed());
+                Some(v)
+            }
             Ok(Err(e)) => {
                 self.counters.errors.fetch_add(1, Relaxed);
                 self.counters.reachable.store(false, Relaxed);
