@@ -38,7 +38,7 @@ impl TieredCache {
         }
         let l1_ns = started.elapsed().as_nanos() as u64;
         if !keys.is_empty() {
-            self.l1_latency.record_ns(l1_ns / keys.len() as u64);
+            self.l1_miss_latency.record_ns_times(l1_ns / keys.len() as u64, missed.len() as u64);
         }
         if !missed.is_empty() && self.l2.enabled() {
             let full: Vec<String> =
@@ -71,9 +71,22 @@ impl TieredCache {
                 started.elapsed().as_nanos() as u64
             };
             let per_key = ns / keys.len() as u64;
-            // One record per run of keys of one strategy.
-            for run in strategies.chunk_by(|a, b| std::ptr::eq(*a, *b)) {
-                self.timed(run[0], per_key, run.len() as u64);
+            // One record per run of keys of one strategy that L1 answered, or did not.
+            let mut misses = missed.iter().peekable();
+            let mut run: Option<(&Strategy, bool, u64)> = None;
+            for (i, s) in strategies.iter().enumerate() {
+                let l1_answered = misses.next_if_eq(&&i).is_none();
+                match &mut run {
+                    Some((rs, ra, n)) if std::ptr::eq(*rs, *s) && *ra == l1_answered => *n += 1,
+                    _ => {
+                        if let Some((rs, ra, n)) = run.replace((s, l1_answered, 1)) {
+                            self.timed(rs, ra, per_key, n);
+                        }
+                    }
+                }
+            }
+            if let Some((rs, ra, n)) = run {
+                self.timed(rs, ra, per_key, n);
             }
         }
         Ok(found)

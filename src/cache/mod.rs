@@ -66,11 +66,13 @@ fn key_is_valid(key: &str) -> bool {
     !key.is_empty() && key.len() <= MAX_KEY_LEN && !key.chars().any(char::is_control)
 }
 
-/// One strategy: its default TTL, its counters and its lookup latency.
+/// One strategy: its default TTL, its counters and its lookup latency (split by whether L1
+/// answered, so a hit is recorded once and the per-level and total figures are merged from these).
 struct Strategy {
     ttl: Duration,
     counters: Counters,
-    latency: Latency,
+    l1_answered: Latency,
+    beyond_l1: Latency,
 }
 
 thread_local! {
@@ -84,9 +86,8 @@ pub struct TieredCache {
     l2: l2::L2,
     strategies: BTreeMap<String, Strategy>,
     total: Counters,
-    /// Of whole lookups, and of their L1 part.
-    latency: Latency,
-    l1_latency: Latency,
+    /// The L1 part of lookups L1 did not answer (whole lookups are timed per strategy).
+    l1_miss_latency: Latency,
     /// Full key → the lease on filling it. Entries leave on PUT (which wakes the waiters) or
     /// are replaced once expired.
     leases: Mutex<HashMap<String, (Instant, Arc<Notify>)>>,
@@ -98,15 +99,22 @@ pub struct TieredCache {
 impl TieredCache {
     pub fn new(cfg: CacheConfig) -> Result<TieredCache> {
         let strategies = cfg.strategies.iter().map(|(k, &ttl)| {
-            (k.clone(), Strategy { ttl, counters: Counters::default(), latency: Latency::default() })
+            (
+                k.clone(),
+                Strategy {
+                    ttl,
+                    counters: Counters::default(),
+                    l1_answered: Latency::default(),
+                    beyond_l1: Latency::default(),
+                },
+            )
         });
         Ok(TieredCache {
             l1: l1::L1::new(cfg.max_entries, cfg.max_bytes, cfg.strategies.keys().map(String::as_str)),
             l2: l2::L2::new(&cfg)?,
             strategies: strategies.collect(),
             total: Counters::default(),
-            latency: Latency::default(),
-            l1_latency: Latency::default(),
+            l1_miss_latency: Latency::default(),
             leases: Mutex::default(),
             fences: fence::Fences::default(),
             cfg,
@@ -153,10 +161,10 @@ impl TieredCache {
         r.ok()
     }
 
-    /// Records `n` lookups of `ns` each for the strategy and in all.
-    fn timed(&self, s: &Strategy, ns: u64, n: u64) {
-        s.latency.record_ns_times(ns, n);
-        self.latency.record_ns_times(ns, n);
+    /// Records `n` lookups of `ns` each for the strategy (and so in all), L1 answered or not.
+    fn timed(&self, s: &Strategy, l1_answered: bool, ns: u64, n: u64) {
+        let l = if l1_answered { &s.l1_answered } else { &s.beyond_l1 };
+        l.record_ns_times(ns, n);
     }
 
     /// The live L1 entry, found without allocating (the full key is built in a thread-local).
@@ -185,7 +193,11 @@ impl TieredCache {
         let now = now_ms();
         let mut found = self.l1_get(s, strategy, key, now).map(|e| (e, Level::L1));
         let l1_ns = started.elapsed().as_nanos() as u64;
-        self.l1_latency.record_ns(l1_ns);
+        if found.is_some() {
+            self.timed(s, true, l1_ns, 1);
+        } else {
+            self.l1_miss_latency.record_ns(l1_ns);
+        }
         if found.is_none() && self.l2.enabled() {
             let full = format!("{strategy}:{key}");
             let ticket = self.fences.ticket(&full);
@@ -201,12 +213,10 @@ impl TieredCache {
             Some((_, Level::L2)) => self.count(s, |c| &c.l2_hits),
             None => self.count(s, |c| &c.misses),
         }
-        let ns = if self.l2.enabled() && found.as_ref().is_none_or(|f| f.1 == Level::L2) {
-            started.elapsed().as_nanos() as u64
-        } else {
-            l1_ns
-        };
-        self.timed(s, ns, 1);
+        if found.as_ref().is_none_or(|f| f.1 == Level::L2) {
+            let ns = if self.l2.enabled() { started.elapsed().as_nanos() as u64 } else { l1_ns };
+            self.timed(s, false, ns, 1);
+        }
         Ok(found)
     }
 
@@ -224,9 +234,7 @@ impl TieredCache {
         let s = self.strategy(strategy, key).ok()?;
         let e = self.l1_get(s, strategy, key, now_ms)?;
         self.count(s, |c| &c.l1_hits);
-        let ns = started.elapsed().as_nanos() as u64;
-        self.l1_latency.record_ns(ns);
-        self.timed(s, ns, 1);
+        self.timed(s, true, started.elapsed().as_nanos() as u64, 1);
         Some(e)
     }
 
@@ -329,8 +337,10 @@ impl TieredCache {
     }
 
     pub fn statistics(&self) -> CacheStatistics {
-        let (p50, p99) = self.latency.quantiles_ms();
-        let (l1_p50, l1_p99) = self.l1_latency.quantiles_ms();
+        let all = self.strategies.values().flat_map(|s| [&s.l1_answered, &s.beyond_l1]);
+        let (p50, p99) = Latency::merged_quantiles_ms(all);
+        let l1_part = self.strategies.values().map(|s| &s.l1_answered);
+        let (l1_p50, l1_p99) = Latency::merged_quantiles_ms(l1_part.chain([&self.l1_miss_latency]));
         let total = self.total.snapshot();
         let usage = self.l1.usage_by_prefix();
         let evictions = self.l1.evictions.total.load(Relaxed);
@@ -339,7 +349,8 @@ impl TieredCache {
             .strategies
             .iter()
             .map(|(name, s)| {
-                let (latency_p50_ms, latency_p99_ms) = s.latency.quantiles_ms();
+                let (latency_p50_ms, latency_p99_ms) =
+                    Latency::merged_quantiles_ms([&s.l1_answered, &s.beyond_l1]);
                 let used = usage.get(name).copied().unwrap_or_default();
                 let stats = stats::StrategyStats {
                     counters: s.counters.snapshot(),

@@ -117,7 +117,18 @@ impl Latency {
 
     /// (p50, p99) in milliseconds; zeros before the first lookup.
     pub fn quantiles_ms(&self) -> (f64, f64) {
-        let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Relaxed)).collect();
+        Self::merged_quantiles_ms([self])
+    }
+
+    /// (p50, p99) of several histograms taken together (the total of the strategies' lookups,
+    /// so a lookup is recorded once, not once more for the total).
+    pub fn merged_quantiles_ms<'a>(all: impl IntoIterator<Item = &'a Latency>) -> (f64, f64) {
+        let mut counts = vec![0u64; SUB as usize + (MAX_EXP as usize - 3) * SUB as usize];
+        for l in all {
+            for (c, b) in counts.iter_mut().zip(l.buckets.iter()) {
+                *c += b.load(Relaxed);
+            }
+        }
         let total: u64 = counts.iter().sum();
         let at = |q: f64| {
             let rank = ((q * total as f64).ceil() as u64).max(1);
@@ -240,6 +251,14 @@ mod tests {
             let b = Latency::bucket(us);
             assert!(b < l.buckets.len(), "{us} -> {b}");
         }
+        // Merged histograms answer what one histogram of all the records would.
+        let (a, b, all) = (Latency::default(), Latency::default(), Latency::default());
+        for us in 1..=1000u64 {
+            (if us <= 200 { &a } else { &b }).record_ns(us * 1000);
+            all.record_ns(us * 1000);
+        }
+        assert_eq!(Latency::merged_quantiles_ms([&a, &b]), all.quantiles_ms());
+        assert_ne!(a.quantiles_ms(), all.quantiles_ms());
         // Buckets are contiguous and ordered: each value maps into its own bucket's range.
         for us in [3u64, 16, 100, 5_000, 1 << 30] {
             let mid = Latency::value(Latency::bucket(us));
