@@ -262,6 +262,7 @@ impl TieredCache {
         let s = self.strategy(strategy, key)?;
         let full = format!("{strategy}:{key}");
         self.check_value_len(value.len())?;
+        content_type.map(check_content_type).transpose()?;
         let ttl = ttl.unwrap_or(s.ttl);
         check_ttl(ttl)?;
         let entry = Arc::new(Entry {
@@ -393,6 +394,21 @@ impl TieredCache {
     pub fn recommendations(&self, s: &CacheStatistics) -> Vec<String> {
         stats::recommendations(s, self.cfg.max_entries)
     }
+}
+
+/// Longest content type kept with an entry (Redis stores its length in one byte).
+pub const MAX_CONTENT_TYPE_LEN: usize = 255;
+
+/// A content type is sent back as a header on every hit: printable ASCII (and tabs), up to
+/// [`MAX_CONTENT_TYPE_LEN`] bytes. Anything else was dropped or cut (the L2 copy lost what
+/// passed 255 bytes) or answered differently by the hit path and the App.
+pub fn check_content_type(ct: &str) -> Result<()> {
+    if ct.len() > MAX_CONTENT_TYPE_LEN || !ct.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b)) {
+        return Err(Error::invalid(format!(
+            "content type must be printable ASCII of at most {MAX_CONTENT_TYPE_LEN} bytes"
+        )));
+    }
+    Ok(())
 }
 
 /// Longest TTL an entry may have: a year.

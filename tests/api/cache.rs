@@ -112,6 +112,43 @@ async fn bad_cache_input_is_a_json_error() {
     expect_error(r, 400, "invalid_input").await;
     let r = s.client.put(s.url("/api/v1/cache/crew_config/a%01b")).body("x").send().await.unwrap();
     expect_error(r, 400, "invalid_input").await;
+    // A content type is printable ASCII up to 255 bytes (Redis kept only 255 of a longer one;
+    // one with other bytes was dropped by PUT and answered differently by the hit path).
+    let long_type = format!("text/{}", "x".repeat(251));
+    let bad_types = [
+        reqwest::header::HeaderValue::from_str(&long_type).unwrap(),
+        reqwest::header::HeaderValue::from_bytes(b"text/caf\xc3\xa9").unwrap(),
+    ];
+    for ct in bad_types {
+        let r = s
+            .client
+            .put(s.url("/api/v1/cache/crew_config/ct"))
+            .header("Content-Type", ct)
+            .body("x")
+            .send()
+            .await
+            .unwrap();
+        expect_error(r, 400, "invalid_input").await;
+    }
+    for ct in [long_type.as_str(), "text/caf\u{e9}"] {
+        let warm = serde_json::json!({"entries": [{"strategy": "crew_config", "key": "ct", "value": "x", "content_type": ct}]});
+        let r = s.client.post(s.url("/api/v1/cache/warm")).json(&warm).send().await.unwrap();
+        expect_error(r, 400, "invalid_input").await;
+    }
+    let r = s.client.get(s.url("/api/v1/cache/crew_config/ct")).send().await.unwrap();
+    assert_eq!(r.status(), 404, "nothing stored");
+    let ok_type = format!("text/{}", "x".repeat(250));
+    let r = s
+        .client
+        .put(s.url("/api/v1/cache/crew_config/ct"))
+        .header("Content-Type", &ok_type)
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = s.client.get(s.url("/api/v1/cache/crew_config/ct")).send().await.unwrap();
+    assert_eq!(r.headers()["content-type"], ok_type.as_str());
     // A TTL is 1 ms to 365 days: shorter would expire before it is stored (and left an older
     // value in Redis alive), longer overflowed the expiry.
     for ttl in ["0", "1ns", "999us", "366d", "99999999999999"] {
