@@ -132,6 +132,8 @@ pub fn property<S: proptest::strategy::Strategy>(
     strategy: S,
     test: impl Fn(S::Value) -> Result<(), proptest::test_runner::TestCaseError>,
 ) {
+    // PROPTEST_CASES (proptest's own variable) overrides the count, for longer hunts by hand.
+    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(cases);
     let config = proptest::test_runner::Config { cases, failure_persistence: None, ..Default::default() };
     if let Err(e) = proptest::test_runner::TestRunner::new(config).run(&strategy, test) {
         panic!("{e}");
