@@ -94,18 +94,36 @@ impl TieredCache {
             Ok((e, _)) => Ok(e.value.clone()),
             Err(_) => {
                 let (full, _) = self.full_key(strategy, key)?;
-                let result = loader().await;
-                match result {
-                    Ok(v) => {
-                        self.set(strategy, key, v.clone(), Some("application/json"), None).await?;
-                        Ok(v)
-                    }
-                    Err(e) => {
-                        self.release(&full);
-                        Err(e)
-                    }
-                }
+                // Gives the lease up if the loader fails, panics or is dropped midway, so the
+                // next caller loads at once instead of waiting out the lease.
+                let held = Held { cache: self, full: Some(full) };
+                let v = loader().await?;
+                self.set(strategy, key, v.clone(), Some("application/json"), None).await?;
+                held.disarm();
+                Ok(v)
             }
+        }
+    }
+}
+
+/// A fill lease held by [`TieredCache::get_or_load`]; released when dropped armed.
+struct Held<'a> {
+    cache: &'a TieredCache,
+    full: Option<String>,
+}
+
+impl Held<'_> {
+    /// After a successful `set`, which released the lease: a lease on the key now is someone
+    /// else's.
+    fn disarm(mut self) {
+        self.full = None;
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if let Some(full) = &self.full {
+            self.cache.release(full);
         }
     }
 }
@@ -153,5 +171,31 @@ mod tests {
             assert_eq!(&t.await.unwrap()[..], b"{\"p99\":12}");
         }
         assert_eq!(calls.load(Relaxed), 1);
+    }
+
+    /// A loader dropped midway (its caller went away, or it panicked) gives the lease up: the
+    /// next caller loads at once, not after the lease's 30 s.
+    #[tokio::test]
+    async fn a_dropped_load_gives_the_lease_up() {
+        let cache = Arc::new(cache());
+        assert_eq!(cache.config().lease_ttl, std::time::Duration::from_secs(30));
+        let started = Arc::new(tokio::sync::Notify::new());
+        let stuck = {
+            let (cache, started) = (cache.clone(), started.clone());
+            tokio::spawn(async move {
+                cache
+                    .get_or_load("performance", "stuck", || async move {
+                        started.notify_one();
+                        std::future::pending::<crate::error::Result<Bytes>>().await
+                    })
+                    .await
+            })
+        };
+        started.notified().await;
+        stuck.abort();
+        assert!(stuck.await.unwrap_err().is_cancelled());
+        let next = cache.get_or_load("performance", "stuck", || async { Ok(Bytes::from_static(b"1")) });
+        let v = tokio::time::timeout(std::time::Duration::from_secs(5), next).await.expect("loaded at once");
+        assert_eq!(&v.unwrap()[..], b"1");
     }
 }
