@@ -59,6 +59,12 @@ fn bench(c: &mut Criterion) {
         b.iter(|| rt.block_on(cache.set("llm_response", black_box("k1"), value.clone(), None, None)).unwrap())
     });
     g.bench_function("get_many_16", |b| b.iter(|| rt.block_on(cache.get_many(black_box(&keys))).unwrap()));
+    // The statistics of a full default L1 (1,000 entries; read every sampler tick and by
+    // `/api/v1/metrics/cache`), next to a bare walk of the same quick_cache summing lengths.
+    g.bench_function("baseline_quick_cache_walk_1000", |b| {
+        b.iter(|| raw.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>())
+    });
+    g.bench_function("statistics_1000", |b| b.iter(|| cache.statistics()));
     g.finish();
 }
 
