@@ -277,6 +277,29 @@ async fn redis_stalled_calls_time_out_and_l1_keeps_serving() {
     expect_l2_used_again(&s, "e", "v3").await;
 }
 
+/// Redis health in the statistics: the pool, and calls in flight (here one, waiting on a
+/// stalled Redis until its timeout; none once it timed out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_in_flight_are_counted() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let s = TestServer::start_with(move |c| {
+        c.cache.redis.url = Some(url);
+        c.cache.redis.pool_size = 2;
+        c.cache.redis.timeout = Duration::from_secs(3);
+    });
+    let l2 = wait_for_l2(&s, |l2| l2["reachable"] == true).await;
+    assert_eq!((l2["pool_size"].as_u64(), l2["in_flight"].as_u64()), (Some(2), Some(0)), "{l2}");
+    redis.signal("-STOP");
+    let (client, url) = (s.client.clone(), s.url("/api/v1/cache/crew_config/none"));
+    let miss = tokio::spawn(async move { client.get(url).send().await.unwrap().status() });
+    wait_for_l2(&s, |l2| l2["in_flight"] == 1).await;
+    assert_eq!(miss.await.unwrap(), 404);
+    let l2 = wait_for_l2(&s, |l2| l2["timeouts"] == 1).await;
+    assert_eq!(l2["in_flight"], 0, "{l2}");
+    redis.signal("-CONT");
+}
+
 async fn get(s: &TestServer, key: &str) -> (u16, String) {
     let r = s.client.get(s.url(&format!("/api/v1/cache/crew_config/{key}"))).send().await.unwrap();
     (r.status().as_u16(), r.text().await.unwrap())

@@ -34,7 +34,9 @@ pub struct L2Stats {
     /// is used again; until then L2 reads they cover are misses.
     pub pending_repairs: usize,
     pub ping_ms: Option<f64>,
+    /// Connections in the pool (each multiplexed), and calls waiting on them now.
     pub pool_size: usize,
+    pub in_flight: usize,
     /// Round trips of the calls Redis answered (errors and timeouts are counted above).
     pub latency_p50_ms: f64,
     pub latency_p99_ms: f64,

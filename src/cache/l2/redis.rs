@@ -38,6 +38,24 @@ pub(super) struct Counters {
     pub(super) ping_us: AtomicU64,
     /// Round trips of answered calls.
     pub(super) latency: Latency,
+    /// Calls sent and not yet answered (nor timed out).
+    pub(super) in_flight: AtomicUsize,
+}
+
+/// Counts a call in flight until dropped (also when its future is dropped midway).
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn new(n: &'a AtomicUsize) -> Self {
+        n.fetch_add(1, Relaxed);
+        InFlight(n)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
 }
 
 pub(super) struct Shared {
@@ -208,6 +226,7 @@ impl L2 {
             pending_repairs: s.unconfirmed.len(),
             ping_ms: (ping > 0).then(|| ping as f64 / 1000.0),
             pool_size: s.pool.read().len(),
+            in_flight: c.in_flight.load(Relaxed),
         }
     }
 }
@@ -276,6 +295,7 @@ impl Shared {
             return None;
         };
         let started = std::time::Instant::now();
+        let _in_flight = InFlight::new(&self.counters.in_flight);
         match tokio::time::timeout(self.cfg.timeout, pipe.query_async::<T>(&mut conn)).await {
             Ok(Ok(v)) => {
                 self.counters.latency.record(started.elapsed());

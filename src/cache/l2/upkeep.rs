@@ -3,7 +3,7 @@
 
 use super::redis::{SCAN_COUNT, Shared, glob_escape};
 use super::unconfirmed::Repair;
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
@@ -50,7 +50,11 @@ pub(super) async fn keep_alive(shared: std::sync::Weak<Shared>) {
         if s.pool.read().is_empty() {
             let mut conns = Vec::with_capacity(s.cfg.pool_size);
             for _ in 0..s.cfg.pool_size {
-                let connect = ConnectionManager::new(s.client.clone());
+                // No response timeout of the connection's own (the crate's default is 500 ms):
+                // every call has `cache.redis.timeout`, which may be longer, and is counted as
+                // a timeout when it runs out (a cut at 500 ms was counted as an error).
+                let config = ConnectionManagerConfig::new().set_response_timeout(None);
+                let connect = ConnectionManager::new_with_config(s.client.clone(), config);
                 match tokio::time::timeout(Duration::from_secs(2), connect).await {
                     Ok(Ok(c)) => conns.push(c),
                     _ => break,
