@@ -241,6 +241,17 @@ mod tests {
     }
 
     #[test]
+    fn the_redis_timeout_is_1ms_to_a_minute() {
+        let c = Config::load(&Overrides::default(), env(&[("PERFD_CACHE_REDIS_TIMEOUT", "2s")])).unwrap();
+        assert_eq!(c.cache.redis.timeout, Duration::from_secs(2));
+        for bad in ["0s", "500us", "61s"] {
+            let e =
+                Config::load(&Overrides::default(), env(&[("PERFD_CACHE_REDIS_TIMEOUT", bad)])).unwrap_err();
+            assert!(e.to_string().contains("cache.redis.timeout"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn a_public_address_needs_a_token() {
         let e = Config::load(&Overrides::default(), env(&[("PERFD_LISTEN", "0.0.0.0:8470")])).unwrap_err();
         assert!(e.to_string().contains("auth_token"), "{e}");

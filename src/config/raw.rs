@@ -157,6 +157,13 @@ fn duration_min(key: &str, v: Option<String>, default: &str, min: Duration) -> R
     at_least(key, duration(key, v, default)?, min)
 }
 
+fn at_most<T: PartialOrd + std::fmt::Debug>(key: &str, v: T, max: T) -> Result<T> {
+    if v > max {
+        return Err(Error::Config(format!("{key}: {v:?} is above the maximum {max:?}")));
+    }
+    Ok(v)
+}
+
 fn at_least<T: PartialOrd + std::fmt::Debug>(key: &str, v: T, min: T) -> Result<T> {
     if v < min {
         return Err(Error::Config(format!("{key}: {v:?} is below the minimum {min:?}")));
@@ -332,7 +339,13 @@ impl RawCache {
                         )));
                     }
                 },
-                timeout: duration("cache.redis.timeout", r.timeout, "50ms")?,
+                // Zero made every call time out (Redis never usable); a minute already holds a
+                // request that long per call while Redis hangs.
+                timeout: at_most(
+                    "cache.redis.timeout",
+                    duration_min("cache.redis.timeout", r.timeout, "50ms", Duration::from_millis(1))?,
+                    Duration::from_secs(60),
+                )?,
                 prefix: r.prefix.unwrap_or_else(|| "perfd:".into()),
             },
         })
