@@ -240,6 +240,30 @@ mod tests {
         }
     }
 
+    /// Every duration is at most 10 years: longer ones overflowed clock arithmetic (a panic at
+    /// start, or on every request).
+    #[test]
+    fn durations_are_at_most_ten_years() {
+        let keys = [
+            "PERFD_SAMPLER_INTERVAL",
+            "PERFD_CACHE_LEASE_TTL",
+            "PERFD_CACHE_SWEEP_INTERVAL",
+            "PERFD_WRITER_MAINTENANCE_INTERVAL",
+            "PERFD_WRITER_SEAL_DELAY",
+            "PERFD_HTTP_KEEP_ALIVE",
+            "PERFD_HTTP_REQUEST_TIMEOUT",
+            "PERFD_EXECUTIONS_LEASE",
+            "PERFD_BACKUP_INTERVAL",
+            "PERFD_STORAGE_RETENTION",
+        ];
+        for key in keys {
+            let c = Config::load(&Overrides::default(), env(&[(key, "3650d")]));
+            assert!(c.is_ok(), "{key}: {c:?}");
+            let e = Config::load(&Overrides::default(), env(&[(key, "500000000000y")])).unwrap_err();
+            assert!(e.to_string().contains("10 years"), "{key}: {e}");
+        }
+    }
+
     #[test]
     fn the_redis_timeout_is_1ms_to_a_minute() {
         let c = Config::load(&Overrides::default(), env(&[("PERFD_CACHE_REDIS_TIMEOUT", "2s")])).unwrap();

@@ -133,3 +133,38 @@ async fn shutdown_answers_long_polls_at_once() {
     expect_error(cache.unwrap(), 503, "shutting_down").await;
     expect_error(slot.unwrap(), 503, "shutting_down").await;
 }
+
+/// Every duration setting at its maximum (10 years): the daemon starts, answers, runs its
+/// sampler and stops. Far longer ones overflowed clock arithmetic: a panic at start (sampler),
+/// or on every request (HTTP timeouts, a fill lease).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_longest_durations_run() {
+    let max = std::time::Duration::from_secs(10 * 365 * 86400);
+    let s = TestServer::start_with(move |c| {
+        c.sampler.interval = max;
+        c.cache.lease_ttl = max;
+        c.cache.sweep_interval = max;
+        c.writer.maintenance_interval = max;
+        c.writer.seal_delay = max;
+        c.http.keep_alive = max;
+        c.http.request_timeout = max;
+        c.executions.lease = max;
+        c.backup.interval = Some(max);
+        c.storage.retention = max;
+    });
+    let url = s.url("/api/v1/cache/llm_response/x?wait=50ms");
+    let first = s.client.get(&url).send().await.unwrap();
+    assert_eq!(first.headers()["x-cache-fill"], "lease");
+    let second = s.client.get(&url).send().await.unwrap();
+    assert_eq!(second.headers()["x-cache-fill"], "timeout");
+    let (status, _) = s.post_json("/api/v1/executions", &serde_json::json!({"crew_id": "c"})).await;
+    assert_eq!(status, 201);
+    let (status, _) = s
+        .post_json(
+            "/api/v1/ingest",
+            &serde_json::json!([{"name": "m", "labels": {}, "timestamp": base_ms(), "value": 1.0}]),
+        )
+        .await;
+    assert!((200..300).contains(&status), "{status}");
+    assert_eq!(s.client.get(s.url("/healthz")).send().await.unwrap().status(), 200);
+}
