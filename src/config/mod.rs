@@ -264,6 +264,20 @@ mod tests {
         }
     }
 
+    /// Sizes that made a dependency panic at start: actix-server past 512 workers, the writer's
+    /// channel (slots allocated up front) at a huge capacity.
+    #[test]
+    fn sizes_a_dependency_cannot_take_are_refused() {
+        for (key, ok, bad) in [
+            ("PERFD_HTTP_WORKERS", "512", "513"),
+            ("PERFD_WRITER_QUEUE_CAPACITY", "1000000", "9223372036854775807"),
+        ] {
+            assert!(Config::load(&Overrides::default(), env(&[(key, ok)])).is_ok(), "{key}");
+            let e = Config::load(&Overrides::default(), env(&[(key, bad)])).unwrap_err();
+            assert!(e.to_string().contains("maximum"), "{key}: {e}");
+        }
+    }
+
     #[test]
     fn the_redis_timeout_is_1ms_to_a_minute() {
         let c = Config::load(&Overrides::default(), env(&[("PERFD_CACHE_REDIS_TIMEOUT", "2s")])).unwrap();

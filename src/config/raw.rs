@@ -225,7 +225,8 @@ impl RawHttp {
     fn validate(self) -> Result<HttpConfig> {
         Ok(HttpConfig {
             max_body_bytes: at_least("http.max_body_bytes", self.max_body_bytes.unwrap_or(32 << 20), 1024)?,
-            workers: at_least("http.workers", self.workers.unwrap_or(2), 1)?,
+            // actix-server panics past 512 workers.
+            workers: at_most("http.workers", at_least("http.workers", self.workers.unwrap_or(2), 1)?, 512)?,
             max_connections: at_least("http.max_connections", self.max_connections.unwrap_or(4096), 1)?,
             keep_alive: duration_min("http.keep_alive", self.keep_alive, "5s", Duration::from_millis(100))?,
             request_timeout: duration_min(
@@ -251,7 +252,12 @@ impl RawStorage {
 impl RawWriter {
     fn validate(self) -> Result<WriterConfig> {
         Ok(WriterConfig {
-            queue_capacity: at_least("writer.queue_capacity", self.queue_capacity.unwrap_or(1024), 1)?,
+            // The channel allocates every slot up front (a huge capacity panicked at start).
+            queue_capacity: at_most(
+                "writer.queue_capacity",
+                at_least("writer.queue_capacity", self.queue_capacity.unwrap_or(1024), 1)?,
+                1_000_000,
+            )?,
             max_queued_points: at_least(
                 "writer.max_queued_points",
                 self.max_queued_points.unwrap_or(8_000_000),
