@@ -102,6 +102,18 @@ fn quoted(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> std::result::
     }
 }
 
+/// The span queries take times from: ±8.64e15 ms (±100,000,000 days around the epoch, as
+/// JavaScript's `Date`). Query bounds outside it are clamped to it, so `start=-9223372036854775808`
+/// reads from the beginning: unclamped, the hour and bucket arithmetic on it overflowed (an
+/// empty answer, or a panic in the read).
+pub const MIN_TIME_MS: i64 = -8_640_000_000_000_000;
+pub const MAX_TIME_MS: i64 = 8_640_000_000_000_000;
+
+/// A query bound clamped to [`MIN_TIME_MS`, `MAX_TIME_MS`].
+pub fn clamp_time(ms: i64) -> i64 {
+    ms.clamp(MIN_TIME_MS, MAX_TIME_MS)
+}
+
 /// Unix milliseconds, or RFC 3339 (`2026-11-27T08:00:00Z`).
 pub fn parse_time(s: &str) -> Result<i64> {
     if let Ok(ms) = s.parse::<i64>() {

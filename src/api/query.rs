@@ -32,8 +32,11 @@ pub struct RangeParams {
 
 /// Resolved `[start, end]` in ms; `end` defaults to now, `start` to an hour before `end`.
 fn time_range(start: Option<&str>, end: Option<&str>) -> Result<(i64, i64), Error> {
-    let end = end.map(query::parse_time).transpose()?.unwrap_or_else(now_ms);
-    let start = start.map(query::parse_time).transpose()?.unwrap_or(end - DEFAULT_WINDOW_MS);
+    let end = query::clamp_time(end.map(query::parse_time).transpose()?.unwrap_or_else(now_ms));
+    let start = match start {
+        Some(s) => query::clamp_time(query::parse_time(s)?),
+        None => end - DEFAULT_WINDOW_MS,
+    };
     if start > end {
         return Err(Error::invalid(format!("start ({start}) is after end ({end})")));
     }
@@ -51,7 +54,9 @@ fn parse_step(s: &str) -> Result<i64, Error> {
     if ms <= 0 {
         return Err(Error::invalid("step must be positive"));
     }
-    Ok(ms)
+    // A step over the whole span of query times is one bucket either way; capped so bucket
+    // arithmetic cannot overflow.
+    Ok(ms.min(query::MAX_TIME_MS - query::MIN_TIME_MS))
 }
 
 fn parse_agg(s: Option<&str>) -> Result<Agg, Error> {

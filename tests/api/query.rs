@@ -194,3 +194,42 @@ async fn aggregates_over_many_series_answer_each_once_in_key_order() {
         assert_eq!(points, &vec![(t, want)], "series {i}");
     }
 }
+
+/// Bounds at the ends of i64 read everything, raw, aggregated and exported, from open and
+/// sealed hours. Before they were clamped, `start=i64::MIN` panicked in the read (a 500) and
+/// `start=i64::MIN&end=i64::MAX` answered no series.
+#[tokio::test]
+async fn the_widest_bounds_read_everything() {
+    let s = TestServer::start();
+    let t = base_ms();
+    s.post("/write?precision=ms", format!("m v=1 {t}\nm v=2 {}", t + 1000)).await;
+    s.seal();
+    s.post("/write?precision=ms", format!("m v=3 {}", t + 3_600_000)).await;
+    let want = vec![(t, 1.0), (t + 1000, 2.0), (t + 3_600_000, 3.0)];
+    let (min, max) = (i64::MIN, i64::MAX);
+    for bounds in [
+        format!("start={min}&end={max}"),
+        format!("start={min}&end={}", t + 7_200_000),
+        format!("start=0&end={max}"),
+    ] {
+        assert_eq!(s.points(&format!("query=m_v&{bounds}")).await[0].1, want, "{bounds}");
+        // One bucket for everything; hour buckets over such a span are too many (a clear 422).
+        let (status, v) =
+            s.get_json(&format!("/api/v1/query_range?query=m_v&{bounds}&step={max}&agg=count")).await;
+        assert_eq!(status, 200, "{bounds}: {v}");
+        let counts: f64 =
+            v["series"][0]["points"].as_array().unwrap().iter().map(|p| p[1].as_f64().unwrap()).sum();
+        assert_eq!(counts, 3.0, "{bounds}: {v}");
+        let r = s
+            .client
+            .get(s.url(&format!("/api/v1/query_range?query=m_v&{bounds}&step=1h")))
+            .send()
+            .await
+            .unwrap();
+        expect_error(r, 422, "too_many_points").await;
+        let r = s.client.get(s.url(&format!("/api/v1/export?match=m_v&{bounds}"))).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let text = r.text().await.unwrap();
+        assert!(text.contains("\"values\":[1.0,2.0,3.0]"), "{bounds}: {text}");
+    }
+}
