@@ -10,7 +10,7 @@ use actix_web::{HttpResponse, web};
 pub async fn create_backup(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let store = state.store.clone();
     let dir = state.config.data_dir.clone();
-    let info = blocking(move || backup::write(&store, &backup::new_path(&dir)?)).await?;
+    let info = blocking(move || backup::write_new(&store, &dir)).await?;
     log::info!("backup written: {} ({} bytes)", info.file, info.bytes);
     Ok(HttpResponse::Created().json(info))
 }

@@ -218,7 +218,7 @@ impl Sampler {
         }
         self.last_backup = Instant::now();
         let store = &self.sources.store;
-        match crate::store::backup::new_path(dir).and_then(|p| crate::store::backup::write(store, &p)) {
+        match crate::store::backup::write_new(store, dir) {
             Ok(info) => {
                 log::info!("scheduled backup {} ({} bytes)", info.file, info.bytes);
                 if let Err(e) = crate::store::backup::prune(dir, cfg.keep) {

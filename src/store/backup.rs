@@ -245,7 +245,25 @@ pub fn new_path(data_dir: &Path) -> Result<PathBuf> {
     let dir = data_dir.join("backups");
     std::fs::create_dir_all(&dir)?;
     let stamp = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string().replace(':', "-");
-    Ok(dir.join(format!("perfd-{stamp}.pfbk")))
+    // Two backups in one millisecond get -2, -3, … (callers hold `ONE_AT_A_TIME`).
+    let mut path = dir.join(format!("perfd-{stamp}.pfbk"));
+    let mut n = 1;
+    while path.exists() {
+        n += 1;
+        path = dir.join(format!("perfd-{stamp}-{n}.pfbk"));
+    }
+    Ok(path)
+}
+
+/// One backup at a time in this process: concurrent ones in one millisecond shared a name and
+/// a temp file (one failed with a 500, and could have replaced the other's file), and each
+/// holds a whole snapshot in memory.
+static ONE_AT_A_TIME: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
+
+/// Writes a backup to a new file in `<data_dir>/backups` (see [`new_path`]).
+pub fn write_new(store: &Store, data_dir: &Path) -> Result<BackupInfo> {
+    let _one = ONE_AT_A_TIME.lock();
+    write(store, &new_path(data_dir)?)
 }
 
 /// Backups in `<data-dir>/backups`, newest first.

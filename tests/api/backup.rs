@@ -141,3 +141,28 @@ async fn scheduled_backups_keep_the_newest_n() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// Concurrent backups each get their own file. Two in one millisecond shared a name and a temp
+/// file: one answered 500, and one could replace the other's file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_backups_each_get_a_file() {
+    let s = TestServer::start();
+    let posts: Vec<_> = (0..8)
+        .map(|_| {
+            let (client, url) = (s.client.clone(), s.url("/api/v1/admin/backup"));
+            tokio::spawn(async move { client.post(url).send().await.unwrap() })
+        })
+        .collect();
+    let mut files = std::collections::BTreeSet::new();
+    for p in posts {
+        let r = p.await.unwrap();
+        assert_eq!(r.status(), 201);
+        let v: serde_json::Value = r.json().await.unwrap();
+        files.insert(v["file"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(files.len(), 8, "{files:?}");
+    let (_, v) = s.get_json("/api/v1/admin/backups").await;
+    let listed: std::collections::BTreeSet<_> =
+        v["backups"].as_array().unwrap().iter().map(|b| b["file"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(listed, files);
+}
