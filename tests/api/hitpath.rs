@@ -268,6 +268,47 @@ async fn pipelined_hits_then_other_requests_answer_in_order() {
     }
 }
 
+/// A request that closes the connection (`Connection: close`, or HTTP/1.0 without keep-alive)
+/// is answered, then the connection closes: requests pipelined behind it are not processed (RFC
+/// 9112 §9.6). actix-http answered them and kept the connection open; a PUT behind one was
+/// stored.
+#[tokio::test]
+async fn nothing_pipelined_behind_a_closing_request_is_processed() {
+    let s = TestServer::start();
+    put(&s, "/api/v1/cache/crew_config/one", "1", "text/plain").await;
+    let after = "PUT /api/v1/cache/crew_config/late HTTP/1.1\r\nHost: perfd\r\nContent-Length: 1\r\n\r\nx"
+        .to_string()
+        + &get("/api/v1/cache/crew_config/one", "");
+    let closing = [
+        get("/api/v1/cache/crew_config/one", "Connection: close\r\n"),
+        get("/healthz", "Connection: keep-alive, close\r\n"),
+        "GET /api/v1/cache/crew_config/one HTTP/1.0\r\n\r\n".to_string(),
+        "PUT /api/v1/cache/crew_config/two HTTP/1.1\r\nHost: perfd\r\nConnection: close\r\nContent-Length: 2\r\n\r\n22"
+            .to_string(),
+    ];
+    for first in &closing {
+        for handed in [false, true] {
+            let mut c = if handed { Raw::handed_over(&s) } else { Raw::connect(&s) };
+            c.send((first.clone() + &after).as_bytes());
+            let answers: Vec<String> = std::iter::from_fn(|| c.answer()).collect();
+            assert_eq!(answers.len(), 1, "{first:?} (handed over: {handed}): {answers:?}");
+            // An HTTP/1.0 answer closes by default; a 1.1 answer says it.
+            let a = answers[0].to_ascii_lowercase();
+            assert!(a.starts_with("http/1.0") || a.contains("connection: close"), "{answers:?}");
+            let r = s.client.get(s.url("/api/v1/cache/crew_config/late")).send().await.unwrap();
+            assert_eq!(r.status(), 404, "{first:?} (handed over: {handed}): the PUT behind it was stored");
+        }
+    }
+    // Keep-alive requests still pipeline.
+    let mut c = Raw::connect(&s);
+    c.send(
+        (get("/healthz", "Connection: keep-alive\r\n") + &get("/api/v1/cache/crew_config/one", ""))
+            .as_bytes(),
+    );
+    assert_eq!(status(&c.answer().unwrap()), "200");
+    assert_eq!(body(&c.answer().unwrap()), "1");
+}
+
 /// What the hit path does not answer reaches the App with every byte, and gets the App's answer.
 #[tokio::test]
 async fn requests_the_hit_path_leaves_to_actix_get_the_apps_answers() {

@@ -7,6 +7,11 @@
 //! fails the read, so actix-http closes the connection, once a head has taken longer than
 //! `http.request_timeout` from its first byte. Bodies are not timed (a large upload on a slow
 //! link is not an attack); after a chunked body or an upgrade the clock stops following.
+//!
+//! The same framing ends the connection's input after a request that closes it (`Connection:
+//! close`, or HTTP/1.0 without `keep-alive`): actix-http answered the requests pipelined behind
+//! one and kept the connection open, where RFC 9112 §9.6 says a server must not process them.
+//! actix-http gets nothing more, answers the closing request and closes.
 
 use bytes::{Buf, BytesMut};
 use std::io;
@@ -31,9 +36,11 @@ pub struct Handed {
 }
 
 impl Handed {
-    pub(in crate::api) fn new(unread: BytesMut, stream: TcpStream, head_timeout: Duration) -> Handed {
+    pub(in crate::api) fn new(mut unread: BytesMut, stream: TcpStream, head_timeout: Duration) -> Handed {
         let mut heads = HeadClock::new(head_timeout);
-        heads.feed(&unread, Instant::now);
+        if let Some(end) = heads.feed(&unread, Instant::now) {
+            unread.truncate(end);
+        }
         Handed { unread, stream, heads, timer: None }
     }
 
@@ -57,6 +64,8 @@ enum Framing {
     Body(u64),
     /// Past a chunked body, an upgrade or a head this does not follow: no longer timed.
     Untracked,
+    /// Past the end of a request that closes the connection: nothing more is read.
+    Closed,
 }
 
 /// Follows request framing over the bytes read, to time each head from its first byte.
@@ -68,11 +77,13 @@ struct HeadClock {
     head: Vec<u8>,
     /// When its first byte came; `None` between requests.
     started: Option<Instant>,
+    /// The request under way (its head complete) closes the connection.
+    closing: bool,
 }
 
 impl HeadClock {
     fn new(timeout: Duration) -> HeadClock {
-        HeadClock { timeout, framing: Framing::Head, head: Vec::new(), started: None }
+        HeadClock { timeout, framing: Framing::Head, head: Vec::new(), started: None, closing: false }
     }
 
     /// When the head under way must be complete.
@@ -84,14 +95,23 @@ impl HeadClock {
     }
 
     /// Takes the next bytes the client sent (`now` is read only if a head is left unfinished).
-    fn feed(&mut self, mut bytes: &[u8], now: impl Fn() -> Instant) {
+    /// `Some(n)`: the connection's input ends after the first `n` of them (the end of a request
+    /// that closes it, or earlier); the rest must not reach actix-http.
+    fn feed(&mut self, bytes: &[u8], now: impl Fn() -> Instant) -> Option<usize> {
+        let all = bytes.len();
+        let mut bytes = bytes;
         while !bytes.is_empty() {
             match self.framing {
-                Framing::Untracked => return,
+                Framing::Untracked => return None,
+                Framing::Closed => return Some(all - bytes.len()),
                 Framing::Body(left) => {
                     let n = left.min(bytes.len() as u64);
                     bytes = &bytes[n as usize..];
-                    self.framing = if n == left { Framing::Head } else { Framing::Body(left - n) };
+                    self.framing = match (n == left, self.closing) {
+                        (false, _) => Framing::Body(left - n),
+                        (true, false) => Framing::Head,
+                        (true, true) => Framing::Closed,
+                    };
                 }
                 Framing::Head => {
                     let Some(end) = head_end(&self.head, bytes) else {
@@ -100,25 +120,29 @@ impl HeadClock {
                         if self.head.len() > MAX_FOLLOWED_HEAD {
                             self.framing = Framing::Untracked;
                         }
-                        return;
+                        return None;
                     };
                     if self.head.is_empty() {
                         // The usual case: a whole head in one read, not copied.
-                        self.framing = body_after(&bytes[..end]);
+                        (self.framing, self.closing) = body_after(&bytes[..end]);
                     } else {
                         self.head.extend_from_slice(&bytes[..end]);
-                        self.framing = body_after(&self.head);
+                        (self.framing, self.closing) = body_after(&self.head);
                         self.head.clear();
                         if self.head.capacity() > 8192 {
                             self.head = Vec::new(); // a long head once: not kept for the connection's life
                         }
                     }
                     self.started = None;
+                    if self.closing && self.framing == Framing::Head {
+                        self.framing = Framing::Closed;
+                    }
                     // What follows is the body or the next request.
                     bytes = &bytes[end..];
                 }
             }
         }
+        (self.framing == Framing::Closed).then_some(all)
     }
 }
 
@@ -138,33 +162,44 @@ fn head_end(held: &[u8], bytes: &[u8]) -> Option<usize> {
     memchr::memmem::find(bytes, b"\r\n\r\n").map(|at| at + 4)
 }
 
-/// The framing after a complete head: its `Content-Length` body, or untracked for anything this
-/// does not follow (chunked, an upgrade, `CONNECT`, a length that does not parse).
-fn body_after(head: &[u8]) -> Framing {
+/// The framing after a complete head (its `Content-Length` body, or untracked for anything this
+/// does not follow: chunked, an upgrade, `CONNECT`, a length that does not parse), and whether
+/// the request closes the connection (a `close` token in `Connection`, or HTTP/1.0 without
+/// `keep-alive`, RFC 9112 §9.3).
+fn body_after(head: &[u8]) -> (Framing, bool) {
     let mut lines =
         head.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l)).filter(|l| !l.is_empty());
-    if lines.next().is_none_or(|request_line| request_line.starts_with(b"CONNECT ")) {
-        return Framing::Untracked;
+    let Some(request_line) = lines.next() else { return (Framing::Untracked, false) };
+    if request_line.starts_with(b"CONNECT ") {
+        return (Framing::Untracked, false);
     }
-    let mut length = 0;
+    let http10 = request_line.ends_with(b" HTTP/1.0");
+    let (mut length, mut close, mut keep_alive) = (0, false, false);
     for line in lines {
-        // Only these three names matter; most lines are passed over on their first byte.
+        // Only these four names matter; most lines are passed over on their first byte.
         if !matches!(line[0] | 0x20, b'c' | b't' | b'u') {
             continue;
         }
         let Some(colon) = memchr::memchr(b':', line) else { continue };
         let (name, value) = (line[..colon].trim_ascii(), line[colon + 1..].trim_ascii());
         if name.eq_ignore_ascii_case(b"transfer-encoding") || name.eq_ignore_ascii_case(b"upgrade") {
-            return Framing::Untracked;
+            return (Framing::Untracked, false);
         }
         if name.eq_ignore_ascii_case(b"content-length") {
             match std::str::from_utf8(value).ok().and_then(|v| v.parse().ok()) {
                 Some(n) => length = n,
-                None => return Framing::Untracked,
+                None => return (Framing::Untracked, false),
+            }
+        }
+        if name.eq_ignore_ascii_case(b"connection") {
+            for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                close |= token.eq_ignore_ascii_case(b"close");
+                keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
             }
         }
     }
-    if length == 0 { Framing::Head } else { Framing::Body(length) }
+    let closing = close || (http10 && !keep_alive);
+    (if length == 0 { Framing::Head } else { Framing::Body(length) }, closing)
 }
 
 impl AsyncRead for Handed {
@@ -181,10 +216,17 @@ impl AsyncRead for Handed {
             }
             return Poll::Ready(Ok(()));
         }
+        if this.heads.framing == Framing::Closed {
+            // Nothing more from this client: actix-http answers the closing request and closes
+            // (its dispatcher is woken by the answer, not by this read).
+            return Poll::Pending;
+        }
         let before = buf.filled().len();
         let read = Pin::new(&mut this.stream).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = read {
-            this.heads.feed(&buf.filled()[before..], Instant::now);
+        if let Poll::Ready(Ok(())) = read
+            && let Some(end) = this.heads.feed(&buf.filled()[before..], Instant::now)
+        {
+            buf.set_filled(before + end);
         }
         let Some(deadline) = this.heads.deadline() else {
             return read;

@@ -120,3 +120,37 @@ fn what_it_does_not_follow_is_no_longer_timed() {
     c.feed(&vec![b'a'; MAX_FOLLOWED_HEAD + 1], || t0);
     assert_eq!(c.framing, Framing::Untracked, "an endless head");
 }
+
+/// A request that closes the connection ends its input: what follows it (pipelined requests)
+/// never reaches actix-http, which answered them and kept the connection open.
+#[test]
+fn input_ends_after_a_request_that_closes_the_connection() {
+    let next = b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n";
+    for (first, closes) in [
+        (&b"GET /a HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"[..], true),
+        (b"GET /a HTTP/1.1\r\nconnection:  Keep-Alive , CLOSE\r\n\r\n", true),
+        (b"GET /a HTTP/1.0\r\n\r\n", true),
+        (b"PUT /a HTTP/1.1\r\nConnection: close\r\nContent-Length: 3\r\n\r\nabc", true),
+        (b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", false),
+        (b"GET /a HTTP/1.1\r\nConnection: closed\r\n\r\n", false),
+        (b"GET /a HTTP/1.1\r\nX-Connection: close\r\n\r\n", false),
+        (b"GET /a HTTP/1.1\r\n\r\n", false),
+    ] {
+        let all = [first, &next[..]].concat();
+        let shown = String::from_utf8_lossy(first);
+        // In one read, and in two reads cut anywhere.
+        let (mut c, t0) = clock();
+        assert_eq!(c.feed(&all, || t0), closes.then_some(first.len()), "{shown}");
+        for cut in 1..all.len() {
+            let (mut c, t0) = clock();
+            let got = match c.feed(&all[..cut], || t0) {
+                Some(n) => Some(n),
+                None => c.feed(&all[cut..], || t0).map(|n| cut + n),
+            };
+            assert_eq!(got, closes.then_some(first.len()), "{shown} cut at {cut}");
+            if closes {
+                assert_eq!(c.feed(b"more", || t0), Some(0), "{shown}: nothing after");
+            }
+        }
+    }
+}
