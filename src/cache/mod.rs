@@ -396,6 +396,12 @@ impl TieredCache {
     }
 }
 
+/// Printable ASCII and tabs: what actix-http's `HeaderValue::to_str` takes, and what a header
+/// value sent back can hold unchanged.
+pub fn is_header_text(v: &[u8]) -> bool {
+    v.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
+}
+
 /// Longest content type kept with an entry (Redis stores its length in one byte).
 pub const MAX_CONTENT_TYPE_LEN: usize = 255;
 
@@ -403,7 +409,7 @@ pub const MAX_CONTENT_TYPE_LEN: usize = 255;
 /// [`MAX_CONTENT_TYPE_LEN`] bytes. Anything else was dropped or cut (the L2 copy lost what
 /// passed 255 bytes) or answered differently by the hit path and the App.
 pub fn check_content_type(ct: &str) -> Result<()> {
-    if ct.len() > MAX_CONTENT_TYPE_LEN || !ct.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b)) {
+    if ct.len() > MAX_CONTENT_TYPE_LEN || !is_header_text(ct.as_bytes()) {
         return Err(Error::invalid(format!(
             "content type must be printable ASCII of at most {MAX_CONTENT_TYPE_LEN} bytes"
         )));

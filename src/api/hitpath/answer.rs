@@ -3,7 +3,7 @@
 
 use super::super::cache::{percent_decoded, split_entry_path};
 use super::super::mget::{MAX_MGET_KEYS, MGET_BINARY, MGET_ROUTE, binary_body, binary_len, mget_lines};
-use crate::cache::{Entry, TieredCache};
+use crate::cache::{Entry, TieredCache, is_header_text};
 use std::cell::RefCell;
 use std::future::Future;
 use std::task::{Context, Poll, Waker};
@@ -124,13 +124,13 @@ fn mget_headers(headers: &[httparse::Header<'_>], auth_token: Option<&str>) -> O
             length = digits.parse().ok().filter(|&n| n <= MAX_MGET_BODY)?;
         } else if is("content-type") {
             types += 1;
-            compact_in = visible_ascii(h.value) && mentions(MGET_BINARY);
+            compact_in = is_header_text(h.value) && mentions(MGET_BINARY);
         } else if is("accept") {
             accepts += 1;
-            compact_out = visible_ascii(h.value) && mentions(MGET_BINARY);
+            compact_out = is_header_text(h.value) && mentions(MGET_BINARY);
         } else if is("authorization") {
             tokens += 1;
-            let given = h.value.strip_prefix(b"Bearer ").filter(|v| visible_ascii(v)).unwrap_or(b"");
+            let given = h.value.strip_prefix(b"Bearer ").filter(|v| is_header_text(v)).unwrap_or(b"");
             authorized = auth_token.is_some_and(|t| super::super::constant_time_eq(given, t.as_bytes()));
         } else if is("connection") {
             if !h.value.eq_ignore_ascii_case(b"keep-alive") {
@@ -176,7 +176,7 @@ fn plain_path_byte(b: u8) -> bool {
 /// `hits_on_the_hit_path_are_the_apps_answers` compares them.
 fn write_hit(out: &mut Vec<u8>, e: &Entry, now_ms: i64) {
     let max_age = (e.ttl_ms(now_ms) + 999) / 1000;
-    let content_type = e.content_type.as_deref().filter(|ct| visible_ascii(ct.as_bytes()));
+    let content_type = e.content_type.as_deref().filter(|ct| is_header_text(ct.as_bytes()));
     let mut digits = itoa::Buffer::new();
     out.extend_from_slice(b"HTTP/1.1 200 OK\r\ncontent-length: ");
     out.extend_from_slice(digits.format(e.value.len()).as_bytes());
@@ -188,12 +188,6 @@ fn write_hit(out: &mut Vec<u8>, e: &Entry, now_ms: i64) {
     http_date(now_ms, |date| out.extend_from_slice(date));
     out.extend_from_slice(b"\r\n\r\n");
     out.extend_from_slice(&e.value);
-}
-
-/// What `HeaderValue::from_str` takes and `HeaderValue::to_str` gives back: tab and visible ASCII
-/// (the cache stores no other content type: see `cache::warm`).
-fn visible_ascii(v: &[u8]) -> bool {
-    v.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
 }
 
 /// The IMF-fixdate of `now_ms`, formatted once a second per thread.
