@@ -11,6 +11,9 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 use tokio::sync::Notify;
 
+/// Longest stage duration taken, ms: a year.
+pub const MAX_STAGE_MS: f64 = 365.0 * 24.0 * 3600.0 * 1000.0;
+
 #[derive(Debug, Clone)]
 pub struct ExecutionConfig {
     pub max_concurrent: usize,
@@ -187,12 +190,15 @@ impl Executions {
     }
 
     pub fn add_stage(&self, id: u64, stage: Stage) -> Result<Execution> {
+        // At most a year: longer is no stage's duration, and 1e308 made the window's average
+        // infinite (answered as null).
         if stage.name.is_empty()
             || stage.name.len() > 128
-            || !stage.duration_ms.is_finite()
-            || stage.duration_ms < 0.0
+            || !(0.0..=MAX_STAGE_MS).contains(&stage.duration_ms)
         {
-            return Err(Error::invalid("a stage needs a name (1 to 128 bytes) and a finite duration_ms ≥ 0"));
+            return Err(Error::invalid(
+                "a stage needs a name (1 to 128 bytes) and a duration_ms from 0 to a year (31,536,000,000)",
+            ));
         }
         {
             let mut inner = self.inner.lock();

@@ -176,6 +176,11 @@ pub async fn list_profiles(
             humantime::parse_duration(w).map_err(|_| Error::invalid(format!("invalid window {w:?}")))?
         }
     };
+    // Profiles are kept at most `storage.retention` (a few years at most): a longer window reads
+    // them all, and a far longer one overflowed the start of the window.
+    if window < Duration::from_secs(1) || window > Duration::from_secs(10 * 365 * 86400) {
+        return Err(Error::invalid("window must be between 1s and 10 years").into());
+    }
     let since = now_ms() - window.as_millis() as i64;
     let store = state.store.clone();
     let crew = params.crew_id.clone();
@@ -193,7 +198,8 @@ pub async fn list_profiles(
     }
     let stats = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
-        let avg = v.iter().sum::<f64>() / v.len().max(1) as f64;
+        // An empty sum is -0.0 in Rust; no profiles average 0.
+        let avg = if v.is_empty() { 0.0 } else { v.iter().sum::<f64>() / v.len() as f64 };
         let p95 = v.get(((v.len() as f64 * 0.95).ceil() as usize).saturating_sub(1)).copied().unwrap_or(0.0);
         serde_json::json!({"count": v.len(), "avg_ms": avg, "p95_ms": p95})
     };

@@ -168,6 +168,19 @@ async fn stages_and_profiles_with_per_stage_statistics() {
             400,
             "invalid_input",
         ),
+        // Over a year: 1e308 made the window's average infinite (answered as null).
+        (
+            format!("/api/v1/executions/{id}/stages"),
+            json!({"name": "x", "duration_ms": 1.7e308}),
+            400,
+            "invalid_input",
+        ),
+        (
+            format!("/api/v1/executions/{id}/stages"),
+            json!({"name": "x", "duration_ms": 31_536_000_001.0}),
+            400,
+            "invalid_input",
+        ),
         ("/api/v1/executions/999999/finish".to_string(), json!({}), 404, "not_found"),
         ("/api/v1/executions".to_string(), json!({"crew_id": ""}), 400, "invalid_input"),
         ("/api/v1/executions".to_string(), json!({"crew": "x"}), 400, "invalid_input"),
@@ -191,6 +204,15 @@ async fn stages_and_profiles_with_per_stage_statistics() {
     expect_error(r, 409, "conflict").await;
     let (status, done) = s.get_json(&format!("/api/v1/executions/{id}")).await;
     assert_eq!((status, done["state"].as_str()), (200, Some("finished")));
+    // The window is 1 s to 10 years (a far longer one overflowed its start); an empty one
+    // averages 0, not -0.
+    for w in ["0s", "500000000000y"] {
+        let r = s.client.get(s.url(&format!("/api/v1/executions?window={w}"))).send().await.unwrap();
+        expect_error(r, 400, "invalid_input").await;
+    }
+    let r = s.client.get(s.url("/api/v1/executions?crew_id=nobody")).send().await.unwrap();
+    let text = r.text().await.unwrap();
+    assert!(text.contains("\"avg_ms\":0.0") && !text.contains("-0.0"), "{text}");
 }
 
 /// Regression: an execution whose lease lapsed was expired by the next request for a slot
