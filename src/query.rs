@@ -22,6 +22,9 @@ pub struct Matcher {
 }
 
 impl Selector {
+    /// A selector has at most [`MAX_MATCHERS`] matchers: a series has at most 30 labels, and
+    /// a threshold's selector is matched against every series each sampler tick (one with
+    /// 5,000 matchers was accepted).
     pub fn parse(text: &str) -> Result<Selector> {
         let bad = |why: &str| Error::invalid(format!("invalid selector {}: {why}", Shown(text)));
         let text_t = text.trim();
@@ -55,6 +58,9 @@ impl Selector {
                 let value = quoted(&mut chars).map_err(bad)?;
                 crate::model::validate_label(&label, if value.is_empty() { "x" } else { &value })
                     .map_err(|e| bad(&e.to_string()))?;
+                if matchers.len() == MAX_MATCHERS {
+                    return Err(bad(&format!("more than {MAX_MATCHERS} matchers")));
+                }
                 matchers.push(Matcher { label, value, negated });
                 while chars.next_if(|c| c.is_whitespace()).is_some() {}
                 match chars.next() {
@@ -113,6 +119,9 @@ pub const MAX_TIME_MS: i64 = 8_640_000_000_000_000;
 pub fn clamp_time(ms: i64) -> i64 {
     ms.clamp(MIN_TIME_MS, MAX_TIME_MS)
 }
+
+/// Most matchers in one selector: twice the labels a series may have, room for `!=` ones.
+pub const MAX_MATCHERS: usize = 2 * crate::model::MAX_LABELS;
 
 /// Unix milliseconds, or RFC 3339 (`2026-11-27T08:00:00Z`).
 pub fn parse_time(s: &str) -> Result<i64> {
@@ -323,6 +332,12 @@ mod tests {
         assert_eq!(s.matchers[0].value, "a\"b");
         assert!(s.matchers[1].negated);
         assert_eq!(Selector::parse("cpu{}").unwrap().matchers.len(), 0);
+        let many = |n: usize| {
+            format!("cpu{{{}}}", (0..n).map(|i| format!("l{i}!=\"x\"")).collect::<Vec<_>>().join(","))
+        };
+        assert_eq!(Selector::parse(&many(MAX_MATCHERS)).unwrap().matchers.len(), 60);
+        let e = Selector::parse(&many(MAX_MATCHERS + 1)).unwrap_err();
+        assert!(e.to_string().contains("more than 60 matchers"), "{e}");
         for bad in
             ["", "cpu{", "cpu{host=a}", "cpu{host=\"a\"", "1cpu", "cpu{host~\"a\"}", "cpu{__name__=\"x\"}"]
         {
