@@ -178,7 +178,7 @@ pub async fn list_profiles(
     };
     // Profiles are kept at most `storage.retention` (a few years at most): a longer window reads
     // them all, and a far longer one overflowed the start of the window.
-    if window < Duration::from_secs(1) || window > Duration::from_secs(10 * 365 * 86400) {
+    if window < Duration::from_secs(1) || window > crate::config::MAX_DURATION {
         return Err(Error::invalid("window must be between 1s and 10 years").into());
     }
     let since = now_ms() - window.as_millis() as i64;

@@ -71,11 +71,12 @@ pub struct Latency {
 const SUB: u64 = 16;
 /// Exponents above this are clamped (2^32 ns is over 4 s).
 const MAX_EXP: u32 = 31;
+/// Buckets in a histogram: exact values below 16 ns, then `SUB` per power of two.
+const BUCKETS: usize = (SUB + (MAX_EXP as u64 - 3) * SUB) as usize;
 
 impl Default for Latency {
     fn default() -> Self {
-        let n = SUB + (MAX_EXP as u64 - 3) * SUB;
-        Latency { buckets: (0..n).map(|_| AtomicU64::new(0)).collect() }
+        Latency { buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect() }
     }
 }
 
@@ -123,7 +124,7 @@ impl Latency {
     /// (p50, p99) of several histograms taken together (the total of the strategies' lookups,
     /// so a lookup is recorded once, not once more for the total).
     pub fn merged_quantiles_ms<'a>(all: impl IntoIterator<Item = &'a Latency>) -> (f64, f64) {
-        let mut counts = vec![0u64; SUB as usize + (MAX_EXP as usize - 3) * SUB as usize];
+        let mut counts = vec![0u64; BUCKETS];
         for l in all {
             for (c, b) in counts.iter_mut().zip(l.buckets.iter()) {
                 *c += b.load(Relaxed);

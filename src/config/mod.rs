@@ -4,6 +4,11 @@
 
 mod raw;
 
+/// Longest duration any setting (or a profiles window) takes: far beyond any sensible one, and
+/// short enough that no clock arithmetic on it can overflow (a sampler interval of 500 billion
+/// years panicked at start, a lease TTL or HTTP timeout that long on every request).
+pub const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(10 * 365 * 86400);
+
 use crate::error::{Error, Result};
 use raw::{RawConfig, SECTIONS, read_toml, toml_value};
 use std::collections::BTreeMap;

@@ -147,17 +147,12 @@ pub(super) fn toml_value(s: &str) -> toml::Value {
         .unwrap_or_else(|| toml::Value::String(s.to_owned()))
 }
 
-/// Longest duration any setting takes: far beyond any sensible one, and short enough that no
-/// clock arithmetic on it can overflow (a sampler interval of 500 billion years panicked at
-/// start, a lease TTL or HTTP timeout that long on every request).
-const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 86400);
-
 fn duration(key: &str, v: Option<String>, default: &str) -> Result<Duration> {
     let text = v.as_deref().unwrap_or(default);
     let d = humantime::parse_duration(text).map_err(|e| {
         Error::Config(format!("{key}: {text:?} is not a duration like \"30d\" or \"5m\" ({e})"))
     })?;
-    if d > MAX_DURATION {
+    if d > super::MAX_DURATION {
         return Err(Error::Config(format!("{key}: {text:?} is longer than the maximum, 10 years")));
     }
     Ok(d)
