@@ -1,5 +1,6 @@
 //! Cache statistics: counters per strategy, latency, and the recommendations derived from them.
 
+use super::TieredCache;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -191,6 +192,68 @@ pub struct StrategyStats {
     pub l1_bytes: u64,
     pub latency_p50_ms: f64,
     pub latency_p99_ms: f64,
+}
+
+impl TieredCache {
+    /// What `GET /api/v1/metrics/cache` reports: one walk of L1 for entries and bytes, the
+    /// latency histograms merged per level and in all.
+    pub fn statistics(&self) -> CacheStatistics {
+        let all = self.strategies.values().flat_map(|s| [&s.l1_answered, &s.beyond_l1]);
+        let (p50, p99) = Latency::merged_quantiles_ms(all);
+        let l1_part = self.strategies.values().map(|s| &s.l1_answered);
+        let (l1_p50, l1_p99) = Latency::merged_quantiles_ms(l1_part.chain([&self.l1_miss_latency]));
+        let total = self.total.snapshot();
+        let usage = self.l1.usage_by_prefix();
+        let evictions = self.l1.evictions.total.load(Relaxed);
+        let (l1_size, l1_bytes) = (self.l1.len(), usage.values().map(|u| u.bytes).sum());
+        let strategies = self
+            .strategies
+            .iter()
+            .map(|(name, s)| {
+                let (latency_p50_ms, latency_p99_ms) =
+                    Latency::merged_quantiles_ms([&s.l1_answered, &s.beyond_l1]);
+                let used = usage.get(name).copied().unwrap_or_default();
+                let stats = StrategyStats {
+                    counters: s.counters.snapshot(),
+                    evictions: self.l1.evictions.of(name),
+                    l1_entries: used.entries,
+                    l1_bytes: used.bytes,
+                    latency_p50_ms,
+                    latency_p99_ms,
+                };
+                (name.clone(), stats)
+            })
+            .collect();
+        let l1_misses = total.l2_hits + total.misses;
+        CacheStatistics {
+            l1: L1Stats {
+                hits: total.l1_hits,
+                misses: l1_misses,
+                hit_rate_percent: hit_rate(total.l1_hits, l1_misses),
+                sets: total.sets,
+                evictions,
+                expirations: total.expirations,
+                entries: l1_size,
+                bytes: l1_bytes,
+                capacity: self.l1.capacity(),
+                latency_p50_ms: l1_p50,
+                latency_p99_ms: l1_p99,
+            },
+            total,
+            evictions,
+            l1_size,
+            l1_capacity: self.l1.capacity(),
+            l1_bytes,
+            latency_p50_ms: p50,
+            latency_p99_ms: p99,
+            strategies,
+            l2: self.l2.stats(),
+        }
+    }
+
+    pub fn recommendations(&self, s: &CacheStatistics) -> Vec<String> {
+        recommendations(s, self.cfg.max_entries)
+    }
 }
 
 /// Lookups below which hit-rate rules stay silent: too few to judge.
