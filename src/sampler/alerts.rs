@@ -80,7 +80,7 @@ pub struct Threshold {
     pub warning: Option<f64>,
     #[serde(default)]
     pub critical: Option<f64>,
-    /// Where a firing alert resolves; defaults to the warning (else the critical) level.
+    /// Past this a firing alert resolves; without it, as soon as the value breaches no level.
     #[serde(default)]
     pub clear: Option<f64>,
     #[serde(rename = "for", default = "default_for")]
@@ -101,7 +101,9 @@ impl Threshold {
         if window < Duration::from_secs(1) || window > Duration::from_secs(24 * 3600) {
             return bad("window must be between 1s and 24h".into());
         }
-        self.for_duration()?;
+        if self.for_duration()? > crate::config::MAX_DURATION {
+            return bad("for must be at most 10 years".into());
+        }
         let levels = [self.warning, self.critical, self.clear];
         if levels.iter().flatten().any(|v| !v.is_finite()) {
             return bad("levels must be finite numbers".into());
@@ -138,9 +140,11 @@ impl Threshold {
             .map_err(|_| Error::invalid(format!("threshold {:?}: invalid for {:?}", self.name, self.for_)))
     }
 
-    /// Whether a firing alert may resolve at this value.
+    /// Whether a firing alert may resolve at this value (which breaches no level). Without a
+    /// clear level it may: at exactly the line of a `>` or `<` threshold it used to stay firing,
+    /// so `count < 1` never resolved at a count of 1.
     fn cleared(&self, value: f64) -> bool {
-        match self.clear.or(self.warning).or(self.critical) {
+        match self.clear {
             Some(clear) if self.comparison.upward() => value < clear,
             Some(clear) => value > clear,
             None => true,
@@ -177,9 +181,12 @@ impl Threshold {
         })
     }
 
-    /// Combines per-series values: the worst one counts.
+    /// Combines per-series values: the worst one counts. With no value at all (no point in the
+    /// window), a count or a sum is 0, so `count < 1` fires when a series stops reporting and a
+    /// sum of events resolves when they stop; the other aggregations have no value.
     pub fn worst(&self, values: impl Iterator<Item = f64>) -> Option<f64> {
-        if self.comparison.upward() { values.reduce(f64::max) } else { values.reduce(f64::min) }
+        let worst = if self.comparison.upward() { values.reduce(f64::max) } else { values.reduce(f64::min) };
+        worst.or(matches!(self.aggregation, Aggregation::Count | Aggregation::Sum).then_some(0.0))
     }
 }
 
@@ -264,14 +271,16 @@ pub fn evaluate(
     }
     let mut target = t.target(value);
     if target == Level::Ok && state.level > Level::Ok && !t.cleared(value) {
-        // Hysteresis: between the clear and the warning level a firing alert stays at warning.
-        target = state.level.min(Level::Warning);
+        // Hysteresis: between the clear and the first level a firing alert stays at warning (at
+        // critical if the threshold has no warning level).
+        target = state.level.min(if t.warning.is_some() { Level::Warning } else { Level::Critical });
     }
     let next = if target > state.level {
         // The breach counts from when the value first went above the current level.
         let since = state.pending.map_or(now_ms, |(_, since)| since);
         state.pending = Some((target, since));
-        let hold_ms = t.for_duration().map_or(0, |d| d.as_millis() as i64);
+        // Validation keeps `for` within 10 years, so its milliseconds fit.
+        let hold_ms = t.for_duration().map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         (now_ms - since >= hold_ms).then_some(target)
     } else {
         state.pending = None;
@@ -382,6 +391,19 @@ mod tests {
     }
 
     #[test]
+    fn without_a_clear_level_an_alert_resolves_at_the_line() {
+        // `> 80`: 80 breaches nothing; it stayed at warning when the clear level defaulted to 80.
+        let t = Threshold { clear: None, ..cpu("0s") };
+        assert_eq!(run(&t, &[85.0, 80.0]), vec![(Level::Ok, Level::Warning), (Level::Warning, Level::Ok)]);
+        // Critical only, with a clear level: between the two it stays critical (it has no warning).
+        let t = Threshold { warning: None, ..cpu("0s") };
+        assert_eq!(
+            run(&t, &[99.0, 80.0, 69.0]),
+            vec![(Level::Ok, Level::Critical), (Level::Critical, Level::Ok)]
+        );
+    }
+
+    #[test]
     fn invalid_thresholds_are_refused() {
         assert!(cpu("1m").validate().is_ok());
         for t in [
@@ -391,6 +413,9 @@ mod tests {
             Threshold { selector: "cpu{".into(), ..cpu("1m") },
             Threshold { window: "soon".into(), ..cpu("1m") },
             Threshold { for_: "x".into(), ..cpu("1m") },
+            // 300 million years: its milliseconds overflowed i64 and the alert fired at once.
+            Threshold { for_: "300000000y".into(), ..cpu("1m") },
+            Threshold { for_: "3651d".into(), ..cpu("1m") },
             Threshold { name: "".into(), ..cpu("1m") },
             Threshold { comparison: Comparison::Lt, ..cpu("1m") },
         ] {
@@ -422,5 +447,22 @@ mod tests {
             assert_eq!(t.aggregate(&pts), Some(want), "{a:?}");
         }
         assert_eq!(t.aggregate(&[]), None);
+    }
+
+    #[test]
+    fn no_point_is_a_count_and_a_sum_of_zero() {
+        let mut t = cpu("0s");
+        for (a, want) in [
+            (Aggregation::Count, Some(0.0)),
+            (Aggregation::Sum, Some(0.0)),
+            (Aggregation::Avg, None),
+            (Aggregation::Max, None),
+            (Aggregation::Rate, None),
+        ] {
+            t.aggregation = a;
+            assert_eq!(t.worst(std::iter::empty()), want, "{a:?}");
+            assert_eq!(t.worst([3.0, 7.0].into_iter()), Some(7.0), "{a:?}");
+        }
+        assert!(Threshold { for_: "3650d".into(), ..cpu("1m") }.validate().is_ok());
     }
 }

@@ -225,3 +225,34 @@ async fn a_threshold_deleted_just_before_a_restart_ends_its_alert() {
     let ended = ("critical".to_owned(), "ok".to_owned(), Some("threshold deleted".to_owned()));
     assert_eq!(events_of(&s, id).await, vec![("ok".to_owned(), "critical".to_owned(), None), ended]);
 }
+
+/// A dead-man's switch: `count < 1` over the window fires while a series sends nothing (a count
+/// of no points is 0; it had no value and never fired) and resolves once a point comes.
+#[tokio::test]
+async fn a_series_that_stops_reporting_fires_a_count_threshold() {
+    let s = TestServer::start();
+    let mut t = threshold();
+    t["name"] = json!("crew a silent");
+    t["aggregation"] = json!("count");
+    t["comparison"] = json!("<");
+    t["critical"] = json!(1);
+    // Without a clear level, a count of 1 (at the line, not past it) resolves it.
+    t.as_object_mut().unwrap().retain(|k, _| k != "warning" && k != "clear");
+    let (status, created) = s.post_json("/api/v1/alerts/thresholds", &t).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_u64().unwrap();
+    s.daemon().sampler.tick();
+    let silent = firing(&s, id).await.expect("no point in the window fires `count < 1`");
+    assert_eq!((&silent["level"], silent["value"].as_f64()), (&json!("critical"), Some(0.0)));
+    s.post("/write?precision=ms", format!("crew_queue,crew=a depth=3 {}", perfd::model::now_ms())).await;
+    s.daemon().sampler.tick();
+    assert!(firing(&s, id).await.is_none(), "a point resolves it");
+    let event = |from: &str, to: &str| (from.to_owned(), to.to_owned(), None);
+    assert_eq!(events_of(&s, id).await, vec![event("ok", "critical"), event("critical", "ok")]);
+
+    // A `for` whose milliseconds overflowed fired at once; `for` is at most 10 years.
+    let mut forever = threshold();
+    forever["for"] = json!("300000000y");
+    let r = s.client.post(s.url("/api/v1/alerts/thresholds")).json(&forever).send().await.unwrap();
+    expect_error(r, 400, "invalid_input").await;
+}

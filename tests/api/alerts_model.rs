@@ -113,7 +113,9 @@ impl Model {
             })
         };
         let values = self.points.iter().filter_map(aggregate);
-        if self.up() { values.reduce(f64::max) } else { values.reduce(f64::min) }
+        let worst = if self.up() { values.reduce(f64::max) } else { values.reduce(f64::min) };
+        // No point at all: a count or a sum is 0.
+        worst.or(matches!(self.aggregation, "sum" | "count").then_some(0.0))
     }
 
     fn tick(&mut self) {
