@@ -157,7 +157,13 @@ fn hex(b: &[u8]) -> String {
 
 /// Reads and verifies a backup file (magic, version, checksum, decoding).
 fn read(path: &Path) -> Result<(Snapshot, BackupInfo)> {
-    let bytes = std::fs::read(path)?;
+    if path.is_dir() {
+        return Err(Error::InvalidInput(format!(
+            "{} is a directory, not a backup file (a data dir is checked with --data-dir)",
+            path.display()
+        )));
+    }
+    let bytes = std::fs::read(path).map_err(|e| Error::InvalidInput(format!("{}: {e}", path.display())))?;
     let (snapshot, mut i) = parse(&bytes, &path.display().to_string())?;
     i.file = path.display().to_string();
     Ok((snapshot, i))
@@ -207,12 +213,46 @@ pub fn restore(path: &Path, data_dir: &Path, force: bool) -> Result<BackupInfo> 
     let (snapshot, info) = read(path)?;
     std::fs::create_dir_all(data_dir)?;
     let target = data_dir.join("perfd.redb");
-    if target.exists() && !force {
+    let existed = target.exists();
+    if existed && !force {
         return Err(Error::Conflict(format!(
             "{} already holds a database; pass --force to replace it",
             data_dir.display()
         )));
     }
+    let held = hold(&target, data_dir)?;
+    let restored = replace(&snapshot, data_dir, &target);
+    drop(held);
+    if restored.is_err() && !existed {
+        let _ = std::fs::remove_file(&target); // the empty database `hold` created
+    }
+    restored.map(|()| info)
+}
+
+/// Opens the database file (creating an empty one if there is none) and keeps it open while a
+/// restore replaces it, so no perfd starts on it meanwhile; a perfd that has it open already
+/// makes the restore fail (it would go on writing to the replaced file, and everything it
+/// wrote after the restore would be lost). A file redb cannot open (a damaged database: what a
+/// restore is for) is replaced without being held; a repair it would need is not run.
+fn hold(target: &Path, data_dir: &Path) -> Result<Option<Database>> {
+    let mut builder = Database::builder();
+    builder.set_repair_callback(|session| session.abort());
+    match builder.create(target) {
+        Ok(db) => Ok(Some(db)),
+        Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(Error::Conflict(format!(
+            "the database in {} is open in a running perfd: stop it first (a restore replaces the \
+             whole database; `perfd backup --url` works while it runs)",
+            data_dir.display()
+        ))),
+        Err(e) => {
+            log::warn!("restore: {} does not open ({e}); replacing it", target.display());
+            Ok(None)
+        }
+    }
+}
+
+/// Writes the snapshot to a new database file and renames it over `target`.
+fn replace(snapshot: &Snapshot, data_dir: &Path, target: &Path) -> Result<()> {
     let tmp: PathBuf = data_dir.join("perfd.redb.restore");
     let _ = std::fs::remove_file(&tmp);
     {
@@ -235,9 +275,9 @@ pub fn restore(path: &Path, data_dir: &Path, force: bool) -> Result<BackupInfo> 
         txn.commit()?;
     }
     std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, &target)?;
+    std::fs::rename(&tmp, target)?;
     std::fs::File::open(data_dir)?.sync_all()?;
-    Ok(info)
+    Ok(())
 }
 
 /// `<data-dir>/backups/perfd-<UTC time>.pfbk`; the client never chooses the path.

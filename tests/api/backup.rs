@@ -102,6 +102,45 @@ async fn offline_backup_of_a_running_daemon_is_a_clear_error() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("sha256"));
 }
 
+/// `restore --force` into the data dir of a running daemon replaced its database file: the
+/// daemon went on writing to the replaced one, and lost everything it wrote after. It is
+/// refused now, and the daemon keeps its data. A damaged database is still replaced.
+#[tokio::test]
+async fn restore_into_a_running_daemons_dir_is_refused() {
+    let s = TestServer::start();
+    let t = base_ms();
+    s.post("/write?precision=ms", format!("rs v=1 {t}")).await;
+    let (status, info) = s.post_json("/api/v1/admin/backup", &serde_json::json!({})).await;
+    assert_eq!(status, 201, "{info}");
+    let file = s.config.data_dir.join("backups").join(info["file"].as_str().unwrap());
+    s.post("/write?precision=ms", format!("rs v=2 {}", t + 1000)).await;
+    let db = s.config.data_dir.join("perfd.redb");
+    let inode = || std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&db).unwrap());
+    let before = inode();
+    let data_dir = s.config.data_dir.to_str().unwrap();
+    let out = perfd(&["restore", file.to_str().unwrap(), "--force", "--data-dir", data_dir]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("running perfd"), "{err}");
+    assert_eq!(inode(), before, "the running daemon's file was not replaced");
+    // A data dir given as the backup file to check: "Is a directory (os error 21)" before.
+    let out = perfd(&["check", data_dir]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--data-dir"), "{err}");
+    s.post("/write?precision=ms", format!("rs v=3 {}", t + 2000)).await;
+    let points = s.points(&format!("query=rs_v&start={t}&end={}", t + 3000)).await;
+    assert_eq!(points[0].1.len(), 3, "{points:?}");
+
+    // A damaged database (what a restore is for) is replaced, and a daemon then starts on it.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("perfd.redb"), b"not a database").unwrap();
+    let out =
+        perfd(&["restore", file.to_str().unwrap(), "--force", "--data-dir", dir.path().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let d = Daemon::start(Config::for_test(dir.path())).unwrap();
+    let view = TestServerView(format!("http://{}", d.addr));
+    assert_eq!(view.points(&format!("query=rs_v&start={t}&end={}", t + 3000)).await[0].1, vec![(t, 1.0)]);
+}
+
 /// A read-only view of another server, for comparing answers.
 struct TestServerView(String);
 
