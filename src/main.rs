@@ -113,10 +113,25 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("perfd: {e:#}");
+            eprintln!("perfd: {}", error_chain(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, `: `-separated, leaving out a cause the message before it already
+/// quotes (perfd's errors show their source: "io: No such file…: No such file…" otherwise).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    let mut last = text.clone();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !last.contains(&cause) {
+            text = format!("{text}: {cause}");
+        }
+        last = cause;
+    }
+    text
 }
 
 /// Raises the soft limit on open files to the hard one, as Redis and Go programs do: each
@@ -194,7 +209,7 @@ fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
 
 /// Offline backup of a stopped daemon's data dir. A running daemon holds the file: say so.
 fn backup_offline(config: Config, out: &std::path::Path) -> anyhow::Result<()> {
-    let store = perfd::store::Store::open(&config.data_dir).map_err(|e| match e {
+    let store = perfd::store::Store::open_existing(&config.data_dir).map_err(|e| match e {
         perfd::Error::Conflict(m) => {
             anyhow::anyhow!("{m}; is perfd running? use `perfd backup --url http://127.0.0.1:8470`")
         }
@@ -227,7 +242,7 @@ fn backup_online(url: &str) -> anyhow::Result<()> {
 }
 
 fn run_check(config: Config, compact: bool) -> anyhow::Result<()> {
-    let store = perfd::store::Store::open(&config.data_dir).context("opening the database")?;
+    let store = perfd::store::Store::open_existing(&config.data_dir).context("opening the database")?;
     if compact {
         store.compact().context("compacting")?;
         return run_check(config, false);

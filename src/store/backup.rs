@@ -111,6 +111,13 @@ fn info(s: &Snapshot) -> BackupInfo {
 
 /// Writes a snapshot of `store` to `path` (temp file, fsync, rename).
 pub fn write(store: &Store, path: &Path) -> Result<BackupInfo> {
+    if same_file(path, &store.path) {
+        // `perfd backup --out <data-dir>/perfd.redb` renamed the backup over the database.
+        return Err(Error::InvalidInput(format!(
+            "{} is the database itself; write the backup elsewhere",
+            path.display()
+        )));
+    }
     let txn = store.db()?.begin_read()?;
     let snapshot = Snapshot {
         schema_version: SCHEMA_VERSION,
@@ -139,7 +146,10 @@ pub fn write(store: &Store, path: &Path) -> Result<BackupInfo> {
     if let Err(e) = written {
         // A partial file on a full disk would keep it full.
         let _ = std::fs::remove_file(&tmp);
-        return Err(e);
+        return Err(match e {
+            Error::Io(e) => Error::Io(std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+            e => e,
+        });
     }
     if let Some(dir) = path.parent() {
         std::fs::File::open(dir)?.sync_all()?;
@@ -278,6 +288,15 @@ fn replace(snapshot: &Snapshot, data_dir: &Path, target: &Path) -> Result<()> {
     std::fs::rename(&tmp, target)?;
     std::fs::File::open(data_dir)?.sync_all()?;
     Ok(())
+}
+
+/// Whether both paths name one existing file (through links too).
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
 }
 
 /// `<data-dir>/backups/perfd-<UTC time>.pfbk`; the client never chooses the path.

@@ -88,6 +88,18 @@ pub enum HourData {
 
 impl Store {
     /// Opens (or creates) `dir/perfd.redb`, checks the schema version and loads the catalog.
+    /// [`Store::open`] for the offline commands (`check`, `backup`): a data dir without a
+    /// database is an error, where it used to get an empty one (and an empty backup).
+    pub fn open_existing(dir: &Path) -> Result<Store> {
+        if !dir.join("perfd.redb").exists() {
+            return Err(Error::NotFound(format!(
+                "no perfd database in {} (is --data-dir right?)",
+                dir.display()
+            )));
+        }
+        Store::open(dir)
+    }
+
     pub fn open(dir: &Path) -> Result<Store> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join("perfd.redb");

@@ -141,6 +141,42 @@ async fn restore_into_a_running_daemons_dir_is_refused() {
     assert_eq!(view.points(&format!("query=rs_v&start={t}&end={}", t + 3000)).await[0].1, vec![(t, 1.0)]);
 }
 
+/// Offline commands on a wrong path: `backup --out <data-dir>/perfd.redb` renamed the backup
+/// over the database (destroying it), and `backup`/`check` of a data dir without a database
+/// created an empty one and reported success.
+#[test]
+fn offline_commands_refuse_the_database_itself_and_a_missing_one() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Daemon::start(Config::for_test(dir.path())).unwrap());
+    let db = dir.path().join("perfd.redb");
+    let inode = || std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&db).unwrap());
+    let before = inode();
+    let data_dir = dir.path().to_str().unwrap();
+    let out = perfd(&["backup", "--out", db.to_str().unwrap(), "--data-dir", data_dir]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("the database itself"), "{err}");
+    assert_eq!(inode(), before, "the database was not replaced");
+    let out = perfd(&["check", "--data-dir", data_dir]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let missing = dir.path().join("elsewhere");
+    let file = dir.path().join("x.pfbk");
+    for args in [
+        vec!["backup", "--out", file.to_str().unwrap(), "--data-dir", missing.to_str().unwrap()],
+        vec!["check", "--data-dir", missing.to_str().unwrap()],
+    ] {
+        let out = perfd(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains("no perfd database"), "{args:?}: {err}");
+        assert!(!missing.exists() && !file.exists(), "{args:?} created nothing");
+    }
+    // An I/O error names the path, once.
+    let out = perfd(&["backup", "--out", missing.join("x.pfbk").to_str().unwrap(), "--data-dir", data_dir]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+    assert!(err.contains("elsewhere/x.pfbk"), "{err}");
+}
+
 /// A read-only view of another server, for comparing answers.
 struct TestServerView(String);
 
