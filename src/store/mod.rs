@@ -101,7 +101,8 @@ impl Store {
     }
 
     pub fn open(dir: &Path) -> Result<Store> {
-        std::fs::create_dir_all(dir)?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("data dir {}: {e}", dir.display())))?;
         let path = dir.join("perfd.redb");
         let db = open_database(&path, true)?;
         let store = Store {

@@ -170,6 +170,12 @@ fn offline_commands_refuse_the_database_itself_and_a_missing_one() {
         assert!(!out.status.success() && err.contains("no perfd database"), "{args:?}: {err}");
         assert!(!missing.exists() && !file.exists(), "{args:?} created nothing");
     }
+    // A data dir that is a file: "io: File exists (os error 17)" named no path.
+    let plain = dir.path().join("plain");
+    std::fs::write(&plain, b"x").unwrap();
+    let out = perfd(&["--listen", "127.0.0.1:0", "--data-dir", plain.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("data dir") && err.contains("plain"), "{err}");
     // An I/O error names the path, once.
     let out = perfd(&["backup", "--out", missing.join("x.pfbk").to_str().unwrap(), "--data-dir", data_dir]);
     let err = String::from_utf8_lossy(&out.stderr);
