@@ -197,7 +197,8 @@ fn connection_service(
     let (keep_alive, request_timeout) = (state.config.http.keep_alive, state.config.http.request_timeout);
     let h1 = actix_http::HttpService::build()
         .keep_alive(keep_alive)
-        .client_request_timeout(request_timeout)
+        // The hit path and `api::Handed` time every head (and answer 408 in JSON).
+        .client_request_timeout(Duration::ZERO)
         .client_disconnect_timeout(Duration::from_secs(1))
         .h1_allow_half_closed(true)
         .graceful_shutdown_signal(move || {

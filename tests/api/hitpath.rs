@@ -30,7 +30,7 @@ impl Raw {
     }
 
     /// The next whole answer, or `None` once the server closed the connection.
-    fn answer(&mut self) -> Option<String> {
+    pub(crate) fn answer(&mut self) -> Option<String> {
         self.answer_with(true)
     }
 
@@ -70,7 +70,7 @@ impl Raw {
     }
 
     /// True when the server closes the connection before `within` passes.
-    fn closed_within(&mut self, within: Duration) -> bool {
+    pub(crate) fn closed_within(&mut self, within: Duration) -> bool {
         self.stream.set_read_timeout(Some(within)).expect("timeout");
         match self.stream.read(&mut [0u8; 64]) {
             Ok(n) => n == 0,
@@ -83,7 +83,7 @@ fn get(path: &str, extra: &str) -> String {
     format!("GET {path} HTTP/1.1\r\nHost: perfd\r\n{extra}\r\n")
 }
 
-fn status(answer: &str) -> &str {
+pub(crate) fn status(answer: &str) -> &str {
     answer.split(' ').nth(1).expect("status")
 }
 
@@ -347,9 +347,11 @@ async fn requests_the_hit_path_leaves_to_actix_get_the_apps_answers() {
             assert_eq!(body(&answer), want_body, "{request:.80}");
         }
     }
-    // Not HTTP at all: actix-http's 400.
+    // Not HTTP at all: a JSON 400 (actix-http's had no body).
     let mut c = Raw::connect(&s);
-    assert_eq!(status(&c.answer_of("NOT HTTP\r\n\r\n")), "400");
+    let answer = c.answer_of("NOT HTTP\r\n\r\n");
+    assert_eq!(status(&answer), "400");
+    assert!(body(&answer).contains("\"code\":\"invalid_input\""), "{answer}");
 }
 
 #[tokio::test]
@@ -365,10 +367,12 @@ async fn idle_and_slow_connections_are_closed_on_time() {
     assert!(idle.closed_within(Duration::from_secs(10)), "keep-alive closes an idle connection");
     assert!(answered.elapsed() >= Duration::from_millis(400), "closed after {:?}", answered.elapsed());
 
-    // A head that stops coming: actix-http's 408, then the connection closes.
+    // A head that stops coming: a JSON 408, then the connection closes.
     let mut slow = Raw::connect(&s);
     slow.send(b"GET /api/v1/cache/crew_config/k HTTP/1.1\r\nHost: perfd\r\n");
-    assert_eq!(status(&slow.answer().expect("408")), "408");
+    let answer = slow.answer().expect("408");
+    assert_eq!(status(&answer), "408");
+    assert!(body(&answer).contains("\"code\":\"request_timeout\""), "{answer}");
     assert!(slow.closed_within(Duration::from_secs(10)));
 
     // A head that comes a line at a time has the request timeout from its first byte, not from
@@ -391,10 +395,15 @@ async fn heads_on_handed_over_connections_are_timed_and_bodies_are_not() {
     assert_eq!(status(&slow_body.answer().expect("an answer")), "204");
     assert_eq!(body(&slow_body.answer_of(&get("/api/v1/cache/crew_config/k", ""))), "abcdef");
 
-    // A later head that stops halfway, and one that comes a line at a time, are closed.
+    // A later head that stops halfway gets a JSON 408 (actix-http's own answer to a first head
+    // is an empty one; this closed without a word), and one that comes a line at a time is
+    // closed too.
     let mut stalled = Raw::handed_over(&s);
     stalled.send(b"GET /api/v1/cache/crew_config/k HTTP/1.1\r\n");
     let started = Instant::now();
+    let answer = stalled.answer().expect("a 408");
+    assert_eq!(status(&answer), "408", "{answer}");
+    assert!(body(&answer).contains("\"code\":\"request_timeout\""), "{answer}");
     assert!(stalled.closed_within(Duration::from_secs(10)));
     assert!(started.elapsed() < Duration::from_secs(5), "closed after {:?}", started.elapsed());
     let took = Raw::handed_over(&s).trickle_a_head();

@@ -11,6 +11,7 @@ mod disk_full;
 mod executions;
 mod executions_model;
 mod flood;
+mod heads;
 mod helpers;
 mod hitpath;
 mod hitpath_differential;

@@ -11,9 +11,9 @@
 //! does not parse) hands the connection, with every byte read and not yet answered, to
 //! actix-http for the rest of its life ([`Handed`]); pipelined hits before it are answered
 //! first, so answers keep their order. The App thus still answers every request but hits, with
-//! all its limits and errors. The timeouts are actix-http's: `http.keep_alive` between
-//! requests, `http.request_timeout` for a head (then 408) and, here only, for a client to take
-//! its answers.
+//! all its limits and errors. The timeouts: `http.keep_alive` between requests (actix-http's
+//! after a hand-over), `http.request_timeout` for a head (then a JSON 408; [`Handed`] times the
+//! heads after a hand-over) and, here only, for a client to take its answers.
 //!
 //! Why: actix-http builds a request and a response object for every request (URI, header maps,
 //! extensions, encoder, service futures), most of a hit's user-space time, while the lookup
@@ -40,9 +40,12 @@ use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
 mod answer;
+mod framing;
 mod handed;
+mod refusal;
 pub use answer::{Step, answer_hit};
 pub use handed::Handed;
+pub use refusal::{REFUSED_ROUTE, refused};
 
 /// Bytes asked of the socket per read.
 const READ_SIZE: usize = 4096;
@@ -137,7 +140,15 @@ impl HitPath {
             }
         }
         counts.handed_over.fetch_add(1, Ordering::Relaxed);
-        h1.call((Handed::new(conn.unread, conn.stream, self.request_timeout), peer)).await
+        // The head being handed over came in the last read if the connection was idle before.
+        let head_started = match idle {
+            true => None,
+            false => deadline.checked_sub(self.request_timeout),
+        }
+        .unwrap_or_else(Instant::now);
+        let handed =
+            Handed::new(conn.unread, conn.stream, self.request_timeout, self.keep_alive, head_started);
+        h1.call((handed, peer)).await
     }
 
     /// Answers the complete heads at the start of the buffer while they are hits, until the
@@ -267,12 +278,19 @@ impl Conn {
         Ok(())
     }
 
-    /// actix-http's answer to a head that did not arrive in time (the connection then closes).
+    /// The answer to a head that did not arrive in time (the connection then closes), as the
+    /// App gives it on a handed-over connection.
     fn request_timed_out(&self) {
-        let mut answer =
-            b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\ndate: ".to_vec();
+        let body = refusal::Refusal::Timeout.body();
+        let mut answer = format!(
+            "HTTP/1.1 408 Request Timeout\r\ncontent-length: {}\r\nconnection: close\r\n\
+             content-type: application/json\r\ndate: ",
+            body.len()
+        )
+        .into_bytes();
         answer::http_date(crate::model::now_ms(), |date| answer.extend_from_slice(date));
         answer.extend_from_slice(b"\r\n\r\n");
+        answer.extend_from_slice(body.as_bytes());
         let _ = self.stream.try_write(&answer); // best effort, as the connection closes anyway
     }
 }

@@ -1,0 +1,232 @@
+//! Tests of the head clock: what actix-http gets (heads only once complete, in order, nothing
+//! after a closing request or a refused head), timed from a head's first byte, bodies skipped,
+//! what is not followed, and (property) any split of the bytes.
+
+use super::*;
+use proptest::prelude::*;
+
+const BODY_PARTS: &[&[u8]] = &[b"x", b"\r\n\r\n", b"\r", b"\n"];
+
+/// Requests with `Content-Length` bodies (which may hold a blank line) and, for each, the
+/// range of its head in the concatenated bytes.
+fn requests() -> impl Strategy<Value = (Vec<u8>, Vec<std::ops::Range<usize>>)> {
+    let header = prop::sample::select(&["X-A: b\r\n", "Accept: */*\r\n", "X-B: \r\n"][..]);
+    let body = prop::collection::vec(prop::sample::select(BODY_PARTS), 0..6);
+    let one = (prop::collection::vec(header, 0..3), body, prop::bool::ANY, prop::bool::weighted(0.2));
+    prop::collection::vec(one, 1..6).prop_map(|requests| {
+        let (mut bytes, mut heads) = (Vec::new(), Vec::new());
+        for (headers, body, stated, bare_lf) in requests {
+            let body = body.concat();
+            let start = bytes.len();
+            let mut head = String::from("PUT /a HTTP/1.1\r\nHost: a\r\n");
+            for h in headers {
+                head += h;
+            }
+            if !body.is_empty() || stated {
+                head += &format!("Content-Length: {}\r\n", body.len());
+            }
+            head += "\r\n";
+            if bare_lf {
+                head = head.replace("\r\n", "\n"); // httparse (so actix-http) reads these too
+            }
+            bytes.extend_from_slice(head.as_bytes());
+            heads.push(start..bytes.len());
+            bytes.extend_from_slice(&body);
+        }
+        (bytes, heads)
+    })
+}
+
+/// Feeds `reads` (all at `t0`); what actix-http gets, in order.
+fn given(c: &mut HeadClock, reads: &[&[u8]], t0: Instant) -> Vec<u8> {
+    let mut got = Vec::new();
+    for read in reads {
+        let mut out = BytesMut::new();
+        let pass = c.feed(read, &mut out, || t0);
+        got.extend_from_slice(&read[..pass]);
+        got.extend_from_slice(&out);
+    }
+    got
+}
+
+proptest! {
+    /// Fed in any pieces, the clock runs exactly while a head is partly in, from the read
+    /// that brought its first byte; bodies (blank lines in them too) are skipped; actix-http
+    /// gets every byte, in order, each head once it is whole.
+    #[test]
+    fn a_head_is_timed_exactly_while_it_is_partly_in((bytes, heads) in requests(), cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8)) {
+        let t0 = Instant::now();
+        let mut ends: Vec<usize> = cuts.iter().map(|i| i.index(bytes.len() + 1)).collect();
+        ends.push(bytes.len());
+        ends.sort_unstable();
+        ends.dedup();
+        let mut c = HeadClock::new(Duration::from_secs(1));
+        let (mut at, mut given) = (0, Vec::new());
+        for (read, &end) in ends.iter().enumerate() {
+            let now = t0 + Duration::from_millis(read as u64);
+            let mut out = BytesMut::new();
+            let pass = c.feed(&bytes[at..end], &mut out, || now);
+            given.extend_from_slice(&bytes[at..at + pass]);
+            given.extend_from_slice(&out);
+            at = end;
+            let open = heads.iter().find(|h| h.start < at && at < h.end);
+            // The read that brought the open head's first byte.
+            let first = open.map(|h| ends.iter().position(|&e| e > h.start).expect("a read"));
+            let want = first.map(|r| t0 + Duration::from_millis(r as u64) + Duration::from_secs(1));
+            prop_assert_eq!(c.deadline(), want, "after {} of {} bytes", at, bytes.len());
+            // Held: exactly the open head's bytes so far.
+            prop_assert_eq!(given.len(), open.map_or(at, |h| h.start), "after {} bytes", at);
+        }
+        prop_assert_eq!(&c.framing, &Framing::Head);
+        prop_assert_eq!(given, bytes);
+    }
+}
+
+fn clock() -> (HeadClock, Instant) {
+    (HeadClock::new(Duration::from_secs(1)), Instant::now())
+}
+
+#[test]
+fn a_head_is_timed_from_its_first_byte_until_it_ends() {
+    let (mut c, t0) = clock();
+    let mut out = BytesMut::new();
+    assert_eq!(c.deadline(), None, "nothing sent yet");
+    assert_eq!(c.feed(b"GET / HTTP/1.1\r\nHo", &mut out, || t0), 0, "held");
+    c.feed(b"st: a\r\n", &mut out, || t0 + Duration::from_millis(900));
+    assert_eq!(c.deadline(), Some(t0 + Duration::from_secs(1)), "the first byte set it");
+    assert!(out.is_empty() && c.holding());
+    assert_eq!(c.feed(b"\r\n", &mut out, || t0 + Duration::from_millis(950)), 0);
+    assert_eq!(&out[..], b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", "given whole once complete");
+    assert_eq!((c.deadline(), &c.framing), (None, &Framing::Head), "complete: between requests");
+}
+
+#[test]
+fn bodies_of_a_known_length_are_skipped_untimed_across_reads() {
+    let (mut c, t0) = clock();
+    let mut out = BytesMut::new();
+    let first = b"PUT /a HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n0123";
+    assert_eq!(c.feed(first, &mut out, || t0), first.len());
+    assert_eq!((c.deadline(), &c.framing), (None, &Framing::Body(6)));
+    // The rest of the body, a whole request, and the start of the next head in one read.
+    let t1 = t0 + Duration::from_secs(5);
+    let next = b"456789GET /b HTTP/1.1\r\nHost: a\r\n\r\nGET /c";
+    assert_eq!(c.feed(next, &mut out, || t1), next.len() - 6, "all but the partial head");
+    assert_eq!((c.deadline(), &c.framing), (Some(t1 + Duration::from_secs(1)), &Framing::Head));
+    assert_eq!(c.head, b"GET /c");
+}
+
+#[test]
+fn the_blank_line_is_found_across_reads() {
+    for head in [&b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"[..], b"GET / HTTP/1.1\nHost: a\n\n"] {
+        for split in 1..4 {
+            let (mut c, t0) = clock();
+            assert_eq!(given(&mut c, &[&head[..head.len() - split]], t0), b"");
+            assert!(c.deadline().is_some(), "split {split}");
+            assert_eq!(given(&mut c, &[&head[head.len() - split..]], t0), head, "split {split}");
+            assert_eq!(c.deadline(), None, "split {split}");
+        }
+    }
+}
+
+/// Line ends between requests (a client's CRLF after a body) are dropped, not taken for the
+/// start of a head: no clock runs, so actix-http's keep-alive closes an idle connection.
+#[test]
+fn line_ends_between_requests_are_skipped() {
+    let (mut c, t0) = clock();
+    let got = given(&mut c, &[b"PUT /a HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx\r\n", b"\r\n"], t0);
+    assert!(got.ends_with(b"\r\n\r\nx"), "{:?}", String::from_utf8_lossy(&got));
+    assert_eq!((c.deadline(), &c.framing), (None, &Framing::Head));
+    assert_eq!(
+        given(&mut c, &[b"\nGET / HTTP/1.1\r\nHost: a\r\n\r\n"], t0),
+        b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+    );
+}
+
+#[test]
+fn what_it_does_not_follow_is_no_longer_timed() {
+    for head in [
+        &b"POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n"[..],
+        b"GET /a HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+        b"CONNECT a:1 HTTP/1.1\r\nHost: a\r\n\r\n",
+    ] {
+        let (mut c, t0) = clock();
+        let all = [head, b"GET /b HTTP/1.1\r\n"].concat();
+        assert_eq!(given(&mut c, &[head, b"GET /b HTTP/1.1\r\n"], t0), all);
+        let shown = String::from_utf8_lossy(head);
+        assert_eq!((c.deadline(), &c.framing), (None, &Framing::Untracked), "{shown}");
+    }
+}
+
+/// A head actix-http would refuse goes to it as the request for the refusal's JSON answer,
+/// after the requests before it; nothing after it is read.
+#[test]
+fn a_refused_head_is_replaced_and_ends_the_input() {
+    let ok = b"GET /ok HTTP/1.1\r\nHost: a\r\n\r\n";
+    let long_line = [b"GET /".as_slice(), &vec![b'a'; MAX_HEAD]].concat();
+    let long_head = [b"GET / HTTP/1.1\r\nHost: a\r\nX: ".as_slice(), &vec![b'a'; MAX_HEAD]].concat();
+    for (bad, refusal) in [
+        (&b"GET /a HTTP/1.1\r\n\r\n"[..], Refusal::NoHost),
+        (b"GET /a HTTP/1.1\r\nHost: a\r\nContent-Length: lots\r\n\r\n", Refusal::BadLength),
+        (b"GET /a HTTP/1.7\r\nHost: a\r\n\r\n", Refusal::Version),
+        (&long_line, Refusal::LineTooLong),
+        (&long_head, Refusal::HeadTooLarge),
+    ] {
+        for cut in [1, bad.len() / 2, bad.len()] {
+            let (mut c, t0) = clock();
+            let got = given(&mut c, &[&[ok.as_slice(), &bad[..cut]].concat(), &bad[cut..], ok], t0);
+            let want = [ok.as_slice(), &refusal.request()].concat();
+            let ended = c.framing == Framing::Closed;
+            assert!(got == want && ended, "{refusal:?} cut {cut}: {:?}", String::from_utf8_lossy(&got));
+        }
+    }
+}
+
+/// A held head past its time is answered 408 (if actix-http has none of it); a released one
+/// is only followed: its bytes went to actix-http, and it is neither checked nor answered.
+#[test]
+fn a_late_head_gets_a_408_unless_it_was_released() {
+    let (mut c, t0) = clock();
+    given(&mut c, &[b"GET / HTTP/1.1\r\nHo"], t0);
+    let mut out = BytesMut::new();
+    assert!(c.time_out(&mut out));
+    assert_eq!((&out[..], &c.framing), (&Refusal::Timeout.request()[..], &Framing::Closed));
+
+    let (mut c, t0) = clock();
+    given(&mut c, &[b"GET / HTTP/1.1\r\n"], t0);
+    let mut out = BytesMut::new();
+    c.release(&mut out);
+    assert_eq!((&out[..], c.holding()), (&b"GET / HTTP/1.1\r\n"[..], false));
+    assert!(!c.time_out(&mut BytesMut::new()), "released: actix-http has part of it");
+    // No Host: refused if checked, but released heads pass as they are.
+    assert_eq!(given(&mut c, &[b"\r\nGET /b"], t0), b"\r\nGET /b");
+    assert_eq!(c.framing, Framing::Untracked, "a head actix-http refuses ends the following");
+}
+
+/// A request that closes the connection ends its input: what follows it (pipelined requests)
+/// never reaches actix-http, which answered them and kept the connection open.
+#[test]
+fn input_ends_after_a_request_that_closes_the_connection() {
+    let next = b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n";
+    for (first, closes) in [
+        (&b"GET /a HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"[..], true),
+        (b"GET /a HTTP/1.1\r\nHost: a\r\nconnection:  Keep-Alive , CLOSE\r\n\r\n", true),
+        (b"GET /a HTTP/1.0\r\n\r\n", true),
+        (b"PUT /a HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Length: 3\r\n\r\nabc", true),
+        (b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", false),
+        (b"GET /a HTTP/1.1\r\nHost: a\r\nConnection: closed\r\n\r\n", false),
+        (b"GET /a HTTP/1.1\r\nHost: a\r\nX-Connection: close\r\n\r\n", false),
+        (b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n", false),
+    ] {
+        let all = [first, &next[..]].concat();
+        let want = if closes { first.to_vec() } else { all.clone() };
+        let shown = String::from_utf8_lossy(first);
+        // In one read, and in two reads cut anywhere.
+        for cut in 0..all.len() {
+            let (mut c, t0) = clock();
+            assert_eq!(given(&mut c, &[&all[..cut], &all[cut..]], t0), want, "{shown} cut at {cut}");
+            if closes {
+                assert_eq!(given(&mut c, &[b"more"], t0), b"", "{shown}: nothing after");
+            }
+        }
+    }
+}
