@@ -81,6 +81,8 @@ impl Handed {
 impl AsyncRead for Handed {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        // Once the timer fired, its time counts as come (it may fire a hair before `Instant`).
+        let mut fired: Option<Instant> = None;
         loop {
             if !this.pending.is_empty() {
                 // Already followed by the clock.
@@ -113,7 +115,7 @@ impl AsyncRead for Handed {
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => {}
             }
-            let now = Instant::now();
+            let now = fired.map_or_else(Instant::now, |at| at.max(Instant::now()));
             let deadline = this.heads.deadline();
             if deadline.is_some_and(|d| now >= d) {
                 if this.heads.time_out(&mut this.pending) {
@@ -138,6 +140,7 @@ impl AsyncRead for Handed {
                 return Poll::Pending;
             }
             // The timer fired: the next turn of the loop acts on it.
+            fired = Some(wake);
         }
     }
 }
