@@ -68,3 +68,28 @@ async fn a_head_slower_than_the_keep_alive_is_answered() {
     let answer = c.answer().expect("answered, not closed by the keep-alive");
     assert_eq!(status(&answer), "200", "{answer}");
 }
+
+/// After a chunked body the next head is still followed: checked (it was passed unchecked and
+/// untimed for the rest of the connection) and timed.
+#[tokio::test]
+async fn heads_after_a_chunked_body_are_checked_and_timed() {
+    let s = TestServer::start_with(|c| c.http.request_timeout = Duration::from_secs(1));
+    let put = "PUT /api/v1/cache/crew_config/c HTTP/1.1\r\nHost: perfd\r\nTransfer-Encoding: chunked\r\n\r\n\
+               3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nX-Trailer: t\r\n\r\n";
+    let mut c = Raw::handed_over(&s);
+    c.send(format!("{put}{OK}GET /healthz HTTP/1.1\r\n\r\n").as_bytes());
+    assert_eq!(status(&c.answer().expect("the PUT's answer")), "204");
+    assert_eq!(status(&c.answer().expect("healthz")), "200");
+    let answer = c.answer().expect("the refusal");
+    assert_eq!(status(&answer), "400", "no Host: {answer}");
+    assert!(body(&answer).contains("Host"), "{answer}");
+
+    let mut c = Raw::handed_over(&s);
+    c.send(format!("{put}GET /healthz HTTP/1.1\r\n").as_bytes());
+    assert_eq!(status(&c.answer().expect("the PUT's answer")), "204");
+    assert_eq!(status(&c.answer().expect("a 408")), "408");
+    assert!(c.closed_within(Duration::from_secs(5)));
+    let value =
+        s.client.get(s.url("/api/v1/cache/crew_config/c")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(value, "abcde");
+}

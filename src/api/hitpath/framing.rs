@@ -3,8 +3,9 @@
 //! end the input after a request that closes the connection.
 //!
 //! A head goes to actix-http only once it is complete and checked; until then its bytes are
-//! held here. Bodies of a known length pass as they come; after a chunked body, an upgrade or
-//! `CONNECT` nothing more is followed (nor timed).
+//! held here. Bodies pass as they come, of a known length or chunked (followed by actix-http's
+//! own chunk rules, `h1/chunked.rs`); after an upgrade, `CONNECT` or a chunk actix-http would
+//! refuse, nothing more is followed (nor timed).
 
 use super::refusal::{Refusal, read_head};
 use bytes::BytesMut;
@@ -20,11 +21,60 @@ pub enum Framing {
     Head,
     /// In a body with this many bytes to come.
     Body(u64),
-    /// Past a chunked body, an upgrade or `CONNECT`: no longer followed.
+    /// In a chunked body.
+    Chunked(Chunk),
+    /// Past an upgrade, `CONNECT`, or a chunked body actix-http refuses: no longer followed.
     Untracked,
     /// Past the end of a request that closes the connection, or a refused head: nothing more
     /// is read.
     Closed,
+}
+
+/// Where a chunked body is: actix-http's `ChunkedState`, with the chunk size read so far.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Chunk {
+    SizeFirst,
+    SizeRest(u64),
+    SizeLws(u64),
+    Extension(u64),
+    SizeLf(u64),
+    Data(u64),
+    DataCr,
+    DataLf,
+    Trailer,
+    TrailerLf,
+    EndCr,
+    EndLf,
+}
+
+impl Chunk {
+    /// The state after `b`: `Ok(None)` at the body's end, `Err(())` where actix-http fails it.
+    fn step(self, b: u8) -> Result<Option<Chunk>, ()> {
+        use Chunk::*;
+        let hex = |b: u8| (b as char).to_digit(16).map(u64::from);
+        Ok(Some(match (self, b) {
+            (SizeFirst, b) => SizeRest(hex(b).ok_or(())?),
+            (SizeRest(n), b) if hex(b).is_some() => {
+                SizeRest(n.checked_mul(16).ok_or(())? + hex(b).unwrap_or(0))
+            }
+            (SizeRest(n) | SizeLws(n), b'\t' | b' ') => SizeLws(n),
+            (SizeRest(n) | SizeLws(n), b';') => Extension(n),
+            (SizeRest(n) | SizeLws(n) | Extension(n), b'\r') => SizeLf(n),
+            (Extension(_), 0x00..=0x08 | 0x0a..=0x1f | 0x7f) => return Err(()),
+            (Extension(n), _) => Extension(n),
+            (SizeLf(0), b'\n') => EndCr,
+            (SizeLf(n), b'\n') => Data(n),
+            (DataCr, b'\r') => DataLf,
+            (DataLf, b'\n') => SizeFirst,
+            (Trailer, b'\r') => TrailerLf,
+            (Trailer, _) => Trailer,
+            (TrailerLf, b'\n') => EndCr,
+            (EndCr, b'\r') => EndLf,
+            (EndCr, _) => Trailer,
+            (EndLf, b'\n') => return Ok(None),
+            _ => return Err(()),
+        }))
+    }
 }
 
 /// Follows request framing over the bytes read.
@@ -113,11 +163,27 @@ impl HeadClock {
                     let n = left.min((bytes.len() - at) as u64) as usize;
                     o.take(at, at + n);
                     at += n;
-                    self.framing = match (n as u64 == left, self.closing) {
-                        (false, _) => Framing::Body(left - n as u64),
-                        (true, false) => Framing::Head,
-                        (true, true) => Framing::Closed,
+                    self.framing = match n as u64 == left {
+                        false => Framing::Body(left - n as u64),
+                        true => self.after_body(),
                     };
+                }
+                Framing::Chunked(Chunk::Data(left)) => {
+                    let n = left.min((bytes.len() - at) as u64) as usize;
+                    o.take(at, at + n);
+                    at += n;
+                    let left = left - n as u64;
+                    self.framing =
+                        Framing::Chunked(if left == 0 { Chunk::DataCr } else { Chunk::Data(left) });
+                }
+                Framing::Chunked(chunk) => {
+                    o.take(at, at + 1);
+                    self.framing = match chunk.step(bytes[at]) {
+                        Ok(Some(next)) => Framing::Chunked(next),
+                        Ok(None) => self.after_body(),
+                        Err(()) => Framing::Untracked, // actix-http answers 400 and closes
+                    };
+                    at += 1;
                 }
                 Framing::Head if self.head.is_empty() && bytes[at] == b'\n' => at += 1,
                 Framing::Head if self.head.is_empty() && bytes[at..].starts_with(b"\r\n") => at += 2,
@@ -165,9 +231,8 @@ impl HeadClock {
                                 Some(Ok(f)) => f,
                                 _ => (Framing::Untracked, false),
                             };
-                            self.framing =
-                                if closing && framing == Framing::Head { Framing::Closed } else { framing };
                             self.closing = closing;
+                            self.framing = if framing == Framing::Head { self.after_body() } else { framing };
                         }
                     }
                     self.end_head();
@@ -195,6 +260,11 @@ impl HeadClock {
     pub fn release(&mut self, out: &mut BytesMut) {
         out.extend_from_slice(&self.head);
         self.released = true;
+    }
+
+    /// Where a request's input is once its body is in.
+    fn after_body(&self) -> Framing {
+        if self.closing { Framing::Closed } else { Framing::Head }
     }
 
     fn refuse(&mut self, o: &mut Output, refusal: Refusal) {

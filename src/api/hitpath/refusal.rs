@@ -10,7 +10,7 @@
 //! its empty answer; one mirrored too strictly would refuse a request actix-http serves, so the
 //! rules are its own, read off its source (actix-http 3.x).
 
-use super::framing::Framing;
+use super::framing::{Chunk, Framing};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 
@@ -226,10 +226,12 @@ fn check(req: &httparse::Request) -> Result<(Framing, bool), Refusal> {
     if !http11 && method == "POST" && length.is_none() {
         return Err(Refusal::Post10NoLength);
     }
-    // What follows the head: a body of known length is followed; chunked bodies, upgrades and
-    // CONNECT are not.
-    let framing = if chunked || upgrade || method == "CONNECT" {
+    // What follows the head: a body, chunked or of a known length, is followed; what comes
+    // after an upgrade or CONNECT is not.
+    let framing = if upgrade || method == "CONNECT" {
         Framing::Untracked
+    } else if chunked {
+        Framing::Chunked(Chunk::SizeFirst)
     } else {
         match length {
             Some(n) if n > 0 => Framing::Body(n),
@@ -305,7 +307,7 @@ mod tests {
             ("PUT / HTTP/1.1\r\nHost: a\r\nContent-Length: 007\r\n\r\n".into(), Framing::Body(7), false),
             (
                 "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n".into(),
-                Framing::Untracked,
+                Framing::Chunked(Chunk::SizeFirst),
                 false,
             ),
             ("GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n".into(), Framing::Untracked, false),
