@@ -173,7 +173,7 @@ pub fn configure(state: AppState) -> impl Fn(&mut web::ServiceConfig) + Clone {
                     .default_service(web::to(cache::entry)),
             )
             .service(resource!("/healthz", GET => healthz))
-            .service(resource!(hitpath::REFUSED_ROUTE, GET => hitpath::refused))
+            .service(resource!(hitpath::REFUSED_ROUTE, GET => hitpath::get_refusal))
             .service(resource!("/metrics", GET => prometheus::get_metrics))
             .service(resource!("/write", POST => ingest::write_lines))
             .service(resource!("/api/v1/import", POST => ingest::import_json_lines))

@@ -114,6 +114,13 @@ impl Output<'_> {
         }
     }
 
+    /// Up to `left` bytes from `from` go to actix-http; how many there were.
+    fn take_up_to(&mut self, from: usize, left: u64) -> u64 {
+        let n = left.min((self.bytes.len() - from) as u64);
+        self.take(from, from + n as usize);
+        n
+    }
+
     /// Other bytes go to actix-http, after everything before.
     fn insert(&mut self, other: &[u8]) {
         self.in_place = false;
@@ -153,28 +160,22 @@ impl HeadClock {
         let mut o = Output { bytes, out, pass: 0, in_place: true };
         let mut at = 0;
         while at < bytes.len() {
-            match self.framing {
+            at = match self.framing {
                 Framing::Untracked => {
                     o.take(at, bytes.len());
-                    break;
+                    bytes.len()
                 }
                 Framing::Closed => break,
                 Framing::Body(left) => {
-                    let n = left.min((bytes.len() - at) as u64) as usize;
-                    o.take(at, at + n);
-                    at += n;
-                    self.framing = match n as u64 == left {
-                        false => Framing::Body(left - n as u64),
-                        true => self.after_body(),
-                    };
+                    let n = o.take_up_to(at, left);
+                    self.framing = if n == left { self.after_body() } else { Framing::Body(left - n) };
+                    at + n as usize
                 }
                 Framing::Chunked(Chunk::Data(left)) => {
-                    let n = left.min((bytes.len() - at) as u64) as usize;
-                    o.take(at, at + n);
-                    at += n;
-                    let left = left - n as u64;
+                    let n = o.take_up_to(at, left);
                     self.framing =
-                        Framing::Chunked(if left == 0 { Chunk::DataCr } else { Chunk::Data(left) });
+                        Framing::Chunked(if n == left { Chunk::DataCr } else { Chunk::Data(left - n) });
+                    at + n as usize
                 }
                 Framing::Chunked(chunk) => {
                     o.take(at, at + 1);
@@ -183,64 +184,72 @@ impl HeadClock {
                         Ok(None) => self.after_body(),
                         Err(()) => Framing::Untracked, // actix-http answers 400 and closes
                     };
-                    at += 1;
+                    at + 1
                 }
-                Framing::Head if self.head.is_empty() && bytes[at] == b'\n' => at += 1,
-                Framing::Head if self.head.is_empty() && bytes[at..].starts_with(b"\r\n") => at += 2,
-                Framing::Head => {
-                    // (Line ends before a request line, skipped above as httparse skips them.)
-                    let Some(end) = head_end(&self.head, &bytes[at..]).map(|e| at + e) else {
-                        self.started.get_or_insert_with(&now);
-                        self.head.extend_from_slice(&bytes[at..]);
-                        if self.released {
-                            o.take(at, bytes.len());
-                            if self.head.len() > MAX_HEAD {
-                                self.framing = Framing::Untracked; // actix-http refuses it
-                            }
-                        } else if self.head.len() >= MAX_HEAD {
-                            let line_ended = memchr::memchr(b'\n', &self.head).is_some();
-                            self.refuse(
-                                &mut o,
-                                if line_ended { Refusal::HeadTooLarge } else { Refusal::LineTooLong },
-                            );
-                        }
-                        break;
-                    };
-                    let read = if self.head.is_empty() {
-                        read_head(&bytes[at..end]) // the usual case: a whole head in one read, not copied
-                    } else {
-                        self.head.extend_from_slice(&bytes[at..end]);
-                        read_head(&self.head)
-                    };
-                    match read {
-                        // Blank lines before a request line: passed on, still between requests.
-                        None if !self.released => o.take(at, end),
-                        Some(Err(refusal)) if !self.released => {
-                            self.refuse(&mut o, refusal);
-                            break;
-                        }
-                        read => {
-                            if !self.released && !self.head.is_empty() {
-                                let held = std::mem::take(&mut self.head);
-                                o.insert(&held[..held.len() - (end - at)]);
-                            }
-                            o.take(at, end);
-                            // A released head actix-http refuses (or that did not parse here)
-                            // ends what is followed.
-                            let (framing, closing) = match read {
-                                Some(Ok(f)) => f,
-                                _ => (Framing::Untracked, false),
-                            };
-                            self.closing = closing;
-                            self.framing = if framing == Framing::Head { self.after_body() } else { framing };
-                        }
-                    }
-                    self.end_head();
-                    at = end;
-                }
-            }
+                Framing::Head => match self.feed_head(&mut o, at, &now) {
+                    Some(next) => next,
+                    None => break,
+                },
+            };
         }
         o.pass
+    }
+
+    /// Head bytes from `at`: where what follows the head starts, or `None` when the rest of the
+    /// bytes are held (an unfinished head) or dropped (after a refused one).
+    fn feed_head(&mut self, o: &mut Output, at: usize, now: &impl Fn() -> Instant) -> Option<usize> {
+        let bytes = o.bytes;
+        if self.head.is_empty() {
+            // Line ends before a request line: skipped, as httparse skips them.
+            if bytes[at] == b'\n' {
+                return Some(at + 1);
+            }
+            if bytes[at..].starts_with(b"\r\n") {
+                return Some(at + 2);
+            }
+        }
+        let Some(end) = head_end(&self.head, &bytes[at..]).map(|e| at + e) else {
+            self.started.get_or_insert_with(now);
+            self.head.extend_from_slice(&bytes[at..]);
+            if self.released {
+                o.take(at, bytes.len());
+                if self.head.len() > MAX_HEAD {
+                    self.framing = Framing::Untracked; // actix-http refuses it
+                }
+            } else if self.head.len() >= MAX_HEAD {
+                let line_ended = memchr::memchr(b'\n', &self.head).is_some();
+                self.refuse(o, if line_ended { Refusal::HeadTooLarge } else { Refusal::LineTooLong });
+            }
+            return None;
+        };
+        let read = if self.head.is_empty() {
+            read_head(&bytes[at..end]) // the usual case: a whole head in one read, not copied
+        } else {
+            self.head.extend_from_slice(&bytes[at..end]);
+            read_head(&self.head)
+        };
+        match read {
+            // Only line ends (a lone CR held, then LF): passed on, still between requests.
+            None if !self.released => o.take(at, end),
+            Some(Err(refusal)) if !self.released => {
+                self.refuse(o, refusal);
+                return None;
+            }
+            read => {
+                if !self.released && !self.head.is_empty() {
+                    let held = std::mem::take(&mut self.head);
+                    o.insert(&held[..held.len() - (end - at)]);
+                }
+                o.take(at, end);
+                // A released head actix-http refuses (or that did not parse here) ends what is
+                // followed.
+                let (framing, closing) = read.and_then(Result::ok).unwrap_or((Framing::Untracked, false));
+                self.closing = closing;
+                self.framing = if framing == Framing::Head { self.after_body() } else { framing };
+            }
+        }
+        self.end_head();
+        Some(end)
     }
 
     /// The head under way has not come in time: if actix-http has none of it, the request that

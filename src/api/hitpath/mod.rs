@@ -45,7 +45,7 @@ mod handed;
 mod refusal;
 pub use answer::{Step, answer_hit};
 pub use handed::Handed;
-pub use refusal::{REFUSED_ROUTE, refused};
+pub use refusal::{REFUSED_ROUTE, get_refusal};
 
 /// Bytes asked of the socket per read.
 const READ_SIZE: usize = 4096;

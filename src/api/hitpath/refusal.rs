@@ -6,7 +6,7 @@
 //! (`h1/decoder.rs`: httparse with 96 headers, the URI, `Host`, `Content-Length`,
 //! `Transfer-Encoding`) to each complete head before actix-http sees it; a refused head is
 //! replaced by a request for [`REFUSED_ROUTE`], which the App answers with the error as JSON
-//! and `Connection: close` ([`refused`]). A rule of actix-http's not mirrored here still gets
+//! and `Connection: close` ([`get_refusal`]). A rule of actix-http's not mirrored here still gets
 //! its empty answer; one mirrored too strictly would refuse a request actix-http serves, so the
 //! rules are its own, read off its source (actix-http 3.x).
 
@@ -124,7 +124,7 @@ impl Refusal {
 }
 
 /// The App's answer to [`Refusal::request`] (a client asking for the route itself gets one too).
-pub async fn refused(req: HttpRequest, n: web::Path<String>) -> HttpResponse {
+pub async fn get_refusal(req: HttpRequest, n: web::Path<String>) -> HttpResponse {
     let refusal = n.parse::<usize>().ok().and_then(|n| Refusal::ALL.get(n)).copied();
     let refusal = refusal.unwrap_or(Refusal::Uri);
     let (status, _, _) = refusal.answer();
@@ -169,76 +169,97 @@ fn check(req: &httparse::Request) -> Result<(Framing, bool), Refusal> {
         return Err(Refusal::Uri);
     }
     let http11 = req.version == Some(1);
-    let (mut length, mut host, mut te, mut chunked) = (None, false, false, false);
-    let (mut close, mut keep_alive, mut upgrade) = (false, false, false);
-    for h in req.headers.iter() {
-        let value = std::str::from_utf8(h.value)
-            .ok()
-            .filter(|v| v.bytes().all(|b| b == b'\t' || (32..127).contains(&b)));
-        let name = h.name;
-        if name.eq_ignore_ascii_case("content-length") {
-            if length.is_some() {
-                return Err(Refusal::TwoLengths);
-            }
-            let v = value.map(str::trim).filter(|v| !v.starts_with('+'));
-            length = Some(v.and_then(|v| v.parse::<u64>().ok()).ok_or(Refusal::BadLength)?);
-        } else if name.eq_ignore_ascii_case("host") {
-            if host {
-                return Err(Refusal::TwoHosts);
-            }
-            host = true;
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            if !http11 {
-                // Refused after every header is read (below); `te` records it.
-            } else if te {
-                return Err(Refusal::NotChunked);
-            } else {
-                match value.map(str::trim) {
-                    Some(v) if v.eq_ignore_ascii_case("chunked") => chunked = true,
-                    Some(v) if v.eq_ignore_ascii_case("identity") => {}
-                    _ => return Err(Refusal::NotChunked),
-                }
-            }
-            te = true;
-        } else if name.eq_ignore_ascii_case("connection") {
-            for token in value.unwrap_or("").split(',').map(str::trim) {
-                close |= token.eq_ignore_ascii_case("close");
-                keep_alive |= token.eq_ignore_ascii_case("keep-alive");
-            }
-        } else if name.eq_ignore_ascii_case("upgrade") {
-            upgrade = true;
-        }
-    }
-    if http11 && !host {
+    let f = Fields::of(req.headers, http11)?;
+    if http11 && !f.host {
         return Err(Refusal::NoHost);
     }
-    if te {
+    if f.te {
         if !http11 {
             return Err(Refusal::TransferEncoding10);
         }
-        if !chunked {
+        if !f.chunked {
             return Err(Refusal::NotChunked);
         }
-        if length.is_some() {
+        if f.length.is_some() {
             return Err(Refusal::LengthAndChunked);
         }
     }
-    if !http11 && method == "POST" && length.is_none() {
+    if !http11 && method == "POST" && f.length.is_none() {
         return Err(Refusal::Post10NoLength);
     }
     // What follows the head: a body, chunked or of a known length, is followed; what comes
     // after an upgrade or CONNECT is not.
-    let framing = if upgrade || method == "CONNECT" {
+    let framing = if f.upgrade || method == "CONNECT" {
         Framing::Untracked
-    } else if chunked {
+    } else if f.chunked {
         Framing::Chunked(Chunk::SizeFirst)
     } else {
-        match length {
+        match f.length {
             Some(n) if n > 0 => Framing::Body(n),
             _ => Framing::Head,
         }
     };
-    Ok((framing, close || (!http11 && !keep_alive)))
+    Ok((framing, f.close || (!http11 && !f.keep_alive)))
+}
+
+/// What the headers that frame a request say.
+#[derive(Default)]
+struct Fields {
+    length: Option<u64>,
+    host: bool,
+    /// A `Transfer-Encoding` header.
+    te: bool,
+    chunked: bool,
+    close: bool,
+    keep_alive: bool,
+    upgrade: bool,
+}
+
+impl Fields {
+    /// actix-http's `set_headers`: a second `Content-Length`, `Host` or (HTTP/1.1)
+    /// `Transfer-Encoding`, a length that is not a plain number, an encoding that is neither
+    /// `chunked` nor `identity` are refused.
+    fn of(headers: &[httparse::Header], http11: bool) -> Result<Fields, Refusal> {
+        let mut f = Fields::default();
+        for h in headers {
+            // `HeaderValue::to_str`: visible ASCII and tabs only.
+            let value = std::str::from_utf8(h.value)
+                .ok()
+                .filter(|v| v.bytes().all(|b| b == b'\t' || (32..127).contains(&b)));
+            let name = h.name;
+            if name.eq_ignore_ascii_case("content-length") {
+                if f.length.is_some() {
+                    return Err(Refusal::TwoLengths);
+                }
+                let v = value.map(str::trim).filter(|v| !v.starts_with('+'));
+                f.length = Some(v.and_then(|v| v.parse::<u64>().ok()).ok_or(Refusal::BadLength)?);
+            } else if name.eq_ignore_ascii_case("host") {
+                if f.host {
+                    return Err(Refusal::TwoHosts);
+                }
+                f.host = true;
+            } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                // In HTTP/1.0 it is refused once every header is read (`check`).
+                if http11 {
+                    match value.map(str::trim) {
+                        _ if f.te => return Err(Refusal::NotChunked),
+                        Some(v) if v.eq_ignore_ascii_case("chunked") => f.chunked = true,
+                        Some(v) if v.eq_ignore_ascii_case("identity") => {}
+                        _ => return Err(Refusal::NotChunked),
+                    }
+                }
+                f.te = true;
+            } else if name.eq_ignore_ascii_case("connection") {
+                for token in value.unwrap_or("").split(',').map(str::trim) {
+                    f.close |= token.eq_ignore_ascii_case("close");
+                    f.keep_alive |= token.eq_ignore_ascii_case("keep-alive");
+                }
+            } else if name.eq_ignore_ascii_case("upgrade") {
+                f.upgrade = true;
+            }
+        }
+        Ok(f)
+    }
 }
 
 #[cfg(test)]
