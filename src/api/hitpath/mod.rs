@@ -40,6 +40,7 @@ use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
 mod answer;
+mod chunk;
 mod framing;
 mod handed;
 mod refusal;
