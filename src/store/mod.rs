@@ -87,7 +87,6 @@ pub enum HourData {
 }
 
 impl Store {
-    /// Opens (or creates) `dir/perfd.redb`, checks the schema version and loads the catalog.
     /// [`Store::open`] for the offline commands (`check`, `backup`): a data dir without a
     /// database is an error, where it used to get an empty one (and an empty backup).
     pub fn open_existing(dir: &Path) -> Result<Store> {
@@ -100,6 +99,7 @@ impl Store {
         Store::open(dir)
     }
 
+    /// Opens (or creates) `dir/perfd.redb`, checks the schema version and loads the catalog.
     pub fn open(dir: &Path) -> Result<Store> {
         std::fs::create_dir_all(dir)
             .map_err(|e| std::io::Error::new(e.kind(), format!("data dir {}: {e}", dir.display())))?;
