@@ -294,6 +294,16 @@ mod tests {
         }
     }
 
+    /// Regression: an empty prefix was accepted, and `clear l2` then deleted every key in the
+    /// Redis database, not only perfd's.
+    #[test]
+    fn the_redis_prefix_is_not_empty() {
+        let e = Config::load(&Overrides::default(), env(&[("PERFD_CACHE_REDIS_PREFIX", "")])).unwrap_err();
+        assert!(e.to_string().contains("cache.redis.prefix"), "{e}");
+        let c = Config::load(&Overrides::default(), env(&[("PERFD_CACHE_REDIS_PREFIX", "x:")])).unwrap();
+        assert_eq!(c.cache.redis.prefix, "x:");
+    }
+
     #[test]
     fn a_public_address_needs_a_token() {
         let e = Config::load(&Overrides::default(), env(&[("PERFD_LISTEN", "0.0.0.0:8470")])).unwrap_err();

@@ -357,7 +357,16 @@ impl RawCache {
                     duration_min("cache.redis.timeout", r.timeout, "50ms", Duration::from_millis(1))?,
                     Duration::from_secs(60),
                 )?,
-                prefix: r.prefix.unwrap_or_else(|| "perfd:".into()),
+                // Empty, perfd's keys are every key: `clear l2` would delete the whole database.
+                prefix: match r.prefix.unwrap_or_else(|| "perfd:".into()) {
+                    p if p.is_empty() => {
+                        return Err(Error::Config(
+                            "cache.redis.prefix: must not be empty (clearing L2 deletes every key with it)"
+                                .into(),
+                        ));
+                    }
+                    p => p,
+                },
             },
         })
     }
