@@ -16,9 +16,12 @@ pub struct EntryWeighter {
     by_bytes: bool,
 }
 
+/// What an entry weighs beyond its key and value bytes, with a byte budget.
+pub const ENTRY_OVERHEAD: u64 = 64;
+
 impl Weighter<String, Shared<Entry>> for EntryWeighter {
     fn weight(&self, key: &String, val: &Shared<Entry>) -> u64 {
-        if self.by_bytes { (key.len() + val.value.len() + 64) as u64 } else { 1 }
+        if self.by_bytes { (key.len() + val.value.len()) as u64 + ENTRY_OVERHEAD } else { 1 }
     }
 }
 
@@ -69,6 +72,9 @@ pub struct L1 {
     /// Values behind an `Arc`: a lookup clones one pointer, not a `Bytes` and a content type.
     cache: Cache<String, Shared<Entry>, EntryWeighter, foldhash::fast::RandomState, EvictionCounter>,
     pub evictions: Arc<Evictions>,
+    /// The heaviest entry the cache keeps: about one shard's share of the byte budget
+    /// (`u64::MAX` without one). quick_cache drops a heavier entry on insert, without a word.
+    pub max_weight: u64,
 }
 
 impl L1 {
@@ -82,7 +88,8 @@ impl L1 {
         let counter = EvictionCounter(evictions.clone());
         let cache =
             Cache::with(max_entries, capacity, EntryWeighter { by_bytes }, Default::default(), counter);
-        L1 { cache, evictions }
+        let max_weight = if by_bytes { largest_weight(max_entries, capacity) } else { u64::MAX };
+        L1 { cache, evictions, max_weight }
     }
 
     /// The live entry for `key`; an expired one is removed on the way.
@@ -171,6 +178,21 @@ impl L1 {
     }
 }
 
+/// The heaviest entry quick_cache 0.7 admits: a shard's "hot" target, 97 % of the shard's
+/// share of the weight capacity (`shard.rs`), where `Cache::with` makes four shards per core,
+/// rounded up to a power of two, halved while a shard would hold fewer than 32 items
+/// (`sync.rs`). A test checks that an entry of this weight is kept and a heavier one is not, so
+/// a change in quick_cache shows.
+fn largest_weight(estimated_items: usize, capacity: u64) -> u64 {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut shards = (cores * 4).next_power_of_two() as u64;
+    while (estimated_items as u64).saturating_add(shards - 1) / shards < 32 && shards > 1 {
+        shards /= 2;
+    }
+    let shard = capacity.saturating_add(shards - 1) / shards;
+    ((shard as f64 * 0.97) as u64).clamp(shard.min(1), shard)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,6 +270,25 @@ mod tests {
         if let Some(b) = usage.get("b") {
             assert_eq!(*b, Usage { entries: 1, bytes: 6 + 5 });
         }
+    }
+
+    /// Regression: with a byte budget, a value heavier than one shard's share was taken (204)
+    /// and silently never stored. `max_weight` is that share: an entry of that weight is kept,
+    /// one byte more is not.
+    #[test]
+    fn the_heaviest_entry_kept_is_max_weight() {
+        for (items, budget) in [(1000, 1 << 20), (1000, 8 << 20), (10, 1 << 20), (100_000, 64 << 20)] {
+            let l1 = L1::new(items, budget, []);
+            assert!(l1.max_weight < budget || items < 64, "{items} {budget}: {}", l1.max_weight);
+            for (extra, kept) in [(0, true), (1, false)] {
+                let len = (l1.max_weight - ENTRY_OVERHEAD - 1) as usize + extra;
+                l1.insert("k".into(), entry(&"x".repeat(len), i64::MAX));
+                let got = l1.get("k", 0) != Lookup::Missing;
+                assert_eq!(got, kept, "{items} items, {budget} bytes: a {len}-byte value");
+                l1.remove("k");
+            }
+        }
+        assert_eq!(L1::new(10, 0, []).max_weight, u64::MAX);
     }
 
     #[test]

@@ -93,6 +93,9 @@ pub struct TieredCache {
     leases: Mutex<HashMap<String, (Instant, Arc<Notify>)>>,
     /// Keeps an L2 read that raced a write from promoting the older value into L1.
     fences: fence::Fences,
+    /// The largest value taken: `cache.max_entry_bytes`, or less when a byte budget's L1
+    /// could not keep one that large ([`l1::L1::max_weight`]).
+    max_value: usize,
     cfg: CacheConfig,
 }
 
@@ -109,8 +112,11 @@ impl TieredCache {
                 },
             )
         });
+        let l1 = l1::L1::new(cfg.max_entries, cfg.max_bytes, cfg.strategies.keys().map(String::as_str));
+        let max_value = largest_value(&cfg, l1.max_weight);
         Ok(TieredCache {
-            l1: l1::L1::new(cfg.max_entries, cfg.max_bytes, cfg.strategies.keys().map(String::as_str)),
+            l1,
+            max_value,
             l2: l2::L2::new(&cfg)?,
             strategies: strategies.collect(),
             total: Counters::default(),
@@ -238,12 +244,23 @@ impl TieredCache {
         Some(e)
     }
 
+    /// The largest value taken, in bytes.
+    pub fn max_value(&self) -> usize {
+        self.max_value
+    }
+
     /// A value of `len` bytes fits the entry size limit (else [`Error::TooLarge`], a 413).
     pub fn check_value_len(&self, len: usize) -> Result<()> {
-        if len > self.cfg.max_entry_bytes {
+        if len > self.max_value {
+            let why = match self.max_value < self.cfg.max_entry_bytes {
+                true => {
+                    format!(" (what L1 keeps of one entry with cache.max_bytes = {})", self.cfg.max_bytes)
+                }
+                false => String::new(),
+            };
             return Err(Error::TooLarge(format!(
-                "cache value of {len} bytes is over the {}-byte entry limit",
-                self.cfg.max_entry_bytes
+                "cache value of {len} bytes is over the {}-byte entry limit{why}",
+                self.max_value
             )));
         }
         Ok(())
@@ -369,6 +386,24 @@ pub fn check_ttl(ttl: Duration) -> Result<()> {
         return Err(Error::invalid(format!("ttl {ttl:?} is out of range: give 1 ms to 365 days")));
     }
     Ok(())
+}
+
+/// `cache.max_entry_bytes`, lowered (with a warning) to what L1 keeps under the longest key
+/// when a small byte budget could not keep a value that large: such a value was taken (204)
+/// and never stored.
+fn largest_value(cfg: &CacheConfig, l1_max_weight: u64) -> usize {
+    let longest_key = cfg.strategies.keys().map(String::len).max().unwrap_or(0) + 1 + MAX_KEY_LEN;
+    let room = l1_max_weight.saturating_sub(l1::ENTRY_OVERHEAD + longest_key as u64);
+    let max_value = cfg.max_entry_bytes.min(usize::try_from(room).unwrap_or(usize::MAX));
+    if max_value < cfg.max_entry_bytes {
+        log::warn!(
+            "cache.max_bytes = {} keeps values of at most {max_value} bytes per entry (a share of the \
+             budget per L1 shard); larger ones are refused (413), not cache.max_entry_bytes = {}",
+            cfg.max_bytes,
+            cfg.max_entry_bytes
+        );
+    }
+    max_value
 }
 
 #[cfg(test)]

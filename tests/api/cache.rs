@@ -594,3 +594,33 @@ async fn every_path_to_an_entry_agrees_on_its_key() {
         assert_eq!(m["values"][0]["value"], value, "{key:?} as a key line");
     }
 }
+
+/// Regression: with a small `cache.max_bytes`, a value heavier than one L1 shard's share of it
+/// (on 2 cores, 1 MiB over 8 shards) was taken with a 204 and never stored. Now every value
+/// taken is kept, and one L1 cannot keep is a 413 naming the budget.
+#[tokio::test]
+async fn a_value_l1_cannot_keep_is_refused_not_dropped() {
+    let s = TestServer::start_with(|c| c.cache.max_bytes = 1 << 20);
+    let mut refused = 0;
+    for len in [50_000, 100_000, 200_000, 500_000, (1 << 20) - 1] {
+        let path = format!("/api/v1/cache/llm_response/v{len}");
+        let r = s.client.put(s.url(&path)).body(vec![b'x'; len]).send().await.unwrap();
+        if r.status() == 413 {
+            let body = r.text().await.unwrap();
+            assert!(body.contains("cache.max_bytes"), "{body}");
+            refused += 1;
+            continue;
+        }
+        assert_eq!(r.status(), 204, "{len}");
+        let got = s.client.get(s.url(&path)).send().await.unwrap();
+        assert_eq!(
+            (got.status().as_u16(), got.bytes().await.unwrap().len()),
+            (200, len),
+            "{len} taken, kept"
+        );
+    }
+    assert!(refused > 0, "a 1 MiB budget cannot keep a 1 MiB value");
+    let max = s.daemon().cache.max_value();
+    let r = s.client.put(s.url("/api/v1/cache/llm_response/max")).body(vec![b'x'; max]).send().await.unwrap();
+    assert_eq!(r.status(), 204, "the largest value taken: {max}");
+}
