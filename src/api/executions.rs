@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 /// Longest `?wait=` honoured.
 const MAX_WAIT: Duration = Duration::from_secs(120);
 
+/// Unknown fields are refused (a `wait` here, not in the query, was silently ignored).
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RequestBody {
     crew_id: String,
     /// Anything else the client wants to attach; ignored by perfd.
@@ -124,13 +126,23 @@ pub async fn heartbeat(state: web::Data<AppState>, id: web::Path<u64>) -> Result
     Ok(HttpResponse::Ok().json(live(&state, id, state.executions.heartbeat(id)).await?))
 }
 
+/// A stage as posted: [`Stage`] is also stored (and takes fields added later), so the body's
+/// own type is the one that refuses unknown fields.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageBody {
+    name: String,
+    duration_ms: f64,
+}
+
 pub async fn add_stage(
     state: web::Data<AppState>,
     id: web::Path<u64>,
-    body: web::Json<Stage>,
+    body: web::Json<StageBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
-    Ok(HttpResponse::Ok().json(live(&state, id, state.executions.add_stage(id, body.into_inner())).await?))
+    let (id, StageBody { name, duration_ms }) = (id.into_inner(), body.into_inner());
+    let added = state.executions.add_stage(id, Stage { name, duration_ms });
+    Ok(HttpResponse::Ok().json(live(&state, id, added).await?))
 }
 
 #[derive(Debug, Deserialize, Default)]

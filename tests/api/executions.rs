@@ -184,6 +184,14 @@ async fn stages_and_profiles_with_per_stage_statistics() {
         ("/api/v1/executions/999999/finish".to_string(), json!({}), 404, "not_found"),
         ("/api/v1/executions".to_string(), json!({"crew_id": ""}), 400, "invalid_input"),
         ("/api/v1/executions".to_string(), json!({"crew": "x"}), 400, "invalid_input"),
+        // Unknown fields: `wait` belongs in the query; both were silently ignored.
+        ("/api/v1/executions".to_string(), json!({"crew_id": "x", "wait": "5s"}), 400, "invalid_input"),
+        (
+            format!("/api/v1/executions/{id}/stages"),
+            json!({"name": "x", "duration_ms": 5, "unit": "s"}),
+            400,
+            "invalid_input",
+        ),
     ] {
         let r = s.client.post(s.url(&path)).json(&body).send().await.unwrap();
         expect_error(r, status, code).await;
