@@ -268,3 +268,70 @@ fn input_ends_after_a_request_that_closes_the_connection() {
         }
     }
 }
+
+const TOKENS: &[&str] = &[
+    "GET / HTTP/1.1",
+    "POST /a HTTP/1.0",
+    "\r\n",
+    "\r\n",
+    "\n",
+    "\r",
+    "Host: a",
+    "Content-Length: 3",
+    "Content-Length: x",
+    "Transfer-Encoding: chunked",
+    "Connection: close",
+    "Upgrade: websocket",
+    "X: y",
+    "0",
+    "3",
+    "a",
+    "abc",
+    ";e",
+    " ",
+    ":",
+    "\u{0}",
+    "\u{7f}",
+];
+
+proptest! {
+    /// Any soup of request pieces, in any reads, with releases and time-outs between them: no
+    /// panic; actix-http gets at most what came plus one refusal, and nothing after a refusal
+    /// or once the input has ended.
+    #[test]
+    fn any_bytes_in_any_reads(tokens in prop::collection::vec(prop::sample::select(TOKENS), 0..60), cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..6), acts in prop::collection::vec(0..4u8, 7)) {
+        let bytes: Vec<u8> = tokens.concat().into_bytes();
+        let mut ends: Vec<usize> = cuts.iter().map(|i| i.index(bytes.len() + 1)).collect();
+        ends.push(bytes.len());
+        ends.sort_unstable();
+        let (mut c, t0) = clock();
+        let (mut at, mut got) = (0, Vec::new());
+        for (i, &end) in ends.iter().enumerate() {
+            let closed = c.framing == Framing::Closed;
+            let mut out = BytesMut::new();
+            let pass = c.feed(&bytes[at..end], &mut out, || t0);
+            prop_assert!(pass <= end - at);
+            prop_assert!(!closed || (pass == 0 && out.is_empty()), "input after its end");
+            got.extend_from_slice(&bytes[at..at + pass]);
+            got.extend_from_slice(&out);
+            let mut out = BytesMut::new();
+            match acts[i] {
+                1 if c.holding() => c.release(&mut out),
+                2 if c.deadline().is_some() => {
+                    c.time_out(&mut out);
+                }
+                _ => {}
+            }
+            got.extend_from_slice(&out);
+            at = end;
+        }
+        let refusal = Refusal::Timeout.request();
+        prop_assert!(got.len() <= bytes.len() + refusal.len(), "{} from {}", got.len(), bytes.len());
+        let at_refusal = got.windows(16).position(|w| w == b"/.perfd/refused/");
+        if let Some(p) = at_refusal {
+            let tail = &got[p..];
+            prop_assert!(tail.ends_with(b"Connection: close\r\n\r\n"), "only the refusal after it");
+            prop_assert_eq!(tail.windows(16).filter(|w| *w == b"/.perfd/refused/").count(), 1);
+        }
+    }
+}
