@@ -93,3 +93,16 @@ async fn heads_after_a_chunked_body_are_checked_and_timed() {
         s.client.get(s.url("/api/v1/cache/crew_config/c")).send().await.unwrap().text().await.unwrap();
     assert_eq!(value, "abcde");
 }
+
+/// A refused HEAD is answered as a HEAD: the status and headers, no body (a client reading a
+/// HEAD's answer reads no body, and took the JSON for the start of the next answer).
+#[tokio::test]
+async fn a_refused_head_request_gets_no_body() {
+    let s = TestServer::start();
+    let mut c = Raw::connect(&s);
+    c.send(b"HEAD /healthz HTTP/1.1\r\n\r\n");
+    let answer = c.answer_with(false).expect("an answer");
+    assert_eq!(status(&answer), "400", "{answer}");
+    assert!(answer.to_ascii_lowercase().contains("content-type: application/json"), "{answer}");
+    assert!(c.closed_within(Duration::from_secs(5)), "and nothing after the head");
+}

@@ -172,7 +172,8 @@ impl HeadClock {
                 }
             } else if self.head.len() >= MAX_HEAD {
                 let line_ended = memchr::memchr(b'\n', &self.head).is_some();
-                self.refuse(o, if line_ended { Refusal::HeadTooLarge } else { Refusal::LineTooLong });
+                let refusal = if line_ended { Refusal::HeadTooLarge } else { Refusal::LineTooLong };
+                self.refuse(o, refusal.request(self.head.starts_with(b"HEAD ")));
             }
             return None;
         };
@@ -186,7 +187,9 @@ impl HeadClock {
             // Only line ends (a lone CR held, then LF): passed on, still between requests.
             None if !self.released => o.take(at, end),
             Some(Err(refusal)) if !self.released => {
-                self.refuse(o, refusal);
+                let whole = if self.head.is_empty() { &bytes[at..end] } else { &self.head[..] };
+                let head = whole.starts_with(b"HEAD ");
+                self.refuse(o, refusal.request(head));
                 return None;
             }
             read => {
@@ -212,7 +215,7 @@ impl HeadClock {
         if self.released {
             return false;
         }
-        out.extend_from_slice(&Refusal::Timeout.request());
+        out.extend_from_slice(&Refusal::Timeout.request(self.head.starts_with(b"HEAD ")));
         self.framing = Framing::Closed;
         true
     }
@@ -230,8 +233,9 @@ impl HeadClock {
         if self.closing { Framing::Closed } else { Framing::Head }
     }
 
-    fn refuse(&mut self, o: &mut Output, refusal: Refusal) {
-        o.insert(&refusal.request());
+    /// Gives actix-http `request` (a refusal's) in place of the rest: the input ends.
+    fn refuse(&mut self, o: &mut Output, request: Vec<u8>) {
+        o.insert(&request);
         self.framing = Framing::Closed;
         self.end_head();
     }

@@ -110,10 +110,13 @@ impl Refusal {
         }
     }
 
-    /// The request actix-http gets instead of the refused head: it closes the connection.
-    pub fn request(self) -> Vec<u8> {
+    /// The request actix-http gets instead of the refused head: it closes the connection. A
+    /// HEAD is refused with a HEAD, whose answer has no body.
+    pub fn request(self, head: bool) -> Vec<u8> {
         let n = Refusal::ALL.iter().position(|&r| r == self).unwrap_or(0);
-        format!("GET /.perfd/refused/{n} HTTP/1.1\r\nHost: perfd\r\nConnection: close\r\n\r\n").into_bytes()
+        let method = if head { "HEAD" } else { "GET" };
+        format!("{method} /.perfd/refused/{n} HTTP/1.1\r\nHost: perfd\r\nConnection: close\r\n\r\n")
+            .into_bytes()
     }
 
     /// The JSON error body.
@@ -344,8 +347,9 @@ mod tests {
     #[test]
     fn each_refusal_has_its_own_request_and_a_json_body() {
         for (n, r) in Refusal::ALL.iter().enumerate() {
-            let request = String::from_utf8(r.request()).unwrap();
+            let request = String::from_utf8(r.request(false)).unwrap();
             assert!(request.starts_with(&format!("GET /.perfd/refused/{n} ")), "{request}");
+            assert!(String::from_utf8(r.request(true)).unwrap().starts_with("HEAD /.perfd/"));
             let (status, code, _) = r.answer();
             assert!(status.is_client_error());
             let body: serde_json::Value = serde_json::from_str(&r.body()).unwrap();

@@ -182,7 +182,7 @@ fn chunked_bodies_are_followed_to_their_end() {
     let all = [&post[..], body, b"GET /b HTTP/1.1\r\n"].concat();
     assert_eq!(given(&mut c, &[&all], t0), [&post[..], body].concat(), "the next head is held");
     assert_eq!((c.deadline(), &c.framing), (Some(t0 + Duration::from_secs(1)), &Framing::Head));
-    assert_eq!(given(&mut c, &[b"\r\n"], t0), Refusal::NoHost.request(), "and checked");
+    assert_eq!(given(&mut c, &[b"\r\n"], t0), Refusal::NoHost.request(false), "and checked");
 
     let closing = b"POST /a HTTP/1.1\r\nHost: a\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n";
     for cut in 0..body.len() {
@@ -212,7 +212,7 @@ fn a_refused_head_is_replaced_and_ends_the_input() {
         for cut in [1, bad.len() / 2, bad.len()] {
             let (mut c, t0) = clock();
             let got = given(&mut c, &[&[ok.as_slice(), &bad[..cut]].concat(), &bad[cut..], ok], t0);
-            let want = [ok.as_slice(), &refusal.request()].concat();
+            let want = [ok.as_slice(), &refusal.request(false)].concat();
             let ended = c.framing == Framing::Closed;
             assert!(got == want && ended, "{refusal:?} cut {cut}: {:?}", String::from_utf8_lossy(&got));
         }
@@ -227,7 +227,7 @@ fn a_late_head_gets_a_408_unless_it_was_released() {
     given(&mut c, &[b"GET / HTTP/1.1\r\nHo"], t0);
     let mut out = BytesMut::new();
     assert!(c.time_out(&mut out));
-    assert_eq!((&out[..], &c.framing), (&Refusal::Timeout.request()[..], &Framing::Closed));
+    assert_eq!((&out[..], &c.framing), (&Refusal::Timeout.request(false)[..], &Framing::Closed));
 
     let (mut c, t0) = clock();
     given(&mut c, &[b"GET / HTTP/1.1\r\n"], t0);
@@ -325,7 +325,7 @@ proptest! {
             got.extend_from_slice(&out);
             at = end;
         }
-        let refusal = Refusal::Timeout.request();
+        let refusal = Refusal::Timeout.request(false);
         prop_assert!(got.len() <= bytes.len() + refusal.len(), "{} from {}", got.len(), bytes.len());
         let at_refusal = got.windows(16).position(|w| w == b"/.perfd/refused/");
         if let Some(p) = at_refusal {
