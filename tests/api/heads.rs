@@ -104,5 +104,6 @@ async fn a_refused_head_request_gets_no_body() {
     let answer = c.answer_with(false).expect("an answer");
     assert_eq!(status(&answer), "400", "{answer}");
     assert!(answer.to_ascii_lowercase().contains("content-type: application/json"), "{answer}");
-    assert!(c.closed_within(Duration::from_secs(5)), "and nothing after the head");
+    assert!(c.closed_within(Duration::from_secs(5)), "closed after the answer");
+    assert_eq!(String::from_utf8_lossy(c.buffered()), "", "nothing after the head");
 }

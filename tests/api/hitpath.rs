@@ -65,6 +65,11 @@ impl Raw {
         }
     }
 
+    /// Bytes read past the answers taken so far.
+    pub(crate) fn buffered(&self) -> &[u8] {
+        &self.buf
+    }
+
     pub(crate) fn set_read_timeout(&mut self, timeout: Duration) {
         self.stream.set_read_timeout(Some(timeout)).expect("timeout");
     }
