@@ -107,3 +107,18 @@ async fn a_refused_head_request_gets_no_body() {
     assert!(c.closed_within(Duration::from_secs(5)), "closed after the answer");
     assert_eq!(String::from_utf8_lossy(c.buffered()), "", "nothing after the head");
 }
+
+/// The hit path's own 408 (a first head that stops coming) follows the same rule.
+#[tokio::test]
+async fn a_late_head_request_gets_a_408_without_a_body() {
+    let s = TestServer::start_with(|c| c.http.request_timeout = Duration::from_millis(300));
+    for (start, with_body) in [("HEAD /healthz HTTP/1.1\r\n", false), ("GET /healthz HTTP/1.1\r\n", true)] {
+        let mut c = Raw::connect(&s);
+        c.send(start.as_bytes());
+        let answer = c.answer_with(with_body).expect("a 408");
+        assert_eq!(status(&answer), "408", "{answer}");
+        assert_eq!(body(&answer).is_empty(), !with_body, "{answer}");
+        assert!(c.closed_within(Duration::from_secs(5)));
+        assert_eq!(String::from_utf8_lossy(c.buffered()), "", "{start:?}");
+    }
+}

@@ -291,7 +291,9 @@ impl Conn {
         .into_bytes();
         answer::http_date(crate::model::now_ms(), |date| answer.extend_from_slice(date));
         answer.extend_from_slice(b"\r\n\r\n");
-        answer.extend_from_slice(body.as_bytes());
+        if !self.unread.starts_with(b"HEAD ") {
+            answer.extend_from_slice(body.as_bytes()); // a HEAD's answer has none
+        }
         let _ = self.stream.try_write(&answer); // best effort, as the connection closes anyway
     }
 }
