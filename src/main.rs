@@ -203,8 +203,17 @@ fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
-    Ok(())
+    print_out(&serde_json::to_string_pretty(v)?)
+}
+
+/// Prints a line to stdout; a reader that went away (`perfd check | head`) is not an error
+/// (`println!` panicked on the broken pipe).
+fn print_out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    match writeln!(std::io::stdout().lock(), "{text}") {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        written => Ok(written?),
+    }
 }
 
 /// Offline backup of a stopped daemon's data dir. A running daemon holds the file: say so.
@@ -237,8 +246,7 @@ fn backup_online(url: &str) -> anyhow::Result<()> {
     stream.read_to_string(&mut resp)?;
     let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
     anyhow::ensure!(head.starts_with("HTTP/1.1 201"), "the daemon answered: {head} {body}");
-    println!("{body}");
-    Ok(())
+    print_out(body)
 }
 
 fn run_check(config: Config, compact: bool) -> anyhow::Result<()> {
@@ -248,6 +256,5 @@ fn run_check(config: Config, compact: bool) -> anyhow::Result<()> {
         return run_check(config, false);
     }
     let counts = store.counts()?;
-    println!("{}", serde_json::to_string_pretty(&counts)?);
-    Ok(())
+    print_out(&serde_json::to_string_pretty(&counts)?)
 }

@@ -56,6 +56,7 @@ async fn backup_while_running_then_restore_elsewhere_gives_the_same_answers() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
     // Truncated or altered backups are refused and leave the existing data alone.
     let bytes = std::fs::read(&file).unwrap();
+    assert_eq!(&bytes[..6], b"PFBK\x02\x00", "written in the streaming format");
     let bad = restored.path().join("bad.pfbk");
     for broken in [bytes[..bytes.len() / 2].to_vec(), {
         let mut b = bytes.clone();
@@ -176,11 +177,50 @@ fn offline_commands_refuse_the_database_itself_and_a_missing_one() {
     let out = perfd(&["--listen", "127.0.0.1:0", "--data-dir", plain.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("data dir") && err.contains("plain"), "{err}");
+    // A reader that leaves (`perfd check | head -1`): println! panicked on the broken pipe.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_perfd"))
+        .args(["check", "--data-dir", data_dir])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // before it has opened the database, let alone printed
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !err.contains("panicked"), "{err}");
     // An I/O error names the path, once.
     let out = perfd(&["backup", "--out", missing.join("x.pfbk").to_str().unwrap(), "--data-dir", data_dir]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
     assert!(err.contains("elsewhere/x.pfbk"), "{err}");
+}
+
+/// Backups written before the streaming format (format 1, one in-memory snapshot) are still
+/// checked and restored. The fixture was written by the previous perfd: three points of
+/// `fixture_v` (hosts a and b, 2026-11-27) and the six default thresholds.
+#[tokio::test]
+async fn a_format_1_backup_is_still_restored() {
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/backup-format-1.pfbk");
+    let out = perfd(&["check", file]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((info["wal_entries"].as_u64(), info["thresholds"].as_u64()), (Some(2), Some(6)), "{info}");
+    let dir = tempfile::tempdir().unwrap();
+    let out = perfd(&["restore", file, "--data-dir", dir.path().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut config = Config::for_test(dir.path());
+    config.storage.retention = perfd::config::MAX_DURATION; // the points are from 2026
+    let d = Daemon::start(config).unwrap();
+    let view = TestServerView(format!("http://{}", d.addr));
+    let points = view.points("query=fixture_v&start=1795800000000&end=1795800002000").await;
+    let by_host: Vec<_> = points.iter().map(|(labels, p)| (labels["host"].clone(), p.clone())).collect();
+    assert_eq!(
+        by_host,
+        vec![
+            (serde_json::json!("a"), vec![(1795800000000, 1.5), (1795800001000, 2.5)]),
+            (serde_json::json!("b"), vec![(1795800002000, -3.0)])
+        ]
+    );
 }
 
 /// A read-only view of another server, for comparing answers.
