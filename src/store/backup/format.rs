@@ -166,9 +166,13 @@ pub fn decode(r: impl Read, len: u64, sha256: [u8; 32], what: &str, load: &mut d
     Ok(Summary { created_ms, rows, bytes: len, sha256 })
 }
 
-fn newer(schema_version: u32, corrupt: &dyn Fn(&dyn std::fmt::Display) -> Error) -> Result<()> {
+/// A backup of a newer schema than this perfd's is refused (not "corrupt": only newer).
+fn newer(schema_version: u32) -> Result<()> {
     if schema_version > super::super::SCHEMA_VERSION {
-        return Err(corrupt(&"made by a newer perfd"));
+        return Err(Error::InvalidInput(format!(
+            "the backup was made by a newer perfd (schema {schema_version}; this one reads up to {})",
+            super::super::SCHEMA_VERSION
+        )));
     }
     Ok(())
 }
@@ -179,7 +183,7 @@ fn decode_v1(
     corrupt: &dyn Fn(&dyn std::fmt::Display) -> Error,
 ) -> Result<(i64, BTreeMap<String, u64>)> {
     let s: SnapshotV1 = rmp_serde::from_read(z).map_err(|e| corrupt(&e))?;
-    newer(s.schema_version, corrupt)?;
+    newer(s.schema_version)?;
     let mut counts = BTreeMap::new();
     for t in s.tables {
         counts.insert(t.name.clone(), t.rows.len() as u64);
@@ -195,7 +199,7 @@ fn decode_v2(
 ) -> Result<(i64, BTreeMap<String, u64>)> {
     let mut de = rmp_serde::Deserializer::new(z);
     let header = Header::deserialize(&mut de).map_err(|e| corrupt(&e))?;
-    newer(header.schema_version, corrupt)?;
+    newer(header.schema_version)?;
     let mut counts = BTreeMap::new();
     let mut next = ItemIn::deserialize(&mut de).map_err(|e| corrupt(&e))?;
     loop {
@@ -314,6 +318,11 @@ mod tests {
         }
         let err = read(&file(9, &whole)).err().expect("an unknown format");
         assert!(err.to_string().contains("format 9"), "{err}");
+        let mut newer = Vec::new();
+        put(&mut newer, &Header { schema_version: u32::MAX, created_ms: 0 }).unwrap();
+        put(&mut newer, &ItemOut::End).unwrap();
+        let err = read(&file(FORMAT, &newer)).err().expect("a newer schema");
+        assert!(err.to_string().contains("newer perfd"), "{err}");
         let mut altered = file(FORMAT, &whole);
         altered[8] ^= 1;
         assert!(read(&altered).err().expect("refused").to_string().contains("checksum"));
