@@ -98,9 +98,16 @@ impl<R: Read> Read for Hashing<R> {
     }
 }
 
-/// Writes one stream value.
+/// Writes one stream value. A failed write is an I/O error (so a full disk is told as one:
+/// 507, not 500).
 pub fn put(w: &mut impl Write, item: &impl Serialize) -> Result<()> {
-    rmp_serde::encode::write_named(w, item).map_err(|e| Error::Internal(format!("encoding the backup: {e}")))
+    use rmp::encode::ValueWriteError::{InvalidDataWrite, InvalidMarkerWrite};
+    rmp_serde::encode::write_named(w, item).map_err(|e| match e {
+        rmp_serde::encode::Error::InvalidValueWrite(InvalidMarkerWrite(io) | InvalidDataWrite(io)) => {
+            Error::Io(io)
+        }
+        e => Error::Internal(format!("encoding the backup: {e}")),
+    })
 }
 
 /// A row's key and value bytes.
@@ -300,6 +307,23 @@ mod tests {
         assert_eq!(summary.rows, BTreeMap::from([("a".into(), 2), ("empty".into(), 0), ("b".into(), 1)]));
         let got: Vec<_> = rows.iter().map(|(t, k, v)| (t.as_str(), &k[..], &v[..])).collect();
         assert_eq!(got, vec![("a", &b"k1"[..], &b"v1"[..]), ("a", b"k2", b""), ("b", b"", b"v3")]);
+    }
+
+    /// A write that fails mid-stream (a full disk) is an I/O error, which the API tells as a
+    /// 507; it was an internal error (500) when it failed inside a value.
+    #[test]
+    fn a_failed_write_is_an_io_error() {
+        struct Full;
+        impl Write for Full {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::ErrorKind::StorageFull.into())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let err = put(&mut Full, &ItemOut::Row(b"k", b"v")).unwrap_err();
+        assert!(matches!(&err, Error::Io(e) if e.kind() == io::ErrorKind::StorageFull), "{err:?}");
     }
 
     /// Content that passes the checksum but does not decode is an error, never a panic or a
