@@ -225,10 +225,10 @@ impl Fields {
     fn of(headers: &[httparse::Header], http11: bool) -> Result<Fields, Refusal> {
         let mut f = Fields::default();
         for h in headers {
-            // `HeaderValue::to_str`: visible ASCII and tabs only.
-            let value = std::str::from_utf8(h.value)
-                .ok()
-                .filter(|v| v.bytes().all(|b| b == b'\t' || (32..127).contains(&b)));
+            // What `HeaderValue::to_str` takes (so it is UTF-8 too).
+            let value = Some(h.value)
+                .filter(|v| crate::cache::is_header_text(v))
+                .and_then(|v| std::str::from_utf8(v).ok());
             let name = h.name;
             if name.eq_ignore_ascii_case("content-length") {
                 if f.length.is_some() {
