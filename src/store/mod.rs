@@ -76,6 +76,14 @@ pub struct Store {
     reopens: std::sync::atomic::AtomicU64,
     /// Set while [`Store::reopen`] runs, so readers wait for it instead of failing.
     reopening: std::sync::atomic::AtomicBool,
+    /// Why the last reopen failed, while the database stays closed: what [`Store::db`] answers.
+    closed: parking_lot::Mutex<Option<Closed>>,
+}
+
+/// A failed reopen: whether it was a storage failure (`Some(full)`) and what it said.
+struct Closed {
+    storage: Option<bool>,
+    error: String,
 }
 
 /// One sealed or open hour of one series as a reader sees it.
@@ -113,6 +121,7 @@ impl Store {
             next_record_id: Default::default(),
             reopens: Default::default(),
             reopening: Default::default(),
+            closed: Default::default(),
         };
         store.init_tables()?;
         store.load_catalog()?;
@@ -122,7 +131,8 @@ impl Store {
 
     /// The open database, for one transaction: the handle must not be kept, or a reopen would
     /// wait for it. While a reopen is under way this waits for it (at most [`REOPEN_WAIT`]);
-    /// after a failed one it is `Unavailable` at once.
+    /// after a failed one it fails at once with why: `StorageFailed` when the file could not be
+    /// opened for lack of room (a 507, as the writes are), else `Unavailable`.
     pub fn db(&self) -> Result<Arc<Database>> {
         if let Some(db) = self.db.read().clone() {
             return Ok(db);
@@ -132,7 +142,23 @@ impl Store {
             if let Some(db) = self.db.read().clone() {
                 return Ok(db);
             }
-            if !self.reopening.load(Ordering::Acquire) || Instant::now() > deadline {
+            let reopening = self.reopening.load(Ordering::Acquire);
+            if !reopening && let Some(closed) = &*self.closed.lock() {
+                let message = format!(
+                    "the database could not be reopened after a storage failure ({}); \
+                     perfd tries again by itself; retry later",
+                    closed.error
+                );
+                return Err(match closed.storage {
+                    Some(full) => Error::StorageFailed {
+                        full,
+                        message,
+                        retry_after_secs: crate::writer::fault::FIRST_BACKOFF.as_secs() as u32,
+                    },
+                    None => Error::Unavailable(message),
+                });
+            }
+            if !reopening || Instant::now() > deadline {
                 return Err(Error::Unavailable(
                     "the database is being reopened after an I/O error; retry shortly".into(),
                 ));
@@ -150,6 +176,10 @@ impl Store {
     pub fn reopen(&self, rebuild: impl FnOnce(&Database) -> Result<()>) -> Result<()> {
         self.reopening.store(true, Ordering::Release);
         let reopened = self.reopen_now(rebuild);
+        *self.closed.lock() = reopened
+            .as_ref()
+            .err()
+            .map(|e| Closed { storage: crate::writer::fault::storage_failure(e), error: e.to_string() });
         self.reopening.store(false, Ordering::Release);
         reopened
     }
@@ -392,4 +422,30 @@ fn merge_hours(
 fn normalized(mut pts: Vec<Point>) -> Vec<Point> {
     codec::normalize(&mut pts);
     pts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: a reopen that failed (a full disk that the reopen itself needed room on) left
+    /// every caller told "the database is being reopened", with no reopen under way, and a
+    /// backup that found no room a 503 instead of the 507 a write gets.
+    #[test]
+    fn a_failed_reopen_is_answered_with_its_cause_until_one_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let full = || Error::Io(std::io::ErrorKind::StorageFull.into());
+        assert!(store.reopen(|_| Err(full())).is_err());
+        let err = store.db().expect_err("closed after a failed reopen");
+        assert!(matches!(&err, Error::StorageFailed { full: true, .. }), "{err:?}");
+        assert!(err.to_string().contains("could not be reopened"), "{err}");
+
+        assert!(store.reopen(|_| Err(Error::Corrupt("bad page".into()))).is_err());
+        let err = store.db().expect_err("still closed");
+        assert!(matches!(&err, Error::Unavailable(m) if m.contains("bad page")), "{err:?}");
+
+        store.reopen(|_| Ok(())).unwrap();
+        assert!(store.db().is_ok());
+    }
 }

@@ -10,8 +10,8 @@
 //!    new writes at once instead of queueing them; other writer work (thresholds, profiles,
 //!    seals, maintenance) waits too;
 //! 3. reopens the database at once, so reads work again (a full disk can still be read; readers
-//!    wait for a reopen under way, see `Store::db`). A reopen that fails is tried again with the
-//!    next retry;
+//!    wait for a reopen under way, see `Store::db`). A reopen that fails (it may need room too)
+//!    is tried again with the next retry; until then reads are refused with its cause;
 //! 4. retries an empty durable commit 1 s later, then 2, 4 and 8 s, then every 10 s, reopening
 //!    after each failure; when the disk was full, only once its file system has 1 MiB free again
 //!    (an empty commit needs no room, so it would pass on a full disk). When one succeeds, writes

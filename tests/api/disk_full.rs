@@ -135,6 +135,17 @@ fn a_full_disk_refuses_writes_loses_nothing_and_recovers_by_itself() {
     let left: Vec<_> =
         std::fs::read_dir(dir.path().join("backups")).unwrap().flatten().map(|e| e.file_name()).collect();
     assert!(left.is_empty(), "{left:?}");
+    // With no room at all the writer's next retry cannot even reopen the file: reads and backups
+    // are then refused with that cause (a 507 with Retry-After), not told a reopen is under way.
+    let query = format!("/api/v1/query_range?query=full_v&start={t0}&end={end}");
+    let closed = poll(Duration::from_secs(15), || {
+        let resp = exchange(&p.base, "GET", &query, "", "")?;
+        (status_of(&resp)? == 507).then_some(resp)
+    });
+    let closed = closed.expect("the retry under a 1-byte limit fails to reopen within 15 s");
+    assert!(closed.contains("could not be reopened") && closed.contains("retry-after: 1"), "{closed}");
+    let (status, resp) = post_raw(&p.base, "/api/v1/admin/backup", "");
+    assert!(status == 507 && resp.contains("could not be reopened"), "{resp}");
     // An execution finished meanwhile is finished; its profile is stored once the store is back.
     let (status, resp) = post_raw(&p.base, "/api/v1/executions", r#"{"crew_id":"df"}"#);
     assert!(status == 200 || status == 201, "{resp}");
