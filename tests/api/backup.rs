@@ -140,6 +140,25 @@ async fn restore_into_a_running_daemons_dir_is_refused() {
     let d = Daemon::start(Config::for_test(dir.path())).unwrap();
     let view = TestServerView(format!("http://{}", d.addr));
     assert_eq!(view.points(&format!("query=rs_v&start={t}&end={}", t + 3000)).await[0].1, vec![(t, 1.0)]);
+
+    // A restore into a new data dir that was killed left the empty file it holds the dir with;
+    // the next restore was refused without --force, as if the dir held data. A database a
+    // perfd has opened, even with nothing written, still needs --force.
+    let dir = tempfile::tempdir().unwrap();
+    drop(redb::Database::create(dir.path().join("perfd.redb")).unwrap());
+    let restore = |dir: &std::path::Path| {
+        perfd(&["restore", file.to_str().unwrap(), "--data-dir", dir.to_str().unwrap()])
+    };
+    let out = restore(dir.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let d = Daemon::start(Config::for_test(dir.path())).unwrap();
+    let view = TestServerView(format!("http://{}", d.addr));
+    assert_eq!(view.points(&format!("query=rs_v&start={t}&end={}", t + 3000)).await[0].1, vec![(t, 1.0)]);
+    let fresh = tempfile::tempdir().unwrap();
+    drop(Daemon::start(Config::for_test(fresh.path())).unwrap());
+    let out = restore(fresh.path());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--force"), "{err}");
 }
 
 /// Offline commands on a wrong path: `backup --out <data-dir>/perfd.redb` renamed the backup

@@ -219,7 +219,7 @@ pub fn restore(path: &Path, data_dir: &Path, force: bool) -> Result<BackupInfo> 
     let backup = Verified::file(path)?; // refused before the data dir is touched
     std::fs::create_dir_all(data_dir)?;
     let target = data_dir.join("perfd.redb");
-    let existed = target.exists();
+    let existed = target.exists() && !is_bare(&target);
     if existed && !force {
         return Err(Error::Conflict(format!(
             "{} already holds a database; pass --force to replace it",
@@ -230,9 +230,19 @@ pub fn restore(path: &Path, data_dir: &Path, force: bool) -> Result<BackupInfo> 
     let restored = replace(&backup, data_dir, &target);
     drop(held);
     if restored.is_err() && !existed {
-        let _ = std::fs::remove_file(&target); // the empty database `hold` created
+        let _ = std::fs::remove_file(&target); // the empty database `hold` created (or found)
     }
     restored
+}
+
+/// Whether `target` is a database file with no table at all: the empty file [`hold`] creates
+/// for a restore into a new data dir, left behind when that restore was killed. It holds
+/// nothing to lose, so a restore may replace it without `--force`. Opened read-only, so a file
+/// that is refused stays as it was.
+fn is_bare(target: &Path) -> bool {
+    let Ok(db) = redb::ReadOnlyDatabase::open(target) else { return false };
+    let tables = db.begin_read().and_then(|txn| Ok(txn.list_tables()?.next().is_none()));
+    tables.unwrap_or(false)
 }
 
 /// Opens the database file (creating an empty one if there is none) and keeps it open while a
