@@ -212,23 +212,36 @@ impl Executions {
         self.get(id)
     }
 
-    /// Finishes a running execution; returns its profile (to store, then to report with
-    /// [`Executions::stored`]) and admits the next.
+    /// Finishes a running execution, or withdraws a queued one (a client that stops waiting:
+    /// its status defaults to `cancelled`, and its profile keeps the time it waited); returns
+    /// its profile (to store, then to report with [`Executions::stored`]) and admits the next.
     pub fn finish(&self, id: u64, status: Option<String>) -> Result<Execution> {
         let now = now_ms();
         let profile = {
             let mut inner = self.inner.lock();
             let e =
                 inner.executions.get_mut(&id).ok_or_else(|| Error::NotFound(format!("no execution {id}")))?;
-            if e.state != ExecState::Running {
-                return Err(Error::Conflict(format!("execution {id} is not running")));
-            }
+            let ran = match e.state {
+                ExecState::Running => true,
+                ExecState::Queued => false,
+                _ => return Err(Error::Conflict(format!("execution {id} has ended"))),
+            };
             e.state = ExecState::Finished;
             e.finished_ms = Some(now);
-            e.run_time_ms = e.started_ms.map(|s| now - s);
-            e.status = Some(status.unwrap_or_else(|| "success".into()));
+            e.position = None;
+            if ran {
+                e.run_time_ms = e.started_ms.map(|s| now - s);
+            } else {
+                e.queue_wait_ms = Some(now - e.created_ms);
+            }
+            let default = if ran { "success" } else { "cancelled" };
+            e.status = Some(status.unwrap_or_else(|| default.into()));
             let profile = e.clone();
-            inner.running -= 1;
+            if ran {
+                inner.running -= 1;
+            } else {
+                inner.queue.retain(|q| *q != id);
+            }
             inner.executions.remove(&id);
             // Pending until the caller has stored it ([`Executions::stored`]), so that it can be
             // read all along; if the store fails, a sampler tick stores it.

@@ -67,7 +67,9 @@ pub async fn request_slot(
         let changed = state.executions.changed.notified();
         tokio::pin!(changed);
         changed.as_mut().enable();
-        let e = state.executions.get(queued.id)?;
+        // A client waiting here is alive: its lease is renewed while it waits, so a wait longer
+        // than the lease does not expire the execution it waits for (it got a 404 for it).
+        let e = live(&state, queued.id, state.executions.heartbeat(queued.id)).await?;
         if state.stopping.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(Error::ShuttingDown.into());
         }
@@ -79,7 +81,8 @@ pub async fn request_slot(
         if e.state != ExecState::Queued || Instant::now() >= deadline {
             return Ok(respond(e));
         }
-        let wake = deadline.min(Instant::now() + super::peer::CHECK_EVERY);
+        let every = super::peer::CHECK_EVERY.min(state.executions.config().lease / 2);
+        let wake = deadline.min(Instant::now() + every);
         let _ = tokio::time::timeout_at(wake.into(), changed).await;
     }
 }

@@ -126,6 +126,66 @@ async fn wait_long_polls_until_admitted() {
     assert!(e["queue_wait_ms"].as_i64().unwrap() >= 0);
 }
 
+/// Regression: a long-poll longer than the lease lost its execution: the queued request
+/// expired while its client waited, and the waiter got a 404 for its own execution. Also: a
+/// queued execution can be withdrawn with `finish` (it could only wait out its lease).
+#[tokio::test]
+async fn a_waiter_keeps_its_lease_and_a_queued_execution_can_be_withdrawn() {
+    let s = TestServer::start_with(|c| {
+        c.executions.max_concurrent = 1;
+        c.executions.lease = Duration::from_millis(300);
+    });
+    let (_, first) = request(&s, "a").await;
+    let first = first["id"].as_u64().unwrap();
+    let waiter = {
+        let (client, url) = (s.client.clone(), s.url("/api/v1/executions?wait=20s"));
+        tokio::spawn(async move { client.post(url).json(&json!({"crew_id": "b"})).send().await.unwrap() })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.get_json("/api/v1/metrics/queue").await.1["executions"]["waiting"] != 1 {
+        assert!(Instant::now() < deadline, "the waiter never queued");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Four leases go by (the running one is kept alive by its heartbeats, the waiter by waiting).
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let r = s.client.post(s.url(&format!("/api/v1/executions/{first}/heartbeat"))).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        s.daemon().sampler.tick();
+    }
+    let (_, q) = s.get_json("/api/v1/metrics/queue").await;
+    assert_eq!(
+        (q["executions"]["waiting"].as_u64(), q["executions"]["expired"].as_u64()),
+        (Some(1), Some(0)),
+        "{q}"
+    );
+    s.client.post(s.url(&format!("/api/v1/executions/{first}/finish"))).send().await.unwrap();
+    let r = waiter.await.unwrap();
+    let status = r.status();
+    let e: serde_json::Value = r.json().await.unwrap();
+    assert_eq!((status.as_u16(), e["state"].as_str()), (201, Some("running")), "{e}");
+
+    // A queued execution withdrawn: it leaves the queue, "cancelled" unless told otherwise, and
+    // its profile keeps the wait. A second finish is a 409.
+    let (code, queued) = request(&s, "c").await;
+    assert_eq!(code, 202, "{queued}");
+    let id = queued["id"].as_u64().unwrap();
+    let r = s.client.post(s.url(&format!("/api/v1/executions/{id}/finish"))).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let done: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        (done["state"].as_str(), done["status"].as_str()),
+        (Some("finished"), Some("cancelled")),
+        "{done}"
+    );
+    assert!(done["queue_wait_ms"].as_i64().is_some_and(|w| w >= 0) && done["started_ms"].is_null(), "{done}");
+    assert_eq!(s.get_json(&format!("/api/v1/executions/{id}")).await.1["status"], "cancelled");
+    let (_, q) = s.get_json("/api/v1/metrics/queue").await;
+    assert_eq!(q["executions"]["waiting"], 0, "{q}");
+    let r = s.client.post(s.url(&format!("/api/v1/executions/{id}/finish"))).send().await.unwrap();
+    expect_error(r, 409, "conflict").await;
+}
+
 #[tokio::test]
 async fn stages_and_profiles_with_per_stage_statistics() {
     let mut s = TestServer::start();

@@ -1,8 +1,8 @@
 //! Execution slots against a model (a set running, a FIFO queue), through the real server with
 //! 3 slots and a queue of 4: random sequences of requests, finishes, heartbeats and stages (of
 //! running, queued and ended executions) and reads must answer what the model says: 201, 202
-//! with the place in line, or 429; 200, or 409 for what is not running or has ended; the state,
-//! the position and the stages recorded, in order.
+//! with the place in line, or 429; 200, or 409 for what is not running or has ended (a finish
+//! of a queued one withdraws it); the state, the position and the stages recorded, in order.
 
 use crate::helpers::{TestServer, property};
 use proptest::prelude::*;
@@ -102,8 +102,13 @@ async fn run(s: &TestServer, ops: &[Op]) -> Result<(), TestCaseError> {
                     let want = m.stages.get(&id).cloned().unwrap_or_default();
                     prop_assert_eq!(stages_of(&e), want, "the profile's stages");
                     m.finish(id);
+                } else if m.queue.contains(&id) {
+                    // Withdrawn: it leaves the queue; nobody is admitted for it.
+                    prop_assert_eq!((status, e["state"].as_str()), (200, Some("finished")), "{}", e);
+                    m.queue.retain(|&q| q != id);
+                    m.done.push(id);
                 } else {
-                    // Queued (not running yet), or finished already (a retried finish).
+                    // Finished already (a retried finish).
                     prop_assert_eq!(status, 409, "{}", e);
                 }
             }
