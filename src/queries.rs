@@ -1,10 +1,15 @@
 //! Query performance: the backend reports its database queries, perfd records its own store
 //! reads, and both are grouped by fingerprint (literals replaced by `?`) with count, errors,
 //! rows and latency percentiles. In memory; bounded by [`MAX_FINGERPRINTS`].
+//!
+//! Latencies go into a DDSketch (1 % relative error) per fingerprint, not an HDR histogram: an
+//! HDR histogram over 1 µs to 1 h is a dense 26 KB whatever it holds, so 10,000 fingerprints
+//! took 260 MB; a sketch holds the bins its values span (1 KB for values within 13× of each
+//! other) and has no upper bound to clamp at.
 
-use hdrhistogram::Histogram;
 use parking_lot::Mutex;
 use serde::Serialize;
+use sketches_ddsketch::{Config, DDSketch};
 use std::collections::HashMap;
 
 /// Distinct fingerprints kept; later new ones are counted under `other`.
@@ -15,8 +20,13 @@ const MAX_QUERY_LEN: usize = 4096;
 struct Group {
     errors: u64,
     rows: u64,
-    /// Microseconds.
-    latency: Histogram<u64>,
+    /// Milliseconds.
+    latency: DDSketch,
+}
+
+/// 1 % relative error; durations under 1 µs count as 0.
+fn sketch() -> DDSketch {
+    DDSketch::new(Config::new(0.01, 2048, 0.001))
 }
 
 #[derive(Default)]
@@ -95,13 +105,8 @@ impl QueryStats {
         } else {
             fp
         };
-        let g = groups.entry(key).or_insert_with(|| Group {
-            errors: 0,
-            rows: 0,
-            latency: Histogram::new_with_bounds(1, 3_600_000_000, 2)
-                .expect("static histogram bounds are valid"),
-        });
-        let _ = g.latency.record(((duration_ms * 1000.0) as u64).clamp(1, 3_600_000_000));
+        let g = groups.entry(key).or_insert_with(|| Group { errors: 0, rows: 0, latency: sketch() });
+        g.latency.add(duration_ms.max(0.0));
         g.rows += rows;
         if !ok {
             g.errors += 1;
@@ -113,14 +118,20 @@ impl QueryStats {
         let groups = self.groups.lock();
         let mut out: Vec<FingerprintSummary> = groups
             .iter()
-            .map(|(fp, g)| FingerprintSummary {
-                fingerprint: fp.clone(),
-                count: g.latency.len(),
-                errors: g.errors,
-                rows: g.rows,
-                avg_ms: g.latency.mean() / 1000.0,
-                p95_ms: g.latency.value_at_quantile(0.95) as f64 / 1000.0,
-                max_ms: g.latency.max() as f64 / 1000.0,
+            .map(|(fp, g)| {
+                let count = g.latency.count() as u64;
+                let (min_ms, max_ms) = (g.latency.min().unwrap_or(0.0), g.latency.max().unwrap_or(0.0));
+                // A quantile is its bin's value, up to 1 % off: never outside what was seen.
+                let p95_ms = g.latency.quantile(0.95).ok().flatten().unwrap_or(0.0).clamp(min_ms, max_ms);
+                FingerprintSummary {
+                    fingerprint: fp.clone(),
+                    count,
+                    errors: g.errors,
+                    rows: g.rows,
+                    avg_ms: g.latency.sum().unwrap_or(0.0) / count.max(1) as f64,
+                    p95_ms,
+                    max_ms,
+                }
             })
             .collect();
         out.sort_by(|a, b| b.p95_ms.total_cmp(&a.p95_ms));
@@ -154,5 +165,23 @@ mod tests {
         assert_eq!(top.len(), 1);
         assert_eq!((top[0].count, top[0].errors, top[0].rows), (10, 1, 10));
         assert!((top[0].max_ms - 9.0).abs() < 0.1);
+    }
+
+    /// Percentiles within 1 %, and durations over an hour kept as they are (the histogram
+    /// clamped them at 1 h).
+    #[test]
+    fn latencies_are_kept_to_one_percent_without_an_upper_bound() {
+        let s = QueryStats::default();
+        for i in 1..=1000 {
+            s.record("select 1", f64::from(i) * 0.5, 0, true);
+        }
+        s.record("select long", 3.0 * 3_600_000.0, 0, true);
+        let top = s.slowest(5);
+        assert_eq!(top[0].fingerprint, "select long");
+        assert_eq!((top[0].p95_ms, top[0].max_ms), (10_800_000.0, 10_800_000.0));
+        let short = &top[1];
+        assert_eq!((short.count, short.max_ms), (1000, 500.0));
+        assert!((short.p95_ms / 475.0 - 1.0).abs() <= 0.01, "{}", short.p95_ms);
+        assert!((short.avg_ms - 250.25).abs() < 1e-9, "{}", short.avg_ms);
     }
 }
