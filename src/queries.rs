@@ -2,14 +2,14 @@
 //! reads, and both are grouped by fingerprint (literals replaced by `?`) with count, errors,
 //! rows and latency percentiles. In memory; bounded by [`MAX_FINGERPRINTS`].
 //!
-//! Latencies go into a DDSketch (1 % relative error) per fingerprint, not an HDR histogram: an
-//! HDR histogram over 1 µs to 1 h is a dense 26 KB whatever it holds, so 10,000 fingerprints
-//! took 260 MB; a sketch holds the bins its values span (1 KB for values within 13× of each
-//! other) and has no upper bound to clamp at.
+//! Latencies go into a sketch per fingerprint ([`monitor::latency_sketch`]), not an HDR
+//! histogram: one over 1 µs to 1 h is a dense 26 KB whatever it holds, so 10,000 fingerprints
+//! took 260 MB; and a sketch has no upper bound to clamp at.
 
+use crate::monitor::{self, latency_sketch};
 use parking_lot::Mutex;
 use serde::Serialize;
-use sketches_ddsketch::{Config, DDSketch};
+use sketches_ddsketch::DDSketch;
 use std::collections::HashMap;
 
 /// Distinct fingerprints kept; later new ones are counted under `other`.
@@ -22,11 +22,6 @@ struct Group {
     rows: u64,
     /// Milliseconds.
     latency: DDSketch,
-}
-
-/// 1 % relative error; durations under 1 µs count as 0.
-fn sketch() -> DDSketch {
-    DDSketch::new(Config::new(0.01, 2048, 0.001))
 }
 
 #[derive(Default)]
@@ -105,7 +100,7 @@ impl QueryStats {
         } else {
             fp
         };
-        let g = groups.entry(key).or_insert_with(|| Group { errors: 0, rows: 0, latency: sketch() });
+        let g = groups.entry(key).or_insert_with(|| Group { errors: 0, rows: 0, latency: latency_sketch() });
         g.latency.add(duration_ms.max(0.0));
         g.rows += rows;
         if !ok {
@@ -120,9 +115,7 @@ impl QueryStats {
             .iter()
             .map(|(fp, g)| {
                 let count = g.latency.count() as u64;
-                let (min_ms, max_ms) = (g.latency.min().unwrap_or(0.0), g.latency.max().unwrap_or(0.0));
-                // A quantile is its bin's value, up to 1 % off: never outside what was seen.
-                let p95_ms = g.latency.quantile(0.95).ok().flatten().unwrap_or(0.0).clamp(min_ms, max_ms);
+                let (p95_ms, max_ms) = (monitor::quantile(&g.latency, 0.95), g.latency.max().unwrap_or(0.0));
                 FingerprintSummary {
                     fingerprint: fp.clone(),
                     count,
