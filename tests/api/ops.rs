@@ -32,7 +32,7 @@ async fn metrics_are_valid_prometheus_text() {
     }
     assert!(!text.contains("FOO1"), "{text}");
     // promtool (Debian package prometheus) must accept it. .ci/run installs it and sets
-    // PERFD_REQUIRE_PROMTOOL; elsewhere (`cargo test` on a fresh machine) a missing one is
+    // REQUIRE_PROMTOOL; elsewhere (`cargo test` on a fresh machine) a missing one is
     // reported and this check skipped.
     let spawned = std::process::Command::new("promtool")
         .args(["check", "metrics"])
@@ -41,7 +41,7 @@ async fn metrics_are_valid_prometheus_text() {
         .stderr(std::process::Stdio::piped())
         .spawn();
     let mut child = match spawned {
-        Err(e) if std::env::var_os("PERFD_REQUIRE_PROMTOOL").is_none() => {
+        Err(e) if std::env::var_os("REQUIRE_PROMTOOL").is_none() => {
             eprintln!(
                 "promtool not run ({e}): install Debian's prometheus package to check /metrics with it"
             );
