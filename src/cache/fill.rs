@@ -32,6 +32,16 @@ impl TieredCache {
         }
     }
 
+    /// Drops leases that ran out (see [`TieredCache::sweep`]). A lease is otherwise removed only
+    /// by a PUT or DELETE of its key or the next lease on it, so every key a client asked for
+    /// with `?wait=` and never filled stayed in the map for good.
+    pub(super) fn drop_expired_leases(&self, now: Instant) -> usize {
+        let mut leases = self.leases.lock();
+        let before = leases.len();
+        leases.retain(|_, (until, _)| *until > now);
+        before - leases.len()
+    }
+
     pub(super) fn release(&self, full_key: &str) {
         if let Some((_, notify)) = self.leases.lock().remove(full_key) {
             notify.notify_waiters();
@@ -171,6 +181,21 @@ mod tests {
             assert_eq!(&t.await.unwrap()[..], b"{\"p99\":12}");
         }
         assert_eq!(calls.load(Relaxed), 1);
+    }
+
+    /// Regression: leases nobody filled stayed in memory for good, one per key asked for.
+    #[test]
+    fn leases_that_ran_out_are_swept() {
+        let cache = cache();
+        for i in 0..1000 {
+            assert!(matches!(cache.lease(&format!("memory_query:q{i}")), Lease::Granted));
+        }
+        let now = Instant::now();
+        assert_eq!(cache.drop_expired_leases(now), 0, "none ran out yet");
+        assert!(matches!(cache.lease("memory_query:q7"), Lease::Held(..)));
+        let later = now + cache.config().lease_ttl + std::time::Duration::from_secs(1);
+        assert_eq!(cache.drop_expired_leases(later), 1000);
+        assert!(cache.leases.lock().is_empty());
     }
 
     /// A loader dropped midway (its caller went away, or it panicked) gives the lease up: the

@@ -331,8 +331,9 @@ impl TieredCache {
         Ok((l1, l2))
     }
 
-    /// Drops expired L1 entries; returns how many.
+    /// Drops expired L1 entries (returns how many) and fill leases that ran out.
     pub fn sweep(&self) -> u64 {
+        self.drop_expired_leases(std::time::Instant::now());
         let n = self.l1.sweep(now_ms());
         self.total.expirations.fetch_add(n, Relaxed);
         n
