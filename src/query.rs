@@ -196,23 +196,32 @@ pub fn read_raw(
     Ok(out)
 }
 
-/// One bucket's running aggregate.
-#[derive(Debug, Clone, Copy)]
-struct Acc {
-    count: u64,
-    sum: f64,
-    min: f64,
-    max: f64,
-    first: Point,
-    last: Point,
+/// One bucket's (or one window's) running aggregate of a series' points.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Summary {
+    pub count: u64,
+    pub sum: f64,
+    pub min: f64,
+    pub max: f64,
+    /// The earliest and latest points (timestamp, value).
+    pub first: Point,
+    pub last: Point,
 }
 
-impl Acc {
-    fn point(p: Point) -> Acc {
-        Acc { count: 1, sum: p.1, min: p.1, max: p.1, first: p, last: p }
+impl Summary {
+    fn point(p: Point) -> Summary {
+        Summary { count: 1, sum: p.1, min: p.1, max: p.1, first: p, last: p }
     }
 
-    fn merge(&mut self, o: &Acc) {
+    /// The summary of `points`; `None` when there are none.
+    pub fn of(points: &[Point]) -> Option<Summary> {
+        let mut it = points.iter();
+        let mut s = Summary::point(*it.next()?);
+        it.for_each(|p| s.merge(&Summary::point(*p)));
+        Some(s)
+    }
+
+    fn merge(&mut self, o: &Summary) {
         self.count += o.count;
         self.sum += o.sum;
         self.min = self.min.min(o.min);
@@ -284,18 +293,31 @@ fn aggregate(
     step: i64,
     agg: Agg,
 ) -> Result<Option<SeriesResult>> {
-    let bucket_of = |ts: i64| ts - ts.rem_euclid(step);
-    let mut accs: Vec<(i64, Acc)> = Vec::new();
-    let mut add = |bucket: i64, acc: Acc| match accs.last_mut() {
-        Some((b, a)) if *b == bucket => a.merge(&acc),
-        _ => accs.push((bucket, acc)),
+    let buckets = fold(hours, start, end, Some(step))?;
+    if buckets.is_empty() {
+        return Ok(None);
+    }
+    let points = buckets.iter().map(|(b, s)| (*b, s.value(agg))).collect();
+    Ok(Some(SeriesResult::new(key, points)))
+}
+
+/// Folds one series' hours into buckets of `step` ms aligned to the epoch, or into one bucket
+/// (at `start`) for the whole of `[start, end]` when `step` is `None`. Whole sealed hours inside
+/// the range are answered from chunk headers when every bucket holds whole hours.
+fn fold(hours: Vec<(i64, HourData)>, start: i64, end: i64, step: Option<i64>) -> Result<Vec<(i64, Summary)>> {
+    let bucket_of = |ts: i64| step.map_or(start, |step| ts - ts.rem_euclid(step));
+    let hour_buckets = step.is_none_or(|step| step % HOUR_MS == 0);
+    let mut buckets: Vec<(i64, Summary)> = Vec::new();
+    let mut add = |bucket: i64, s: Summary| match buckets.last_mut() {
+        Some((b, a)) if *b == bucket => a.merge(&s),
+        _ => buckets.push((bucket, s)),
     };
     for (hour, data) in hours {
-        let whole = step % HOUR_MS == 0 && hour >= start && hour + HOUR_MS - 1 <= end;
+        let whole = hour_buckets && hour >= start && hour + HOUR_MS - 1 <= end;
         let points = match data {
             HourData::Sealed(bytes) if whole => {
                 let h = codec::header(&bytes)?;
-                let acc = Acc {
+                let s = Summary {
                     count: h.count as u64,
                     sum: h.sum,
                     min: h.min,
@@ -303,21 +325,39 @@ fn aggregate(
                     first: (h.first_ts, h.first),
                     last: (h.last_ts, h.last),
                 };
-                add(bucket_of(hour), acc);
+                add(bucket_of(hour), s);
                 continue;
             }
             HourData::Sealed(bytes) => codec::decode(&bytes)?,
             HourData::Points(p) => p,
         };
         for p in points.into_iter().filter(|p| p.0 >= start && p.0 <= end) {
-            add(bucket_of(p.0), Acc::point(p));
+            add(bucket_of(p.0), Summary::point(p));
         }
     }
-    if accs.is_empty() {
-        return Ok(None);
+    Ok(buckets)
+}
+
+/// The summary of each matching series over `[start, end]` (series with no point there are
+/// left out), in key order: what an alert threshold aggregates. Whole sealed hours are read from
+/// chunk headers, so a long window costs about what its partial first and last hours hold.
+pub fn read_windows(
+    store: &Store,
+    sel: &Selector,
+    start: i64,
+    end: i64,
+) -> Result<Vec<(Arc<SeriesKey>, Summary)>> {
+    let series = select(store, sel);
+    let mut out = Vec::with_capacity(series.len());
+    for chunk in series.chunks(AGGREGATE_CHUNK) {
+        let ids: Vec<u64> = chunk.iter().map(|s| s.0).collect();
+        for ((_, key), hours) in chunk.iter().zip(store.read_hours(&ids, start, end)?) {
+            if let Some((_, s)) = fold(hours, start, end, None)?.pop() {
+                out.push((key.clone(), s));
+            }
+        }
     }
-    let points = accs.iter().map(|(b, a)| (*b, a.value(agg))).collect();
-    Ok(Some(SeriesResult::new(key, points)))
+    Ok(out)
 }
 
 #[cfg(test)]

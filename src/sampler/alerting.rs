@@ -73,8 +73,11 @@ impl Sampler {
         for t in thresholds.iter().filter(|t| t.enabled) {
             let window = t.window_duration()?.as_millis() as i64;
             let selector = crate::query::Selector::parse(&t.selector)?;
-            let series = crate::query::read_raw(store, &selector, now - window, now, 1_000_000)?;
-            let value = t.worst(series.iter().filter_map(|s| t.aggregate(&s.points)));
+            // Summaries, not raw points: whole sealed hours come from chunk headers. Raw reads
+            // decoded every point of the window on every tick (10 ms for a day at 1 point/s),
+            // and a window over a million points failed the whole evaluation.
+            let series = crate::query::read_windows(store, &selector, now - window, now)?;
+            let value = t.worst(series.iter().filter_map(|(_, s)| t.aggregate(s)));
             let state = self.alert_states.entry(t.id).or_default();
             let silenced = silences.iter().any(|s| s.covers(t, now));
             if let Some(mut e) = alerts::evaluate(t, state, value, now) {

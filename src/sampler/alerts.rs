@@ -6,7 +6,7 @@
 //! (hysteresis: so it does not flap either). Downgrades and resolution are immediate.
 
 use crate::error::{Error, Result};
-use crate::query::Selector;
+use crate::query::{Selector, Summary};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -163,19 +163,17 @@ impl Threshold {
         }
     }
 
-    /// Aggregates points (sorted by time) as this threshold asks.
-    pub fn aggregate(&self, points: &[(i64, f64)]) -> Option<f64> {
-        let (first, last) = (points.first()?, points.last()?);
-        let vals = points.iter().map(|p| p.1);
+    /// Aggregates one series' window (see [`crate::query::read_windows`]) as this threshold asks.
+    pub fn aggregate(&self, s: &Summary) -> Option<f64> {
         Some(match self.aggregation {
-            Aggregation::Avg => vals.sum::<f64>() / points.len() as f64,
-            Aggregation::Min => vals.fold(f64::INFINITY, f64::min),
-            Aggregation::Max => vals.fold(f64::NEG_INFINITY, f64::max),
-            Aggregation::Last => last.1,
-            Aggregation::Sum => vals.sum(),
-            Aggregation::Count => points.len() as f64,
-            Aggregation::Rate if last.0 > first.0 => {
-                (last.1 - first.1) / ((last.0 - first.0) as f64 / 1000.0)
+            Aggregation::Avg => s.sum / s.count as f64,
+            Aggregation::Min => s.min,
+            Aggregation::Max => s.max,
+            Aggregation::Last => s.last.1,
+            Aggregation::Sum => s.sum,
+            Aggregation::Count => s.count as f64,
+            Aggregation::Rate if s.last.0 > s.first.0 => {
+                (s.last.1 - s.first.1) / ((s.last.0 - s.first.0) as f64 / 1000.0)
             }
             Aggregation::Rate => return None,
         })
@@ -444,9 +442,10 @@ mod tests {
             (Aggregation::Rate, 10.0 / 3.0),
         ] {
             t.aggregation = a;
-            assert_eq!(t.aggregate(&pts), Some(want), "{a:?}");
+            assert_eq!(Summary::of(&pts).and_then(|s| t.aggregate(&s)), Some(want), "{a:?}");
         }
-        assert_eq!(t.aggregate(&[]), None);
+        t.aggregation = Aggregation::Rate;
+        assert_eq!(Summary::of(&[(5, 1.0)]).and_then(|s| t.aggregate(&s)), None, "one point has no rate");
     }
 
     #[test]

@@ -81,6 +81,38 @@ async fn aggregates_match_raw_over_open_and_sealed_hours() {
     }
 }
 
+/// What alert thresholds read: one summary per series over a window, from chunk headers for
+/// the whole sealed hours inside it; it must equal the summary of the raw points, for windows
+/// that cut hours and windows that hold whole ones, open and sealed.
+#[tokio::test]
+async fn window_summaries_match_raw_over_open_and_sealed_hours() {
+    use perfd::query::{Selector, Summary, read_windows};
+    let s = TestServer::start();
+    let t0 = base_ms() - 3_600_000;
+    let data = load(&s, t0).await;
+    let selector = Selector::parse("svc_lat").unwrap();
+    for sealed in [false, true] {
+        if sealed {
+            s.seal();
+        }
+        let (h, end) = (3_600_000, t0 + 3 * 3_600_000);
+        for (a, b) in [(t0, end), (t0 + 1_800_000, t0 + 9_000_000), (t0 - h, t0 + h - 1), (t0 + 5, t0 + 5)] {
+            let got = read_windows(&s.daemon().store, &selector, a, b).unwrap();
+            let want: Vec<Summary> = data
+                .iter()
+                .filter_map(|pts| {
+                    Summary::of(&pts.iter().copied().filter(|p| p.0 >= a && p.0 <= b).collect::<Vec<_>>())
+                })
+                .collect();
+            assert_eq!(got.len(), want.len(), "[{a}, {b}] sealed: {sealed}");
+            for ((key, g), w) in got.iter().zip(&want) {
+                assert!((g.sum - w.sum).abs() < 1e-6, "{key:?} [{a}, {b}]: {} vs {}", g.sum, w.sum);
+                assert_eq!(Summary { sum: w.sum, ..*g }, *w, "{key:?} [{a}, {b}] sealed: {sealed}");
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn late_points_merge_into_sealed_hours_last_write_wins() {
     let s = TestServer::start();
