@@ -4,7 +4,7 @@ use super::AppState;
 use super::error::ApiError;
 use crate::Error;
 use crate::model::now_ms;
-use crate::query::{Selector, read_raw};
+use crate::query::{Selector, read_windows};
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 use std::time::Duration;
@@ -98,24 +98,21 @@ pub async fn get_resource_usage(
     let (win, text) = window(&params, "1h")?;
     let latest = state.published.resources.read().clone();
     let store = state.store.clone();
-    let max = state.config.query.max_points;
     let end = now_ms();
     let start = end - win.as_millis() as i64;
+    // Whole sealed hours come from chunk headers: a day at a 1 s sampler is not decoded.
     let summary = web::block(move || -> Result<serde_json::Map<String, serde_json::Value>, Error> {
         let mut out = serde_json::Map::new();
         for name in RESOURCE_SERIES {
-            for s in read_raw(&store, &Selector::parse(name)?, start, end, max)? {
-                let vals = s.points.iter().map(|p| p.1);
-                let (min, maxv) =
-                    vals.clone().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
-                let avg = vals.sum::<f64>() / s.points.len() as f64;
-                let key = match s.labels.get("mount") {
-                    Some(m) => format!("{name}{{mount={m:?}}}"),
+            for (key, s) in read_windows(&store, &Selector::parse(name)?, start, end)? {
+                let key = match key.labels.iter().find(|(l, _)| l == "mount") {
+                    Some((_, m)) => format!("{name}{{mount={m:?}}}"),
                     None => name.to_owned(),
                 };
+                let avg = s.sum / s.count as f64;
                 out.insert(
                     key,
-                    serde_json::json!({"min": min, "avg": avg, "max": maxv, "samples": s.points.len()}),
+                    serde_json::json!({"min": s.min, "avg": avg, "max": s.max, "samples": s.count}),
                 );
             }
         }

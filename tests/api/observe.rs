@@ -45,6 +45,18 @@ async fn sampler_writes_series_that_resources_and_queries_read() {
     assert_eq!(disks.iter().filter(|d| d["data_dir"] == true).count(), 1, "{r}");
     assert!(r["summary"]["perfd_memory_percent"]["samples"].as_u64().unwrap() >= 2, "{r}");
     let now = perfd::model::now_ms();
+    // The summary is the raw points' (read from chunk headers where hours are whole).
+    let raw = s.points(&format!("query=perfd_memory_percent&start={}&end={now}", now - 3_600_000)).await;
+    let vals: Vec<f64> = raw[0].1.iter().map(|p| p.1).collect();
+    let m = &r["summary"]["perfd_memory_percent"];
+    assert_eq!(m["samples"].as_u64(), Some(vals.len() as u64), "{r}");
+    assert_eq!(m["min"].as_f64(), vals.iter().copied().reduce(f64::min), "{r}");
+    assert_eq!(m["max"].as_f64(), vals.iter().copied().reduce(f64::max), "{r}");
+    let avg = vals.iter().sum::<f64>() / vals.len() as f64;
+    assert!((m["avg"].as_f64().unwrap() - avg).abs() < 1e-9, "{r}");
+    let mounts =
+        r["summary"].as_object().unwrap().keys().filter(|k| k.starts_with("perfd_disk_used_percent{mount="));
+    assert!(mounts.count() >= 1, "{r}");
     let hit_rate =
         s.points(&format!("query=perfd_cache_hit_rate_percent&start={}&end={now}", now - 60_000)).await;
     assert!(hit_rate[0].1.len() >= 2, "cache statistics are written as series");
