@@ -7,8 +7,8 @@ use crate::Error;
 use crate::model::now_ms;
 use crate::query::{self, Agg, Selector};
 use actix_web::{HttpResponse, web};
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
 /// Default window when `start` is absent: the last hour, like Prometheus' console.
 const DEFAULT_WINDOW_MS: i64 = 3_600_000;
@@ -106,14 +106,6 @@ struct RangeAnswer<'a> {
     series: &'a [query::SeriesResult],
 }
 
-/// One line of `/api/v1/export`.
-#[derive(Serialize)]
-struct ExportLine<'a> {
-    metric: &'a BTreeMap<String, String>,
-    values: Vec<f64>,
-    timestamps: Vec<i64>,
-}
-
 pub async fn query_range(
     state: web::Data<AppState>,
     params: web::Query<RangeParams>,
@@ -154,20 +146,32 @@ pub async fn export(
         .ok_or_else(|| Error::invalid("missing match="))?;
     let sel = Selector::parse(text)?;
     let (start, end) = time_range(params.start.as_deref(), params.end.as_deref())?;
-    let max = state.config.query.max_points;
     let store = state.store.clone();
-    let body = blocking(move || {
-        let mut out = Vec::new();
-        for s in query::read_raw(&store, &sel, start, end, max)? {
-            let mut metric = s.labels;
-            metric.insert("__name__".into(), s.name);
-            let (timestamps, values): (Vec<i64>, Vec<f64>) = s.points.into_iter().unzip();
-            serde_json::to_writer(&mut out, &ExportLine { metric: &metric, values, timestamps })
-                .map_err(|e| Error::Internal(e.to_string()))?;
-            out.push(b'\n');
+    // Streamed: a blocking task reads and serializes a few series at a time and hands the bytes
+    // over a small channel, so the answer is never whole in memory and a reader that leaves
+    // stops the read. An error after the first bytes can only cut the answer short (the
+    // chunked body then has no end, so the client sees the failure).
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    actix_web::rt::task::spawn_blocking(move || {
+        let sent = query::export(&store, &sel, start, end, |b| tx.blocking_send(Ok(Bytes::from(b))).is_ok());
+        if let Err(e) = sent {
+            log::warn!("export cut short: {e}");
+            let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
         }
-        Ok(out)
-    })
-    .await?;
-    Ok(HttpResponse::Ok().content_type("application/x-ndjson").body(body))
+    });
+    Ok(HttpResponse::Ok().content_type("application/x-ndjson").streaming(Received(rx)))
+}
+
+/// The export's bytes as they come from its blocking task.
+struct Received(tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>);
+
+impl futures_core::Stream for Received {
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx)
+    }
 }

@@ -204,6 +204,43 @@ async fn export_is_importable_elsewhere() {
     assert_eq!(a.points(&q).await, b.points(&q).await);
 }
 
+/// Regression: an export was built whole in memory and refused past `query.max_points` (422),
+/// so the README's `export … start=0` of a real store failed. It is streamed now, with no
+/// limit: here 220,000 points (two series, open and sealed hours, one over the 100,000 points
+/// a line holds, so it takes two lines) against a limit of 1,000 raw points.
+#[tokio::test]
+async fn exports_stream_past_the_raw_point_limit() {
+    let a = TestServer::start_with(|c| c.query.max_points = 1000);
+    let b = TestServer::start();
+    let t = base_ms();
+    let mut want = [Vec::new(), Vec::new()];
+    for part in 0..2 {
+        let mut lines = String::new();
+        for i in 0..110_000 {
+            let ts = t + part * 11_000_000 + i * 100;
+            want[(i % 2) as usize].push((ts, i as f64));
+            lines.push_str(&format!("big,s=s{} v={i} {ts}\n", i % 2));
+        }
+        assert_eq!(a.post("/write?precision=ms", lines).await.status(), 204);
+        if part == 0 {
+            a.seal();
+        }
+    }
+    let range = format!("start={t}&end={}", t + 22_000_000);
+    let r = a.client.get(a.url(&format!("/api/v1/export?match=big_v&{range}"))).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body = r.text().await.unwrap();
+    assert_eq!(body.lines().count(), 4, "two lines a series");
+    assert_eq!(b.post("/api/v1/import", body).await.status(), 204);
+    for (n, want) in want.iter().enumerate() {
+        let got = b.points(&format!("query=big_v{{s=\"s{n}\"}}&{range}")).await;
+        assert!(got[0].1 == *want, "series s{n}: {} points, {} wanted", got[0].1.len(), want.len());
+    }
+    // The raw query still has its limit.
+    let r = a.client.get(a.url(&format!("/api/v1/query_range?query=big_v&{range}"))).send().await.unwrap();
+    expect_error(r, 422, "too_many_points").await;
+}
+
 /// More series than one aggregation chunk (1,024), created in the reverse of key order (so ids
 /// and keys disagree), half of them sealed: every series answers once, in key order, with its
 /// own values.
