@@ -1,7 +1,7 @@
 //! Aggregated reads: buckets of a step (`read_aggregated`) and one summary per series over a
 //! window (`read_windows`), from chunk headers for whole sealed hours.
 
-use super::{Agg, Selector, SeriesResult, select};
+use super::{Agg, Selector, SeriesResult, hour_points, select};
 use crate::error::{Error, Result};
 use crate::model::{HOUR_MS, Point, SeriesKey};
 use crate::store::{HourData, Store, codec};
@@ -125,24 +125,20 @@ fn fold(hours: Vec<(i64, HourData)>, start: i64, end: i64, step: Option<i64>) ->
     };
     for (hour, data) in hours {
         let whole = hour_buckets && hour >= start && hour + HOUR_MS - 1 <= end;
-        let points = match data {
-            HourData::Sealed(bytes) if whole => {
-                let h = codec::header(&bytes)?;
-                let s = Summary {
-                    count: h.count as u64,
-                    sum: h.sum,
-                    min: h.min,
-                    max: h.max,
-                    first: (h.first_ts, h.first),
-                    last: (h.last_ts, h.last),
-                };
-                add(bucket_of(hour), s);
-                continue;
-            }
-            HourData::Sealed(bytes) => codec::decode(&bytes)?,
-            HourData::Points(p) => p,
-        };
-        for p in points.into_iter().filter(|p| p.0 >= start && p.0 <= end) {
+        if let (true, HourData::Sealed(bytes)) = (whole, &data) {
+            let h = codec::header(bytes)?;
+            let s = Summary {
+                count: h.count as u64,
+                sum: h.sum,
+                min: h.min,
+                max: h.max,
+                first: (h.first_ts, h.first),
+                last: (h.last_ts, h.last),
+            };
+            add(bucket_of(hour), s);
+            continue;
+        }
+        for p in hour_points(data, start, end)? {
             add(bucket_of(p.0), Summary::point(p));
         }
     }

@@ -1,9 +1,9 @@
 //! The export: every matching series' points as VictoriaMetrics' JSON lines, streamed.
 
-use super::{Selector, select};
+use super::{Selector, hour_points, select};
 use crate::error::{Error, Result};
 use crate::model::Point;
-use crate::store::{HourData, Store, codec};
+use crate::store::Store;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -53,11 +53,7 @@ pub fn export(
             metric.insert("__name__", &key.name);
             let mut points = Vec::new();
             for (_, data) in hours {
-                let pts = match data {
-                    HourData::Sealed(bytes) => codec::decode(&bytes)?,
-                    HourData::Points(p) => p,
-                };
-                points.extend(pts.into_iter().filter(|p| p.0 >= start && p.0 <= end));
+                points.extend(hour_points(data, start, end)?);
                 if points.len() >= EXPORT_LINE_POINTS {
                     export_line(&mut buf, &metric, &mut points)?;
                     if !flush(&mut buf, EXPORT_FLUSH) {

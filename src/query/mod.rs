@@ -169,6 +169,15 @@ impl SeriesResult {
     }
 }
 
+/// The points of one stored hour that fall in `[start, end]`, decoded if it is sealed.
+fn hour_points(data: HourData, start: i64, end: i64) -> Result<impl Iterator<Item = Point>> {
+    let points = match data {
+        HourData::Sealed(bytes) => codec::decode(&bytes)?,
+        HourData::Points(p) => p,
+    };
+    Ok(points.into_iter().filter(move |p| p.0 >= start && p.0 <= end))
+}
+
 /// Raw points of every matching series in `[start, end]`, at most `max_points` in all.
 pub fn read_raw(
     store: &Store,
@@ -184,11 +193,7 @@ pub fn read_raw(
     for ((_, key), hours) in series.iter().zip(store.read_hours(&ids, start, end)?) {
         let mut points = Vec::new();
         for (_, data) in hours {
-            let pts = match data {
-                HourData::Sealed(bytes) => codec::decode(&bytes)?,
-                HourData::Points(p) => p,
-            };
-            points.extend(pts.into_iter().filter(|p| p.0 >= start && p.0 <= end));
+            points.extend(hour_points(data, start, end)?);
         }
         total += points.len();
         if total > max_points {
