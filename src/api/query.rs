@@ -146,17 +146,43 @@ pub async fn export(
         .ok_or_else(|| Error::invalid("missing match="))?;
     let sel = Selector::parse(text)?;
     let (start, end) = time_range(params.start.as_deref(), params.end.as_deref())?;
-    let store = state.store.clone();
-    // Streamed: a blocking task reads and serializes a few series at a time and hands the bytes
-    // over a small channel, so the answer is never whole in memory and a reader that leaves
-    // stops the read. An error after the first bytes can only cut the answer short (the
-    // chunked body then has no end, so the client sees the failure).
+    // Streamed: a task asks the blocking pool for one part at a time and hands it over a small
+    // channel, so the answer is never whole in memory, a reader that leaves stops the export,
+    // and one that stops reading holds no thread (the task waits on the channel). An error
+    // after the first bytes can only cut the answer short: the chunked body then has no end,
+    // so the client sees the failure.
+    let mut exporter = query::Exporter::new(state.store.clone(), &sel, start, end);
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
-    actix_web::rt::task::spawn_blocking(move || {
-        let sent = query::export(&store, &sel, start, end, |b| tx.blocking_send(Ok(Bytes::from(b))).is_ok());
-        if let Err(e) = sent {
-            log::warn!("export cut short: {e}");
-            let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+    actix_web::rt::spawn(async move {
+        loop {
+            let made = actix_web::rt::task::spawn_blocking(move || {
+                let part = exporter.next_part();
+                (exporter, part)
+            })
+            .await;
+            let part = match made {
+                Ok((back, part)) => {
+                    exporter = back;
+                    part
+                }
+                Err(e) => {
+                    let e = Error::Internal(format!("export: {e}"));
+                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                    return;
+                }
+            };
+            let item = match part {
+                Ok(Some(bytes)) => Ok(Bytes::from(bytes)),
+                Ok(None) => return,
+                Err(e) => {
+                    log::warn!("export cut short: {e}");
+                    Err(std::io::Error::other(e.to_string()))
+                }
+            };
+            let failed = item.is_err();
+            if tx.send(item).await.is_err() || failed {
+                return;
+            }
         }
     });
     Ok(HttpResponse::Ok().content_type("application/x-ndjson").streaming(Received(rx)))

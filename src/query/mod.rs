@@ -5,7 +5,7 @@ mod aggregate;
 mod export;
 
 pub use aggregate::{Summary, read_aggregated, read_windows};
-pub use export::export;
+pub use export::Exporter;
 
 use crate::error::{Error, Result, Shown};
 use crate::model::{Point, SeriesKey};

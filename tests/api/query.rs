@@ -206,8 +206,8 @@ async fn export_is_importable_elsewhere() {
 
 /// Regression: an export was built whole in memory and refused past `query.max_points` (422),
 /// so the README's `export … start=0` of a real store failed. It is streamed now, with no
-/// limit: here 220,000 points (two series, open and sealed hours, one over the 100,000 points
-/// a line holds, so it takes two lines) against a limit of 1,000 raw points.
+/// limit: here 220,000 points (two series, open and sealed hours; a line holds 10,000 points,
+/// so each series takes 11 lines) against a limit of 1,000 raw points.
 #[tokio::test]
 async fn exports_stream_past_the_raw_point_limit() {
     let a = TestServer::start_with(|c| c.query.max_points = 1000);
@@ -230,7 +230,7 @@ async fn exports_stream_past_the_raw_point_limit() {
     let r = a.client.get(a.url(&format!("/api/v1/export?match=big_v&{range}"))).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let body = r.text().await.unwrap();
-    assert_eq!(body.lines().count(), 4, "two lines a series");
+    assert_eq!(body.lines().count(), 22, "11 lines a series");
     assert_eq!(b.post("/api/v1/import", body).await.status(), 204);
     for (n, want) in want.iter().enumerate() {
         let got = b.points(&format!("query=big_v{{s=\"s{n}\"}}&{range}")).await;
