@@ -166,8 +166,7 @@ pub async fn export(
                     part
                 }
                 Err(e) => {
-                    let e = Error::Internal(format!("export: {e}"));
-                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                    let _ = tx.send(Err(std::io::Error::other(format!("export: {e}")))).await;
                     return;
                 }
             };
@@ -188,7 +187,7 @@ pub async fn export(
     Ok(HttpResponse::Ok().content_type("application/x-ndjson").streaming(Received(rx)))
 }
 
-/// The export's bytes as they come from its blocking task.
+/// The export's parts as its task hands them over.
 struct Received(tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>);
 
 impl futures_core::Stream for Received {
