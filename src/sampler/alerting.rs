@@ -82,13 +82,8 @@ impl Sampler {
             let silenced = silences.iter().any(|s| s.covers(t, now));
             if let Some(mut e) = alerts::evaluate(t, state, value, now) {
                 e.silenced = silenced;
-                log::warn!(
-                    "alert {:?}: {:?} -> {:?} at {} (silenced: {silenced})",
-                    e.name,
-                    e.from,
-                    e.to,
-                    e.value
-                );
+                let at = e.value.map_or_else(|| "no data".to_string(), |v| v.to_string());
+                log::warn!("alert {:?}: {:?} -> {:?} at {at} (silenced: {silenced})", e.name, e.from, e.to);
                 events.push(e);
             }
             if state.level != alerts::Level::Ok {

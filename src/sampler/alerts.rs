@@ -3,7 +3,9 @@
 //! A threshold compares an aggregation of a selector's series over a window with a warning and a
 //! critical level. Escalating needs the breach to hold for `for` (so a value hovering at the line
 //! does not fire); once firing, the alert resolves only when the value crosses the `clear` level
-//! (hysteresis: so it does not flap either). Downgrades and resolution are immediate.
+//! (hysteresis: so it does not flap either). Downgrades and resolution are immediate. While the
+//! window holds no data, the threshold's `no_data` policy decides: keep the level (the default),
+//! resolve, or go to a level (after `for`, like any escalation).
 
 use crate::error::{Error, Result};
 use crate::query::{Selector, Summary};
@@ -63,6 +65,35 @@ fn default_aggregation() -> Aggregation {
     Aggregation::Avg
 }
 
+/// What an alert does while its window holds no data: every series stopped reporting, none
+/// matches yet, or a rate has fewer than two points. A count or a sum is never without data (no
+/// point counts 0), so this never applies to them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NoData {
+    /// Stay at the level the last data called for (so a firing alert keeps firing).
+    #[default]
+    Keep,
+    /// Resolve at once, as Prometheus does when a series disappears.
+    Ok,
+    /// Go to warning: silence is itself a problem.
+    Warning,
+    /// Go to critical.
+    Critical,
+}
+
+impl NoData {
+    /// The level no data calls for, or `None` to keep the current one.
+    fn level(self) -> Option<Level> {
+        match self {
+            NoData::Keep => None,
+            NoData::Ok => Some(Level::Ok),
+            NoData::Warning => Some(Level::Warning),
+            NoData::Critical => Some(Level::Critical),
+        }
+    }
+}
+
 /// A stored threshold (the API shape of DESIGN §5).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -87,6 +118,8 @@ pub struct Threshold {
     pub for_: String,
     #[serde(default = "default_true")]
     pub enabled: bool,
+    #[serde(default)]
+    pub no_data: NoData,
 }
 
 impl Threshold {
@@ -214,13 +247,7 @@ impl AlertState {
     /// The state an alert was left in by its newest event (restored on start, so a restart
     /// neither drops a firing alert nor fires it twice; a breach still held for `for` starts over).
     pub fn from_event(e: &AlertEvent) -> AlertState {
-        AlertState {
-            level: e.to,
-            pending: None,
-            since_ms: e.at_ms,
-            value: Some(e.value),
-            name: e.name.clone(),
-        }
+        AlertState { level: e.to, pending: None, since_ms: e.at_ms, value: e.value, name: e.name.clone() }
     }
 
     /// Ends a firing alert whose threshold is gone or disabled: the event that says so, if it was
@@ -231,7 +258,7 @@ impl AlertState {
             name: self.name,
             from: self.level,
             to: Level::Ok,
-            value: self.value.unwrap_or_default(),
+            value: self.value,
             at_ms: now_ms,
             silenced: false,
             reason: Some(reason.into()),
@@ -246,33 +273,43 @@ pub struct AlertEvent {
     pub name: String,
     pub from: Level,
     pub to: Level,
-    pub value: f64,
+    /// The value that decided the change; `null` when no data did (the `reason` says so).
+    /// Events stored before there was a no-data policy always have one.
+    pub value: Option<f64>,
     pub at_ms: i64,
     #[serde(default)]
     pub silenced: bool,
-    /// Why, when the value did not decide it (`threshold disabled`, `threshold deleted`).
+    /// Why, when the value did not decide it (`threshold disabled`, `threshold deleted`,
+    /// `no data`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
 
-/// Feeds one value (or none: no data, no change) into the state; returns the transition, if any.
+/// Feeds one value, or none when the window holds no data, into the state; returns the
+/// transition, if any.
 pub fn evaluate(
     t: &Threshold,
     state: &mut AlertState,
     value: Option<f64>,
     now_ms: i64,
 ) -> Option<AlertEvent> {
-    let value = value?;
-    state.value = Some(value);
     if state.name != t.name {
         state.name.clone_from(&t.name);
     }
-    let mut target = t.target(value);
-    if target == Level::Ok && state.level > Level::Ok && !t.cleared(value) {
-        // Hysteresis: between the clear and the first level a firing alert stays at warning (at
-        // critical if the threshold has no warning level).
-        target = state.level.min(if t.warning.is_some() { Level::Warning } else { Level::Critical });
-    }
+    let target = match value {
+        Some(value) => {
+            let mut target = t.target(value);
+            if target == Level::Ok && state.level > Level::Ok && !t.cleared(value) {
+                // Hysteresis: between the clear and the first level a firing alert stays at
+                // warning (at critical if the threshold has no warning level).
+                target = state.level.min(if t.warning.is_some() { Level::Warning } else { Level::Critical });
+            }
+            target
+        }
+        // Keep (no level): nothing changes, and the last value stays the one shown.
+        None => t.no_data.level()?,
+    };
+    state.value = value;
     let next = if target > state.level {
         // The breach counts from when the value first went above the current level.
         let since = state.pending.map_or(now_ms, |(_, since)| since);
@@ -293,7 +330,7 @@ pub fn evaluate(
         value,
         at_ms: now_ms,
         silenced: false,
-        reason: None,
+        reason: value.is_none().then(|| "no data".into()),
     };
     state.level = to;
     state.since_ms = now_ms;
@@ -315,6 +352,7 @@ pub fn defaults() -> Vec<Threshold> {
         clear: Some(clear),
         for_: "2m".into(),
         enabled: true,
+        no_data: NoData::Keep,
     };
     use Aggregation::*;
     use Comparison::*;
@@ -345,6 +383,7 @@ mod tests {
             clear: Some(70.0),
             for_: for_.into(),
             enabled: true,
+            no_data: NoData::Keep,
         }
     }
 
@@ -463,5 +502,97 @@ mod tests {
             assert_eq!(t.worst([3.0, 7.0].into_iter()), Some(7.0), "{a:?}");
         }
         assert!(Threshold { for_: "3650d".into(), ..cpu("1m") }.validate().is_ok());
+    }
+
+    #[test]
+    fn no_data_keeps_resolves_or_fires_as_the_policy_says() {
+        // Ticks 10 s apart; `None` is a tick whose window held no data.
+        let run = |t: &Threshold, values: &[Option<f64>]| {
+            let mut s = AlertState::default();
+            let events: Vec<_> = values
+                .iter()
+                .enumerate()
+                .filter_map(|(i, v)| evaluate(t, &mut s, *v, i as i64 * 10_000))
+                .map(|e| (e.from, e.to, e.value, e.reason))
+                .collect();
+            (events, s.value)
+        };
+        let no_data = Some("no data".to_string());
+        let firing_then_silent = [Some(99.0), None, None];
+        // Keep: the alert stays critical and still shows the last value.
+        let keep = cpu("0s");
+        assert_eq!(
+            run(&keep, &firing_then_silent),
+            (vec![(Level::Ok, Level::Critical, Some(99.0), None)], Some(99.0))
+        );
+        // Ok: resolved at the first tick without data, and the event says why.
+        let ok = Threshold { no_data: NoData::Ok, ..cpu("0s") };
+        assert_eq!(
+            run(&ok, &firing_then_silent),
+            (
+                vec![
+                    (Level::Ok, Level::Critical, Some(99.0), None),
+                    (Level::Critical, Level::Ok, None, no_data.clone())
+                ],
+                None
+            )
+        );
+        // Warning: a downgrade from critical is immediate; from ok it waits for `for` (20 s).
+        let warn = Threshold { no_data: NoData::Warning, ..cpu("20s") };
+        let (events, _) = run(&warn, &[None, None, None, Some(50.0)]);
+        assert_eq!(
+            events,
+            vec![
+                (Level::Ok, Level::Warning, None, no_data.clone()),
+                (Level::Warning, Level::Ok, Some(50.0), None)
+            ]
+        );
+        let (events, _) = run(&warn, &[Some(99.0), Some(99.0), Some(99.0), None]);
+        assert_eq!(events.last(), Some(&(Level::Critical, Level::Warning, None, no_data.clone())));
+        // Critical, with data coming back between the clear and the first level: hysteresis
+        // holds the alert at warning, as it does for any firing alert.
+        let crit = Threshold { no_data: NoData::Critical, ..cpu("0s") };
+        let (events, value) = run(&crit, &[None, Some(75.0), Some(60.0)]);
+        assert_eq!(
+            events,
+            vec![
+                (Level::Ok, Level::Critical, None, no_data),
+                (Level::Critical, Level::Warning, Some(75.0), None),
+                (Level::Warning, Level::Ok, Some(60.0), None)
+            ]
+        );
+        assert_eq!(value, Some(60.0));
+    }
+
+    #[test]
+    fn a_threshold_stored_before_no_data_existed_keeps() {
+        let mut old = serde_json::to_value(cpu("1m")).unwrap();
+        old.as_object_mut().unwrap().remove("no_data");
+        let t: Threshold = rmp_serde::from_slice(&rmp_serde::to_vec_named(&old).unwrap()).unwrap();
+        assert_eq!(t.no_data, NoData::Keep);
+        let bad: std::result::Result<Threshold, _> = serde_json::from_value(serde_json::json!({
+            "name": "x", "selector": "m", "comparison": ">", "warning": 1, "no_data": "maybe"
+        }));
+        assert!(bad.is_err());
+        // An event stored with a plain number still reads.
+        #[derive(Serialize)]
+        struct OldEvent {
+            threshold_id: u64,
+            name: String,
+            from: Level,
+            to: Level,
+            value: f64,
+            at_ms: i64,
+        }
+        let old = OldEvent {
+            threshold_id: 1,
+            name: "x".into(),
+            from: Level::Ok,
+            to: Level::Warning,
+            value: 3.5,
+            at_ms: 9,
+        };
+        let e: AlertEvent = rmp_serde::from_slice(&rmp_serde::to_vec_named(&old).unwrap()).unwrap();
+        assert_eq!((e.value, e.reason), (Some(3.5), None));
     }
 }

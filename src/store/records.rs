@@ -300,7 +300,7 @@ mod tests {
     fn event(threshold_id: u64, to: Level, at_ms: i64) -> AlertEvent {
         let from = if to == Level::Ok { Level::Critical } else { Level::Ok };
         let name = format!("t{threshold_id}");
-        AlertEvent { threshold_id, name, from, to, value: 1.0, at_ms, silenced: false, reason: None }
+        AlertEvent { threshold_id, name, from, to, value: Some(1.0), at_ms, silenced: false, reason: None }
     }
 
     fn threshold(id: u64) -> Threshold {

@@ -256,3 +256,68 @@ async fn a_series_that_stops_reporting_fires_a_count_threshold() {
     let r = s.client.post(s.url("/api/v1/alerts/thresholds")).json(&forever).send().await.unwrap();
     expect_error(r, 400, "invalid_input").await;
 }
+
+/// `no_data`: what an alert does while its window holds no data. Its selector is pointed at a
+/// series that does not exist to take the data away without waiting for the window to pass.
+#[tokio::test]
+async fn no_data_keeps_resolves_or_fires_as_the_threshold_says() {
+    let s = TestServer::start();
+    s.post("/write?precision=ms", format!("crew_queue,crew=a depth=25 {}", perfd::model::now_ms())).await;
+    let mut ids = Vec::new();
+    for (name, policy) in [("keeps", None), ("resolves", Some("ok"))] {
+        let mut t = threshold();
+        t["name"] = json!(name);
+        if let Some(p) = policy {
+            t["no_data"] = json!(p);
+        }
+        let (status, created) = s.post_json("/api/v1/alerts/thresholds", &t).await;
+        assert_eq!(status, 201, "{created}");
+        assert_eq!(created["no_data"], json!(policy.unwrap_or("keep")), "the default is shown");
+        ids.push(created["id"].as_u64().unwrap());
+    }
+    s.daemon().sampler.tick();
+    for id in &ids {
+        assert_eq!(firing(&s, *id).await.expect("fires")["level"], "critical");
+    }
+    for (id, policy) in ids.iter().zip(["keep", "ok"]) {
+        let mut t = threshold();
+        t["selector"] = json!("crew_queue_depth{crew=\"nobody\"}");
+        t["no_data"] = json!(policy);
+        let r = s.client.put(s.url(&format!("/api/v1/alerts/thresholds/{id}"))).json(&t).send().await;
+        assert_eq!(r.unwrap().status(), 200);
+    }
+    s.daemon().sampler.tick();
+    let kept = firing(&s, ids[0]).await.expect("keep: still firing without data");
+    assert_eq!((&kept["level"], kept["value"].as_f64()), (&json!("critical"), Some(25.0)));
+    assert!(firing(&s, ids[1]).await.is_none(), "ok: resolved without data");
+    let no_data = Some("no data".to_owned());
+    assert_eq!(
+        events_of(&s, ids[1]).await,
+        vec![("ok".into(), "critical".into(), None), ("critical".into(), "ok".into(), no_data.clone())]
+    );
+    let (_, hist) = s.get_json(&format!("/api/v1/alerts/history?threshold_id={}", ids[1])).await;
+    assert_eq!(hist["events"][0]["value"], json!(null), "no value decided it: {hist}");
+
+    // `critical`: silence itself fires, with no value, and a point resolves it.
+    let mut t = threshold();
+    t["name"] = json!("crew b reports");
+    t["selector"] = json!("crew_queue_depth{crew=\"b\"}");
+    t["no_data"] = json!("critical");
+    let (_, created) = s.post_json("/api/v1/alerts/thresholds", &t).await;
+    let id = created["id"].as_u64().unwrap();
+    s.daemon().sampler.tick();
+    let silent = firing(&s, id).await.expect("no data fires");
+    assert_eq!((&silent["level"], &silent["value"]), (&json!("critical"), &json!(null)));
+    s.post("/write?precision=ms", format!("crew_queue,crew=b depth=1 {}", perfd::model::now_ms())).await;
+    s.daemon().sampler.tick();
+    assert!(firing(&s, id).await.is_none(), "a point under the clear level resolves it");
+    assert_eq!(
+        events_of(&s, id).await,
+        vec![("ok".into(), "critical".into(), no_data), ("critical".into(), "ok".into(), None)]
+    );
+
+    let mut bad = threshold();
+    bad["no_data"] = json!("alerting");
+    let r = s.client.post(s.url("/api/v1/alerts/thresholds")).json(&bad).send().await.unwrap();
+    expect_error(r, 400, "invalid_input").await;
+}

@@ -1,7 +1,8 @@
 //! Alerts against a model, through the real server: random sequences of points written to two
 //! series, sampler ticks, threshold updates, disabling, enabling and restarts must fire, change
 //! and end the threshold's alert when a model of the documented rules says (levels, the worst
-//! series, the clear level's hysteresis; `for` is 0), and leave the history the model expects.
+//! series, the clear level's hysteresis, the no-data policy; `for` is 0), and leave the history
+//! the model expects.
 
 use crate::helpers::{TestServer, property};
 use proptest::prelude::*;
@@ -11,6 +12,7 @@ use std::cell::RefCell;
 
 const AGGREGATIONS: &[&str] = &["avg", "min", "max", "last", "sum", "count"];
 const COMPARISONS: &[&str] = &[">", ">=", "<", "<="];
+const NO_DATA: &[&str] = &["keep", "ok", "warning", "critical"];
 
 /// A threshold's levels, as the model reads them.
 #[derive(Debug, Clone, Copy)]
@@ -30,6 +32,8 @@ enum Op {
     Disable,
     Enable,
     Restart,
+    /// The selector pointed at a series that has no data (true), or back at the two (false).
+    Blind(bool),
 }
 
 fn levels(comparison: &str, mut n: [u8; 3]) -> Levels {
@@ -43,7 +47,9 @@ fn levels(comparison: &str, mut n: [u8; 3]) -> Levels {
     }
 }
 
-fn ops() -> impl Strategy<Value = (usize, usize, [u8; 3], Vec<Op>)> {
+type Case = (usize, usize, usize, [u8; 3], Vec<Op>);
+
+fn ops() -> impl Strategy<Value = Case> {
     let op = prop_oneof![
         6 => (0..2usize, 0..60u8).prop_map(|(s, v)| Op::Write(s, v)),
         5 => Just(Op::Tick),
@@ -51,9 +57,10 @@ fn ops() -> impl Strategy<Value = (usize, usize, [u8; 3], Vec<Op>)> {
         1 => Just(Op::Disable),
         1 => Just(Op::Enable),
         1 => Just(Op::Restart),
+        1 => any::<bool>().prop_map(Op::Blind),
     ];
     let first = any::<[u8; 3]>().prop_map(|n| n.map(|x| x % 60));
-    (0..AGGREGATIONS.len(), 0..COMPARISONS.len(), first, prop::collection::vec(op, 1..30))
+    (0..AGGREGATIONS.len(), 0..COMPARISONS.len(), 0..NO_DATA.len(), first, prop::collection::vec(op, 1..30))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
@@ -79,7 +86,9 @@ struct Model {
     aggregation: &'static str,
     comparison: &'static str,
     levels: Levels,
+    no_data: &'static str,
     enabled: bool,
+    blind: bool,
     points: [Vec<f64>; 2],
     level: Level,
     /// (from, to, reason), oldest first.
@@ -112,14 +121,26 @@ impl Model {
                 _ => p.len() as f64,
             })
         };
-        let values = self.points.iter().filter_map(aggregate);
+        let none = Vec::new();
+        let values = self.points.iter().map(|p| if self.blind { &none } else { p }).filter_map(aggregate);
         let worst = if self.up() { values.reduce(f64::max) } else { values.reduce(f64::min) };
         // No point at all: a count or a sum is 0.
         worst.or(matches!(self.aggregation, "sum" | "count").then_some(0.0))
     }
 
     fn tick(&mut self) {
-        let Some(v) = self.value().filter(|_| self.enabled) else { return };
+        if !self.enabled {
+            return;
+        }
+        let Some(v) = self.value() else {
+            let level = match self.no_data {
+                "keep" => return,
+                "ok" => Level::Ok,
+                "warning" => Level::Warning,
+                _ => Level::Critical,
+            };
+            return self.change(level, Some("no data"));
+        };
         let l = self.levels;
         let mut target = if self.breaches(v, l.critical) {
             Level::Critical
@@ -144,9 +165,11 @@ impl Model {
 }
 
 fn threshold_body(case: u32, m: &Model) -> serde_json::Value {
-    json!({"name": format!("model {case}"), "selector": format!("am{case}_v"), "aggregation": m.aggregation,
+    let selector = if m.blind { format!("am{case}_none") } else { format!("am{case}_v") };
+    json!({"name": format!("model {case}"), "selector": selector, "aggregation": m.aggregation,
            "window": "10m", "comparison": m.comparison, "warning": m.levels.warning,
-           "critical": m.levels.critical, "clear": m.levels.clear, "for": "0s", "enabled": m.enabled})
+           "critical": m.levels.critical, "clear": m.levels.clear, "for": "0s", "enabled": m.enabled,
+           "no_data": m.no_data})
 }
 
 /// The threshold's firing level as the server shows it.
@@ -165,14 +188,16 @@ async fn firing(s: &TestServer, id: u64) -> Result<Level, TestCaseError> {
 async fn run(
     s: &mut TestServer,
     case: u32,
-    (aggregation, comparison, first, ops): &(usize, usize, [u8; 3], Vec<Op>),
+    (aggregation, comparison, no_data, first, ops): &Case,
 ) -> Result<(), TestCaseError> {
     let comparison = COMPARISONS[*comparison];
     let mut m = Model {
         aggregation: AGGREGATIONS[*aggregation],
         comparison,
         levels: levels(comparison, *first),
+        no_data: NO_DATA[*no_data],
         enabled: true,
+        blind: false,
         points: Default::default(),
         level: Level::Ok,
         events: Vec::new(),
@@ -195,6 +220,11 @@ async fn run(
                 s.daemon().sampler.tick();
                 m.tick();
                 prop_assert_eq!(firing(s, id).await?, m.level, "after {:?}", ops);
+            }
+            Op::Blind(blind) => {
+                m.blind = *blind;
+                let r = s.client.put(s.url(&path)).json(&threshold_body(case, &m)).send().await;
+                prop_assert_eq!(r.expect("PUT").status().as_u16(), 200);
             }
             Op::Update(n) => {
                 m.levels = levels(comparison, *n);
