@@ -71,9 +71,9 @@ impl Daemon {
             backup: Some((config.data_dir.clone(), config.backup.clone())),
             retention_ms: config.storage.retention.as_millis() as i64,
         };
-        if let Some(seed) = crate::store::records::seed_defaults(&store)? {
+        if let Some((seed, done)) = crate::store::records::seed_defaults(&store)? {
             writer.apply(seed)?;
-            log::info!("created the default alert thresholds");
+            log::info!("{done}");
         }
         let sampler = SamplerHandle::start(Sampler::new(config.sampler.interval, sources)?)?;
         let listener = std::net::TcpListener::bind(config.listen).map_err(|e| {

@@ -149,7 +149,7 @@ impl Latency {
 
 /// What `GET /api/v1/metrics/cache` reports under `cache_statistics`: the totals at the top (the
 /// seed's fields), then per level (`l1`, `l2`) and per strategy.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct CacheStatistics {
     #[serde(flatten)]
     pub total: CountersSnapshot,

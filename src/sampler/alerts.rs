@@ -361,9 +361,23 @@ pub fn defaults() -> Vec<Threshold> {
         t("high memory", "perfd_memory_percent", Avg, Gt, 85.0, 95.0, 80.0),
         t("disk filling", "perfd_disk_used_percent", Max, Gt, 85.0, 95.0, 83.0),
         t("HTTP 5xx", "perfd_http_errors_5xx", Sum, Gt, 10.0, 100.0, 5.0),
-        t("low cache hit rate", "perfd_cache_hit_rate_percent", Avg, Lt, 50.0, 20.0, 55.0),
+        // The hit rate is written only for ticks with lookups: an idle cache is no problem.
+        Threshold {
+            no_data: NoData::Ok,
+            ..t("low cache hit rate", "perfd_cache_hit_rate_percent", Avg, Lt, 50.0, 20.0, 55.0)
+        },
         t("writer queue saturating", "perfd_writer_queue_percent", Max, Gt, 50.0, 90.0, 40.0),
     ]
+}
+
+/// A default threshold stored before `no_data` existed, still as it was created, as the current
+/// default has it (a store seeded then gets the new policy once; what a user changed is left).
+pub fn upgraded_default(stored: &Threshold) -> Option<Threshold> {
+    defaults().into_iter().find_map(|d| {
+        let as_created = Threshold { id: stored.id, no_data: NoData::Keep, ..d.clone() };
+        (d.no_data != NoData::Keep && *stored == as_created)
+            .then_some(Threshold { no_data: d.no_data, ..as_created })
+    })
 }
 
 #[cfg(test)]

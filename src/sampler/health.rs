@@ -2,8 +2,8 @@
 //!
 //! Each component scores 0–100 by a linear ramp between a "fine" and a "bad" level; the total is
 //! their weighted average minus a penalty per firing alert, clamped to 0–100. Status: `healthy`
-//! ≥ 80, `degraded` ≥ 50, else `unhealthy`. A component without data (e.g. the hit rate before
-//! 100 lookups, Redis when no L2 is configured) is left out of the average.
+//! ≥ 80, `degraded` ≥ 50, else `unhealthy`. A component without data (e.g. the hit rate while the
+//! last 5 minutes hold fewer than 100 lookups, Redis when no L2 is configured) is left out of the average.
 //!
 //! | component | weight | 100 at | 0 at |
 //! |---|---|---|---|

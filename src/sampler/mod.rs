@@ -6,6 +6,7 @@
 mod alerting;
 pub mod alerts;
 pub mod health;
+mod hit_rates;
 mod host;
 
 pub use host::{DiskUsage, ResourceSnapshot};
@@ -68,6 +69,7 @@ pub struct Sampler {
     /// Alert events the store refused (it is failing), stored with the next tick's.
     unstored_events: Vec<(u64, alerts::AlertEvent)>,
     last_backup: Instant,
+    hit_rates: hit_rates::HitRates,
     pub published: Arc<Published>,
 }
 
@@ -81,6 +83,7 @@ impl Sampler {
             alert_states,
             unstored_events: Vec::new(),
             last_backup: Instant::now(),
+            hit_rates: hit_rates::HitRates::new(now_ms()),
             published: Arc::default(),
         })
     }
@@ -92,17 +95,17 @@ impl Sampler {
         let cache = self.sources.cache.statistics();
         let w = self.sources.writer.snapshot();
         let queue_percent = percent(w.queue_depth as u64, w.queue_capacity as u64);
-        self.record(&snap, &cache, &w, queue_percent);
+        let hit_rates = self.hit_rates.tick(now, &cache);
+        self.record(&snap, &cache, &hit_rates, &w, queue_percent);
         self.expire_executions(&snap);
         let (alerts_warning, alerts_critical) = self.publish_alerts(now);
         let (requests, errors) = self.sources.monitor.error_counts(Duration::from_secs(300), now);
-        let lookups = cache.total.hits + cache.total.misses;
         let inputs = health::HealthInputs {
             cpu_percent: Some(snap.cpu_percent),
             memory_percent: Some(snap.memory_percent),
             disk_percent: snap.disks.iter().map(|d| d.used_percent).reduce(f64::max),
             error_5xx_percent: (requests > 0).then(|| 100.0 * errors as f64 / requests as f64),
-            cache_hit_rate_percent: (lookups >= 100).then_some(cache.total.hit_rate_percent),
+            cache_hit_rate_percent: hit_rates.health,
             writer_queue_percent: Some(queue_percent),
             storage_failing: Some(w.storage_fault.is_some()),
             redis_reachable: cache.l2.enabled.then_some(cache.l2.reachable),
@@ -120,6 +123,7 @@ impl Sampler {
         &self,
         snap: &ResourceSnapshot,
         cache: &CacheStatistics,
+        hit_rates: &hit_rates::TickRates,
         w: &WriterStatsSnapshot,
         queue_percent: f64,
     ) {
@@ -154,7 +158,9 @@ impl Sampler {
             put("perfd_http_latency_p50_ms", &labels, e.p50_ms);
             put("perfd_http_latency_p99_ms", &labels, e.p99_ms);
         }
-        put("perfd_cache_hit_rate_percent", &[], cache.total.hit_rate_percent);
+        if let Some(rate) = hit_rates.total {
+            put("perfd_cache_hit_rate_percent", &[], rate);
+        }
         put("perfd_cache_hits", &[], cache.total.hits as f64);
         put("perfd_cache_misses", &[], cache.total.misses as f64);
         put("perfd_cache_l1_entries", &[], cache.l1_size as f64);
@@ -162,10 +168,12 @@ impl Sampler {
         put("perfd_cache_latency_p99_ms", &[], cache.latency_p99_ms);
         for (name, st) in &cache.strategies {
             let labels = [("strategy", name.as_str())];
-            put("perfd_cache_strategy_hit_rate_percent", &labels, st.counters.hit_rate_percent);
             put("perfd_cache_strategy_hits", &labels, st.counters.hits as f64);
             put("perfd_cache_strategy_misses", &labels, st.counters.misses as f64);
             put("perfd_cache_strategy_l1_entries", &labels, st.l1_entries as f64);
+        }
+        for (name, rate) in &hit_rates.strategies {
+            put("perfd_cache_strategy_hit_rate_percent", &[("strategy", name.as_str())], *rate);
         }
         if cache.l2.enabled {
             put("perfd_cache_l2_errors", &[], (cache.l2.errors + cache.l2.timeouts) as f64);

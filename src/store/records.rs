@@ -200,24 +200,46 @@ pub fn append_events(events: &[(u64, AlertEvent)]) -> Result<Change> {
 }
 
 /// Creates the default thresholds once, on the first start of a data directory.
-pub fn seed_defaults(store: &Store) -> Result<Option<Change>> {
+/// The defaults' version in `meta.thresholds_seeded`: 1 the first six, 2 with the low cache hit
+/// rate resolving while there are no lookups (`no_data: ok`).
+const DEFAULTS_VERSION: u8 = 2;
+
+/// Creates the default thresholds on first start, or brings a store seeded with older defaults
+/// up to date once ([`crate::sampler::alerts::upgraded_default`]). The change, and what it does
+/// for the log; `None` when there is nothing to do.
+pub fn seed_defaults(store: &Store) -> Result<Option<(Change, &'static str)>> {
     let txn = store.db()?.begin_read()?;
-    if txn.open_table(META)?.get("thresholds_seeded")?.is_some() {
-        return Ok(None);
-    }
-    let mut encoded = Vec::new();
-    for mut t in crate::sampler::alerts::defaults() {
-        t.id = store.new_record_id();
-        encoded.push((t.id, encode(&t)?));
-    }
-    Ok(Some(Box::new(move |txn| {
+    let seeded =
+        txn.open_table(META)?.get("thresholds_seeded")?.map(|v| v.value().first().copied().unwrap_or(1));
+    let (encoded, done) = match seeded {
+        Some(v) if v >= DEFAULTS_VERSION => return Ok(None),
+        Some(_) => {
+            let mut encoded = Vec::new();
+            for t in thresholds(store)? {
+                if let Some(t) = crate::sampler::alerts::upgraded_default(&t) {
+                    encoded.push((t.id, encode(&t)?));
+                }
+            }
+            (encoded, "brought the default alert thresholds up to date")
+        }
+        None => {
+            let mut encoded = Vec::new();
+            for mut t in crate::sampler::alerts::defaults() {
+                t.id = store.new_record_id();
+                encoded.push((t.id, encode(&t)?));
+            }
+            (encoded, "created the default alert thresholds")
+        }
+    };
+    let change: Change = Box::new(move |txn| {
         let mut t = txn.open_table(THRESHOLDS)?;
         for (id, bytes) in &encoded {
             t.insert(id, bytes.as_slice())?;
         }
-        txn.open_table(META)?.insert("thresholds_seeded", [1u8].as_slice())?;
+        txn.open_table(META)?.insert("thresholds_seeded", [DEFAULTS_VERSION].as_slice())?;
         Ok(())
-    })))
+    });
+    Ok(Some((change, done)))
 }
 
 /// When a stored profile ended (an expired one has its finish time too).
@@ -418,5 +440,47 @@ mod tests {
         let states = alert_states(&store).unwrap();
         assert_eq!(states.keys().copied().collect::<Vec<_>>(), vec![8], "7 resolved; 8 still fires");
         assert_eq!(states[&8].to, Level::Critical);
+    }
+
+    #[test]
+    fn defaults_are_seeded_once_and_a_store_seeded_with_the_first_ones_is_brought_up_to_date_once() {
+        use crate::sampler::alerts::{NoData, defaults};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (seed, _) = seed_defaults(&store).unwrap().expect("a new store is seeded");
+        apply(&store, vec![seed]);
+        assert_eq!(thresholds(&store).unwrap().len(), defaults().len());
+        assert!(seed_defaults(&store).unwrap().is_none(), "once");
+
+        // As the first version left a store: every default with the old policy, version 1; and a
+        // user had changed one "low cache hit rate" and added one of his own with the same name.
+        let (mut first, mut changed, mut own) = (Vec::new(), None, None);
+        for (i, d) in defaults().into_iter().enumerate() {
+            let t = Threshold { id: 100 + i as u64, no_data: NoData::Keep, ..d };
+            if t.name == "low cache hit rate" {
+                changed = Some(Threshold { id: 200, warning: Some(60.0), ..t.clone() });
+                own = Some(Threshold { id: 201, window: "1h".into(), ..t.clone() });
+            }
+            first.push(t);
+        }
+        let (changed, own) = (changed.unwrap(), own.unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut writes: Vec<Change> =
+            first.iter().chain([&changed, &own]).map(|t| put_threshold(t).unwrap()).collect();
+        writes.push(Box::new(|txn| {
+            txn.open_table(META)?.insert("thresholds_seeded", [1u8].as_slice())?;
+            Ok(())
+        }));
+        apply(&store, writes);
+        let (upgrade, _) = seed_defaults(&store).unwrap().expect("an upgrade");
+        apply(&store, vec![upgrade]);
+        let now = thresholds(&store).unwrap();
+        assert_eq!(now.len(), first.len() + 2, "nothing added");
+        for t in &now {
+            let want = if t.name == "low cache hit rate" && t.id < 200 { NoData::Ok } else { NoData::Keep };
+            assert_eq!(t.no_data, want, "{t:?}");
+        }
+        assert!(seed_defaults(&store).unwrap().is_none(), "once: a later `keep` chosen by a user stays");
     }
 }

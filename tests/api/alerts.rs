@@ -321,3 +321,38 @@ async fn no_data_keeps_resolves_or_fires_as_the_threshold_says() {
     let r = s.client.post(s.url("/api/v1/alerts/thresholds")).json(&bad).send().await.unwrap();
     expect_error(r, 400, "invalid_input").await;
 }
+
+/// Regression: the hit rate was written as 0 % while the cache had no lookup at all, so an idle
+/// perfd fired the default "low cache hit rate" at critical two minutes after its start.
+#[tokio::test]
+async fn an_idle_cache_fires_no_hit_rate_alert() {
+    let s = TestServer::start();
+    let (_, list) = s.get_json("/api/v1/alerts/thresholds").await;
+    let mut t = list["thresholds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "low cache hit rate")
+        .cloned()
+        .expect("a default");
+    assert_eq!(t["no_data"], "ok", "{t}");
+    let id = t["id"].as_u64().unwrap();
+    // Its `for` (2m) made shorter, so the test need not wait it out.
+    t["for"] = json!("0s");
+    let r = s.client.put(s.url(&format!("/api/v1/alerts/thresholds/{id}"))).json(&t).send().await;
+    assert_eq!(r.unwrap().status(), 200);
+    for _ in 0..3 {
+        s.daemon().sampler.tick();
+        s.flush();
+    }
+    assert!(firing(&s, id).await.is_none(), "no lookup is no low hit rate");
+    for i in 0..10 {
+        s.client.get(s.url(&format!("/api/v1/cache/llm_response/q{i}"))).send().await.unwrap();
+    }
+    // A tick writes its series through the writer and evaluates what was stored before it.
+    s.daemon().sampler.tick();
+    s.flush();
+    s.daemon().sampler.tick();
+    let low = firing(&s, id).await.expect("ten misses are a low hit rate");
+    assert_eq!((&low["level"], low["value"].as_f64()), (&json!("critical"), Some(0.0)));
+}

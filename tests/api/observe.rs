@@ -57,13 +57,30 @@ async fn sampler_writes_series_that_resources_and_queries_read() {
     let mounts =
         r["summary"].as_object().unwrap().keys().filter(|k| k.starts_with("perfd_disk_used_percent{mount="));
     assert!(mounts.count() >= 1, "{r}");
-    let hit_rate =
-        s.points(&format!("query=perfd_cache_hit_rate_percent&start={}&end={now}", now - 60_000)).await;
-    assert!(hit_rate[0].1.len() >= 2, "cache statistics are written as series");
+    // The hit rate of each tick's own lookups, written only for ticks that had some: the one
+    // miss, then nothing (it was 0 % since start, before and after, as if the cache failed).
+    assert_eq!(values(&s, "perfd_cache_hit_rate_percent", now).await, vec![0.0]);
+    s.client.put(s.url("/api/v1/cache/crew_config/k")).body("v").send().await.unwrap();
+    for key in ["k", "k", "k", "missing"] {
+        s.client.get(s.url(&format!("/api/v1/cache/crew_config/{key}"))).send().await.unwrap();
+    }
+    s.client.get(s.url("/api/v1/cache/llm_response/k")).send().await.unwrap();
+    s.daemon().sampler.tick();
+    s.flush();
+    let now = perfd::model::now_ms();
+    assert_eq!(values(&s, "perfd_cache_hit_rate_percent", now).await, vec![0.0, 60.0]);
+    let crew = values(&s, "perfd_cache_strategy_hit_rate_percent{strategy=\"crew_config\"}", now).await;
+    assert_eq!(crew, vec![0.0, 75.0]);
     let healthz = s
         .points(&format!("query=perfd_http_requests{{route=\"/healthz\"}}&start={}&end={now}", now - 60_000))
         .await;
     assert_eq!(healthz[0].1.iter().map(|p| p.1).sum::<f64>(), 1.0);
+}
+
+/// The values of the series `selector` selects over the minute before `now`.
+async fn values(s: &TestServer, selector: &str, now: i64) -> Vec<f64> {
+    let q = format!("query={selector}&start={}&end={now}", now - 60_000);
+    s.points(&q).await.into_iter().flat_map(|(_, p)| p).map(|p| p.1).collect()
 }
 
 #[tokio::test]
