@@ -35,6 +35,9 @@ pub struct Daemon {
     pub cache: Arc<TieredCache>,
     pub sampler: SamplerHandle,
     http: Option<(ServerHandle, JoinHandle<()>)>,
+    /// The HTTP state's config, held by every clone of the state: gone once the last worker
+    /// has dropped its state (and with it the store).
+    http_state: std::sync::Weak<Config>,
     /// Shared with the handlers (`AppState::stopping`); set first thing in `shutdown`.
     stopping: Arc<std::sync::atomic::AtomicBool>,
     /// Dropping the sender stops the sweeper; then it is joined.
@@ -94,9 +97,10 @@ impl Daemon {
             stopping: Arc::default(),
         };
         let stopping = state.stopping.clone();
+        let http_state = Arc::downgrade(&state.config);
         let (handle, join) = start_http(listener, state, workers, max_connections)?;
         let http = Some((handle, join));
-        Ok(Daemon { addr, store, writer, cache, sampler, http, stopping, sweeper: Some(sweeper) })
+        Ok(Daemon { addr, store, writer, cache, sampler, http, http_state, stopping, sweeper: Some(sweeper) })
     }
 
     /// Stops accepting, lets in-flight requests finish, commits everything queued, closes the store.
@@ -109,6 +113,7 @@ impl Daemon {
             if join.join().is_err() {
                 log::error!("http thread panicked");
             }
+            self.wait_for_workers();
             if self.cache.config().warm_restart {
                 self.save_cache();
             }
@@ -123,6 +128,20 @@ impl Daemon {
 }
 
 impl Daemon {
+    /// The server is stopped once its workers have said so, but a worker thread may still be
+    /// dropping its state then, the store among it: a daemon started at once on the same data
+    /// dir found the database still open. Bounded by the graceful stop's own 10 s.
+    fn wait_for_workers(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while self.http_state.strong_count() > 0 {
+            if std::time::Instant::now() >= deadline {
+                log::warn!("an HTTP worker still holds its state after 10 s");
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
     fn save_cache(&self) {
         let mut saved = Vec::new();
         for (k, e) in self.cache.entries() {

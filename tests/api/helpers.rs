@@ -60,6 +60,9 @@ impl TestServer {
     pub fn stop(&mut self) {
         if let Some(mut d) = self.daemon.take() {
             d.shutdown();
+            // Nothing but the daemon holds the store once it is shut down (an HTTP worker still
+            // dropping its state did): a daemon started at once on the data dir can open it.
+            assert_eq!(std::sync::Arc::strong_count(&d.store), 1, "the store is still held");
         }
     }
 
