@@ -125,25 +125,51 @@ impl Latency {
     /// (p50, p99) of several histograms taken together (the total of the strategies' lookups,
     /// so a lookup is recorded once, not once more for the total).
     pub fn merged_quantiles_ms<'a>(all: impl IntoIterator<Item = &'a Latency>) -> (f64, f64) {
+        LatencyCounts::of(all).quantiles_ms().unwrap_or_default()
+    }
+}
+
+/// A reading of latency histograms' bucket counts (several merged), so that the quantiles of
+/// an interval can be taken from two readings: the histograms count since start.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LatencyCounts(Vec<u64>);
+
+impl LatencyCounts {
+    pub fn of<'a>(all: impl IntoIterator<Item = &'a Latency>) -> LatencyCounts {
         let mut counts = vec![0u64; BUCKETS];
         for l in all {
             for (c, b) in counts.iter_mut().zip(l.buckets.iter()) {
                 *c += b.load(Relaxed);
             }
         }
-        let total: u64 = counts.iter().sum();
+        LatencyCounts(counts)
+    }
+
+    /// What was recorded after `before`, an earlier reading of the same histograms (an empty
+    /// one: since start). Counts only grow; if one went back, this reading is taken whole.
+    pub fn since(&self, before: &LatencyCounts) -> LatencyCounts {
+        let back = before.0.iter().zip(&self.0).any(|(b, n)| n < b);
+        if back || before.0.is_empty() {
+            return self.clone();
+        }
+        LatencyCounts(self.0.iter().zip(&before.0).map(|(n, b)| n - b).collect())
+    }
+
+    /// (p50, p99) in milliseconds; `None` when nothing was recorded.
+    pub fn quantiles_ms(&self) -> Option<(f64, f64)> {
+        let total: u64 = self.0.iter().sum();
         let at = |q: f64| {
             let rank = ((q * total as f64).ceil() as u64).max(1);
             let mut seen = 0;
-            for (i, n) in counts.iter().enumerate() {
+            for (i, n) in self.0.iter().enumerate() {
                 seen += n;
                 if seen >= rank {
-                    return Self::value(i) / 1e6;
+                    return Latency::value(i) / 1e6;
                 }
             }
             0.0
         };
-        if total == 0 { (0.0, 0.0) } else { (at(0.5), at(0.99)) }
+        (total > 0).then(|| (at(0.5), at(0.99)))
     }
 }
 
@@ -160,6 +186,9 @@ pub struct CacheStatistics {
     /// Of whole lookups (L1, then L2 on an L1 miss).
     pub latency_p50_ms: f64,
     pub latency_p99_ms: f64,
+    /// The histograms behind those, for the sampler's quantiles of each tick.
+    #[serde(skip)]
+    pub latency_counts: LatencyCounts,
     pub l1: L1Stats,
     pub strategies: BTreeMap<String, StrategyStats>,
     pub l2: super::l2::L2Stats,
@@ -199,7 +228,8 @@ impl TieredCache {
     /// latency histograms merged per level and in all.
     pub fn statistics(&self) -> CacheStatistics {
         let all = self.strategies.values().flat_map(|s| [&s.l1_answered, &s.beyond_l1]);
-        let (p50, p99) = Latency::merged_quantiles_ms(all);
+        let latency_counts = LatencyCounts::of(all);
+        let (p50, p99) = latency_counts.quantiles_ms().unwrap_or_default();
         let l1_part = self.strategies.values().map(|s| &s.l1_answered);
         let (l1_p50, l1_p99) = Latency::merged_quantiles_ms(l1_part.chain([&self.l1_miss_latency]));
         let total = self.total.snapshot();
@@ -246,6 +276,7 @@ impl TieredCache {
             l1_bytes,
             latency_p50_ms: p50,
             latency_p99_ms: p99,
+            latency_counts,
             strategies,
             l2: self.l2.stats(),
         }

@@ -6,8 +6,8 @@
 mod alerting;
 pub mod alerts;
 pub mod health;
-mod hit_rates;
 mod host;
+mod interval;
 
 pub use host::{DiskUsage, ResourceSnapshot};
 use host::{Host, percent};
@@ -69,7 +69,7 @@ pub struct Sampler {
     /// Alert events the store refused (it is failing), stored with the next tick's.
     unstored_events: Vec<(u64, alerts::AlertEvent)>,
     last_backup: Instant,
-    hit_rates: hit_rates::HitRates,
+    intervals: interval::Intervals,
     pub published: Arc<Published>,
 }
 
@@ -83,7 +83,7 @@ impl Sampler {
             alert_states,
             unstored_events: Vec::new(),
             last_backup: Instant::now(),
-            hit_rates: hit_rates::HitRates::new(now_ms()),
+            intervals: interval::Intervals::new(now_ms()),
             published: Arc::default(),
         })
     }
@@ -95,8 +95,8 @@ impl Sampler {
         let cache = self.sources.cache.statistics();
         let w = self.sources.writer.snapshot();
         let queue_percent = percent(w.queue_depth as u64, w.queue_capacity as u64);
-        let hit_rates = self.hit_rates.tick(now, &cache);
-        self.record(&snap, &cache, &hit_rates, &w, queue_percent);
+        let figures = self.intervals.tick(now, &cache, self.sources.writer.commit_histogram());
+        self.record(&snap, &cache, &figures, &w, queue_percent);
         self.expire_executions(&snap);
         let (alerts_warning, alerts_critical) = self.publish_alerts(now);
         let (requests, errors) = self.sources.monitor.error_counts(Duration::from_secs(300), now);
@@ -105,7 +105,7 @@ impl Sampler {
             memory_percent: Some(snap.memory_percent),
             disk_percent: snap.disks.iter().map(|d| d.used_percent).reduce(f64::max),
             error_5xx_percent: (requests > 0).then(|| 100.0 * errors as f64 / requests as f64),
-            cache_hit_rate_percent: hit_rates.health,
+            cache_hit_rate_percent: figures.health_hit_rate,
             writer_queue_percent: Some(queue_percent),
             storage_failing: Some(w.storage_fault.is_some()),
             redis_reachable: cache.l2.enabled.then_some(cache.l2.reachable),
@@ -123,7 +123,7 @@ impl Sampler {
         &self,
         snap: &ResourceSnapshot,
         cache: &CacheStatistics,
-        hit_rates: &hit_rates::TickRates,
+        figures: &interval::TickFigures,
         w: &WriterStatsSnapshot,
         queue_percent: f64,
     ) {
@@ -158,30 +158,36 @@ impl Sampler {
             put("perfd_http_latency_p50_ms", &labels, e.p50_ms);
             put("perfd_http_latency_p99_ms", &labels, e.p99_ms);
         }
-        if let Some(rate) = hit_rates.total {
+        if let Some(rate) = figures.hit_rate {
             put("perfd_cache_hit_rate_percent", &[], rate);
         }
         put("perfd_cache_hits", &[], cache.total.hits as f64);
         put("perfd_cache_misses", &[], cache.total.misses as f64);
         put("perfd_cache_l1_entries", &[], cache.l1_size as f64);
         put("perfd_cache_evictions", &[], cache.evictions as f64);
-        put("perfd_cache_latency_p99_ms", &[], cache.latency_p99_ms);
+        if let Some(p99) = figures.lookup_p99_ms {
+            put("perfd_cache_latency_p99_ms", &[], p99);
+        }
         for (name, st) in &cache.strategies {
             let labels = [("strategy", name.as_str())];
             put("perfd_cache_strategy_hits", &labels, st.counters.hits as f64);
             put("perfd_cache_strategy_misses", &labels, st.counters.misses as f64);
             put("perfd_cache_strategy_l1_entries", &labels, st.l1_entries as f64);
         }
-        for (name, rate) in &hit_rates.strategies {
+        for (name, rate) in &figures.strategy_hit_rates {
             put("perfd_cache_strategy_hit_rate_percent", &[("strategy", name.as_str())], *rate);
         }
         if cache.l2.enabled {
             put("perfd_cache_l2_errors", &[], (cache.l2.errors + cache.l2.timeouts) as f64);
-            put("perfd_cache_l2_latency_p99_ms", &[], cache.l2.latency_p99_ms);
+            if let Some(p99) = figures.l2_p99_ms {
+                put("perfd_cache_l2_latency_p99_ms", &[], p99);
+            }
         }
         put("perfd_writer_queue_percent", &[], queue_percent);
         put("perfd_writer_points", &[], w.points as f64);
-        put("perfd_writer_commit_p99_ms", &[], w.commit_p99_ms);
+        if let Some(p99) = figures.commit_p99_ms {
+            put("perfd_writer_commit_p99_ms", &[], p99);
+        }
         match self.sources.writer.submit(b.finish(), false) {
             // The writer logs a storage failure when it starts and ends.
             Err(crate::Error::StorageFailed { .. }) => {

@@ -223,6 +223,12 @@ impl WriterHandle {
         }
     }
 
+    /// Commit times since start (µs), for the sampler's quantiles of each tick; `None` before
+    /// the first commit.
+    pub fn commit_histogram(&self) -> Option<hdrhistogram::Histogram<u64>> {
+        self.stats.commit_us.lock().clone()
+    }
+
     pub fn snapshot(&self) -> WriterStatsSnapshot {
         let s = &self.stats;
         let (p50, p99) = s

@@ -71,6 +71,8 @@ async fn sampler_writes_series_that_resources_and_queries_read() {
     assert_eq!(values(&s, "perfd_cache_hit_rate_percent", now).await, vec![0.0, 60.0]);
     let crew = values(&s, "perfd_cache_strategy_hit_rate_percent{strategy=\"crew_config\"}", now).await;
     assert_eq!(crew, vec![0.0, 75.0]);
+    // The lookup p99 likewise: one point for each of the two ticks that had lookups.
+    assert_eq!(values(&s, "perfd_cache_latency_p99_ms", now).await.len(), 2);
     let healthz = s
         .points(&format!("query=perfd_http_requests{{route=\"/healthz\"}}&start={}&end={now}", now - 60_000))
         .await;

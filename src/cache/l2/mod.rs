@@ -40,4 +40,7 @@ pub struct L2Stats {
     /// Round trips of the calls Redis answered (errors and timeouts are counted above).
     pub latency_p50_ms: f64,
     pub latency_p99_ms: f64,
+    /// The histogram behind those, for the sampler's quantiles of each tick.
+    #[serde(skip)]
+    pub latency_counts: crate::cache::stats::LatencyCounts,
 }

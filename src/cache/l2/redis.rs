@@ -210,7 +210,8 @@ impl L2 {
         let c = &s.counters;
         let ping = c.ping_us.load(Relaxed);
         let (hits, misses) = (c.hits.load(Relaxed), c.misses.load(Relaxed));
-        let (latency_p50_ms, latency_p99_ms) = c.latency.quantiles_ms();
+        let latency_counts = crate::cache::stats::LatencyCounts::of([&c.latency]);
+        let (latency_p50_ms, latency_p99_ms) = latency_counts.quantiles_ms().unwrap_or_default();
         L2Stats {
             enabled: true,
             reachable: c.reachable.load(Relaxed),
@@ -219,6 +220,7 @@ impl L2 {
             hit_rate_percent: hit_rate(hits, misses),
             latency_p50_ms,
             latency_p99_ms,
+            latency_counts,
             sets: c.sets.load(Relaxed),
             errors: c.errors.load(Relaxed),
             timeouts: c.timeouts.load(Relaxed),
