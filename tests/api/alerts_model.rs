@@ -195,7 +195,12 @@ async fn run(
         aggregation: AGGREGATIONS[*aggregation],
         comparison,
         levels: levels(comparison, *first),
-        no_data: NO_DATA[*no_data],
+        // A count or a sum is never without data; a policy for them is refused.
+        no_data: if matches!(AGGREGATIONS[*aggregation], "sum" | "count") {
+            "keep"
+        } else {
+            NO_DATA[*no_data]
+        },
         enabled: true,
         blind: false,
         points: Default::default(),

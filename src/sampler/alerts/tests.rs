@@ -84,6 +84,9 @@ fn invalid_thresholds_are_refused() {
         Threshold { for_: "3651d".into(), ..cpu("1m") },
         Threshold { name: "".into(), ..cpu("1m") },
         Threshold { comparison: Comparison::Lt, ..cpu("1m") },
+        // A count or a sum always has a value: a no-data policy would never act.
+        Threshold { aggregation: Aggregation::Count, no_data: NoData::Critical, ..cpu("1m") },
+        Threshold { aggregation: Aggregation::Sum, no_data: NoData::Ok, ..cpu("1m") },
     ] {
         assert!(t.validate().is_err(), "{t:?}");
     }

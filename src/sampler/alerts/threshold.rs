@@ -132,6 +132,13 @@ impl Threshold {
         if self.for_duration()? > crate::config::MAX_DURATION {
             return bad("for must be at most 10 years".into());
         }
+        if self.no_data != NoData::Keep && matches!(self.aggregation, Aggregation::Count | Aggregation::Sum) {
+            let agg = if self.aggregation == Aggregation::Count { "count" } else { "sum" };
+            return bad(format!(
+                "no_data does not apply to {agg}: no point counts as 0 (a threshold like `< 1` fires \
+                 when a series stops reporting)"
+            ));
+        }
         let levels = [self.warning, self.critical, self.clear];
         if levels.iter().flatten().any(|v| !v.is_finite()) {
             return bad("levels must be finite numbers".into());
