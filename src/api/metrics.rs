@@ -22,11 +22,12 @@ pub async fn get_queue(state: web::Data<AppState>) -> HttpResponse {
     }))
 }
 
-/// Cache statistics (the seed's shape: `cache_statistics` with `hits`, `misses`,
-/// `hit_rate_percent`, `l1_size`, …) and recommendations.
+/// Cache statistics since start (the seed's shape: `cache_statistics` with `hits`, `misses`,
+/// `hit_rate_percent`, `l1_size`, …) and recommendations on the last five minutes.
 pub async fn get_cache(state: web::Data<AppState>) -> HttpResponse {
     let stats = state.cache.statistics();
-    let recommendations = state.cache.recommendations(&stats);
+    let recent = state.published.cache_window_start.read().as_ref().map(|start| stats.since(start));
+    let recommendations = state.cache.recommendations(recent.as_ref().unwrap_or(&stats));
     HttpResponse::Ok()
         .json(serde_json::json!({"cache_statistics": stats, "recommendations": recommendations}))
 }

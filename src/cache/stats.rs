@@ -36,6 +36,26 @@ pub struct CountersSnapshot {
     pub hit_rate_percent: f64,
 }
 
+impl CountersSnapshot {
+    /// What was counted after `before`, an earlier reading of the same counters.
+    pub fn since(&self, before: &CountersSnapshot) -> CountersSnapshot {
+        let d = |now: u64, then: u64| now.saturating_sub(then);
+        let (hits, misses) = (d(self.hits, before.hits), d(self.misses, before.misses));
+        CountersSnapshot {
+            hits,
+            l1_hits: d(self.l1_hits, before.l1_hits),
+            l2_hits: d(self.l2_hits, before.l2_hits),
+            misses,
+            sets: d(self.sets, before.sets),
+            deletes: d(self.deletes, before.deletes),
+            expirations: d(self.expirations, before.expirations),
+            leases: d(self.leases, before.leases),
+            l2_errors: d(self.l2_errors, before.l2_errors),
+            hit_rate_percent: hit_rate(hits, misses),
+        }
+    }
+}
+
 impl Counters {
     pub fn snapshot(&self) -> CountersSnapshot {
         let (l1, l2, misses) =
@@ -221,6 +241,26 @@ pub struct StrategyStats {
     pub l1_bytes: u64,
     pub latency_p50_ms: f64,
     pub latency_p99_ms: f64,
+}
+
+impl CacheStatistics {
+    /// What happened after `before`, an earlier reading, as far as the recommendations read
+    /// it: the counters of the interval (in all, per strategy, Redis errors and timeouts); the
+    /// sizes, capacities, latencies and Redis' reachability as they are now.
+    pub fn since(&self, before: &CacheStatistics) -> CacheStatistics {
+        let mut recent = self.clone();
+        recent.total = self.total.since(&before.total);
+        recent.evictions = self.evictions.saturating_sub(before.evictions);
+        for (name, st) in &mut recent.strategies {
+            if let Some(then) = before.strategies.get(name) {
+                st.counters = st.counters.since(&then.counters);
+                st.evictions = st.evictions.saturating_sub(then.evictions);
+            }
+        }
+        recent.l2.errors = self.l2.errors.saturating_sub(before.l2.errors);
+        recent.l2.timeouts = self.l2.timeouts.saturating_sub(before.l2.timeouts);
+        recent
+    }
 }
 
 impl TieredCache {

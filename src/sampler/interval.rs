@@ -3,13 +3,15 @@
 //! fired the default "low cache hit rate" alert), and a hit rate or a p99 since start barely
 //! moves after a day of traffic. The series get the figures of each tick's interval, and only
 //! when it had lookups or commits; the health score gets the hit rate of the last five minutes,
-//! once they hold enough lookups to mean something.
+//! once they hold enough lookups to mean something, and the cache's recommendations read the
+//! same five minutes (a Redis outage an hour ago is no advice now).
 
 use crate::cache::stats::{CacheStatistics, LatencyCounts, hit_rate};
 use hdrhistogram::Histogram;
 use std::collections::{HashMap, VecDeque};
 
-/// The health score's window, and the lookups it must hold before the hit rate counts.
+/// The window of the health score's hit rate and of the cache's recommendations, and the
+/// lookups it must hold before the hit rate counts.
 pub const HEALTH_WINDOW_MS: i64 = 5 * 60_000;
 pub const HEALTH_MIN_LOOKUPS: u64 = 100;
 
@@ -30,9 +32,9 @@ pub struct Intervals {
     /// (hits, misses) of each strategy.
     strategies: HashMap<String, (u64, u64)>,
     total: (u64, u64),
-    /// (tick time, hits, misses) of every lookup, back to the last tick at or before the start
-    /// of the health window.
-    recent: VecDeque<(i64, u64, u64)>,
+    /// (tick time, cache statistics without their latency histograms), back to the last tick at
+    /// or before the start of the window.
+    recent: VecDeque<(i64, CacheStatistics)>,
     lookups: LatencyCounts,
     l2: LatencyCounts,
     commits: Option<Histogram<u64>>,
@@ -44,7 +46,7 @@ impl Intervals {
         Intervals {
             strategies: HashMap::new(),
             total: (0, 0),
-            recent: VecDeque::from([(start_ms, 0, 0)]),
+            recent: VecDeque::from([(start_ms, CacheStatistics::default())]),
             lookups: LatencyCounts::default(),
             l2: LatencyCounts::default(),
             commits: None,
@@ -69,12 +71,17 @@ impl Intervals {
                 strategy_hit_rates.push((name.clone(), r));
             }
         }
-        self.recent.push_back((now_ms, total.0, total.1));
-        while self.recent.get(1).is_some_and(|&(at, ..)| at <= now_ms - HEALTH_WINDOW_MS) {
+        let reading = CacheStatistics {
+            latency_counts: LatencyCounts::default(),
+            l2: crate::cache::l2::L2Stats { latency_counts: LatencyCounts::default(), ..cache.l2.clone() },
+            ..cache.clone()
+        };
+        self.recent.push_back((now_ms, reading));
+        while self.recent.get(1).is_some_and(|(at, _)| *at <= now_ms - HEALTH_WINDOW_MS) {
             self.recent.pop_front();
         }
-        let health_hit_rate = self.recent.front().and_then(|&(_, h, m)| {
-            let (hits, misses) = since((h, m), total);
+        let health_hit_rate = self.recent.front().and_then(|(_, start)| {
+            let (hits, misses) = since((start.total.hits, start.total.misses), total);
             (hits + misses >= HEALTH_MIN_LOOKUPS).then(|| hit_rate(hits, misses))
         });
         let p99 = |now: &LatencyCounts, before: &mut LatencyCounts| {
@@ -90,6 +97,13 @@ impl Intervals {
             l2_p99_ms: p99(&cache.l2.latency_counts, &mut self.l2),
             commit_p99_ms: commits.and_then(|now| commit_p99_ms(&now, self.commits.replace(now.clone()))),
         }
+    }
+}
+
+impl Intervals {
+    /// The cache statistics at the start of the window (zeros during the first five minutes).
+    pub fn window_start(&self) -> Option<&CacheStatistics> {
+        self.recent.front().map(|(_, s)| s)
     }
 }
 
@@ -184,5 +198,25 @@ mod tests {
         // Nothing new: no figure (without L2, never one).
         let t = r.tick(15_000, &s, Some(commits));
         assert_eq!((t.lookup_p99_ms, t.l2_p99_ms, t.commit_p99_ms), (None, None, None));
+    }
+
+    #[test]
+    fn recommendations_read_the_last_five_minutes() {
+        let mut r = Intervals::new(0);
+        let mut s = stats(0, 0, (0, 0));
+        s.l2.enabled = true;
+        s.l2.reachable = true;
+        s.l2.errors = 40;
+        r.tick(10_000, &s, None);
+        let advice = |r: &Intervals, s: &CacheStatistics| {
+            crate::cache::stats::recommendations(&s.since(r.window_start().expect("a start")), 1000)
+        };
+        assert_eq!(advice(&r, &s).len(), 1, "errors in the window are advised on");
+        // An hour of ticks without another error: the old ones are out of the window.
+        for minute in 1..=60 {
+            r.tick(10_000 + minute * 60_000, &s, None);
+        }
+        assert_eq!(advice(&r, &s), Vec::<String>::new());
+        assert_eq!(s.since(r.window_start().unwrap()).l2.errors, 0);
     }
 }

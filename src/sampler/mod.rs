@@ -35,6 +35,9 @@ pub struct Published {
     pub alerts: RwLock<Vec<FiringAlert>>,
     /// Unix ms of the last finished tick.
     pub alive_ms: std::sync::atomic::AtomicI64,
+    /// The cache statistics five minutes ago (or at start), for recommendations on what
+    /// happened since; `None` before the first tick.
+    pub cache_window_start: RwLock<Option<CacheStatistics>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -114,6 +117,7 @@ impl Sampler {
         };
         *self.published.health.write() = Some(health::score(&inputs));
         *self.published.resources.write() = snap;
+        *self.published.cache_window_start.write() = self.intervals.window_start().cloned();
         self.published.alive_ms.store(now_ms(), std::sync::atomic::Ordering::Relaxed);
         self.scheduled_backup();
     }
