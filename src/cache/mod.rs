@@ -10,6 +10,7 @@ mod fill;
 pub mod glob;
 pub mod l1;
 pub mod l2;
+mod latency;
 mod many;
 pub mod stats;
 
