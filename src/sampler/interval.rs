@@ -6,14 +6,14 @@
 //! once they hold enough lookups to mean something, and the cache's recommendations read the
 //! same five minutes (a Redis outage an hour ago is no advice now).
 
-use crate::cache::stats::{CacheStatistics, LatencyCounts, hit_rate};
+use crate::cache::stats::{CacheStatistics, CountersSnapshot, LatencyCounts, hit_rate};
 use hdrhistogram::Histogram;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 /// The window of the health score's hit rate and of the cache's recommendations, and the
 /// lookups it must hold before the hit rate counts.
-pub const HEALTH_WINDOW_MS: i64 = 5 * 60_000;
-pub const HEALTH_MIN_LOOKUPS: u64 = 100;
+pub const WINDOW_MS: i64 = 5 * 60_000;
+pub const MIN_LOOKUPS: u64 = 100;
 
 /// One tick's figures; `None` where nothing happened (or too little, for `health_hit_rate`).
 #[derive(Debug, Default, PartialEq)]
@@ -27,13 +27,10 @@ pub struct TickFigures {
     pub commit_p99_ms: Option<f64>,
 }
 
-/// The readings of the last tick.
+/// Earlier readings.
 pub struct Intervals {
-    /// (hits, misses) of each strategy.
-    strategies: HashMap<String, (u64, u64)>,
-    total: (u64, u64),
-    /// (tick time, cache statistics without their latency histograms), back to the last tick at
-    /// or before the start of the window.
+    /// (tick time, cache statistics without their latency histograms), from the last tick at or
+    /// before the start of the window to the last tick.
     recent: VecDeque<(i64, CacheStatistics)>,
     lookups: LatencyCounts,
     l2: LatencyCounts,
@@ -44,8 +41,6 @@ impl Intervals {
     /// `start_ms`: when the statistics were zero (the cache's and the writer's start).
     pub fn new(start_ms: i64) -> Intervals {
         Intervals {
-            strategies: HashMap::new(),
-            total: (0, 0),
             recent: VecDeque::from([(start_ms, CacheStatistics::default())]),
             lookups: LatencyCounts::default(),
             l2: LatencyCounts::default(),
@@ -60,14 +55,14 @@ impl Intervals {
         cache: &CacheStatistics,
         commits: Option<Histogram<u64>>,
     ) -> TickFigures {
-        let total = (cache.total.hits, cache.total.misses);
-        let total_rate = rate_between(self.total, total);
-        self.total = total;
+        let lookups = |c: &CountersSnapshot| (c.hits, c.misses);
+        let total = lookups(&cache.total);
+        let last = self.recent.back().map(|(_, s)| s);
+        let total_rate = rate_between(last.map_or((0, 0), |l| lookups(&l.total)), total);
         let mut strategy_hit_rates = Vec::new();
         for (name, st) in &cache.strategies {
-            let now = (st.counters.hits, st.counters.misses);
-            let before = self.strategies.insert(name.clone(), now).unwrap_or((0, 0));
-            if let Some(r) = rate_between(before, now) {
+            let before = last.and_then(|l| l.strategies.get(name)).map_or((0, 0), |b| lookups(&b.counters));
+            if let Some(r) = rate_between(before, lookups(&st.counters)) {
                 strategy_hit_rates.push((name.clone(), r));
             }
         }
@@ -77,12 +72,12 @@ impl Intervals {
             ..cache.clone()
         };
         self.recent.push_back((now_ms, reading));
-        while self.recent.get(1).is_some_and(|(at, _)| *at <= now_ms - HEALTH_WINDOW_MS) {
+        while self.recent.get(1).is_some_and(|(at, _)| *at <= now_ms - WINDOW_MS) {
             self.recent.pop_front();
         }
         let health_hit_rate = self.recent.front().and_then(|(_, start)| {
             let (hits, misses) = since((start.total.hits, start.total.misses), total);
-            (hits + misses >= HEALTH_MIN_LOOKUPS).then(|| hit_rate(hits, misses))
+            (hits + misses >= MIN_LOOKUPS).then(|| hit_rate(hits, misses))
         });
         let p99 = |now: &LatencyCounts, before: &mut LatencyCounts| {
             let p99 = now.since(before).quantiles_ms().map(|(_, p99)| p99);
@@ -98,9 +93,7 @@ impl Intervals {
             commit_p99_ms: commits.and_then(|now| commit_p99_ms(&now, self.commits.replace(now.clone()))),
         }
     }
-}
 
-impl Intervals {
     /// The cache statistics at the start of the window (zeros during the first five minutes).
     pub fn window_start(&self) -> Option<&CacheStatistics> {
         self.recent.front().map(|(_, s)| s)
@@ -133,7 +126,7 @@ fn rate_between(before: (u64, u64), now: (u64, u64)) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::stats::{CountersSnapshot, Latency, StrategyStats};
+    use crate::cache::stats::{Latency, StrategyStats};
 
     fn stats(hits: u64, misses: u64, crew: (u64, u64)) -> CacheStatistics {
         let total = CountersSnapshot { hits, misses, ..Default::default() };
