@@ -79,10 +79,11 @@ pub async fn get_performance(
 }
 
 /// Series summarized by `/resources/usage`.
-const RESOURCE_SERIES: [&str; 8] = [
+const RESOURCE_SERIES: [&str; 9] = [
     "perfd_cpu_percent",
     "perfd_memory_percent",
     "perfd_disk_used_percent",
+    "perfd_disk_available_bytes",
     "perfd_network_rx_bytes_per_sec",
     "perfd_network_tx_bytes_per_sec",
     "perfd_process_cpu_percent",

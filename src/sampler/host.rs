@@ -14,10 +14,15 @@ use sysinfo::{Disks, Networks, Pid, ProcessRefreshKind, ProcessesToUpdate, Syste
 const VIRTUAL_FS: [&str; 10] =
     ["tmpfs", "devtmpfs", "overlay", "squashfs", "proc", "sysfs", "cgroup", "cgroup2", "ramfs", "efivarfs"];
 
+/// One file system, in df's terms: `used_percent` is used / (used + available), so the blocks
+/// reserved for root (or hidden by a quota) count neither as used nor as room, and the figure
+/// is the `Use%` an operator sees in `df`; it reaches 100 exactly when perfd can write no more.
 #[derive(Debug, Clone, Serialize)]
 pub struct DiskUsage {
     pub mount: String,
     pub used_bytes: u64,
+    /// What an unprivileged process may still write.
+    pub available_bytes: u64,
     pub total_bytes: u64,
     pub used_percent: f64,
     /// This file system holds perfd's data directory.
@@ -101,7 +106,12 @@ impl Host {
             if d.total_space() == 0 || VIRTUAL_FS.contains(&fs.as_ref()) || listed {
                 continue;
             }
-            s.disks.push(usage(mount, d.total_space(), d.available_space(), false));
+            // statvfs tells free from available; sysinfo's figures are the fallback.
+            let space = rustix::fs::statvfs(d.mount_point()).ok().map_or_else(
+                || Space::from_sysinfo(d.total_space(), d.available_space()),
+                |st| Space::from_statvfs(&st),
+            );
+            s.disks.push(usage(mount, space, false));
         }
         s.disks.extend(data);
         let (rx, tx) =
@@ -126,9 +136,44 @@ pub(super) fn percent(part: u64, whole: u64) -> f64 {
     if whole == 0 { 0.0 } else { 100.0 * part as f64 / whole as f64 }
 }
 
-fn usage(mount: String, total: u64, available: u64, data_dir: bool) -> DiskUsage {
-    let used = total - available.min(total);
-    DiskUsage { mount, used_bytes: used, total_bytes: total, used_percent: percent(used, total), data_dir }
+/// A file system's size, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Space {
+    total: u64,
+    /// Not in use, the reserved blocks included.
+    free: u64,
+    /// Free to an unprivileged process.
+    available: u64,
+}
+
+impl Space {
+    fn from_statvfs(st: &rustix::fs::StatVfs) -> Space {
+        let unit = st.f_frsize;
+        Space {
+            total: st.f_blocks.saturating_mul(unit),
+            free: st.f_bfree.saturating_mul(unit),
+            available: st.f_bavail.saturating_mul(unit),
+        }
+    }
+
+    /// sysinfo does not tell free from available: reserved blocks then count as used.
+    fn from_sysinfo(total: u64, available: u64) -> Space {
+        Space { total, free: available, available }
+    }
+}
+
+/// df's arithmetic: used = total − free, and `Use%` = used / (used + available).
+fn usage(mount: String, space: Space, data_dir: bool) -> DiskUsage {
+    let used = space.total.saturating_sub(space.free);
+    let available = space.available.min(space.total - used);
+    DiskUsage {
+        mount,
+        used_bytes: used,
+        available_bytes: available,
+        total_bytes: space.total,
+        used_percent: percent(used, used + available),
+        data_dir,
+    }
 }
 
 /// The file system holding `dir` (statvfs), named by its mount point (`/proc/self/mounts`).
@@ -145,7 +190,7 @@ fn data_dir_usage(dir: &Path) -> Option<DiskUsage> {
         .map(|m| PathBuf::from(m.replace("\\040", " ")))
         .collect();
     let mount = holding_mount(points.iter().map(PathBuf::as_path), dir).unwrap_or(dir);
-    Some(usage(mount.display().to_string(), st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize, true))
+    Some(usage(mount.display().to_string(), Space::from_statvfs(&st), true))
 }
 
 /// The mount point among `mounts` that holds `dir`: the longest one that is a prefix of it.
@@ -165,5 +210,35 @@ mod tests {
         assert_eq!(pick("/mnt/tinyx/d"), Some(Path::new("/")), "whole components only");
         assert_eq!(pick("/var/lib/perfd"), Some(Path::new("/")));
         assert_eq!(holding_mount([Path::new("/boot")].into_iter(), Path::new("/var")), None);
+    }
+
+    #[test]
+    fn reserved_blocks_count_neither_as_used_nor_as_room() {
+        // 100 blocks, 30 free of which 5 are reserved for root: df says 70 used, 25 available, 74%.
+        let d = usage("/".into(), Space { total: 100, free: 30, available: 25 }, false);
+        assert_eq!((d.used_bytes, d.available_bytes, d.total_bytes), (70, 25, 100));
+        assert!((d.used_percent - 100.0 * 70.0 / 95.0).abs() < 1e-9, "{}", d.used_percent);
+        let full = usage("/".into(), Space { total: 100, free: 5, available: 0 }, false);
+        assert_eq!(full.used_percent, 100.0, "nothing left to write is 100 %, reserve or not");
+        let fallback = usage("/".into(), Space::from_sysinfo(100, 25), false);
+        assert_eq!((fallback.used_bytes, fallback.used_percent), (75, 75.0));
+        let odd = usage("/".into(), Space { total: 100, free: 10, available: 40 }, false);
+        assert_eq!(odd.available_bytes, 10, "available never exceeds what is not used");
+    }
+
+    #[test]
+    fn the_data_dirs_figure_is_the_one_df_prints() {
+        let dir = std::env::temp_dir();
+        let d = data_dir_usage(&dir).expect("statvfs of the temp dir");
+        let out = std::process::Command::new("df").arg("--output=pcent").arg(&dir).output().expect("df runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let df: f64 =
+            text.lines().nth(1).and_then(|l| l.trim().trim_end_matches('%').parse().ok()).expect(&text);
+        // df rounds up; other processes write meanwhile, so a point of slack.
+        assert!(
+            d.used_percent <= df + 1.0 && d.used_percent > df - 2.0,
+            "perfd {} %, df {df} %",
+            d.used_percent
+        );
     }
 }

@@ -148,6 +148,7 @@ impl Sampler {
         put("perfd_swap_used_bytes", &[], snap.swap_used_bytes as f64);
         for d in &snap.disks {
             put("perfd_disk_used_percent", &[("mount", &d.mount)], d.used_percent);
+            put("perfd_disk_available_bytes", &[("mount", &d.mount)], d.available_bytes as f64);
         }
         put("perfd_network_rx_bytes_per_sec", &[], snap.network_rx_bytes_per_sec);
         put("perfd_network_tx_bytes_per_sec", &[], snap.network_tx_bytes_per_sec);

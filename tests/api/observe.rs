@@ -43,6 +43,12 @@ async fn sampler_writes_series_that_resources_and_queries_read() {
     // The file system holding the data dir is always read, even an overlay or a tmpfs.
     let disks = r["latest"]["disks"].as_array().unwrap();
     assert_eq!(disks.iter().filter(|d| d["data_dir"] == true).count(), 1, "{r}");
+    for d in disks {
+        // df's Use%: blocks reserved for root are neither used nor room.
+        let (used, avail) = (d["used_bytes"].as_f64().unwrap(), d["available_bytes"].as_f64().unwrap());
+        assert!(used + avail <= d["total_bytes"].as_f64().unwrap(), "{d}");
+        assert!((d["used_percent"].as_f64().unwrap() - 100.0 * used / (used + avail)).abs() < 1e-6, "{d}");
+    }
     assert!(r["summary"]["perfd_memory_percent"]["samples"].as_u64().unwrap() >= 2, "{r}");
     let now = perfd::model::now_ms();
     // The summary is the raw points' (read from chunk headers where hours are whole).
@@ -54,9 +60,11 @@ async fn sampler_writes_series_that_resources_and_queries_read() {
     assert_eq!(m["max"].as_f64(), vals.iter().copied().reduce(f64::max), "{r}");
     let avg = vals.iter().sum::<f64>() / vals.len() as f64;
     assert!((m["avg"].as_f64().unwrap() - avg).abs() < 1e-9, "{r}");
-    let mounts =
-        r["summary"].as_object().unwrap().keys().filter(|k| k.starts_with("perfd_disk_used_percent{mount="));
-    assert!(mounts.count() >= 1, "{r}");
+    for series in ["perfd_disk_used_percent", "perfd_disk_available_bytes"] {
+        let mounts =
+            r["summary"].as_object().unwrap().keys().filter(|k| k.starts_with(&format!("{series}{{mount=")));
+        assert!(mounts.count() >= 1, "{series}: {r}");
+    }
     // The hit rate of each tick's own lookups, written only for ticks that had some: the one
     // miss, then nothing (it was 0 % since start, before and after, as if the cache failed).
     assert_eq!(values(&s, "perfd_cache_hit_rate_percent", now).await, vec![0.0]);
