@@ -64,11 +64,51 @@ struct IngestPoint {
     value: f64,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+/// Unix milliseconds (an integer, or a number with a fraction as `Date.now()` or
+/// `time.time() * 1000` give, rounded down) or an RFC 3339 string.
+#[derive(Debug)]
 enum Timestamp {
     Ms(i64),
     Text(String),
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Timestamp, D::Error> {
+        d.deserialize_any(TimestampVisitor)
+    }
+}
+
+struct TimestampVisitor;
+
+impl serde::de::Visitor<'_> for TimestampVisitor {
+    type Value = Timestamp;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a timestamp: milliseconds since the epoch or an RFC 3339 string")
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<Timestamp, E> {
+        Ok(Timestamp::Ms(v))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<Timestamp, E> {
+        i64::try_from(v)
+            .map(Timestamp::Ms)
+            .map_err(|_| E::custom(format_args!("timestamp {v} ms is out of range")))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> std::result::Result<Timestamp, E> {
+        // 2^63 is the first float past i64; `as` would saturate silently.
+        if v.is_finite() && v.abs() < 9.223_372_036_854_775e18 {
+            Ok(Timestamp::Ms(v.floor() as i64))
+        } else {
+            Err(E::custom(format_args!("timestamp {v} ms is out of range")))
+        }
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Timestamp, E> {
+        Ok(Timestamp::Text(v.to_owned()))
+    }
 }
 
 /// Parses `[{"name": "...", "labels": {...}, "timestamp": ms|RFC 3339, "value": 1.5}, ...]`.
@@ -140,5 +180,23 @@ mod tests {
                 .unwrap_err();
         assert!(e.to_string().starts_with("[1]"), "{e}");
         assert!(parse_ingest(br#"[{"name":"x","value":1e999}]"#, NOW, &mut builder()).is_err());
+    }
+
+    #[test]
+    fn ingest_timestamps_take_fractional_ms_and_say_what_they_want() {
+        let mut b = builder();
+        let body = br#"[{"name":"t","timestamp":1700000000000.9,"value":1},{"name":"t","timestamp":1700000001000,"value":2}]"#;
+        assert_eq!(parse_ingest(body, NOW, &mut b).unwrap(), 2);
+        assert_eq!(b.finish().series[0].points, vec![(NOW, 1.0), (NOW + 1000, 2.0)], "rounded down");
+        for (ts, needle) in [
+            ("1e30", "timestamp 1000000000000000000000000000000 ms is out of range"),
+            ("18446744073709551615", "out of range"),
+            ("true", "a timestamp: milliseconds since the epoch or an RFC 3339 string"),
+            ("[1]", "a timestamp: milliseconds"),
+        ] {
+            let body = format!(r#"[{{"name":"t","timestamp":{ts},"value":1}}]"#);
+            let e = parse_ingest(body.as_bytes(), NOW, &mut builder()).unwrap_err().to_string();
+            assert!(e.contains(needle), "{ts}: {e}");
+        }
     }
 }
