@@ -120,7 +120,7 @@ pub fn parse_ingest(body: &[u8], now_ms: i64, out: &mut BatchBuilder) -> Result<
             None => now_ms,
             Some(Timestamp::Ms(ms)) => *ms,
             Some(Timestamp::Text(t)) => {
-                crate::query::parse_time(t).map_err(|e| at(format_args!("[{i}]"), e))?
+                crate::query::parse_time_at(t, now_ms).map_err(|e| at(format_args!("[{i}]"), e))?
             }
         };
         let mut labels: Vec<(&str, &str)> = p.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();

@@ -130,18 +130,41 @@ pub fn clamp_time(ms: i64) -> i64 {
 /// Most matchers in one selector: twice the labels a series may have, room for `!=` ones.
 pub const MAX_MATCHERS: usize = 2 * crate::model::MAX_LABELS;
 
-/// Unix milliseconds, or RFC 3339 (`2026-11-27T08:00:00Z`).
+/// Unix milliseconds, RFC 3339 (`2026-11-27T08:00:00Z`), `now`, or a duration from now:
+/// `-1h`, `now-1h`, `+2h30m`, `now+2h`.
 pub fn parse_time(s: &str) -> Result<i64> {
+    parse_time_at(s, crate::model::now_ms())
+}
+
+/// [`parse_time`] with `now` given.
+pub fn parse_time_at(s: &str, now: i64) -> Result<i64> {
     if let Ok(ms) = s.parse::<i64>() {
         return Ok(ms);
+    }
+    let bad = || {
+        // A form-decoded query string reads `+` as a space.
+        let hint =
+            if s.starts_with(' ') || s.starts_with("now ") { " (in a URL, + is written %2B)" } else { "" };
+        Error::invalid(format!(
+            "invalid time {}: use unix milliseconds, RFC 3339, now, or a duration from now such as -1h or +2h{hint}",
+            Shown(s)
+        ))
+    };
+    if s == "now" {
+        return Ok(now);
+    }
+    let relative = s.strip_prefix("now").unwrap_or(s);
+    if let Some((sign, d)) =
+        relative.strip_prefix('-').map(|d| (-1, d)).or(relative.strip_prefix('+').map(|d| (1, d)))
+    {
+        let ms = humantime::parse_duration(d.trim()).map_err(|_| bad())?.as_millis();
+        return i64::try_from(ms).ok().and_then(|ms| now.checked_add(sign * ms)).ok_or_else(bad);
     }
     humantime::parse_rfc3339_weak(s)
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map(|d| d.as_millis() as i64)
-        .ok_or_else(|| {
-            Error::invalid(format!("invalid time {}: use unix milliseconds or RFC 3339", Shown(s)))
-        })
+        .ok_or_else(bad)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -247,5 +270,22 @@ mod tests {
         assert_eq!(parse_time("1700000000000").unwrap(), 1_700_000_000_000);
         assert_eq!(parse_time("2023-11-14T22:13:20Z").unwrap(), 1_700_000_000_000);
         assert!(parse_time("yesterday").is_err());
+        let now = 1_700_000_000_000;
+        for (text, want) in [
+            ("now", now),
+            ("-1h", now - 3_600_000),
+            ("now-1h", now - 3_600_000),
+            ("+2h30m", now + 9_000_000),
+            ("now+500ms", now + 500),
+            ("-0s", now),
+        ] {
+            assert_eq!(parse_time_at(text, now).unwrap(), want, "{text}");
+        }
+        for text in ["now-", "-", "+", "now+x", "nowish", "-1 fortnight", "-99999999999999999999y", ""] {
+            let e = parse_time_at(text, now).unwrap_err().to_string();
+            assert!(e.contains("such as -1h"), "{text}: {e}");
+        }
+        let e = parse_time_at(" 1h", now).unwrap_err().to_string();
+        assert!(e.ends_with("(in a URL, + is written %2B)"), "{e}");
     }
 }

@@ -79,11 +79,16 @@ async fn a_breach_fires_is_silenced_resolves_and_is_recorded() {
     let r = s
         .client
         .post(s.url("/api/v1/alerts/silences"))
-        .json(&json!({"threshold_id": id, "until": now + 3_600_000}))
+        .json(&json!({"threshold_id": id, "until": "+1h"}))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
+    let until = r.json::<serde_json::Value>().await.unwrap()["until_ms"].as_i64().unwrap();
+    assert!(
+        (now + 3_600_000..perfd::model::now_ms() + 3_600_001).contains(&until),
+        "an hour from now: {until}"
+    );
     s.daemon().sampler.tick();
     let (_, a) = s.get_json("/api/v1/alerts").await;
     assert!(

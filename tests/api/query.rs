@@ -155,7 +155,12 @@ async fn selectors_series_and_times() {
         humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(t as u64));
     let got = s.points(&format!("query=up_v&start={}&end={}", urlencode(&start.to_string()), t)).await;
     assert_eq!(got.len(), 3);
+    // Times relative to now (the points are 2 to 3 hours old).
+    assert_eq!(s.points("query=up_v&start=-3h").await.len(), 3);
+    assert_eq!(s.points("query=up_v&start=now-3h&end=now").await.len(), 3);
+    assert!(s.points("query=up_v&start=-2h&end=%2B1h").await.iter().all(|(_, p)| p.is_empty()));
     for bad in [
+        "query=up_v&start=now-".to_string(),
         "query=up_v{job=a}".to_string(),
         format!("query=up_v&start={}&end={t}", t + 5),
         "query=up_v&start=yesterday".into(),
