@@ -38,17 +38,24 @@ fn import_line(line: &[u8], out: &mut BatchBuilder) -> Result<()> {
         )));
     }
     let name = l.metric.get("__name__").ok_or_else(|| Error::invalid("metric has no __name__"))?;
-    let mut labels: Vec<(&str, &str)> = l
-        .metric
-        .iter()
-        .filter(|(k, _)| k.as_str() != "__name__")
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    sort_labels(&mut labels);
+    let labels = present_labels(&l.metric);
     for (&ts, &v) in l.timestamps.iter().zip(&l.values) {
         out.push(name, &labels, (ts, v))?;
     }
     Ok(())
+}
+
+/// The labels in `map` but `__name__`, sorted; one with an empty value is no label, as in
+/// Prometheus and VictoriaMetrics (and as selectors read it: `{env=""}` matches a series
+/// without `env`).
+fn present_labels(map: &BTreeMap<String, String>) -> Vec<(&str, &str)> {
+    let mut labels: Vec<(&str, &str)> = map
+        .iter()
+        .filter(|(k, v)| k.as_str() != "__name__" && !v.is_empty())
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    sort_labels(&mut labels);
+    labels
 }
 
 /// One element of the `/api/v1/ingest` array.
@@ -123,8 +130,7 @@ pub fn parse_ingest(body: &[u8], now_ms: i64, out: &mut BatchBuilder) -> Result<
                 crate::query::parse_time_at(t, now_ms).map_err(|e| at(format_args!("[{i}]"), e))?
             }
         };
-        let mut labels: Vec<(&str, &str)> = p.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        sort_labels(&mut labels);
+        let labels = present_labels(&p.labels);
         out.push(&p.name, &labels, (ts, p.value)).map_err(|e| at(format_args!("[{i}]"), e))?;
     }
     Ok(points.len())
@@ -180,6 +186,20 @@ mod tests {
                 .unwrap_err();
         assert!(e.to_string().starts_with("[1]"), "{e}");
         assert!(parse_ingest(br#"[{"name":"x","value":1e999}]"#, NOW, &mut builder()).is_err());
+    }
+
+    #[test]
+    fn an_empty_label_value_is_no_label() {
+        let mut b = builder();
+        let body =
+            br#"{"metric":{"__name__":"up","job":"","env":"x"},"values":[1],"timestamps":[1700000000000]}"#;
+        parse_import(body, &mut b).unwrap();
+        let body = br#"[{"name":"up","labels":{"env":"x","job":""},"timestamp":1700000001000,"value":2}]"#;
+        parse_ingest(body, NOW, &mut b).unwrap();
+        let batch = b.finish();
+        assert_eq!(batch.series.len(), 1);
+        assert_eq!(&*batch.series[0].canonical, r#"up{env="x"}"#);
+        assert_eq!(batch.series[0].points, vec![(NOW, 1.0), (NOW + 1000, 2.0)]);
     }
 
     #[test]
