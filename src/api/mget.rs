@@ -24,10 +24,11 @@ pub const MGET_BINARY: &str = "application/x-perfd-mget";
 #[serde(deny_unknown_fields)]
 struct MgetBody<'a> {
     #[serde(borrow)]
-    keys: Vec<KeyRef<'a>>,
+    keys: Vec<AnyKeyRef<'a>>,
 }
 
-/// Borrowed from the body unless the JSON string has escapes.
+/// `{"strategy": "s", "key": "k"}` or `"s:k"` (as in the key lines; a strategy name has no
+/// `:`). Borrowed from the body unless the JSON string has escapes.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct KeyRef<'a> {
@@ -35,6 +36,46 @@ struct KeyRef<'a> {
     strategy: Cow<'a, str>,
     #[serde(borrow)]
     key: Cow<'a, str>,
+}
+
+/// A [`KeyRef`] in either form.
+#[derive(Debug)]
+struct AnyKeyRef<'a>(KeyRef<'a>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for AnyKeyRef<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<AnyKeyRef<'a>, D::Error> {
+        d.deserialize_any(KeyRefVisitor(std::marker::PhantomData))
+    }
+}
+
+struct KeyRefVisitor<'a>(std::marker::PhantomData<&'a ()>);
+
+impl KeyRefVisitor<'_> {
+    fn split<E: serde::de::Error>(s: &str) -> Result<(&str, &str), E> {
+        s.split_once(':').ok_or_else(|| E::custom(format_args!("key {s:?} is not \"strategy:key\"")))
+    }
+}
+
+impl<'de: 'a, 'a> serde::de::Visitor<'de> for KeyRefVisitor<'a> {
+    type Value = AnyKeyRef<'a>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(r#"a key: {"strategy": "...", "key": "..."} or "strategy:key""#)
+    }
+
+    fn visit_borrowed_str<E: serde::de::Error>(self, s: &'de str) -> Result<AnyKeyRef<'a>, E> {
+        let (strategy, key) = Self::split(s)?;
+        Ok(AnyKeyRef(KeyRef { strategy: Cow::Borrowed(strategy), key: Cow::Borrowed(key) }))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<AnyKeyRef<'a>, E> {
+        let (strategy, key) = Self::split(s)?;
+        Ok(AnyKeyRef(KeyRef { strategy: Cow::Owned(strategy.to_owned()), key: Cow::Owned(key.to_owned()) }))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<AnyKeyRef<'a>, A::Error> {
+        KeyRef::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(AnyKeyRef)
+    }
 }
 
 /// Many keys in one request (see [`mget_answer`]).
@@ -66,7 +107,7 @@ fn header_has(headers: &header::HeaderMap, name: header::HeaderName, media_type:
     headers.get(name).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains(media_type))
 }
 
-/// Answers an mget body. The request is JSON (`{"keys": [{"strategy", "key"}]}`) or, with
+/// Answers an mget body. The request is JSON (`{"keys": [{"strategy", "key"} or "s:k"]}`) or, with
 /// `Content-Type: application/x-perfd-mget`, key lines (see [`mget_lines`]). The answer is
 /// JSON (UTF-8 values as `value`, others as `value_b64`), or the compact binary form when the
 /// client sends `Accept: application/x-perfd-mget`. Shared by the App's handler and the fast
@@ -82,7 +123,7 @@ pub(super) async fn mget_answer(
     } else {
         // Parsed here rather than by `web::Json`, so the keys borrow from the body.
         json = serde_json::from_slice(raw).map_err(|e| Error::invalid(format!("invalid mget body: {e}")))?;
-        json.keys.iter().map(|k| (&*k.strategy, &*k.key)).collect()
+        json.keys.iter().map(|AnyKeyRef(k)| (&*k.strategy, &*k.key)).collect()
     };
     if pairs.len() > MAX_MGET_KEYS {
         return Err(Error::invalid(format!("mget takes at most {MAX_MGET_KEYS} keys")).into());

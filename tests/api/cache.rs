@@ -247,6 +247,34 @@ async fn mget_json_and_binary() {
         .unwrap();
     let b = r.bytes().await.unwrap();
     assert_eq!(&b[..], &[1, 0, 0, 0, 5, b'a', b'l', b'p', b'h', b'a', 0, 1, 0, 0, 0, 2, 0, 255]);
+
+    // Keys as "strategy:key" strings (as in the key lines), mixed with objects; escapes too.
+    let keys = r#"{"keys": ["memory_query:a", {"strategy": "memory_query", "key": "missing"}, "memory_query:\u0062in"]}"#;
+    let r = s.client.post(s.url("/api/v1/cache/mget")).body(keys).send().await.unwrap();
+    let mut w: serde_json::Value = r.json().await.unwrap();
+    let mut v = v;
+    for x in w["values"].as_array_mut().unwrap().iter_mut().chain(v["values"].as_array_mut().unwrap()) {
+        x.as_object_mut().unwrap().remove("ttl_ms"); // a millisecond may pass
+    }
+    assert_eq!(w, v, "the same answer");
+    let r = s
+        .client
+        .post(s.url("/api/v1/cache/mget"))
+        .json(&serde_json::json!({"keys": ["memory_query:a", "no-colon"]}))
+        .send()
+        .await
+        .unwrap();
+    let e = expect_error(r, 400, "invalid_input").await;
+    assert!(e.contains(r#"key "no-colon" is not "strategy:key""#), "{e}");
+    let r = s
+        .client
+        .post(s.url("/api/v1/cache/mget"))
+        .json(&serde_json::json!({"keys": [7]}))
+        .send()
+        .await
+        .unwrap();
+    let e = expect_error(r, 400, "invalid_input").await;
+    assert!(e.contains(r#"expected a key: {"strategy": "...", "key": "..."} or "strategy:key""#), "{e}");
 }
 
 /// The compact mget request (`{strategy}:{key}` lines), and the fast path's mget: same answers
