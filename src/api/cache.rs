@@ -22,19 +22,6 @@ pub struct EntryParams {
     ttl: Option<String>,
 }
 
-fn duration_param(name: &str, s: &str) -> Result<Duration, Error> {
-    let d = match s.parse::<u64>() {
-        Ok(secs) if name == "ttl" => Duration::from_secs(secs),
-        Ok(ms) => Duration::from_millis(ms),
-        Err(_) => humantime::parse_duration(s)
-            .map_err(|_| Error::invalid(format!("invalid {name} {s:?}: use a duration like 5s")))?,
-    };
-    if d.is_zero() {
-        return Err(Error::invalid(format!("{name} must be positive")));
-    }
-    Ok(d)
-}
-
 /// The route pattern the request monitor files entry requests under.
 pub const ENTRY_ROUTE: &str = "/api/v1/cache/{strategy}/{key}";
 
@@ -134,7 +121,7 @@ async fn get_entry(
             None => Err(miss(strategy, key)),
         };
     };
-    let wait = duration_param("wait", wait)?.min(MAX_WAIT);
+    let wait = super::duration_param("wait", wait)?.min(MAX_WAIT);
     let stopping = || state.stopping.load(std::sync::atomic::Ordering::Relaxed);
     let gone = || stopping() || super::peer::client_gone(req);
     let found = state.cache.get_or_wait(strategy, key, wait, gone, super::peer::CHECK_EVERY).await?;
@@ -164,7 +151,7 @@ async fn put_entry(
     let body = web::Bytes::from_request(req, &mut body.into_inner())
         .await
         .map_err(|e| body_error(e, state.config.http.max_body_bytes))?;
-    let ttl = params.ttl.as_deref().map(|t| duration_param("ttl", t)).transpose()?;
+    let ttl = params.ttl.as_deref().map(|t| super::duration_param("ttl", t)).transpose()?;
     let content_type = match req.headers().get(header::CONTENT_TYPE) {
         Some(v) => Some(v.to_str().map_err(|_| Error::invalid("Content-Type must be printable ASCII"))?),
         None => None,

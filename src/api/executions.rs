@@ -54,9 +54,7 @@ pub async fn request_slot(
 ) -> Result<HttpResponse, ApiError> {
     let wait = match params.wait.as_deref() {
         None => Duration::ZERO,
-        Some(w) => humantime::parse_duration(w)
-            .map_err(|_| Error::invalid(format!("invalid wait {w:?}")))?
-            .min(MAX_WAIT),
+        Some(w) => super::duration_param("wait", w)?.min(MAX_WAIT),
     };
     let queued = match state.executions.request(&body.crew_id)? {
         Admission::Running(e) => return Ok(respond(e)),
@@ -187,9 +185,7 @@ pub async fn list_profiles(
 ) -> Result<HttpResponse, ApiError> {
     let window = match params.window.as_deref() {
         None => Duration::from_secs(24 * 3600),
-        Some(w) => {
-            humantime::parse_duration(w).map_err(|_| Error::invalid(format!("invalid window {w:?}")))?
-        }
+        Some(w) => super::duration_param("window", w)?,
     };
     // Profiles are kept at most `storage.retention` (a few years at most): a longer window reads
     // them all, and a far longer one overflowed the start of the window.

@@ -112,6 +112,25 @@ fn bearer_matches(headers: &actix_web::http::header::HeaderMap, token: &str) -> 
     constant_time_eq(given.as_bytes(), token.as_bytes())
 }
 
+/// A duration in a query parameter (`ttl`, `wait`, `window`): `5s`, `500ms`, `2h30m`, or a
+/// bare number of seconds (`30`, `1.5`). Ranges are the caller's to check.
+pub(super) fn duration_param(name: &str, text: &str) -> Result<std::time::Duration, crate::Error> {
+    let bad = || {
+        crate::Error::invalid(format!(
+            "invalid {name} {}: use a duration like 5s, 500ms or 2h (a bare number is seconds)",
+            crate::error::Shown(text)
+        ))
+    };
+    match text.parse::<f64>() {
+        // `Duration::try_from_secs_f64` refuses a negative, NaN or far too large number.
+        Ok(secs) if text.bytes().all(|b| b.is_ascii_digit() || b == b'.') => {
+            std::time::Duration::try_from_secs_f64(secs).map_err(|_| bad())
+        }
+        Ok(_) => Err(bad()),
+        Err(_) => humantime::parse_duration(text).map_err(|_| bad()),
+    }
+}
+
 /// Equal inputs take the same time whatever their content (only the length leaks).
 pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -222,4 +241,28 @@ async fn healthz() -> HttpResponse {
 
 async fn not_found(req: HttpRequest) -> Result<HttpResponse, error::ApiError> {
     Err(error::ApiError(crate::Error::NotFound(format!("no route for {} {}", req.method(), req.path()))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_in_parameters() {
+        for (text, want) in [
+            ("5s", Duration::from_secs(5)),
+            ("500ms", Duration::from_millis(500)),
+            ("2h30m", Duration::from_secs(9000)),
+            ("30", Duration::from_secs(30)),
+            ("1.5", Duration::from_millis(1500)),
+            ("0", Duration::ZERO),
+        ] {
+            assert_eq!(duration_param("wait", text).unwrap(), want, "{text}");
+        }
+        for text in ["", "-1", "1e3", "NaN", "inf", "5 parsecs", "1e400", "99999999999999999999999"] {
+            let e = duration_param("ttl", text).unwrap_err().to_string();
+            assert!(e.starts_with("invalid ttl") && e.ends_with("(a bare number is seconds)"), "{text}: {e}");
+        }
+    }
 }

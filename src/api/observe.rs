@@ -23,8 +23,7 @@ pub struct WindowParams {
 
 fn window(p: &WindowParams, default: &str) -> Result<(Duration, String), Error> {
     let text = p.window.clone().unwrap_or_else(|| default.to_owned());
-    let d = humantime::parse_duration(&text)
-        .map_err(|_| Error::invalid(format!("invalid window {text:?}: use a duration like 1h or 24h")))?;
+    let d = super::duration_param("window", &text)?;
     if d.is_zero() || d > MAX_WINDOW {
         return Err(Error::invalid("window must be between 1s and 24h"));
     }

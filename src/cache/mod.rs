@@ -385,7 +385,8 @@ pub const MAX_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 /// expire before it is stored) and at most [`MAX_TTL`].
 pub fn check_ttl(ttl: Duration) -> Result<()> {
     if ttl < Duration::from_millis(1) || ttl > MAX_TTL {
-        return Err(Error::invalid(format!("ttl {ttl:?} is out of range: give 1 ms to 365 days")));
+        let shown = humantime::format_duration(ttl);
+        return Err(Error::invalid(format!("ttl {shown} is out of range: give 1 ms to 365 days")));
     }
     Ok(())
 }

@@ -35,6 +35,10 @@ async fn put_get_delete_with_content_type_ttl_and_levels() {
     assert_eq!(put(&s, "/api/v1/cache/crew_config/c1?ttl=5", "x", "text/plain").await, 204);
     let r = s.client.get(s.url("/api/v1/cache/crew_config/c1")).send().await.unwrap();
     assert_eq!(r.headers()["cache-control"], "max-age=5");
+    // A bare number is seconds, a fraction too (max-age rounds up); so is a bare ?wait.
+    assert_eq!(put(&s, "/api/v1/cache/crew_config/c1?ttl=1.5", "x", "text/plain").await, 204);
+    let r = s.client.get(s.url("/api/v1/cache/crew_config/c1?wait=0.5")).send().await.unwrap();
+    assert_eq!(r.headers()["cache-control"], "max-age=2");
     let r = s.client.delete(s.url("/api/v1/cache/crew_config/c1")).send().await.unwrap();
     assert_eq!(r.json::<serde_json::Value>().await.unwrap()["deleted"], true);
     let r = s.client.get(s.url("/api/v1/cache/crew_config/c1")).send().await.unwrap();
@@ -159,7 +163,11 @@ async fn bad_cache_input_is_a_json_error() {
             .send()
             .await
             .unwrap();
-        expect_error(r, 400, "invalid_input").await;
+        let e = expect_error(r, 400, "invalid_input").await;
+        assert!(
+            e.contains("out of range: give 1 ms to 365 days") || e.contains("a bare number is seconds"),
+            "{e}"
+        );
     }
     for (path, body) in [
         ("/api/v1/cache/invalidate", r#"{"pattern":"crew_config:[a"}"#),
