@@ -185,3 +185,47 @@ async fn the_longest_durations_run() {
     assert!((200..300).contains(&status), "{status}");
     assert_eq!(s.client.get(s.url("/healthz")).send().await.unwrap().status(), 200);
 }
+
+/// A restart with requests in flight on several connections: each stop leaves the store to
+/// the daemon alone (`stop()` asserts it), so the next start opens the database at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_with_requests_in_flight_reopens_the_store_at_once() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+    let mut s = TestServer::start();
+    for round in 0..8 {
+        let (stop, answered) =
+            (std::sync::Arc::new(AtomicBool::new(false)), std::sync::Arc::new(AtomicUsize::new(0)));
+        let mut load = Vec::new();
+        for c in 0..6 {
+            let (client, base) = (reqwest::Client::new(), s.base.clone());
+            let (stop, answered) = (stop.clone(), answered.clone());
+            load.push(tokio::spawn(async move {
+                let url = format!("{base}/api/v1/cache/crew_config/k{c}");
+                for _ in 0..10_000 {
+                    if stop.load(Relaxed) {
+                        break;
+                    }
+                    // Errors are expected once the server stops.
+                    if client.put(&url).body("v").send().await.is_ok()
+                        && client.get(&url).send().await.is_ok()
+                    {
+                        answered.fetch_add(1, Relaxed);
+                    }
+                }
+            }));
+        }
+        // Bounded: every connection has been answered a few times.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while answered.load(Relaxed) < 30 {
+            assert!(std::time::Instant::now() < deadline, "round {round}: the load never got going");
+            tokio::task::yield_now().await;
+        }
+        tokio::task::block_in_place(|| s.restart());
+        stop.store(true, Relaxed);
+        for l in load {
+            l.await.expect("load task");
+        }
+        let (status, _) = s.get_json("/api/v1/metrics/cache").await;
+        assert_eq!(status, 200, "round {round}");
+    }
+}
