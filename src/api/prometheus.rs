@@ -145,7 +145,15 @@ fn host_families(out: &mut Exposition, state: &AppState) {
     out.gauge("perfd_host_memory_total_bytes", "Host memory.", r.memory_total_bytes as f64);
     let disks: Samples =
         r.disks.iter().map(|d| (vec![("mount", d.mount.as_str())], d.used_percent)).collect();
-    out.family("perfd_host_disk_used_percent", "gauge", "Disk use by mount point.", &disks);
+    out.family("perfd_host_disk_used_percent", "gauge", "Disk use by mount point (df's Use%).", &disks);
+    let room: Samples =
+        r.disks.iter().map(|d| (vec![("mount", d.mount.as_str())], d.available_bytes as f64)).collect();
+    out.family(
+        "perfd_host_disk_available_bytes",
+        "gauge",
+        "Space perfd may still write, by mount point.",
+        &room,
+    );
     out.gauge("perfd_process_resident_memory_bytes", "perfd's resident memory.", r.process_rss_bytes as f64);
     out.gauge("perfd_process_cpu_percent", "perfd's CPU use.", r.process_cpu_percent);
     let health = state.published.health.read().as_ref().map_or(0.0, |h| h.score as f64);

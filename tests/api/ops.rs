@@ -27,6 +27,8 @@ async fn metrics_are_valid_prometheus_text() {
         "perfd_http_requests_total{route=\"/write\",method=\"POST\",status=\"2xx\"} 1",
         "perfd_http_requests_total{route=\"unmatched\",method=\"OTHER\",status=\"4xx\"} 2",
         "# TYPE perfd_health_score gauge",
+        "# TYPE perfd_host_disk_available_bytes gauge",
+        "perfd_host_disk_available_bytes{mount=",
     ] {
         assert!(text.contains(needle), "missing {needle:?} in\n{text}");
     }
