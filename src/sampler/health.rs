@@ -9,7 +9,7 @@
 //! |---|---|---|---|
 //! | cpu (% of all cores) | 20 | ≤ 70 % | ≥ 100 % |
 //! | memory used | 20 | ≤ 75 % | ≥ 98 % |
-//! | fullest real disk, or the data dir's file system | 15 | ≤ 80 % | ≥ 98 % |
+//! | fullest real disk, or the data dir's file system (df's Use%) | 15 | ≤ 80 % | ≥ 98 % |
 //! | HTTP 5xx rate | 15 | 0 % | ≥ 5 % |
 //! | cache hit rate | 10 | ≥ 80 % | ≤ 20 % |
 //! | writer queue use | 10 | ≤ 50 % | 100 % |
