@@ -45,8 +45,9 @@ impl Summary {
         }
     }
 
-    fn value(&self, agg: Agg) -> f64 {
-        match agg {
+    /// The aggregate `agg` asks for; `None` for a rate of fewer than two timestamps.
+    pub fn value(&self, agg: Agg) -> Option<f64> {
+        Some(match agg {
             Agg::Avg => self.sum / self.count as f64,
             Agg::Min => self.min,
             Agg::Max => self.max,
@@ -54,7 +55,13 @@ impl Summary {
             Agg::Count => self.count as f64,
             Agg::First => self.first.1,
             Agg::Last => self.last.1,
-        }
+            // Per second, from the first to the last point: a counter's increase over the
+            // span it was seen (a reset in between shows as a drop), a gauge's slope.
+            Agg::Rate if self.last.0 > self.first.0 => {
+                (self.last.1 - self.first.1) / ((self.last.0 - self.first.0) as f64 / 1000.0)
+            }
+            Agg::Rate => return None,
+        })
     }
 }
 
@@ -108,7 +115,10 @@ fn aggregate(
     if buckets.is_empty() {
         return Ok(None);
     }
-    let points = buckets.iter().map(|(b, s)| (*b, s.value(agg))).collect();
+    let points: Vec<Point> = buckets.iter().filter_map(|(b, s)| Some((*b, s.value(agg)?))).collect();
+    if points.is_empty() {
+        return Ok(None);
+    }
     Ok(Some(SeriesResult::new(key, points)))
 }
 

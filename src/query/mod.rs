@@ -177,6 +177,8 @@ pub enum Agg {
     Count,
     First,
     Last,
+    /// Per second from a bucket's first point to its last; a bucket with one timestamp has none.
+    Rate,
 }
 
 #[derive(Debug, Serialize)]

@@ -3,7 +3,7 @@
 
 use super::Level;
 use crate::error::{Error, Result};
-use crate::query::{Selector, Summary};
+use crate::query::{Agg, Selector, Summary};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -18,6 +18,21 @@ pub enum Aggregation {
     Count,
     /// Per-second increase from the first to the last point (counters).
     Rate,
+}
+
+impl From<Aggregation> for Agg {
+    /// A threshold's aggregations are a subset of a query's, computed by the same code.
+    fn from(a: Aggregation) -> Agg {
+        match a {
+            Aggregation::Avg => Agg::Avg,
+            Aggregation::Min => Agg::Min,
+            Aggregation::Max => Agg::Max,
+            Aggregation::Last => Agg::Last,
+            Aggregation::Sum => Agg::Sum,
+            Aggregation::Count => Agg::Count,
+            Aggregation::Rate => Agg::Rate,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -200,18 +215,7 @@ impl Threshold {
 
     /// Aggregates one series' window (see [`crate::query::read_windows`]) as this threshold asks.
     pub fn aggregate(&self, s: &Summary) -> Option<f64> {
-        Some(match self.aggregation {
-            Aggregation::Avg => s.sum / s.count as f64,
-            Aggregation::Min => s.min,
-            Aggregation::Max => s.max,
-            Aggregation::Last => s.last.1,
-            Aggregation::Sum => s.sum,
-            Aggregation::Count => s.count as f64,
-            Aggregation::Rate if s.last.0 > s.first.0 => {
-                (s.last.1 - s.first.1) / ((s.last.0 - s.first.0) as f64 / 1000.0)
-            }
-            Aggregation::Rate => return None,
-        })
+        s.value(self.aggregation.into())
     }
 
     /// Combines per-series values: the worst one counts. With no value at all (no point in the
