@@ -107,6 +107,7 @@ fn cache_families(out: &mut Exposition, state: &AppState) {
     out.gauge("perfd_cache_l1_bytes", "Bytes of keys and values in L1.", c.l1_bytes as f64);
     out.counter("perfd_cache_expirations_total", "L1 entries found expired on read.", c.total.expirations);
     out.counter("perfd_cache_l2_errors_total", "Redis errors and timeouts.", c.l2.errors + c.l2.timeouts);
+    out.counter("perfd_cache_l2_outages_total", "Times Redis became unreachable.", c.l2.outages);
     type Read = fn(&StrategyStats) -> f64;
     let families: [(&str, &str, &str, Read); 4] = [
         ("perfd_cache_strategy_hits_total", "counter", "Cache hits (L1 or L2) by strategy.", |s| {

@@ -232,6 +232,7 @@ async fn redis_down_l1_serves_errors_counted_and_recovers() {
     assert_eq!(missing.status(), 404);
     let l2 = wait_for_l2(&s, |l2| l2["reachable"] == false).await;
     assert!(l2["errors"].as_u64().unwrap() + l2["timeouts"].as_u64().unwrap() > 0, "{l2}");
+    assert_eq!(l2["outages"], 1, "one outage, however many calls failed: {l2}");
     let (_, m) = s.get_json("/api/v1/metrics/cache").await;
     // Per strategy: the write of d and the read of none went unanswered.
     let errors = m["cache_statistics"]["strategies"]["crew_config"]["l2_errors"].as_u64().unwrap();
@@ -242,7 +243,8 @@ async fn redis_down_l1_serves_errors_counted_and_recovers() {
     );
     // Back on the same port: the cache reconnects by itself and uses L2 again.
     let _redis = RedisServer::start_on(port);
-    wait_for_l2(&s, |l2| l2["reachable"] == true).await;
+    let l2 = wait_for_l2(&s, |l2| l2["reachable"] == true).await;
+    assert_eq!(l2["outages"], 1, "{l2}");
     expect_l2_used_again(&s, "e", "v3").await;
 }
 

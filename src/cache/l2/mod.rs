@@ -30,6 +30,8 @@ pub struct L2Stats {
     pub timeouts: u64,
     /// Calls not sent while Redis was marked unreachable (no timeout paid for them).
     pub skipped: u64,
+    /// Times Redis became unreachable (each also logged, as is its end).
+    pub outages: u64,
     /// Keys and patterns whose write Redis did not confirm, to be removed from Redis before it
     /// is used again; until then L2 reads they cover are misses.
     pub pending_repairs: usize,

@@ -18,7 +18,7 @@ use crate::model::now_ms;
 use parking_lot::{Mutex, RwLock};
 use redis::aio::ConnectionManager;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 /// Keys fetched per SCAN round when invalidating.
 pub(super) const SCAN_COUNT: usize = 1000;
@@ -40,6 +40,11 @@ pub(super) struct Counters {
     pub(super) latency: Latency,
     /// Calls sent and not yet answered (nor timed out).
     pub(super) in_flight: AtomicUsize,
+    /// What the log last said: 0 nothing yet, 1 reachable, 2 unreachable (one line a change,
+    /// not one a failed call).
+    pub(super) announced: AtomicU8,
+    /// Times Redis became unreachable (also at start, if it was not there).
+    outages: AtomicU64,
 }
 
 /// Counts a call in flight until dropped (also when its future is dropped midway).
@@ -225,6 +230,7 @@ impl L2 {
             errors: c.errors.load(Relaxed),
             timeouts: c.timeouts.load(Relaxed),
             skipped: c.skipped.load(Relaxed),
+            outages: c.outages.load(Relaxed),
             pending_repairs: s.unconfirmed.len(),
             ping_ms: (ping > 0).then(|| ping as f64 / 1000.0),
             pool_size: s.pool.read().len(),
@@ -272,6 +278,22 @@ impl Drop for L2 {
 }
 
 impl Shared {
+    /// Marks Redis reachable or not and logs a change: an operator reading the journal sees
+    /// when an outage began, why, and when it ended (the address only: a URL may hold a password).
+    pub(super) fn mark(&self, reachable: bool, why: std::fmt::Arguments) {
+        self.counters.reachable.store(reachable, Relaxed);
+        let was = self.counters.announced.swap(if reachable { 1 } else { 2 }, Relaxed);
+        let addr = self.client.get_connection_info().addr();
+        match (was, reachable) {
+            (1, true) | (2, false) => {}
+            (_, true) => log::info!("redis L2 at {addr} is reachable{why}"),
+            (_, false) => {
+                self.counters.outages.fetch_add(1, Relaxed);
+                log::warn!("redis L2 at {addr} is unreachable ({why}); serving from L1 until it is back")
+            }
+        }
+    }
+
     pub(super) fn connection(&self) -> Option<ConnectionManager> {
         let pool = self.pool.read();
         if pool.is_empty() {
@@ -305,13 +327,13 @@ impl Shared {
             }
             Ok(Err(e)) => {
                 self.counters.errors.fetch_add(1, Relaxed);
-                self.counters.reachable.store(false, Relaxed);
-                log::debug!("redis: {e}");
+                self.mark(false, format_args!("{e}"));
                 None
             }
             Err(_) => {
                 self.counters.timeouts.fetch_add(1, Relaxed);
-                self.counters.reachable.store(false, Relaxed);
+                let t = self.cfg.timeout;
+                self.mark(false, format_args!("a call took over {t:?}"));
                 None
             }
         }

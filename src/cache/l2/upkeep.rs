@@ -62,20 +62,31 @@ pub(super) async fn keep_alive(shared: std::sync::Weak<Shared>) {
             }
             if conns.len() == s.cfg.pool_size {
                 *s.pool.write() = conns;
+            } else {
+                s.mark(false, format_args!("cannot connect"));
             }
         }
         if let Some(mut conn) = s.connection() {
             let started = Instant::now();
             let cmd = redis::cmd("PING");
             let ping = cmd.query_async::<String>(&mut conn);
-            let mut ok = matches!(tokio::time::timeout(Duration::from_secs(1), ping).await, Ok(Ok(_)));
-            if ok {
-                s.counters.ping_us.store(started.elapsed().as_micros().max(1) as u64, Relaxed);
-                if let Some(repair) = s.unconfirmed.snapshot() {
-                    ok = s.repair(repair).await;
+            let answered = matches!(tokio::time::timeout(Duration::from_secs(1), ping).await, Ok(Ok(_)));
+            let took = started.elapsed();
+            if !answered {
+                s.mark(false, format_args!("no answer to PING within 1 s"));
+            } else {
+                s.counters.ping_us.store(took.as_micros().max(1) as u64, Relaxed);
+                let repaired = match s.unconfirmed.snapshot() {
+                    Some(repair) => s.repair(repair).await,
+                    None => true,
+                };
+                match repaired {
+                    true => s.mark(true, format_args!(" (ping {} µs)", took.as_micros())),
+                    false => {
+                        s.mark(false, format_args!("the repair of writes made during the outage failed"))
+                    }
                 }
             }
-            s.counters.reachable.store(ok, Relaxed);
         }
         drop(s);
         tokio::time::sleep(PING_EVERY).await;
