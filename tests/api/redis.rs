@@ -242,9 +242,37 @@ async fn redis_down_l1_serves_errors_counted_and_recovers() {
         "{m}"
     );
     // Back on the same port: the cache reconnects by itself and uses L2 again.
-    let _redis = RedisServer::start_on(port);
+    // Down long enough for the connections' own reconnect attempts to give up.
+    let down = Instant::now();
+    wait_for_l2(&s, |l2| l2["skipped"].as_u64().unwrap() > 0 && down.elapsed() > Duration::from_secs(3))
+        .await;
+    let redis = RedisServer::start_on(port);
     let l2 = wait_for_l2(&s, |l2| l2["reachable"] == true).await;
     assert_eq!(l2["outages"], 1, "{l2}");
+    // Back means every pooled connection is back: writes spread over the pool all reach Redis,
+    // and none fails (one answered PING used to declare Redis back while the other
+    // connections were still broken).
+    for i in 0..8 {
+        let r = s
+            .client
+            .put(s.url(&format!("/api/v1/cache/crew_config/back{i}")))
+            .body("b")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+    }
+    for i in 0..8 {
+        let v: Option<Vec<u8>> = redis.cmd(&["GET", &format!("perfd:crew_config:back{i}")]);
+        assert!(v.is_some(), "back{i} is not in Redis");
+    }
+    let (_, m) = s.get_json("/api/v1/metrics/cache").await;
+    let l2b = &m["cache_statistics"]["l2"];
+    assert_eq!(
+        (&l2b["outages"], &l2b["errors"], &l2b["timeouts"]),
+        (&l2["outages"], &l2["errors"], &l2["timeouts"]),
+        "{l2b}"
+    );
     expect_l2_used_again(&s, "e", "v3").await;
 }
 

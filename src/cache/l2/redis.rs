@@ -34,7 +34,8 @@ pub(super) struct Counters {
     pub(super) skipped: AtomicU64,
     /// Cleared by an error or timeout, set by a successful ping (after any repair).
     pub(super) reachable: AtomicBool,
-    /// Last ping round trip, microseconds (0: none yet).
+    /// The last round of pings' median round trip (every pooled connection is pinged),
+    /// microseconds (0: none yet).
     pub(super) ping_us: AtomicU64,
     /// Round trips of answered calls.
     pub(super) latency: Latency,

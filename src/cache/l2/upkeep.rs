@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 /// How often the background task pings Redis (and connects, while it is unreachable).
 const PING_EVERY: Duration = Duration::from_secs(1);
 
+/// Longest wait between a connection's reconnect attempts.
+const RECONNECT_MAX_DELAY: Duration = Duration::from_millis(500);
+
 impl Shared {
     /// Removes from Redis what it did not confirm; true when done.
     async fn repair(&self, r: Repair) -> bool {
@@ -53,7 +56,11 @@ pub(super) async fn keep_alive(shared: std::sync::Weak<Shared>) {
                 // No response timeout of the connection's own (the crate's default is 500 ms):
                 // every call has `cache.redis.timeout`, which may be longer, and is counted as
                 // a timeout when it runs out (a cut at 500 ms was counted as an error).
-                let config = ConnectionManagerConfig::new().set_response_timeout(None);
+                // Reconnect attempts at most half a second apart (the crate doubles the delay
+                // from 100 ms up to a minute), so a connection is back soon after Redis is.
+                let config = ConnectionManagerConfig::new()
+                    .set_response_timeout(None)
+                    .set_max_delay(RECONNECT_MAX_DELAY);
                 let connect = ConnectionManager::new_with_config(s.client.clone(), config);
                 match tokio::time::timeout(Duration::from_secs(2), connect).await {
                     Ok(Ok(c)) => conns.push(c),
@@ -66,24 +73,24 @@ pub(super) async fn keep_alive(shared: std::sync::Weak<Shared>) {
                 s.mark(false, format_args!("cannot connect"));
             }
         }
-        if let Some(mut conn) = s.connection() {
-            let started = Instant::now();
-            let cmd = redis::cmd("PING");
-            let ping = cmd.query_async::<String>(&mut conn);
-            let answered = matches!(tokio::time::timeout(Duration::from_secs(1), ping).await, Ok(Ok(_)));
-            let took = started.elapsed();
-            if !answered {
-                s.mark(false, format_args!("no answer to PING within 1 s"));
-            } else {
-                s.counters.ping_us.store(took.as_micros().max(1) as u64, Relaxed);
-                let repaired = match s.unconfirmed.snapshot() {
-                    Some(repair) => s.repair(repair).await,
-                    None => true,
-                };
-                match repaired {
-                    true => s.mark(true, format_args!(" (ping {} µs)", took.as_micros())),
-                    false => {
-                        s.mark(false, format_args!("the repair of writes made during the outage failed"))
+        let pool = s.pool.read().clone();
+        if !pool.is_empty() {
+            match ping_all(pool).await {
+                Err(dead) => s.mark(
+                    false,
+                    format_args!("{dead} of the pool's connections did not answer PING within 1 s"),
+                ),
+                Ok(ping) => {
+                    s.counters.ping_us.store(ping.as_micros().max(1) as u64, Relaxed);
+                    let repaired = match s.unconfirmed.snapshot() {
+                        Some(repair) => s.repair(repair).await,
+                        None => true,
+                    };
+                    match repaired {
+                        true => s.mark(true, format_args!("")),
+                        false => {
+                            s.mark(false, format_args!("the repair of writes made during the outage failed"))
+                        }
                     }
                 }
             }
@@ -91,4 +98,36 @@ pub(super) async fn keep_alive(shared: std::sync::Weak<Shared>) {
         drop(s);
         tokio::time::sleep(PING_EVERY).await;
     }
+}
+
+/// PINGs every connection of the pool at once: the median round trip when all answer, else how
+/// many did not. Each connection reconnects on its own after a failure, so a ping of one only
+/// (as before) took Redis for back while calls on the others still failed: it flapped, and
+/// after a 3 s outage it was used again 5 s after it returned.
+async fn ping_all(pool: Vec<ConnectionManager>) -> Result<Duration, usize> {
+    let mut pings = tokio::task::JoinSet::new();
+    for mut conn in pool {
+        pings.spawn(async move {
+            let started = Instant::now();
+            let cmd = redis::cmd("PING");
+            let ping = cmd.query_async::<String>(&mut conn);
+            match tokio::time::timeout(Duration::from_secs(1), ping).await {
+                Ok(Ok(_)) => Some(started.elapsed()),
+                _ => None,
+            }
+        });
+    }
+    let mut took = Vec::new();
+    let mut dead = 0;
+    while let Some(done) = pings.join_next().await {
+        match done {
+            Ok(Some(t)) => took.push(t),
+            _ => dead += 1,
+        }
+    }
+    if dead > 0 {
+        return Err(dead);
+    }
+    took.sort_unstable();
+    Ok(took[took.len() / 2])
 }
