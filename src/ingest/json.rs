@@ -1,6 +1,6 @@
 //! JSON ingest: VictoriaMetrics' JSON-lines import format and perfd's own point array.
 
-use super::{BatchBuilder, at, sort_labels};
+use super::{BatchBuilder, at};
 use crate::error::{Error, Result};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -45,17 +45,14 @@ fn import_line(line: &[u8], out: &mut BatchBuilder) -> Result<()> {
     Ok(())
 }
 
-/// The labels in `map` but `__name__`, sorted; one with an empty value is no label, as in
-/// Prometheus and VictoriaMetrics (and as selectors read it: `{env=""}` matches a series
-/// without `env`).
+/// The labels in `map` but `__name__`, sorted by name (a `BTreeMap` iterates in that order);
+/// one with an empty value is no label, as in Prometheus and VictoriaMetrics (and as selectors
+/// read it: `{env=""}` matches a series without `env`).
 fn present_labels(map: &BTreeMap<String, String>) -> Vec<(&str, &str)> {
-    let mut labels: Vec<(&str, &str)> = map
-        .iter()
+    map.iter()
         .filter(|(k, v)| k.as_str() != "__name__" && !v.is_empty())
         .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    sort_labels(&mut labels);
-    labels
+        .collect()
 }
 
 /// One element of the `/api/v1/ingest` array.
@@ -71,8 +68,8 @@ struct IngestPoint {
     value: f64,
 }
 
-/// Unix milliseconds (an integer, or a number with a fraction as `Date.now()` or
-/// `time.time() * 1000` give, rounded down) or an RFC 3339 string.
+/// Unix milliseconds (an integer, or a number with a fraction as `time.time() * 1000` gives,
+/// rounded down) or an RFC 3339 string.
 #[derive(Debug)]
 enum Timestamp {
     Ms(i64),
