@@ -3,7 +3,7 @@
 VictoriaMetrics"). Random valid lines with escaped commas, equals signs, spaces and backslashes
 in tags, non-ASCII, quotes and braces, every kind of field value (floats, i and u integers,
 booleans, strings), go to both servers: the series (name and labels) and the points of each must
-be the same, random selectors must list the same series, and each one's export imported by the
+be the same, random selectors (= != =~ !~, with and without a name) must list the same series, and each one's export imported by the
 other must change nothing. Loopback only, bounded in count.
 
     ROUNDS=200 benches/lp_vs_vm.py      (needs target/release/perfd and victoria-metrics)
@@ -11,6 +11,7 @@ other must change nothing. Loopback only, bounded in count.
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import urllib.parse
 import urllib.request
 
 ROUNDS = int(os.environ.get("ROUNDS", "200"))
+SELECTORS = int(os.environ.get("SELECTORS", "6"))
 PERFD, VM = "http://127.0.0.1:18495", "http://127.0.0.1:18496"
 PIECES = ["a", "b", "Z", "0", " ", ",", "=", "\\", '"', "}", "{", "\u00e9", "-", ".", "/", "'"]
 
@@ -76,6 +78,46 @@ def field_value(rng):
 
 def selector_value(v):
     return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def re_escape(s):
+    """RE2's (and Rust regex's) escape of the metacharacters."""
+    return "".join("\\" + c if c in "\\.+*?()|[]{}^$" else c for c in s)
+
+
+def regex_of(rng, values):
+    """A regex of one or two alternatives made from label values a series has."""
+    parts = []
+    for _ in range(rng.randint(1, 2)):
+        v = rng.choice(values)
+        cut = rng.randint(0, len(v))
+        parts.append(rng.choice([
+            re_escape(v),
+            re_escape(v[:cut]) + ".*",
+            ".*" + re_escape(v[cut:]),
+            re_escape(v[:cut]) + ".+",
+            "[a-zA-Z0-9]" + re_escape(v[1:]) if v else "[a-z]*",
+            "\\W" + re_escape(v[1:]) if v else "\\W*",
+        ]))
+    return "|".join(parts)
+
+
+def random_selector(rng, r, name, known):
+    """`name{…}` or `{__name__…,…}` with one or two matchers of = != =~ !~, and its regexes."""
+    matchers, regexes = [], []
+    values = [v for _, v in known] + [""]
+    for _ in range(rng.randint(1, 2)):
+        k, v = rng.choice(known)
+        op = rng.choice(["=", "!=", "=~", "!~"])
+        value = rng.choice([v, ""]) if op in ("=", "!=") else regex_of(rng, values)
+        matchers.append(f"{k}{op}{selector_value(value)}")
+        if op in ("=~", "!~"):
+            regexes.append(value)
+    if rng.random() < 0.3:
+        # No name before the braces: every series of this round whose name the regex matches.
+        named = f'__name__=~"lpvm{r}_{rng.choice(["a", "b", "."])}_.*"'
+        return "{" + ",".join([named] + matchers) + "}", regexes
+    return name + "{" + ",".join(matchers) + "}", regexes
 
 
 def series_perfd(selector):
@@ -166,7 +208,7 @@ def main():
         wait(f"{VM}/health")
         rng = random.Random(int(os.environ.get("SEED", "0")) or None)
         now_ms = int(time.time() * 1000)
-        problems = 0
+        problems = skipped = 0
         for r in range(ROUNDS):
             text_fields = set()
             text = body(rng, r, now_ms, text_fields)
@@ -192,15 +234,16 @@ def main():
                     if ours.get(k) != theirs.get(k):
                         print(f"  {k}: perfd {ours.get(k)} vm {theirs.get(k)}")
                 continue
-            # Selectors of = and != (a label a series lacks reads as ""), listed by both.
+            # Selectors of = != =~ !~ (a label a series lacks reads as ""), listed by both.
             known = sorted({(k, v) for _, labels in ours for k, v in labels}) or [("a", "b")]
-            for _ in range(3):
-                name = rng.choice(sorted({n for n, _ in ours}))
-                matchers = []
-                for _ in range(rng.randint(1, 2)):
-                    k, v = rng.choice(known)
-                    matchers.append(f"{k}{rng.choice(['=', '!='])}{selector_value(rng.choice([v, '']))}")
-                selector = name + "{" + ",".join(matchers) + "}"
+            for _ in range(SELECTORS):
+                selector, regexes = random_selector(rng, r, rng.choice(sorted({n for n, _ in ours})), known)
+                # VictoriaMetrics 1.79 reads a regex that matches "" its own way on a series
+                # without the label (`a!~".*"` matches it, `a=~".+|x*"` does not); Prometheus, and
+                # perfd, read the missing label as "" (labels_model checks that against a model).
+                if any(re.fullmatch(x, "") for x in regexes):
+                    skipped += 1
+                    continue
                 # Less the series VictoriaMetrics made only of text fields (perfd has none).
                 text_only = {(n, l) for n, l, _ in text_fields} - set(ours)
                 a, b = series_perfd(selector), series_vm(selector) - text_only
@@ -221,7 +264,7 @@ def main():
             if (sp, sv) != (204, 204) or again != ours:
                 problems += 1
                 print(f"round {r}: import perfd {sp} {tp!r}, vm {sv} {tv!r}; perfd after: {again == ours}")
-        print(f"{ROUNDS} rounds, {problems} differing")
+        print(f"{ROUNDS} rounds, {problems} differing ({skipped} selectors with a regex matching \"\" skipped)")
         sys.exit(1 if problems else 0)
     finally:
         for p in procs:

@@ -64,17 +64,20 @@ impl SeriesKey {
         s
     }
 
-    /// Parses a canonical key (or any `name{label="value",...}` with only `=` matchers).
+    /// Parses a canonical key (or any `name{label="value",...}` with only `=` matchers; the name
+    /// may be given as `__name__="…"`).
     pub fn parse(text: &str) -> Result<SeriesKey> {
+        use crate::query::{NAME_LABEL, Op};
         let sel = crate::query::Selector::parse(text)?;
+        let not_a_key = || Error::invalid(format!("{} is a selector, not a series key", Shown(text)));
         let mut labels = Vec::with_capacity(sel.matchers.len());
         for m in sel.matchers {
-            if m.negated {
-                return Err(Error::invalid(format!("{} is a selector, not a series key", Shown(text))));
+            match m.op {
+                Op::Equal(v) if m.label != NAME_LABEL => labels.push((m.label, v)),
+                _ => return Err(not_a_key()),
             }
-            labels.push((m.label, m.value));
         }
-        SeriesKey::new(&sel.name, labels)
+        SeriesKey::new(sel.name.as_deref().ok_or_else(not_a_key)?, labels)
     }
 }
 

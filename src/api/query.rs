@@ -15,14 +15,15 @@ const DEFAULT_WINDOW_MS: i64 = 3_600_000;
 
 #[derive(Debug, Deserialize)]
 pub struct SeriesParams {
-    #[serde(rename = "match")]
-    selector: String,
+    /// `match[]` is what Prometheus and VictoriaMetrics clients send.
+    #[serde(rename = "match", alias = "match[]")]
+    selector: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 pub struct RangeParams {
     query: Option<String>,
-    #[serde(rename = "match")]
+    #[serde(rename = "match", alias = "match[]")]
     selector: Option<String>,
     start: Option<String>,
     end: Option<String>,
@@ -59,6 +60,12 @@ fn parse_step(s: &str) -> Result<i64, Error> {
     Ok(ms.min(query::MAX_TIME_MS - query::MIN_TIME_MS))
 }
 
+fn missing(param: &str) -> Error {
+    Error::invalid(format!(
+        "missing {param}= (a selector such as cpu{{host=\"a\"}} or {{__name__=~\"perfd_cache_.*\"}})"
+    ))
+}
+
 fn parse_agg(s: Option<&str>) -> Result<Agg, Error> {
     let s = s.unwrap_or("avg");
     serde_json::from_value(serde_json::Value::String(s.to_owned())).map_err(|_| {
@@ -70,7 +77,8 @@ pub async fn get_series(
     state: web::Data<AppState>,
     params: web::Query<SeriesParams>,
 ) -> Result<HttpResponse, ApiError> {
-    let sel = Selector::parse(&params.selector)?;
+    let text = params.selector.as_deref().ok_or_else(|| missing("match"))?;
+    let sel = Selector::parse(text)?;
     let keys = query::select(&state.store, &sel);
     let series: Vec<SeriesOut> =
         keys.iter().map(|(_, k)| SeriesOut { name: &k.name, labels: LabelMap(&k.labels) }).collect();
@@ -110,18 +118,14 @@ pub async fn query_range(
     state: web::Data<AppState>,
     params: web::Query<RangeParams>,
 ) -> Result<HttpResponse, ApiError> {
-    let text = params
-        .query
-        .as_deref()
-        .or(params.selector.as_deref())
-        .ok_or_else(|| Error::invalid("missing query= (a selector such as cpu{host=\"a\"})"))?;
+    let text = params.query.as_deref().or(params.selector.as_deref()).ok_or_else(|| missing("query"))?;
     let sel = Selector::parse(text)?;
     let (start, end) = time_range(params.start.as_deref(), params.end.as_deref())?;
     let step = params.step.as_deref().map(parse_step).transpose()?;
     let agg = parse_agg(params.agg.as_deref())?;
     let max = state.config.query.max_points;
     let store = state.store.clone();
-    let fingerprint = format!("perfd query_range {} step={}", sel.name, step.is_some());
+    let fingerprint = format!("perfd query_range {} step={}", sel.name_or_scan(), step.is_some());
     let started = std::time::Instant::now();
     let series = blocking(move || match step {
         None => query::read_raw(&store, &sel, start, end, max),
@@ -139,11 +143,7 @@ pub async fn export(
     state: web::Data<AppState>,
     params: web::Query<RangeParams>,
 ) -> Result<HttpResponse, ApiError> {
-    let text = params
-        .selector
-        .as_deref()
-        .or(params.query.as_deref())
-        .ok_or_else(|| Error::invalid("missing match="))?;
+    let text = params.selector.as_deref().or(params.query.as_deref()).ok_or_else(|| missing("match"))?;
     let sel = Selector::parse(text)?;
     let (start, end) = time_range(params.start.as_deref(), params.end.as_deref())?;
     // Streamed: a task asks the blocking pool for one part at a time and hands it over a small

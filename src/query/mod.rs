@@ -3,9 +3,12 @@
 
 mod aggregate;
 mod export;
+mod pattern;
+mod selector;
 
 pub use aggregate::{Summary, read_aggregated, read_windows};
 pub use export::Exporter;
+pub use selector::{MAX_MATCHERS, Matcher, NAME_LABEL, Op, Selector};
 
 use crate::error::{Error, Result, Shown};
 use crate::model::{Point, SeriesKey};
@@ -14,104 +17,14 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// `name` or `name{label="value",label!="value",...}`; labels not named match anything.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Selector {
-    pub name: String,
-    pub matchers: Vec<Matcher>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Matcher {
-    pub label: String,
-    pub value: String,
-    pub negated: bool,
-}
-
-impl Selector {
-    /// A selector has at most [`MAX_MATCHERS`] matchers: a series has at most 30 labels, and
-    /// a threshold's selector is matched against every series each sampler tick (one with
-    /// 5,000 matchers was accepted).
-    pub fn parse(text: &str) -> Result<Selector> {
-        let bad = |why: &str| Error::invalid(format!("invalid selector {}: {why}", Shown(text)));
-        let text_t = text.trim();
-        let (name, rest) = match text_t.find('{') {
-            Some(i) => (text_t[..i].trim(), Some(&text_t[i + 1..])),
-            None => (text_t, None),
-        };
-        crate::model::validate_name(name).map_err(|e| bad(&e.to_string()))?;
-        let mut matchers = Vec::new();
-        if let Some(rest) = rest {
-            let body = rest.strip_suffix('}').ok_or_else(|| bad("missing closing }"))?;
-            let mut chars = body.chars().peekable();
-            loop {
-                while chars.next_if(|c| c.is_whitespace() || *c == ',').is_some() {}
-                if chars.peek().is_none() {
-                    break;
-                }
-                let label: String =
-                    std::iter::from_fn(|| chars.next_if(|c| c.is_alphanumeric() || "_.-".contains(*c)))
-                        .collect();
-                while chars.next_if(|c| c.is_whitespace()).is_some() {}
-                let negated = match (chars.next(), chars.peek()) {
-                    (Some('='), _) => false,
-                    (Some('!'), Some('=')) => {
-                        chars.next();
-                        true
-                    }
-                    _ => return Err(bad("expected label=\"value\" or label!=\"value\"")),
-                };
-                while chars.next_if(|c| c.is_whitespace()).is_some() {}
-                let value = quoted(&mut chars).map_err(bad)?;
-                crate::model::validate_label(&label, if value.is_empty() { "x" } else { &value })
-                    .map_err(|e| bad(&e.to_string()))?;
-                if matchers.len() == MAX_MATCHERS {
-                    return Err(bad(&format!("more than {MAX_MATCHERS} matchers")));
-                }
-                matchers.push(Matcher { label, value, negated });
-                while chars.next_if(|c| c.is_whitespace()).is_some() {}
-                match chars.next() {
-                    None => break,
-                    Some(',') => {}
-                    Some(_) => return Err(bad("expected , between matchers")),
-                }
-            }
-        }
-        Ok(Selector { name: name.to_owned(), matchers })
-    }
-
-    pub fn matches(&self, key: &SeriesKey) -> bool {
-        key.name == self.name
-            && self.matchers.iter().all(|m| {
-                let v = key.labels.iter().find(|(k, _)| *k == m.label).map_or("", |(_, v)| v.as_str());
-                (v == m.value) != m.negated
-            })
-    }
-}
-
 /// Every series the selector matches, in key order.
 pub fn select(store: &Store, sel: &Selector) -> Vec<(u64, Arc<SeriesKey>)> {
     let catalog = store.catalog.read();
-    catalog.with_name(&sel.name).filter(|(_, k)| sel.matches(k)).map(|(id, k)| (id, k.clone())).collect()
-}
-
-/// A double-quoted label value (`\"`, `\\` and `\n` escapes), the opening quote included.
-fn quoted(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> std::result::Result<String, &'static str> {
-    if chars.next() != Some('"') {
-        return Err("label values must be in double quotes");
-    }
-    let mut value = String::new();
-    loop {
-        match chars.next() {
-            None => return Err("unterminated string"),
-            Some('"') => return Ok(value),
-            Some('\\') => match chars.next() {
-                Some('n') => value.push('\n'),
-                Some(c) => value.push(c),
-                None => return Err("unterminated string"),
-            },
-            Some(c) => value.push(c),
-        }
+    let hit = |id: u64, k: &Arc<SeriesKey>| sel.matches(k).then(|| (id, k.clone()));
+    match &sel.name {
+        Some(name) => catalog.with_name(name).filter_map(|(id, k)| hit(id, k)).collect(),
+        // No name: every series is a candidate.
+        None => catalog.by_key.values().filter_map(|(id, k)| hit(*id, k)).collect(),
     }
 }
 
@@ -126,9 +39,6 @@ pub const MAX_TIME_MS: i64 = 8_640_000_000_000_000;
 pub fn clamp_time(ms: i64) -> i64 {
     ms.clamp(MIN_TIME_MS, MAX_TIME_MS)
 }
-
-/// Most matchers in one selector: twice the labels a series may have, room for `!=` ones.
-pub const MAX_MATCHERS: usize = 2 * crate::model::MAX_LABELS;
 
 /// Unix milliseconds, RFC 3339 (`2026-11-27T08:00:00Z`), `now`, or a duration from now:
 /// `-1h`, `now-1h`, `+2h30m`, `now+2h`.
@@ -236,36 +146,6 @@ pub fn read_raw(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn selector_parses() {
-        let s = Selector::parse(r#"cpu{host="a\"b", env!="prod"}"#).unwrap();
-        assert_eq!(s.name, "cpu");
-        assert_eq!(s.matchers.len(), 2);
-        assert_eq!(s.matchers[0].value, "a\"b");
-        assert!(s.matchers[1].negated);
-        assert_eq!(Selector::parse("cpu{}").unwrap().matchers.len(), 0);
-        let many = |n: usize| {
-            format!("cpu{{{}}}", (0..n).map(|i| format!("l{i}!=\"x\"")).collect::<Vec<_>>().join(","))
-        };
-        assert_eq!(Selector::parse(&many(MAX_MATCHERS)).unwrap().matchers.len(), 60);
-        let e = Selector::parse(&many(MAX_MATCHERS + 1)).unwrap_err();
-        assert!(e.to_string().contains("more than 60 matchers"), "{e}");
-        for bad in
-            ["", "cpu{", "cpu{host=a}", "cpu{host=\"a\"", "1cpu", "cpu{host~\"a\"}", "cpu{__name__=\"x\"}"]
-        {
-            assert!(Selector::parse(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn selector_matches_missing_label_as_empty() {
-        let k = SeriesKey::new("cpu", vec![("host".into(), "a".into())]).unwrap();
-        assert!(Selector::parse("cpu").unwrap().matches(&k));
-        assert!(Selector::parse(r#"cpu{host="a"}"#).unwrap().matches(&k));
-        assert!(!Selector::parse(r#"cpu{host="b"}"#).unwrap().matches(&k));
-        assert!(Selector::parse(r#"cpu{env!="prod"}"#).unwrap().matches(&k));
-    }
 
     #[test]
     fn times_parse() {

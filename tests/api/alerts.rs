@@ -122,6 +122,30 @@ async fn a_breach_fires_is_silenced_resolves_and_is_recorded() {
     }
 }
 
+/// A threshold's selector may hold regex matchers and leave the name out: the worst of the
+/// series it matches counts, and a series it does not match is not looked at.
+#[tokio::test]
+async fn a_regex_selector_watches_every_series_it_matches() {
+    let s = TestServer::start();
+    let mut t = threshold();
+    t["selector"] = json!(r#"{__name__=~"crew_queue_.*", crew=~"a|b"}"#);
+    let r = s.client.post(s.url("/api/v1/alerts/thresholds")).json(&t).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let id = r.json::<serde_json::Value>().await.unwrap()["id"].as_u64().unwrap();
+    let now = perfd::model::now_ms();
+    let lines = format!(
+        "crew_queue,crew=a depth=3 {now}\ncrew_queue,crew=b depth=15 {now}\ncrew_queue,crew=ab depth=99 {now}"
+    );
+    assert_eq!(s.post("/write?precision=ms", lines).await.status(), 204);
+    s.daemon().sampler.tick();
+    let alert = firing(&s, id).await.expect("fires");
+    assert_eq!((alert["level"].as_str(), alert["value"].as_f64()), (Some("warning"), Some(15.0)), "{alert}");
+    t["selector"] = json!(r#"crew_queue_depth{crew=~"a("}"#);
+    let r = s.client.post(s.url("/api/v1/alerts/thresholds")).json(&t).send().await.unwrap();
+    let message = expect_error(r, 400, "invalid_input").await;
+    assert!(message.contains("invalid regex"), "{message}");
+}
+
 /// The whole history of one threshold, oldest first: (from, to, reason).
 pub(crate) async fn events_of(s: &TestServer, id: u64) -> Vec<(String, String, Option<String>)> {
     let (_, hist) = s.get_json(&format!("/api/v1/alerts/history?threshold_id={id}&limit=10000")).await;

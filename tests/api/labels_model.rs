@@ -1,8 +1,9 @@
 //! Series and selectors against a model, through the real server: series whose label values hold
 //! the characters every syntax on the way treats specially (line protocol's `,`, `=`, space and
 //! `\`, the selector's `"`, `\` and `}`, non-ASCII), written by `/write` or `/api/v1/ingest`, must
-//! be listed, queried and exported with exactly their labels by any selector of `=` and `!=`
-//! matchers, and an export imported again must add no series.
+//! be listed, queried and exported with exactly their labels by any selector of `=`, `!=`, `=~`
+//! and `!~` matchers, with the name before the braces, as `__name__="…"` or as a `__name__`
+//! regex, and an export imported again must add no series.
 
 use crate::helpers::{TestServer, base_ms, property};
 use crate::ingest::urlencode;
@@ -31,9 +32,43 @@ type Series = (usize, BTreeMap<&'static str, &'static str>);
 #[derive(Debug, Clone)]
 struct Matcher {
     key: &'static str,
-    /// `None`: the empty value (matches a series without the label).
-    value: Option<&'static str>,
+    /// A value, or a regex's alternatives. `None`: the empty value (matches a series without the
+    /// label).
+    values: Vec<Option<&'static str>>,
+    /// `=~`/`!~` with `values` as alternatives; each followed by `.*` when `prefix`.
+    regex: bool,
+    prefix: bool,
     negated: bool,
+}
+
+impl Matcher {
+    fn op(&self) -> &'static str {
+        match (self.regex, self.negated) {
+            (false, false) => "=",
+            (false, true) => "!=",
+            (true, false) => "=~",
+            (true, true) => "!~",
+        }
+    }
+
+    /// The value as the selector's regex or literal, before quoting.
+    fn text(&self) -> String {
+        if !self.regex {
+            return self.values[0].unwrap_or("").to_owned();
+        }
+        let alt = |v: &Option<&str>| regex::escape(v.unwrap_or("")) + if self.prefix { ".*" } else { "" };
+        self.values.iter().map(alt).collect::<Vec<_>>().join("|")
+    }
+
+    /// What the model says: does a series whose label holds `v` ("" when it has none) pass?
+    fn passes(&self, v: &str) -> bool {
+        let hit = |w: &Option<&str>| {
+            let w = w.unwrap_or("");
+            if self.regex && self.prefix { v.starts_with(w) } else { v == w }
+        };
+        let hit = if self.regex { self.values.iter().any(hit) } else { hit(&self.values[0]) };
+        hit != self.negated
+    }
 }
 
 fn series() -> impl Strategy<Value = Series> {
@@ -44,14 +79,19 @@ fn series() -> impl Strategy<Value = Series> {
 fn matcher() -> impl Strategy<Value = Matcher> {
     // A label no series has, too.
     let key = prop::sample::select(&["host", "crew", "x.y", "other"][..]);
-    (key, prop::option::weighted(0.85, prop::sample::select(VALUES)), any::<bool>())
-        .prop_map(|(key, value, negated)| Matcher { key, value, negated })
+    let values = prop::collection::vec(prop::option::weighted(0.85, prop::sample::select(VALUES)), 1..3);
+    (key, values, any::<bool>(), prop::bool::weighted(0.3), any::<bool>())
+        .prop_map(|(key, values, regex, prefix, negated)| Matcher { key, values, regex, prefix, negated })
 }
 
-type Case = (Vec<Series>, bool, Vec<(usize, Vec<Matcher>)>);
+/// Which series a selector names: 0 or 1 for one name (written before the braces, or as
+/// `__name__="…"` when the flag is set), 2 for both (a `__name__` regex).
+type Names = (usize, bool);
+
+type Case = (Vec<Series>, bool, Vec<(Names, Vec<Matcher>)>);
 
 fn cases() -> impl Strategy<Value = Case> {
-    let selector = (0..2usize, prop::collection::vec(matcher(), 0..3));
+    let selector = ((0..3usize, any::<bool>()), prop::collection::vec(matcher(), 0..3));
     (prop::collection::vec(series(), 1..8), any::<bool>(), prop::collection::vec(selector, 1..6))
 }
 
@@ -64,16 +104,23 @@ fn tag_escaped(v: &str) -> String {
     v.chars().flat_map(|c| if "\\,= ".contains(c) { vec!['\\', c] } else { vec![c] }).collect()
 }
 
-/// A selector: the value in double quotes with `\` and `"` escaped.
-fn selector(case: u32, n: usize, matchers: &[Matcher]) -> String {
+/// A selector: each value in double quotes with `\` and `"` escaped.
+fn selector(case: u32, (n, as_label): Names, matchers: &[Matcher]) -> String {
     let quoted = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"");
-    let parts: Vec<String> = matchers
-        .iter()
-        .map(|m| {
-            format!("{}{}\"{}\"", m.key, if m.negated { "!=" } else { "=" }, quoted(m.value.unwrap_or("")))
-        })
-        .collect();
-    format!("{}{{{}}}", name(case, n), parts.join(","))
+    let mut parts: Vec<String> =
+        matchers.iter().map(|m| format!("{}{}\"{}\"", m.key, m.op(), quoted(&m.text()))).collect();
+    let before = match (n, as_label) {
+        (2, _) => {
+            parts.insert(0, format!("__name__=~\"lm{case}[ab]_v\""));
+            String::new()
+        }
+        (n, true) => {
+            parts.push(format!("__name__=\"{}\"", name(case, n)));
+            String::new()
+        }
+        (n, false) => name(case, n),
+    };
+    format!("{before}{{{}}}", parts.join(","))
 }
 
 /// A series' labels as JSON (sorted by key).
@@ -113,15 +160,13 @@ async fn run(s: &TestServer, case: u32, (series, json, selectors): &Case) -> Res
         let r = s.post("/write?precision=ms", body.clone()).await;
         prop_assert_eq!(r.status().as_u16(), 204, "{}: {}", body, r.text().await.unwrap_or_default());
     }
-    for (n, matchers) in selectors {
-        let sel = selector(case, *n, matchers);
+    for (names, matchers) in selectors {
+        let sel = selector(case, *names, matchers);
         let want: BTreeSet<String> = unique
             .iter()
             .filter(|(m, labels)| {
-                m == n
-                    && matchers.iter().all(|x| {
-                        (labels.get(x.key).copied().unwrap_or("") == x.value.unwrap_or("")) != x.negated
-                    })
+                (names.0 == 2 || *m == names.0)
+                    && matchers.iter().all(|x| x.passes(labels.get(x.key).copied().unwrap_or("")))
             })
             .map(|(m, labels)| format!("{} {}", name(case, *m), labels_json(labels)))
             .collect();

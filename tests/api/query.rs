@@ -180,6 +180,70 @@ async fn selectors_series_and_times() {
     }
 }
 
+/// Prometheus' selector forms: `=~` and `!~` (whole value), a name given as `__name__`, no name
+/// at all, and `match[]` as Prometheus and VictoriaMetrics clients send it.
+#[tokio::test]
+async fn regex_and_name_less_selectors_and_match_brackets() {
+    let s = TestServer::start();
+    let t = base_ms();
+    let lines = format!(
+        "rq,route=/api/v1/cache,m=GET v=1 {t}\nrq,route=/api/v1/write,m=POST v=2 {t}\nrq v=3 {t}\nrqx,m=GET v=4 {t}\nother,m=GET v=5 {t}"
+    );
+    assert_eq!(s.post("/write?precision=ms", lines).await.status(), 204);
+    let names = |body: &serde_json::Value| -> Vec<String> {
+        let series = body["series"].as_array().cloned().unwrap_or_default();
+        series.iter().map(|e| format!("{}{}", e["name"].as_str().unwrap_or(""), e["labels"])).collect()
+    };
+    for (sel, want) in [
+        (r#"rq_v{route=~"/api/v1/c.*"}"#, vec![r#"rq_v{"m":"GET","route":"/api/v1/cache"}"#]),
+        (r#"rq_v{route=~"cache"}"#, vec![]),
+        (r#"rq_v{route!~"/api/v1/c.*"}"#, vec![r#"rq_v{}"#, r#"rq_v{"m":"POST","route":"/api/v1/write"}"#]),
+        (r#"rq_v{route=~".+", m=~"GET|PUT"}"#, vec![r#"rq_v{"m":"GET","route":"/api/v1/cache"}"#]),
+        (
+            r#"{__name__=~"rqx?_v", m="GET"}"#,
+            vec![r#"rq_v{"m":"GET","route":"/api/v1/cache"}"#, r#"rqx_v{"m":"GET"}"#],
+        ),
+        (r#"{__name__="rqx_v"}"#, vec![r#"rqx_v{"m":"GET"}"#]),
+        (
+            r#"{m="GET"}"#,
+            vec![
+                r#"other_v{"m":"GET"}"#,
+                r#"rq_v{"m":"GET","route":"/api/v1/cache"}"#,
+                r#"rqx_v{"m":"GET"}"#,
+            ],
+        ),
+    ] {
+        let (status, body) = s.get_json(&format!("/api/v1/series?match[]={}", urlencode(sel))).await;
+        assert_eq!(status, 200, "{sel}: {body}");
+        assert_eq!(names(&body), want, "{sel}");
+        let (status, body) =
+            s.get_json(&format!("/api/v1/query_range?query={}&start={t}&end={t}", urlencode(sel))).await;
+        assert_eq!(status, 200, "{sel}: {body}");
+        assert_eq!(names(&body), want, "query_range {sel}");
+    }
+    let url =
+        s.url(&format!("/api/v1/export?match[]={}&start={t}&end={t}", urlencode(r#"{__name__=~"rqx?_v"}"#)));
+    let export = s.client.get(url).send().await.unwrap().text().await.unwrap();
+    assert_eq!(export.lines().count(), 4, "{export}");
+    for (bad, says) in [
+        ("/api/v1/series", "missing match="),
+        ("/api/v1/export", "missing match="),
+        ("/api/v1/query_range", "missing query="),
+        ("/api/v1/series?match={}", "at least one matcher must not match the empty value"),
+        (
+            "/api/v1/series?match=%7Bm%21%3D%22GET%22%7D",
+            "at least one matcher must not match the empty value",
+        ),
+        ("/api/v1/series?match=rq_v%7Broute%3D~%22(%22%7D", "invalid regex \"(\""),
+        ("/api/v1/series?match=rq_v%7B__name__%3D%22rq_v%22%7D", "the metric name is given twice"),
+        ("/api/v1/series?match=rq_v%7Broute~%22a%22%7D", "label=~\"regex\""),
+    ] {
+        let r = s.client.get(s.url(bad)).send().await.unwrap();
+        let message = expect_error(r, 400, "invalid_input").await;
+        assert!(message.contains(says), "{bad}: {message}");
+    }
+}
+
 #[tokio::test]
 async fn raw_answers_over_the_limit_are_422() {
     let s = TestServer::start_with(|c| c.query.max_points = 10);
