@@ -1,16 +1,18 @@
 //! The daemon: owns every long-lived thread and stops them in a fixed order.
 //!
 //! Start: open the store (loading the catalog), start the writer (replaying the WAL), the cache
-//! (loading the warm-restart snapshot) and its sweeper, the sampler, bind the listener, start the
-//! HTTP server on its own thread with its own actix system. Stop: HTTP stops gracefully
-//! (in-flight requests finish), the cache snapshot is saved, the sampler and sweeper stop, then
-//! the writer drains and commits, then the store closes when the last reference goes.
+//! (loading the warm-restart snapshot) and its sweeper, bind the listener, start the alert
+//! notifier (when configured) and the sampler, start the HTTP server on its own thread with its
+//! own actix system. Stop: HTTP stops gracefully (in-flight requests finish), the cache snapshot
+//! is saved, the sampler, the notifier and the sweeper stop, then the writer drains and commits,
+//! then the store closes when the last reference goes.
 
 use crate::api::{self, AppState};
 use crate::cache::TieredCache;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::monitor::Monitor;
+use crate::sampler::delivery::NotifierHandle;
 use crate::sampler::{Sampler, SamplerHandle, Sources};
 use crate::store::Store;
 use crate::writer::WriterHandle;
@@ -34,6 +36,8 @@ pub struct Daemon {
     pub writer: Arc<WriterHandle>,
     pub cache: Arc<TieredCache>,
     pub sampler: SamplerHandle,
+    /// Sends alerts to `alerts.notify_url`, when set.
+    notifier: Option<NotifierHandle>,
     http: Option<(ServerHandle, JoinHandle<()>)>,
     /// The HTTP state's config, held by every clone of the state: gone once the last worker
     /// has dropped its state (and with it the store).
@@ -65,6 +69,14 @@ impl Daemon {
             config.executions.clone(),
             Box::new(move || ids.new_record_id()),
         ));
+        let listener = std::net::TcpListener::bind(config.listen).map_err(|e| {
+            Error::Io(std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen)))
+        })?;
+        let addr = listener.local_addr()?;
+        let notifier = match &config.alerts.notify_url {
+            Some(url) => Some(NotifierHandle::start(&config.alerts, url, format!("http://{addr}"))?),
+            None => None,
+        };
         let sources = Sources {
             monitor: monitor.clone(),
             cache: cache.clone(),
@@ -73,16 +85,13 @@ impl Daemon {
             executions: executions.clone(),
             backup: Some((config.data_dir.clone(), config.backup.clone())),
             retention_ms: config.storage.retention.as_millis() as i64,
+            notifier: notifier.as_ref().map(|n| (n.sender(), n.stats.clone())),
         };
         if let Some((seed, done)) = crate::store::records::seed_defaults(&store)? {
             writer.apply(seed)?;
             log::info!("{done}");
         }
         let sampler = SamplerHandle::start(Sampler::new(config.sampler.interval, sources)?)?;
-        let listener = std::net::TcpListener::bind(config.listen).map_err(|e| {
-            Error::Io(std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen)))
-        })?;
-        let addr = listener.local_addr()?;
         let workers = config.http.workers;
         let max_connections = config.http.max_connections;
         let state = AppState {
@@ -100,7 +109,18 @@ impl Daemon {
         let http_state = Arc::downgrade(&state.config);
         let (handle, join) = start_http(listener, state, workers, max_connections)?;
         let http = Some((handle, join));
-        Ok(Daemon { addr, store, writer, cache, sampler, http, http_state, stopping, sweeper: Some(sweeper) })
+        Ok(Daemon {
+            addr,
+            store,
+            writer,
+            cache,
+            sampler,
+            notifier,
+            http,
+            http_state,
+            stopping,
+            sweeper: Some(sweeper),
+        })
     }
 
     /// Stops accepting, lets in-flight requests finish, commits everything queued, closes the store.
@@ -119,6 +139,9 @@ impl Daemon {
             }
         }
         self.sampler.shutdown();
+        if let Some(n) = &mut self.notifier {
+            n.shutdown();
+        }
         if let Some((stop, join)) = self.sweeper.take() {
             drop(stop);
             let _ = join.join();

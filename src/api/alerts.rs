@@ -68,10 +68,12 @@ pub async fn delete_threshold(
     Ok(HttpResponse::NoContent().finish())
 }
 
-/// Alerts firing now (as of the last sampler tick).
+/// Alerts firing now (as of the last sampler tick), and how their delivery to
+/// `alerts.notify_url` goes (`null` when it is not set).
 pub async fn list_alerts(state: web::Data<AppState>) -> HttpResponse {
     let alerts = state.published.alerts.read().clone();
-    HttpResponse::Ok().json(serde_json::json!({"alerts": alerts}))
+    let delivery = state.published.delivery.as_ref().map(|d| d.snapshot());
+    HttpResponse::Ok().json(serde_json::json!({"alerts": alerts, "delivery": delivery}))
 }
 
 #[derive(Debug, Deserialize)]

@@ -140,6 +140,21 @@ fn host_families(out: &mut Exposition, state: &AppState) {
         (vec![("level", "critical")], firing(Level::Critical)),
     ];
     out.family("perfd_alerts_firing", "gauge", "Alerts firing now (not silenced), by level.", &levels);
+    if let Some(d) = &state.published.delivery {
+        use std::sync::atomic::Ordering::Relaxed;
+        let results = [
+            (vec![("result", "delivered")], d.deliveries.load(Relaxed) as f64),
+            (vec![("result", "failed")], d.failures.load(Relaxed) as f64),
+        ];
+        out.family(
+            "perfd_alert_deliveries_total",
+            "counter",
+            "Deliveries of alerts to alerts.notify_url, by result.",
+            &results,
+        );
+        let failing = if d.failing() { 1.0 } else { 0.0 };
+        out.gauge("perfd_alert_delivery_failing", "1 while alerts cannot be delivered.", failing);
+    }
     let r = state.published.resources.read().clone();
     out.gauge("perfd_host_cpu_percent", "Host CPU use, all cores.", r.cpu_percent);
     out.gauge("perfd_host_memory_used_bytes", "Host memory in use.", r.memory_used_bytes as f64);

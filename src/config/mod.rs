@@ -32,6 +32,7 @@ pub struct Config {
     pub query: QueryConfig,
     pub cache: CacheConfig,
     pub sampler: SamplerConfig,
+    pub alerts: AlertsConfig,
     pub executions: crate::executions::ExecutionConfig,
     pub backup: BackupConfig,
 }
@@ -48,6 +49,19 @@ pub struct BackupConfig {
 pub struct SamplerConfig {
     /// How often the host is read, statistics are written as series and health is scored.
     pub interval: Duration,
+}
+
+/// Where firing and resolved alerts are sent (Alertmanager's `POST /api/v2/alerts` format).
+#[derive(Debug, Clone)]
+pub struct AlertsConfig {
+    /// An Alertmanager's `http(s)://host:9093/api/v2/alerts`, or any receiver of the same JSON;
+    /// `None` (the default) sends nothing.
+    pub notify_url: Option<String>,
+    /// Limit on each delivery (connect, send and answer); a failed one is retried.
+    pub notify_timeout: Duration,
+    /// How often firing alerts are sent again, so an Alertmanager keeps them active (each says
+    /// it ends four intervals later unless sent again).
+    pub resend_interval: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -260,12 +274,26 @@ mod tests {
             "PERFD_EXECUTIONS_LEASE",
             "PERFD_BACKUP_INTERVAL",
             "PERFD_STORAGE_RETENTION",
+            "PERFD_ALERTS_NOTIFY_TIMEOUT",
+            "PERFD_ALERTS_RESEND_INTERVAL",
         ];
         for key in keys {
             let c = Config::load(&Overrides::default(), env(&[(key, "3650d")]));
             assert!(c.is_ok(), "{key}: {c:?}");
             let e = Config::load(&Overrides::default(), env(&[(key, "500000000000y")])).unwrap_err();
             assert!(e.to_string().contains("10 years"), "{key}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_alert_receiver_is_an_http_url() {
+        let url = "http://u:p@127.0.0.1:9093/api/v2/alerts";
+        let c = Config::load(&Overrides::default(), env(&[("PERFD_ALERTS_NOTIFY_URL", url)])).unwrap();
+        assert_eq!(c.alerts.notify_url.as_deref(), Some(url));
+        for bad in ["127.0.0.1:9093", "ftp://h/x", "http://", "http:// spaced/"] {
+            let e =
+                Config::load(&Overrides::default(), env(&[("PERFD_ALERTS_NOTIFY_URL", bad)])).unwrap_err();
+            assert!(e.to_string().contains("alerts.notify_url"), "{bad}: {e}");
         }
     }
 

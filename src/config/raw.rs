@@ -30,6 +30,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     sampler: RawSampler,
     #[serde(default)]
+    alerts: RawAlerts,
+    #[serde(default)]
     executions: RawExecutions,
     #[serde(default)]
     backup: RawBackup,
@@ -50,6 +52,14 @@ struct RawExecutions {
     cpu_limit_percent: Option<f64>,
     memory_limit_percent: Option<f64>,
     lease: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAlerts {
+    notify_url: Option<String>,
+    notify_timeout: Option<String>,
+    resend_interval: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -118,10 +128,11 @@ struct RawQuery {
 /// Sections of the TOML file, longest first; `PERFD_<SECTION>_<KEY>` maps to `[section] key`
 /// (`PERFD_CACHE_REDIS_URL` to `[cache.redis] url`, `PERFD_CACHE_STRATEGIES_AGENT_PLAN=10m` to
 /// `[cache.strategies] agent_plan = "10m"`).
-pub(super) const SECTIONS: [&str; 10] = [
+pub(super) const SECTIONS: [&str; 11] = [
     "cache.strategies",
     "cache.redis",
     "executions",
+    "alerts",
     "storage",
     "sampler",
     "writer",
@@ -210,6 +221,7 @@ impl RawConfig {
                     Duration::from_secs(1),
                 )?,
             },
+            alerts: self.alerts.validate()?,
             backup: self.backup.validate()?,
             executions: self.executions.validate()?,
         })
@@ -269,6 +281,35 @@ impl RawWriter {
                 "writer.max_open_points",
                 self.max_open_points.unwrap_or(8_000_000),
                 1,
+            )?,
+        })
+    }
+}
+
+impl RawAlerts {
+    fn validate(self) -> Result<AlertsConfig> {
+        let notify_url = self.notify_url.filter(|u| !u.is_empty());
+        if let Some(url) = &notify_url {
+            let scheme_ok = url.starts_with("http://") || url.starts_with("https://");
+            if !scheme_ok || url.parse::<ureq::http::Uri>().map_or(true, |u| u.host().is_none()) {
+                return Err(Error::Config(format!(
+                    "alerts.notify_url: {url:?} is not an http:// or https:// URL like http://127.0.0.1:9093/api/v2/alerts"
+                )));
+            }
+        }
+        Ok(AlertsConfig {
+            notify_url,
+            notify_timeout: duration_min(
+                "alerts.notify_timeout",
+                self.notify_timeout,
+                "5s",
+                Duration::from_millis(100),
+            )?,
+            resend_interval: duration_min(
+                "alerts.resend_interval",
+                self.resend_interval,
+                "1m",
+                Duration::from_millis(100),
             )?,
         })
     }

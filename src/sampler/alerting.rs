@@ -23,6 +23,10 @@ impl Sampler {
         };
         let live = |level| firing.iter().filter(|a| !a.silenced && a.level == level).count();
         let counts = (live(alerts::Level::Warning), live(alerts::Level::Critical));
+        if let Some((notices, _)) = &self.sources.notifier {
+            // Full only while a delivery hangs for its timeout: the next tick's supersedes it.
+            let _ = notices.try_send(firing.clone());
+        }
         *self.published.alerts.write() = firing;
         counts
     }

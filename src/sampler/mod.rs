@@ -5,9 +5,11 @@
 
 mod alerting;
 pub mod alerts;
+pub mod delivery;
 pub mod health;
 mod host;
 mod interval;
+mod receiver;
 
 pub use host::{DiskUsage, ResourceSnapshot};
 use host::{Host, percent};
@@ -38,6 +40,8 @@ pub struct Published {
     /// The cache statistics five minutes ago (or at start), for recommendations on what
     /// happened since; `None` before the first tick.
     pub cache_window_start: RwLock<Option<CacheStatistics>>,
+    /// Alert delivery figures, when `alerts.notify_url` is set.
+    pub delivery: Option<Arc<delivery::DeliveryStats>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -62,6 +66,8 @@ pub struct Sources {
     pub retention_ms: i64,
     /// Scheduled backups: (data dir, config).
     pub backup: Option<(std::path::PathBuf, crate::config::BackupConfig)>,
+    /// Alert delivery: where each evaluation's firing alerts go, and its figures.
+    pub notifier: Option<(Sender<delivery::Notice>, Arc<delivery::DeliveryStats>)>,
 }
 
 pub struct Sampler {
@@ -79,6 +85,10 @@ pub struct Sampler {
 impl Sampler {
     pub fn new(interval: Duration, sources: Sources) -> Result<Sampler> {
         let alert_states = alerting::restored_states(&sources.store);
+        let published = Arc::new(Published {
+            delivery: sources.notifier.as_ref().map(|(_, stats)| stats.clone()),
+            ..Published::default()
+        });
         Ok(Sampler {
             host: Host::new(sources.store.path.parent().unwrap_or(std::path::Path::new(".")))?,
             interval,
@@ -87,7 +97,7 @@ impl Sampler {
             unstored_events: Vec::new(),
             last_backup: Instant::now(),
             intervals: interval::Intervals::new(now_ms()),
-            published: Arc::default(),
+            published,
         })
     }
 

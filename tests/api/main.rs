@@ -7,6 +7,7 @@ mod backup;
 mod cache;
 mod cache_model;
 mod crash;
+mod delivery;
 mod disk_full;
 mod executions;
 mod executions_model;

@@ -23,6 +23,16 @@ pub enum Level {
     Critical,
 }
 
+impl Level {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Ok => "ok",
+            Level::Warning => "warning",
+            Level::Critical => "critical",
+        }
+    }
+}
+
 /// A threshold's evaluation state, kept by the sampler between ticks.
 #[derive(Debug, Clone, Default)]
 pub struct AlertState {
