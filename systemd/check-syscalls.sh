@@ -3,7 +3,7 @@
 # it kills the service with SIGSYS under systemd, which no test run outside systemd would see.
 # Runs the binary under `strace -f` through a workload that touches every thread and the usual
 # paths (start and WAL replay, writes and commits, queries, cache, sampler ticks, executions,
-# alerts, a backup, the L1 snapshot at stop), then expands the filter with
+# alerts and their delivery, a backup, the L1 snapshot at stop), then expands the filter with
 # `systemd-analyze syscall-filter` and lists any call made that it does not allow. Rare paths
 # (a full disk, a restore) are not exercised.
 #   systemd/check-syscalls.sh [path/to/perfd]     (default target/debug/perfd)
@@ -19,6 +19,30 @@ fi
 work=$(mktemp -d)
 trap 'kill "$(cat "$work/pid" 2>/dev/null)" 2>/dev/null || true; rm -rf "$work"' EXIT
 
+# An alert receiver, so the notifier thread's calls (name lookup, connect, TLS-less POST) are
+# traced too; it notes each POST in $work/posted.
+python3 - "$work" <<'PY' &
+import http.server, sys
+work = sys.argv[1]
+class Receiver(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        open(f"{work}/posted", "a").write("post\n")
+        self.send_response(200)
+        self.send_header("content-length", "0")
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+server = http.server.HTTPServer(("127.0.0.1", 0), Receiver)
+open(f"{work}/receiver.tmp", "w").write(str(server.server_port))
+__import__("os").rename(f"{work}/receiver.tmp", f"{work}/receiver")
+server.serve_forever()
+PY
+receiver_pid=$!
+trap 'kill "$(cat "$work/pid" 2>/dev/null)" "$receiver_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+for _ in $(seq 1 100); do [[ -s $work/receiver ]] && break; sleep 0.05; done
+PERFD_ALERTS_NOTIFY_URL="http://localhost:$(cat "$work/receiver")/api/v2/alerts" \
 PERFD_SAMPLER_INTERVAL=1s RUST_LOG=info strace -f -qq -c -o "$work/counts" \
   "$bin" --listen 127.0.0.1:0 --data-dir "$work/data" >"$work/log" 2>&1 &
 echo $! >"$work/pid"
@@ -51,6 +75,7 @@ sleep 2.5
 call "$base/api/v1/metrics/health"
 call "$base/api/v1/alerts"
 echo
+[[ -s $work/posted ]] || { cat "$work/log" >&2; echo "check-syscalls: no alert reached the receiver" >&2; exit 1; }
 # SIGTERM to perfd itself (strace would detach on its own), so the stop is traced too.
 kill -TERM "$(pgrep -P "$(cat "$work/pid")")"
 wait "$(cat "$work/pid")" || { cat "$work/log" >&2; echo "check-syscalls: perfd did not stop cleanly" >&2; exit 1; }
