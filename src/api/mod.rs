@@ -198,6 +198,8 @@ pub fn configure(state: AppState) -> impl Fn(&mut web::ServiceConfig) + Clone {
             .service(resource!("/api/v1/import", POST => ingest::import_json_lines))
             .service(resource!("/api/v1/ingest", POST => ingest::ingest_points))
             .service(resource!("/api/v1/series", GET => query::get_series))
+            .service(resource!("/api/v1/labels", GET => query::label_names))
+            .service(resource!("/api/v1/label/{name}/values", GET => query::label_values))
             .service(resource!("/api/v1/query_range", GET => query::query_range))
             .service(resource!("/api/v1/export", GET => query::export))
             .service(resource!("/api/v1/metrics/performance", GET => observe::get_performance))

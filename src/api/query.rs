@@ -85,6 +85,38 @@ pub async fn get_series(
     Ok(HttpResponse::Ok().json(SeriesList { count: series.len(), series }))
 }
 
+/// `match` is optional here: without it, every series.
+#[derive(Debug, Deserialize)]
+pub struct LabelParams {
+    #[serde(rename = "match", alias = "match[]")]
+    selector: Option<String>,
+}
+
+/// `GET /api/v1/labels`: the label names of the series matched, `__name__` included.
+pub async fn label_names(
+    state: web::Data<AppState>,
+    params: web::Query<LabelParams>,
+) -> Result<HttpResponse, ApiError> {
+    let sel = params.selector.as_deref().map(Selector::parse).transpose()?;
+    let labels = query::label_names(&state.store, sel.as_ref());
+    Ok(HttpResponse::Ok().json(serde_json::json!({"count": labels.len(), "labels": labels})))
+}
+
+/// `GET /api/v1/label/{name}/values`: the values a label has (metric names for `__name__`).
+pub async fn label_values(
+    state: web::Data<AppState>,
+    label: web::Path<String>,
+    params: web::Query<LabelParams>,
+) -> Result<HttpResponse, ApiError> {
+    let label = label.into_inner();
+    if label != query::NAME_LABEL {
+        crate::model::validate_label(&label, "x")?;
+    }
+    let sel = params.selector.as_deref().map(Selector::parse).transpose()?;
+    let values = query::label_values(&state.store, &label, sel.as_ref());
+    Ok(HttpResponse::Ok().json(serde_json::json!({"label": label, "count": values.len(), "values": values})))
+}
+
 // Large answers are serialized straight from borrowed data: building a `serde_json::Value`
 // first cost about 280 MB of memory to list 100,000 series.
 

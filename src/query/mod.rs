@@ -28,6 +28,45 @@ pub fn select(store: &Store, sel: &Selector) -> Vec<(u64, Arc<SeriesKey>)> {
     }
 }
 
+/// Label names of the series `sel` matches (every series without one), `__name__` included,
+/// sorted.
+pub fn label_names(store: &Store, sel: Option<&Selector>) -> Vec<String> {
+    let mut names = std::collections::BTreeSet::new();
+    each_series(store, sel, |k| {
+        if names.is_empty() {
+            names.insert(NAME_LABEL.to_owned());
+        }
+        for (l, _) in &k.labels {
+            if !names.contains(l) {
+                names.insert(l.clone());
+            }
+        }
+    });
+    names.into_iter().collect()
+}
+
+/// The values `label` has in the series `sel` matches (every series without one), sorted; a
+/// series without the label adds none. `__name__` gives metric names.
+pub fn label_values(store: &Store, label: &str, sel: Option<&Selector>) -> Vec<String> {
+    let mut values = std::collections::BTreeSet::new();
+    each_series(store, sel, |k| {
+        if label == NAME_LABEL {
+            values.insert(k.name.clone());
+        } else if let Some((_, v)) = k.labels.iter().find(|(l, _)| l == label) {
+            values.insert(v.clone());
+        }
+    });
+    values.into_iter().collect()
+}
+
+/// Calls `f` with every series `sel` matches, or every series there is, under one catalog read.
+fn each_series(store: &Store, sel: Option<&Selector>, mut f: impl FnMut(&SeriesKey)) {
+    match sel {
+        Some(sel) => select(store, sel).iter().for_each(|(_, k)| f(k)),
+        None => store.catalog.read().by_key.values().for_each(|(_, k)| f(k)),
+    }
+}
+
 /// The span queries take times from: ±8.64e15 ms (±100,000,000 days around the epoch, as
 /// JavaScript's `Date`). Query bounds outside it are clamped to it, so `start=-9223372036854775808`
 /// reads from the beginning: unclamped, the hour and bucket arithmetic on it overflowed (an

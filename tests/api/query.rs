@@ -181,9 +181,10 @@ async fn selectors_series_and_times() {
 }
 
 /// Prometheus' selector forms: `=~` and `!~` (whole value), a name given as `__name__`, no name
-/// at all, and `match[]` as Prometheus and VictoriaMetrics clients send it.
+/// at all, and `match[]` as Prometheus and VictoriaMetrics clients send it; label names and
+/// values.
 #[tokio::test]
-async fn regex_and_name_less_selectors_and_match_brackets() {
+async fn regex_and_name_less_selectors_labels_and_match_brackets() {
     let s = TestServer::start();
     let t = base_ms();
     let lines = format!(
@@ -220,6 +221,28 @@ async fn regex_and_name_less_selectors_and_match_brackets() {
             s.get_json(&format!("/api/v1/query_range?query={}&start={t}&end={t}", urlencode(sel))).await;
         assert_eq!(status, 200, "{sel}: {body}");
         assert_eq!(names(&body), want, "query_range {sel}");
+    }
+    // Label names and values, of every series or of those a selector matches.
+    let (_, body) = s.get_json("/api/v1/labels").await;
+    let all: Vec<&str> = body["labels"].as_array().unwrap().iter().filter_map(|l| l.as_str()).collect();
+    assert!(all.is_sorted() && ["__name__", "m", "route", "mount"].iter().all(|l| all.contains(l)), "{body}");
+    let (_, body) = s.get_json(&format!("/api/v1/labels?match={}", urlencode("rqx_v"))).await;
+    assert_eq!(body["labels"], serde_json::json!(["__name__", "m"]));
+    let (_, body) = s.get_json("/api/v1/label/m/values").await;
+    assert_eq!(body["values"], serde_json::json!(["GET", "POST"]));
+    let (_, body) =
+        s.get_json(&format!("/api/v1/label/m/values?match[]={}", urlencode("{route=~\".+\"}"))).await;
+    assert_eq!(body["values"], serde_json::json!(["GET", "POST"]));
+    let (_, body) =
+        s.get_json(&format!("/api/v1/label/__name__/values?match={}", urlencode("{m=\"GET\"}"))).await;
+    assert_eq!(
+        (body["count"].as_u64(), &body["values"]),
+        (Some(3), &serde_json::json!(["other_v", "rq_v", "rqx_v"]))
+    );
+    let (_, body) = s.get_json("/api/v1/label/nope/values").await;
+    assert_eq!(body["values"], serde_json::json!([]));
+    for bad in ["/api/v1/label/__x/values", "/api/v1/label/1a/values", "/api/v1/labels?match=%7B%7D"] {
+        expect_error(s.client.get(s.url(bad)).send().await.unwrap(), 400, "invalid_input").await;
     }
     let url =
         s.url(&format!("/api/v1/export?match[]={}&start={t}&end={t}", urlencode(r#"{__name__=~"rqx?_v"}"#)));
