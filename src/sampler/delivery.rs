@@ -192,50 +192,79 @@ fn run(
     stopped: &Receiver<()>,
     stats: &DeliveryStats,
 ) {
-    let mut delivery = Delivery::default();
-    // After a failure: when to try again, and the wait after that.
-    let mut retry: Option<(Instant, Duration)> = None;
+    let mut n = Notifier { target, resend_ms, stats, delivery: Delivery::default(), retry: None };
     loop {
-        let wake = match retry {
-            Some((at, _)) => Some(at.saturating_duration_since(Instant::now())),
-            None => delivery
-                .next_resend_ms(resend_ms)
-                .map(|at| Duration::from_millis(at.saturating_sub(crate::model::now_ms()).max(0) as u64)),
-        };
-        let timer = wake.map_or_else(never, after);
+        let timer = n.wake().map_or_else(never, after);
         select! {
             recv(stopped) -> _ => return,
-            recv(notices) -> n => match n {
+            recv(notices) -> notice => match notice {
                 // Only the newest evaluation matters.
-                Ok(n) => delivery.update(notices.try_iter().last().unwrap_or(n)),
+                Ok(first) => n.delivery.update(notices.try_iter().last().unwrap_or(first)),
                 Err(_) => return,
             },
             recv(timer) -> _ => {}
         }
-        if retry.is_some_and(|(at, _)| Instant::now() < at) {
-            continue;
+        n.attempt();
+    }
+}
+
+/// The thread's state between wake-ups.
+struct Notifier<'a> {
+    target: &'a super::receiver::AlertReceiver,
+    resend_ms: i64,
+    stats: &'a DeliveryStats,
+    delivery: Delivery,
+    /// After a failure: when to try again, and the wait after that.
+    retry: Option<(Instant, Duration)>,
+}
+
+impl Notifier<'_> {
+    /// How long until a retry or a resend is due; `None`: only a notice can make one due.
+    fn wake(&self) -> Option<Duration> {
+        match self.retry {
+            Some((at, _)) => Some(at.saturating_duration_since(Instant::now())),
+            None => self
+                .delivery
+                .next_resend_ms(self.resend_ms)
+                .map(|at| Duration::from_millis(u64::try_from(at - crate::model::now_ms()).unwrap_or(0))),
+        }
+    }
+
+    /// Sends what is due, unless a retry is waiting for its time.
+    fn attempt(&mut self) {
+        if self.retry.is_some_and(|(at, _)| Instant::now() < at) {
+            return;
         }
         let now = crate::model::now_ms();
-        let Some(batch) = delivery.due(now, resend_ms) else { continue };
-        match target.send(&batch) {
+        let Some(batch) = self.delivery.due(now, self.resend_ms) else {
+            // What failed to go out no longer needs to (it fired and ended unseen): no retry
+            // is due, and the status stays failing until a delivery succeeds.
+            self.retry = None;
+            return;
+        };
+        let stats = self.stats;
+        match self.target.send(&batch) {
             Ok(()) => {
-                delivery.delivered(&batch);
-                retry = None;
+                self.delivery.delivered(&batch);
+                self.retry = None;
                 stats.deliveries.fetch_add(1, Relaxed);
                 stats.alerts_sent.fetch_add((batch.firing.len() + batch.resolved.len()) as u64, Relaxed);
                 let mut s = stats.status.lock();
                 if s.failing_since_ms.take().is_some() {
-                    log::info!("alerts reach {} again", target.shown);
+                    log::info!("alerts reach {} again", self.target.shown);
                 }
                 s.last_delivery_ms = Some(now);
             }
             Err(e) => {
-                let wait = retry.map_or(FIRST_RETRY, |(_, w)| (w * 2).min(MAX_RETRY));
-                retry = Some((Instant::now() + wait, wait));
+                let wait = self.retry.map_or(FIRST_RETRY, |(_, w)| (w * 2).min(MAX_RETRY));
+                self.retry = Some((Instant::now() + wait, wait));
                 stats.failures.fetch_add(1, Relaxed);
                 let mut s = stats.status.lock();
                 if s.failing_since_ms.is_none() {
-                    log::warn!("alerts cannot be sent to {}: {e}; retrying until they are", target.shown);
+                    log::warn!(
+                        "alerts cannot be sent to {}: {e}; retrying until they are",
+                        self.target.shown
+                    );
                     s.failing_since_ms = Some(now);
                 }
                 s.last_error = Some(e);
@@ -314,6 +343,36 @@ mod tests {
         assert_eq!(send(&mut d, 5000), None, "silenced: not re-sent, not resolved");
         d.update(vec![]);
         assert_eq!(send(&mut d, 5001), Some((vec![], vec![(1, Level::Warning)])), "its end is sent");
+    }
+
+    /// An alert that fired and ended while the receiver was failing left a retry due forever:
+    /// nothing was due any more, so each wake-up found the retry's time passed and woke again at
+    /// once, a busy loop until the next alert.
+    #[test]
+    fn a_retry_with_nothing_left_to_send_is_dropped() {
+        let target = super::super::receiver::AlertReceiver::new(
+            "http://127.0.0.1:1/api/v2/alerts",
+            Duration::from_secs(1),
+            "http://p".into(),
+            Duration::from_secs(60),
+        );
+        let stats = DeliveryStats::default();
+        let mut n = Notifier {
+            target: &target,
+            resend_ms: 60_000,
+            stats: &stats,
+            delivery: Delivery::default(),
+            retry: None,
+        };
+        n.delivery.update(vec![alert(1, Level::Warning, false)]);
+        n.attempt();
+        assert!(n.retry.is_some() && stats.failing(), "nothing listens on port 1");
+        assert_eq!(stats.failures.load(Relaxed), 1);
+        n.delivery.update(vec![]);
+        n.retry = Some((Instant::now(), FIRST_RETRY));
+        n.attempt();
+        assert_eq!((n.retry, n.wake()), (None, None), "nothing to send: sleep until a notice");
+        assert_eq!(stats.failures.load(Relaxed), 1, "and nothing was tried");
     }
 
     #[test]
