@@ -1,4 +1,5 @@
-//! Cache data plane: `GET/PUT/DELETE /api/v1/cache/{strategy}/{key}`, `mget`, `invalidate`, `warm`.
+//! Cache data plane: `GET/PUT/DELETE /api/v1/cache/{strategy}/{key}`, `mget`, `invalidate`, `warm`,
+//! and the key listing.
 
 use super::AppState;
 use super::error::{ApiError, body_error};
@@ -178,6 +179,41 @@ pub async fn invalidate(
     let (l1, l2) = state.cache.invalidate(&body.pattern).await?;
     Ok(HttpResponse::Ok()
         .json(serde_json::json!({"removed": l1.max(l2), "removed_l1": l1, "removed_l2": l2})))
+}
+
+/// Most keys one listing answers.
+const MAX_LISTED: usize = 10_000;
+
+#[derive(Debug, Deserialize)]
+pub struct KeysParams {
+    pattern: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /api/v1/cache/keys?pattern=GLOB&limit=N`: the live L1 keys the glob (read as
+/// `invalidate` reads it) matches, in key order, with their remaining TTL, size and content type.
+/// L1 only: Redis may hold more.
+pub async fn list_keys(
+    state: web::Data<AppState>,
+    params: web::Query<KeysParams>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = params.limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_LISTED {
+        return Err(Error::invalid(format!("limit must be 1 to {MAX_LISTED}")).into());
+    }
+    let (keys, matched) = state.cache.keys(params.pattern.as_deref(), limit)?;
+    let now = now_ms();
+    let listed: Vec<serde_json::Value> = keys
+        .iter()
+        .map(|(full, e)| {
+            let (strategy, key) = full.split_once(':').unwrap_or(("", full));
+            serde_json::json!({"strategy": strategy, "key": key, "ttl_ms": e.ttl_ms(now),
+                "bytes": e.value.len(), "content_type": e.content_type.as_deref()})
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "count": matched, "truncated": matched > listed.len() as u64, "keys": listed
+    })))
 }
 
 #[derive(Debug, Deserialize)]

@@ -189,6 +189,7 @@ pub fn configure(state: AppState) -> impl Fn(&mut web::ServiceConfig) + Clone {
                     .service(resource!("/mget", POST => mget::mget))
                     .service(resource!("/invalidate", POST => cache::invalidate))
                     .service(resource!("/warm", POST => cache::warm))
+                    .service(resource!("/keys", GET => cache::list_keys))
                     .default_service(web::to(cache::entry)),
             )
             .service(resource!("/healthz", GET => healthz))

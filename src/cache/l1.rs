@@ -172,9 +172,58 @@ impl L1 {
         out
     }
 
+    /// The `limit` smallest live keys `select` takes, in order, and how many it takes in all.
+    /// Memory is bounded by `limit`, not by the cache.
+    pub fn keys(
+        &self,
+        now_ms: i64,
+        select: impl Fn(&str) -> bool,
+        limit: usize,
+    ) -> (Vec<(String, Shared<Entry>)>, u64) {
+        let mut smallest: std::collections::BinaryHeap<KeyOrder> = std::collections::BinaryHeap::new();
+        let mut matched = 0u64;
+        for (k, e) in self.cache.iter() {
+            if e.expires_at_ms <= now_ms || !select(&k) {
+                continue;
+            }
+            matched += 1;
+            if smallest.len() < limit {
+                smallest.push(KeyOrder(k, e));
+            } else if smallest.peek().is_some_and(|largest| k < largest.0) {
+                smallest.pop();
+                smallest.push(KeyOrder(k, e));
+            }
+        }
+        let keys = smallest.into_sorted_vec().into_iter().map(|KeyOrder(k, e)| (k, e)).collect();
+        (keys, matched)
+    }
+
     /// Every live entry, for the warm-restart snapshot.
     pub fn entries(&self, now_ms: i64) -> Vec<(String, Shared<Entry>)> {
         self.cache.iter().filter(|(_, e)| e.expires_at_ms > now_ms).collect()
+    }
+}
+
+/// An entry ordered by its key alone (for [`L1::keys`]' heap).
+struct KeyOrder(String, Shared<Entry>);
+
+impl PartialEq for KeyOrder {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl Eq for KeyOrder {}
+
+impl PartialOrd for KeyOrder {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for KeyOrder {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.cmp(&other.0)
     }
 }
 
@@ -212,6 +261,21 @@ mod tests {
         assert_eq!(l1.get("a", 1000), Lookup::Missing);
         assert_eq!(l1.sweep(2000), 1);
         assert!(l1.is_empty());
+    }
+
+    #[test]
+    fn keys_lists_the_smallest_live_matches_in_order() {
+        let l1 = L1::new(1000, 0, []);
+        for i in (0..300).rev() {
+            l1.insert(format!("k{i:03}"), entry("v", if i % 10 == 0 { 500 } else { 2000 }));
+        }
+        let (keys, matched) = l1.keys(1000, |k| k.ends_with('1') || k.ends_with('0'), 5);
+        let names: Vec<&str> = keys.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["k001", "k011", "k021", "k031", "k041"], "expired k000, k010… left out");
+        assert_eq!(matched, 30);
+        let (keys, matched) = l1.keys(1000, |_| true, 1000);
+        assert_eq!((keys.len(), matched), (270, 270));
+        assert!(keys.windows(2).all(|w| w[0].0 < w[1].0));
     }
 
     /// Entries written on another thread during a removal do not change its count (it was the

@@ -293,6 +293,14 @@ impl TieredCache {
         Ok((l1, l2))
     }
 
+    /// L1's live keys matching a glob (every key without one), the `limit` first in key order,
+    /// and how many match in all.
+    pub fn keys(&self, pattern: Option<&str>, limit: usize) -> Result<(Vec<(String, Arc<Entry>)>, u64)> {
+        let glob = pattern.map(glob::Glob::new).transpose()?;
+        let select = |k: &str| glob.as_ref().is_none_or(|g| g.matches(k));
+        Ok(self.l1.keys(now_ms(), select, limit))
+    }
+
     pub async fn clear(&self, level: ClearLevel) -> Result<(u64, u64)> {
         let _write = self.l2.enabled().then(|| self.fences.write_all());
         let l1 = if level != ClearLevel::L2 { self.l1.clear() } else { 0 };

@@ -50,6 +50,7 @@ const PATHS: &[&str] = &[
     "/api/v1/cache/mget",
     "/api/v1/cache/invalidate",
     "/api/v1/cache/warm",
+    "/api/v1/cache/keys",
     "/api/v1/cache/crew_config/k",
     "/api/v1/cache/crew_config/",
     "/api/v1/cache/nope/k",

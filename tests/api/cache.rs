@@ -403,6 +403,46 @@ async fn invalidate_warm_clear_and_statistics() {
 
 /// The statistics, per level and per strategy: hits, misses, sets, evictions,
 /// expirations, errors, hit rate, L1 entries and bytes, latency p50/p99.
+/// `GET /api/v1/cache/keys`: live L1 keys in key order, by glob, with TTL, size and type.
+#[tokio::test]
+async fn keys_are_listed_by_glob_in_order() {
+    let s = TestServer::start();
+    for (path, body) in [
+        ("/api/v1/cache/crew_config/team-b", "bb"),
+        ("/api/v1/cache/crew_config/team-a", "a"),
+        ("/api/v1/cache/crew_config/solo", "s"),
+        ("/api/v1/cache/llm_response/p%2F1?ttl=90s", "answer"),
+    ] {
+        assert_eq!(put(&s, path, body, "text/plain").await, 204);
+    }
+    assert_eq!(put(&s, "/api/v1/cache/memory_query/gone?ttl=1ms", "x", "text/plain").await, 204);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while s.client.get(s.url("/api/v1/cache/memory_query/gone")).send().await.unwrap().status() != 404 {
+        assert!(Instant::now() < deadline, "a 1 ms entry never expired");
+    }
+    let (status, body) = s.get_json("/api/v1/cache/keys").await;
+    assert_eq!(status, 200, "{body}");
+    let keys: Vec<String> = body["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| format!("{}:{}", k["strategy"].as_str().unwrap(), k["key"].as_str().unwrap()))
+        .collect();
+    assert_eq!(keys, ["crew_config:solo", "crew_config:team-a", "crew_config:team-b", "llm_response:p/1"]);
+    assert_eq!((body["count"].as_u64(), body["truncated"].as_bool()), (Some(4), Some(false)));
+    let llm = &body["keys"][3];
+    assert_eq!((llm["bytes"].as_u64(), llm["content_type"].as_str()), (Some(6), Some("text/plain")));
+    assert!((80_000..=90_000).contains(&llm["ttl_ms"].as_i64().unwrap()), "{llm}");
+    let (_, body) = s.get_json("/api/v1/cache/keys?pattern=crew_config:team-*&limit=1").await;
+    assert_eq!(body["keys"].as_array().unwrap().len(), 1);
+    assert_eq!((&body["keys"][0]["key"], body["count"].as_u64()), (&serde_json::json!("team-a"), Some(2)));
+    assert_eq!(body["truncated"], true);
+    for bad in ["pattern=crew_config:[a", "limit=0", "limit=10001", "limit=x"] {
+        let r = s.client.get(s.url(&format!("/api/v1/cache/keys?{bad}"))).send().await.unwrap();
+        expect_error(r, 400, "invalid_input").await;
+    }
+}
+
 #[tokio::test]
 async fn statistics_per_level_and_per_strategy() {
     let s = TestServer::start_with(|c| c.cache.max_entries = 50);
