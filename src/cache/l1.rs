@@ -174,12 +174,7 @@ impl L1 {
 
     /// The `limit` smallest live keys `select` takes, in order, and how many it takes in all.
     /// Memory is bounded by `limit`, not by the cache.
-    pub fn keys(
-        &self,
-        now_ms: i64,
-        select: impl Fn(&str) -> bool,
-        limit: usize,
-    ) -> (Vec<(String, Shared<Entry>)>, u64) {
+    pub fn keys(&self, now_ms: i64, select: impl Fn(&str) -> bool, limit: usize) -> KeyListing {
         let mut smallest: std::collections::BinaryHeap<KeyOrder> = std::collections::BinaryHeap::new();
         let mut matched = 0u64;
         for (k, e) in self.cache.iter() {
@@ -203,6 +198,9 @@ impl L1 {
         self.cache.iter().filter(|(_, e)| e.expires_at_ms > now_ms).collect()
     }
 }
+
+/// Listed entries in key order, and how many matched in all.
+pub type KeyListing = (Vec<(String, Shared<Entry>)>, u64);
 
 /// An entry ordered by its key alone (for [`L1::keys`]' heap).
 struct KeyOrder(String, Shared<Entry>);

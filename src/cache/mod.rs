@@ -295,7 +295,7 @@ impl TieredCache {
 
     /// L1's live keys matching a glob (every key without one), the `limit` first in key order,
     /// and how many match in all.
-    pub fn keys(&self, pattern: Option<&str>, limit: usize) -> Result<(Vec<(String, Arc<Entry>)>, u64)> {
+    pub fn keys(&self, pattern: Option<&str>, limit: usize) -> Result<l1::KeyListing> {
         let glob = pattern.map(glob::Glob::new).transpose()?;
         let select = |k: &str| glob.as_ref().is_none_or(|g| g.matches(k));
         Ok(self.l1.keys(now_ms(), select, limit))
