@@ -4,6 +4,7 @@
 
 use super::{FiringAlert, Sampler, alerts};
 use crate::error::Result;
+use std::sync::Arc;
 
 impl Sampler {
     /// Evaluates the thresholds, publishes what fires and returns the live (unsilenced) warning and
@@ -73,10 +74,18 @@ impl Sampler {
         events: &mut Vec<alerts::AlertEvent>,
         firing: &mut Vec<FiringAlert>,
     ) -> Result<()> {
+        self.selectors.retain(|text, _| thresholds.iter().any(|t| t.enabled && t.selector == *text));
         let store = &self.sources.store;
         for t in thresholds.iter().filter(|t| t.enabled) {
             let window = t.window_duration()?.as_millis() as i64;
-            let selector = crate::query::Selector::parse(&t.selector)?;
+            let selector = match self.selectors.get(&t.selector) {
+                Some(s) => s.clone(),
+                None => {
+                    let s = Arc::new(crate::query::Selector::parse(&t.selector)?);
+                    self.selectors.insert(t.selector.clone(), s.clone());
+                    s
+                }
+            };
             // Summaries, not raw points: whole sealed hours come from chunk headers. Raw reads
             // decoded every point of the window on every tick (10 ms for a day at 1 point/s),
             // and a window over a million points failed the whole evaluation.

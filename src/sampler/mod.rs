@@ -75,6 +75,9 @@ pub struct Sampler {
     interval: Duration,
     sources: Sources,
     alert_states: std::collections::HashMap<u64, alerts::AlertState>,
+    /// Thresholds' selectors by text, parsed once (a regex takes ~44 µs to compile, a plain
+    /// selector ~0.1 µs); dropped when no threshold uses them.
+    selectors: std::collections::HashMap<String, Arc<crate::query::Selector>>,
     /// Alert events the store refused (it is failing), stored with the next tick's.
     unstored_events: Vec<(u64, alerts::AlertEvent)>,
     last_backup: Instant,
@@ -94,6 +97,7 @@ impl Sampler {
             interval,
             sources,
             alert_states,
+            selectors: Default::default(),
             unstored_events: Vec::new(),
             last_backup: Instant::now(),
             intervals: interval::Intervals::new(now_ms()),
