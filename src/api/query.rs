@@ -29,6 +29,10 @@ pub struct RangeParams {
     end: Option<String>,
     step: Option<String>,
     agg: Option<String>,
+    /// Combines the series' buckets: sum|avg|min|max|count (needs `step`).
+    group: Option<String>,
+    /// Labels (comma-separated; `__name__` for the name) whose values keep series apart.
+    by: Option<String>,
 }
 
 /// Resolved `[start, end]` in ms; `end` defaults to now, `start` to an hour before `end`.
@@ -64,6 +68,40 @@ fn missing(param: &str) -> Error {
     Error::invalid(format!(
         "missing {param}= (a selector such as cpu{{host=\"a\"}} or {{__name__=~\"perfd_cache_.*\"}})"
     ))
+}
+
+/// `group` and `by`: how buckets combine across series, and the labels that keep them apart.
+fn parse_group(
+    group: Option<&str>,
+    by: Option<&str>,
+    stepped: bool,
+) -> Result<Option<(query::Combine, Vec<String>)>, Error> {
+    let Some(text) = group else {
+        return match by {
+            Some(_) => Err(Error::invalid("by needs group (sum, avg, min, max or count)")),
+            None => Ok(None),
+        };
+    };
+    if !stepped {
+        return Err(Error::invalid("group needs step: raw points of different series do not line up"));
+    }
+    let how = serde_json::from_value(serde_json::Value::String(text.to_owned())).map_err(|_| {
+        Error::invalid(format!(
+            "invalid group {}: use sum, avg, min, max or count",
+            crate::error::Shown(text)
+        ))
+    })?;
+    let mut labels = Vec::new();
+    for l in by.unwrap_or("").split(',').map(str::trim).filter(|l| !l.is_empty()) {
+        if l != query::NAME_LABEL {
+            crate::model::validate_label(l, "x")?;
+        }
+        if labels.len() == crate::model::MAX_LABELS {
+            return Err(Error::invalid(format!("by names more than {} labels", crate::model::MAX_LABELS)));
+        }
+        labels.push(l.to_owned());
+    }
+    Ok(Some((how, labels)))
 }
 
 fn parse_agg(s: Option<&str>) -> Result<Agg, Error> {
@@ -155,6 +193,7 @@ pub async fn query_range(
     let (start, end) = time_range(params.start.as_deref(), params.end.as_deref())?;
     let step = params.step.as_deref().map(parse_step).transpose()?;
     let agg = parse_agg(params.agg.as_deref())?;
+    let group = parse_group(params.group.as_deref(), params.by.as_deref(), step.is_some())?;
     let max = state.config.query.max_points;
     let store = state.store.clone();
     let fingerprint = format!("perfd query_range {} step={}", sel.name_or_scan(), step.is_some());
@@ -166,7 +205,10 @@ pub async fn query_range(
     .await;
     let rows = series.as_ref().map_or(0, |s| s.iter().map(|s| s.points.len() as u64).sum());
     state.queries.record(&fingerprint, started.elapsed().as_secs_f64() * 1000.0, rows, series.is_ok());
-    let series = series?;
+    let mut series = series?;
+    if let Some((how, by)) = group {
+        series = query::combine(series, how, &by);
+    }
     Ok(HttpResponse::Ok().json(RangeAnswer { series: &series }))
 }
 

@@ -3,11 +3,13 @@
 
 mod aggregate;
 mod export;
+mod group;
 mod pattern;
 mod selector;
 
 pub use aggregate::{Summary, read_aggregated, read_windows};
 pub use export::Exporter;
+pub use group::{Combine, combine};
 pub use selector::{MAX_MATCHERS, Matcher, NAME_LABEL, Op, Selector};
 
 use crate::error::{Error, Result, Shown};
@@ -130,7 +132,7 @@ pub enum Agg {
     Rate,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct SeriesResult {
     pub name: String,
     pub labels: BTreeMap<String, String>,

@@ -267,6 +267,54 @@ async fn regex_and_name_less_selectors_labels_and_match_brackets() {
     }
 }
 
+/// `group` and `by` combine each bucket across series, as PromQL's `sum by (route)`.
+#[tokio::test]
+async fn group_combines_series_per_bucket() {
+    let s = TestServer::start();
+    let t = base_ms();
+    let lines = format!(
+        "gq,route=/a,m=GET v=1 {t}\ngq,route=/a,m=GET v=2 {}\ngq,route=/a,m=PUT v=10 {t}\ngq,route=/b,m=GET v=5 {}",
+        t + 10_000,
+        t + 70_000
+    );
+    assert_eq!(s.post("/write?precision=ms", lines).await.status(), 204);
+    let ask = |extra: &str| {
+        format!("/api/v1/query_range?query=gq_v&start={t}&end={}&step=1m&agg=sum&{extra}", t + 119_999)
+    };
+    let got = |body: &serde_json::Value| -> Vec<(String, serde_json::Value)> {
+        let series = body["series"].as_array().cloned().unwrap_or_default();
+        series.iter().map(|x| (x["labels"].to_string(), x["points"].clone())).collect()
+    };
+    let (status, body) = s.get_json(&ask("group=sum&by=route")).await;
+    assert_eq!(status, 200, "{body}");
+    let want = [
+        (r#"{"route":"/a"}"#.to_string(), serde_json::json!([[t, 13.0]])),
+        (r#"{"route":"/b"}"#.to_string(), serde_json::json!([[t + 60_000, 5.0]])),
+    ];
+    assert_eq!(got(&body), want);
+    assert_eq!(body["series"][0]["name"], "gq_v");
+    let (_, body) = s.get_json(&ask("group=max")).await;
+    assert_eq!(got(&body), [("{}".to_string(), serde_json::json!([[t, 10.0], [t + 60_000, 5.0]]))]);
+    let (_, body) = s.get_json(&ask("group=count&by=m,__name__")).await;
+    assert_eq!(
+        got(&body),
+        [
+            (r#"{"m":"GET"}"#.to_string(), serde_json::json!([[t, 1.0], [t + 60_000, 1.0]])),
+            (r#"{"m":"PUT"}"#.to_string(), serde_json::json!([[t, 1.0]])),
+        ]
+    );
+    for (bad, says) in [
+        (format!("/api/v1/query_range?query=gq_v&start={t}&group=sum"), "group needs step"),
+        (ask("by=route"), "by needs group"),
+        (ask("group=median"), "invalid group"),
+        (ask("group=sum&by=__x"), "invalid label name"),
+    ] {
+        let message =
+            expect_error(s.client.get(s.url(&bad)).send().await.unwrap(), 400, "invalid_input").await;
+        assert!(message.contains(says), "{bad}: {message}");
+    }
+}
+
 #[tokio::test]
 async fn raw_answers_over_the_limit_are_422() {
     let s = TestServer::start_with(|c| c.query.max_points = 10);
