@@ -51,8 +51,9 @@ impl Acc {
 /// without a label is grouped with those without it), in label order. A group's name is its
 /// series' name when they share one, else empty; its labels are the `by` labels its series have.
 pub fn combine(series: Vec<SeriesResult>, how: Combine, by: &[String]) -> Vec<SeriesResult> {
-    let mut groups: BTreeMap<BTreeMap<String, String>, (Option<String>, BTreeMap<i64, Acc>)> =
-        BTreeMap::new();
+    // Group labels → (the name its series share, if they do; its buckets).
+    type Group = (Option<String>, BTreeMap<i64, Acc>);
+    let mut groups: BTreeMap<BTreeMap<String, String>, Group> = BTreeMap::new();
     for s in series {
         let labels: BTreeMap<String, String> = by
             .iter()
