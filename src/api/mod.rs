@@ -9,6 +9,7 @@ mod executions;
 mod fast;
 mod hitpath;
 mod ingest;
+mod instant;
 mod metrics;
 mod mget;
 mod observe;
@@ -202,6 +203,7 @@ pub fn configure(state: AppState) -> impl Fn(&mut web::ServiceConfig) + Clone {
             .service(resource!("/api/v1/labels", GET => query::label_names))
             .service(resource!("/api/v1/label/{name}/values", GET => query::label_values))
             .service(resource!("/api/v1/query_range", GET => query::query_range))
+            .service(resource!("/api/v1/query", GET => instant::instant))
             .service(resource!("/api/v1/export", GET => query::export))
             .service(resource!("/api/v1/metrics/performance", GET => observe::get_performance))
             .service(resource!("/api/v1/metrics/resources/usage", GET => observe::get_resource_usage))

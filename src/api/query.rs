@@ -64,14 +64,14 @@ fn parse_step(s: &str) -> Result<i64, Error> {
     Ok(ms.min(query::MAX_TIME_MS - query::MIN_TIME_MS))
 }
 
-fn missing(param: &str) -> Error {
+pub(super) fn missing(param: &str) -> Error {
     Error::invalid(format!(
         "missing {param}= (a selector such as cpu{{host=\"a\"}} or {{__name__=~\"perfd_cache_.*\"}})"
     ))
 }
 
 /// `group` and `by`: how buckets combine across series, and the labels that keep them apart.
-fn parse_group(
+pub(super) fn parse_group(
     group: Option<&str>,
     by: Option<&str>,
     stepped: bool,

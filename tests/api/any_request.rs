@@ -21,6 +21,7 @@ const PATHS: &[&str] = &[
     "/api/v1/ingest",
     "/api/v1/series",
     "/api/v1/query_range",
+    "/api/v1/query",
     "/api/v1/export",
     "/api/v1/labels",
     "/api/v1/label/host/values",

@@ -315,6 +315,43 @@ async fn group_combines_series_per_bucket() {
     }
 }
 
+/// `GET /api/v1/query`: each series' newest value within the lookback, at a time, and groups.
+#[tokio::test]
+async fn instant_queries_take_each_series_newest_value() {
+    let s = TestServer::start();
+    let t = base_ms();
+    let lines = format!(
+        "iq,route=/a v=1 {t}\niq,route=/a v=2 {}\niq,route=/b v=5 {}\niq,route=/c v=9 {}",
+        t + 60_000,
+        t + 30_000,
+        t - 3_600_000
+    );
+    assert_eq!(s.post("/write?precision=ms", lines).await.status(), 204);
+    s.seal();
+    let at = t + 120_000;
+    let got = |body: &serde_json::Value| -> Vec<(String, f64, i64)> {
+        let series = body["series"].as_array().cloned().unwrap_or_default();
+        series
+            .iter()
+            .map(|x| (x["labels"].to_string(), x["value"].as_f64().unwrap(), x["at_ms"].as_i64().unwrap()))
+            .collect()
+    };
+    let (status, body) = s.get_json(&format!("/api/v1/query?query=iq_v&time={at}")).await;
+    assert_eq!((status, body["time"].as_i64()), (200, Some(at)), "{body}");
+    let a = r#"{"route":"/a"}"#.to_string();
+    let b = r#"{"route":"/b"}"#.to_string();
+    assert_eq!(got(&body), [(a.clone(), 2.0, t + 60_000), (b.clone(), 5.0, t + 30_000)], "/c is too old");
+    let (_, body) = s.get_json(&format!("/api/v1/query?query=iq_v&time={}", t + 45_000)).await;
+    assert_eq!(got(&body), [(a, 1.0, t), (b, 5.0, t + 30_000)], "as it was then");
+    let (_, body) = s.get_json(&format!("/api/v1/query?query=iq_v&time={at}&lookback=2h&group=sum")).await;
+    assert_eq!(got(&body), [("{}".to_string(), 16.0, t + 60_000)]);
+    let (_, body) = s.get_json("/api/v1/query?query=iq_v").await;
+    assert_eq!(got(&body), [], "nothing in the last 5 minutes");
+    for bad in ["/api/v1/query", "/api/v1/query?query=iq_v&lookback=0", "/api/v1/query?query=iq_v&by=route"] {
+        expect_error(s.client.get(s.url(bad)).send().await.unwrap(), 400, "invalid_input").await;
+    }
+}
+
 #[tokio::test]
 async fn raw_answers_over_the_limit_are_422() {
     let s = TestServer::start_with(|c| c.query.max_points = 10);
