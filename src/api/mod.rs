@@ -227,6 +227,7 @@ pub fn configure(state: AppState) -> impl Fn(&mut web::ServiceConfig) + Clone {
             .service(resource!("/api/v1/queries", POST => metrics::report_queries))
             .service(resource!("/api/v1/admin/backup", POST => admin::create_backup))
             .service(resource!("/api/v1/admin/backups", GET => admin::list_backups))
+            .service(resource!("/api/v1/admin/tsdb/delete_series", POST => admin::delete_series))
             .service(resource!("/api/v1/metrics/database", GET => metrics::get_database))
             .service(resource!("/api/v1/metrics/queue", GET => metrics::get_queue))
             .default_service(web::to(not_found));

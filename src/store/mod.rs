@@ -50,6 +50,11 @@ impl Catalog {
         self.by_key.insert(canonical, (id, key));
     }
 
+    pub fn remove(&mut self, canonical: &str) {
+        self.ids.remove(canonical);
+        self.by_key.remove(canonical);
+    }
+
     /// Series whose name is `name` (exactly), in key order.
     pub fn with_name<'a>(&'a self, name: &'a str) -> impl Iterator<Item = (u64, &'a Arc<SeriesKey>)> + 'a {
         let exact = self.by_key.get(name).map(|(id, k)| (*id, k));

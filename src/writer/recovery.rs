@@ -45,10 +45,17 @@ impl Loaded {
                 .map_err(|_| Error::Corrupt("meta.next_series_id is not 8 bytes".into()))?;
             l.next_series_id = u64::from_le_bytes(bytes);
         }
+        // A deleted series' points may still be in an entry other series pin: left out.
+        let series = txn.open_table(SERIES_BY_ID)?;
         for row in txn.open_table(WAL)?.iter()? {
             let (seq, bytes) = row?;
             let batch = crate::store::wal::decode_wal(bytes.value())?;
-            let entries: Vec<(u64, &[Point])> = batch.iter().map(|(id, p)| (*id, p.as_slice())).collect();
+            let mut entries = Vec::with_capacity(batch.len());
+            for (id, p) in &batch {
+                if series.get(id)?.is_some() {
+                    entries.push((*id, p.as_slice()));
+                }
+            }
             let n = add_to_hours(&mut l.open, &mut l.first_seq, seq.value(), &entries);
             l.open_points += n;
             l.wal_points.insert(seq.value(), n);

@@ -110,6 +110,7 @@ impl Writer {
     /// Returns the Shutdown reply if one was in the group.
     pub fn step(&mut self, msgs: Vec<WriterMsg>) -> Option<Sender<()>> {
         let (mut writes, mut flushes, mut seals, mut shutdown) = (Vec::new(), Vec::new(), Vec::new(), None);
+        let mut deletes = Vec::new();
         let mut pause = None;
         for m in msgs {
             match m {
@@ -130,12 +131,18 @@ impl Writer {
                         .and_then(|()| self.save_cache(&entries).map_err(|e| self.failed(e)));
                     let _ = t.send(r);
                 }
+                WriterMsg::DeleteSeries(ids, t) => deletes.push((ids, t)),
                 WriterMsg::Shutdown(t) => shutdown = Some(t),
                 WriterMsg::Pause { reached, release } => pause = Some((reached, release)),
             }
         }
         if !writes.is_empty() {
             self.commit_writes(writes);
+        }
+        // After the group's writes, so a delete takes what was sent before it.
+        for (ids, t) in deletes {
+            let r = self.fault.check().and_then(|()| self.delete_series(&ids).map_err(|e| self.failed(e)));
+            let _ = t.send(r);
         }
         for t in seals {
             let keys: Vec<(u64, i64)> = self.first_seq.keys().copied().collect();
@@ -217,7 +224,7 @@ impl Writer {
             if fresh > 0 && total > self.storage.max_series {
                 self.stats.rejected_series_limit.fetch_add(1, Relaxed);
                 resolved.push(Err(Error::SeriesLimit(format!(
-                    "request would create {fresh} new series; the limit is {} and {} exist",
+                    "request would create {fresh} new series; the limit is {} and {} exist (raise storage.max_series, or delete series: POST /api/v1/admin/tsdb/delete_series?match=...)",
                     self.storage.max_series,
                     catalog.by_key.len() + new_series.len()
                 ))));
@@ -299,6 +306,37 @@ impl Writer {
         change(&txn)?;
         txn.commit()?;
         Ok(())
+    }
+
+    /// Seals the series' open hours (so the WAL no longer needs them), then removes their keys
+    /// from the tables and the catalog in one durable commit; returns how many were known.
+    fn delete_series(&mut self, ids: &[u64]) -> Result<usize> {
+        let known: Vec<(u64, String)> = {
+            let catalog = self.store.catalog.read();
+            let canonical: HashMap<u64, &str> =
+                catalog.by_key.iter().map(|(k, (id, _))| (*id, k.as_str())).collect();
+            ids.iter().filter_map(|id| canonical.get(id).map(|k| (*id, (*k).to_owned()))).collect()
+        };
+        let open: Vec<(u64, i64)> =
+            self.first_seq.keys().filter(|(id, _)| known.iter().any(|(k, _)| k == id)).copied().collect();
+        self.seal(open)?;
+        let mut txn = self.store.db()?.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        txn.set_quick_repair(true);
+        {
+            let mut by_key = txn.open_table(SERIES_BY_KEY)?;
+            let mut by_id = txn.open_table(SERIES_BY_ID)?;
+            for (id, canonical) in &known {
+                by_key.remove(canonical.as_str())?;
+                by_id.remove(id)?;
+            }
+        }
+        txn.commit()?;
+        let mut catalog = self.store.catalog.write();
+        for (_, canonical) in &known {
+            catalog.remove(canonical);
+        }
+        Ok(known.len())
     }
 
     fn save_cache(&self, entries: &[(String, Vec<u8>)]) -> Result<()> {

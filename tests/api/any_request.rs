@@ -58,6 +58,7 @@ const PATHS: &[&str] = &[
     "/api/v1/cache/crew_config/%00",
     "/api/v1/cache/crew_config/%5B%2A%5D%5C",
     "/api/v1/admin/backups",
+    "/api/v1/admin/tsdb/delete_series",
     "/api/v1/nope",
     "/",
 ];

@@ -243,3 +243,33 @@ fn the_open_file_limit_is_raised_to_the_hard_limit() {
     assert_eq!(numbers[0], numbers[1], "soft limit not raised: {open_files}");
     assert_ne!(numbers[0], "256", "{open_files}");
 }
+
+/// The open points a running binary reports.
+fn open_points(base: &str) -> Option<u64> {
+    let body = get(base, "/api/v1/metrics/database")?;
+    let json = &body[body.find('{')?..=body.rfind('}')?];
+    serde_json::from_str::<serde_json::Value>(json).ok()?["database"]["open_points"].as_u64()
+}
+
+/// A series deleted before a crash stays deleted, and its points in a WAL entry another series
+/// still pins are not replayed into memory after `kill -9` (without the check they came back as
+/// open points of a series no one could read, and were sealed again).
+#[test]
+fn a_deleted_series_stays_gone_after_kill_dash_nine() {
+    let dir = tempfile::tempdir().unwrap();
+    // At most 3 series: the sampler's own are refused, so every open point is this test's.
+    let limit = [("PERFD_STORAGE_MAX_SERIES", "3".to_string())];
+    let mut p = spawn_with(dir.path(), &limit);
+    let now = perfd::model::now_ms();
+    let lines = format!("gone,a=1 v=1 {now}\ngone,a=2 v=2 {now}\nstay v=3 {now}");
+    assert_eq!(post(&p.base, "/write?precision=ms", lines), Some(204));
+    let deleted = exchange(&p.base, "POST", "/api/v1/admin/tsdb/delete_series?match=gone_v", "", "");
+    assert_eq!(deleted.as_deref().and_then(status_of), Some(200), "{deleted:?}");
+    assert_eq!(open_points(&p.base), Some(1), "stay's point; gone's were sealed");
+    p.child.kill().unwrap();
+    p.child.wait().unwrap();
+    let p = spawn_with(dir.path(), &limit);
+    assert_eq!(open_points(&p.base), Some(1), "the WAL entry replayed without gone's points");
+    assert!(series_points(&p.base, "gone_v", now - 1, now + 1).is_empty());
+    assert_eq!(series_points(&p.base, "stay_v", now - 1, now + 1), vec![(now, 3.0)]);
+}

@@ -352,6 +352,48 @@ async fn instant_queries_take_each_series_newest_value() {
     }
 }
 
+/// Deleting series frees room under `storage.max_series` and hides their points for good, sealed
+/// or open, also across a restart (and a crash: `crash.rs`); a later write of the same key
+/// starts a new series.
+#[tokio::test]
+async fn deleted_series_are_gone_free_the_cap_and_can_start_again() {
+    // Four series at most: the sampler's own (more than four) are refused.
+    let mut s = TestServer::start_with(|c| c.storage.max_series = 4);
+    let t = base_ms();
+    let write = async |s: &TestServer, lines: String| s.post("/write?precision=ms", lines).await;
+    assert_eq!(write(&s, format!("burst,n=1 v=1 {t}\nkeep v=3 {t}")).await.status(), 204);
+    s.seal();
+    let lines = format!("burst,n=1 v=5 {}\nburst,n=2 v=2 {t}\nkeep v=4 {}", t + 1000, t + 1000);
+    assert_eq!(write(&s, lines).await.status(), 204);
+    let full = write(&s, format!("burst,n=3 v=1 {t}\nburst,n=4 v=1 {t}")).await;
+    expect_error(full, 422, "series_limit").await;
+
+    let r = s.client.post(s.url("/api/v1/admin/tsdb/delete_series?match[]=burst_v")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["deleted"], 2);
+    let (_, body) = s.get_json("/api/v1/series?match=burst_v").await;
+    assert_eq!(body["count"], 0, "{body}");
+    let range = format!("query=burst_v&start={}&end={}", t - 1, t + 10_000);
+    assert!(s.points(&range).await.is_empty());
+    assert_eq!(write(&s, format!("burst,n=3 v=1 {t}\nburst,n=4 v=1 {t}")).await.status(), 204, "room again");
+    let r =
+        s.client.post(s.url("/api/v1/admin/tsdb/delete_series?match=%7Bn%3D~%223%7C4%22%7D")).send().await;
+    assert_eq!(r.unwrap().json::<serde_json::Value>().await.unwrap()["deleted"], 2);
+
+    assert_eq!(write(&s, format!("burst,n=1 v=9 {}", t + 2000)).await.status(), 204);
+    let n1 = format!("query=burst_v%7Bn%3D%221%22%7D&start={}&end={}", t - 1, t + 10_000);
+    let fresh = vec![(t + 2000, 9.0)];
+    assert_eq!(s.points(&n1).await[0].1, fresh, "a new series: none of the old points");
+    s.restart();
+    assert_eq!(s.points(&n1).await[0].1, fresh, "still none of the old points after a restart");
+    let keep = s.points(&format!("query=keep_v&start={}&end={}", t - 1, t + 10_000)).await;
+    assert_eq!(keep[0].1, vec![(t, 3.0), (t + 1000, 4.0)], "other series keep every point");
+    let (_, body) = s.get_json("/api/v1/series?match=burst_v").await;
+    assert_eq!(body["count"], 1, "{body}");
+    let r = s.client.post(s.url("/api/v1/admin/tsdb/delete_series")).send().await.unwrap();
+    expect_error(r, 400, "invalid_input").await;
+}
+
 #[tokio::test]
 async fn raw_answers_over_the_limit_are_422() {
     let s = TestServer::start_with(|c| c.query.max_points = 10);
