@@ -85,6 +85,7 @@ impl Daemon {
             executions: executions.clone(),
             backup: Some((config.data_dir.clone(), config.backup.clone())),
             retention_ms: config.storage.retention.as_millis() as i64,
+            max_series: config.storage.max_series,
             notifier: notifier.as_ref().map(|n| (n.sender(), n.stats.clone())),
         };
         if let Some((seed, done)) = crate::store::records::seed_defaults(&store)? {

@@ -15,6 +15,8 @@
 //! | writer queue use | 10 | ≤ 50 % | 100 % |
 //! | storage writable | 20 | yes | no (a full disk or an I/O error: writes are refused) |
 //! | Redis reachable | 10 | yes | no |
+//! | series cap use (`storage.max_series`) | 10 | ≤ 80 % | 100 % (new series are refused) |
+//! | alert delivery (when `alerts.notify_url` is set) | 10 | delivering | failing |
 //!
 //! Firing alerts cost 10 points each when warning and 25 when critical. Storage that cannot be
 //! written costs 50 more: perfd records nothing then, so it is never better than `unhealthy`.
@@ -32,6 +34,10 @@ pub struct HealthInputs {
     pub writer_queue_percent: Option<f64>,
     pub storage_failing: Option<bool>,
     pub redis_reachable: Option<bool>,
+    /// Series held, in % of `storage.max_series`.
+    pub series_percent: Option<f64>,
+    /// Whether the last delivery to `alerts.notify_url` failed (`None` without one).
+    pub alert_delivery_failing: Option<bool>,
     pub alerts_warning: usize,
     pub alerts_critical: usize,
 }
@@ -73,7 +79,7 @@ const fn rule(name: &'static str, fine: f64, bad: f64, weight: f64, advice: &'st
 }
 
 /// In the order of the values in [`score`].
-const RULES: [Rule; 8] = [
+const RULES: [Rule; 10] = [
     rule("cpu", 70.0, 100.0, 20.0, "CPU is the bottleneck; lower max_concurrent executions or add cores."),
     rule("memory", 75.0, 98.0, 20.0, "memory is nearly exhausted; shrink caches or add memory."),
     rule("disk", 80.0, 98.0, 15.0, "a disk is nearly full; shorten retention or free space."),
@@ -89,6 +95,21 @@ const RULES: [Rule; 8] = [
          free space: perfd takes writes again by itself (see /api/v1/metrics/database).",
     ),
     rule("redis", 0.0, 1.0, 10.0, "Redis is unreachable; L1 serves alone."),
+    rule(
+        "series",
+        80.0,
+        100.0,
+        10.0,
+        "the series cap is nearly reached and new series will be refused; delete series \
+         (POST /api/v1/admin/tsdb/delete_series) or raise storage.max_series.",
+    ),
+    rule(
+        "alert_delivery",
+        0.0,
+        1.0,
+        10.0,
+        "alerts cannot be delivered to alerts.notify_url; see \"delivery\" in GET /api/v1/alerts.",
+    ),
 ];
 
 pub fn score(i: &HealthInputs) -> HealthScore {
@@ -101,6 +122,8 @@ pub fn score(i: &HealthInputs) -> HealthScore {
         i.writer_queue_percent,
         i.storage_failing.map(|f| if f { 1.0 } else { 0.0 }),
         i.redis_reachable.map(|r| if r { 0.0 } else { 1.0 }),
+        i.series_percent,
+        i.alert_delivery_failing.map(|f| if f { 1.0 } else { 0.0 }),
     ];
     let mut components = Vec::new();
     let mut recommendations = Vec::new();
@@ -184,6 +207,24 @@ mod tests {
             h.recommendations.iter().any(|r| r.starts_with("storage") && r.contains("free space")),
             "{h:?}"
         );
+    }
+
+    #[test]
+    fn a_full_series_cap_and_failing_alert_delivery_are_named() {
+        let h = score(&HealthInputs {
+            series_percent: Some(50.0),
+            alert_delivery_failing: Some(false),
+            ..calm()
+        });
+        assert_eq!((h.score, h.components.len()), (100, 8));
+        let h = score(&HealthInputs { series_percent: Some(96.0), ..calm() });
+        assert!(
+            h.recommendations
+                .iter()
+                .any(|r| r.starts_with("series is at 96.0") && r.contains("delete_series"))
+        );
+        let h = score(&HealthInputs { alert_delivery_failing: Some(true), ..calm() });
+        assert!(h.score < 100 && h.recommendations.iter().any(|r| r.starts_with("alert_delivery")), "{h:?}");
     }
 
     #[test]

@@ -64,6 +64,8 @@ pub struct Sources {
     pub store: Arc<crate::store::Store>,
     pub executions: Arc<crate::executions::Executions>,
     pub retention_ms: i64,
+    /// `storage.max_series`, for the health score's series component.
+    pub max_series: usize,
     /// Scheduled backups: (data dir, config).
     pub backup: Option<(std::path::PathBuf, crate::config::BackupConfig)>,
     /// Alert delivery: where each evaluation's firing alerts go, and its figures.
@@ -113,7 +115,8 @@ impl Sampler {
         let w = self.sources.writer.snapshot();
         let queue_percent = percent(w.queue_depth as u64, w.queue_capacity as u64);
         let figures = self.intervals.tick(now, &cache, self.sources.writer.commit_histogram());
-        self.record(&snap, &cache, &figures, &w, queue_percent);
+        let series = self.sources.store.catalog.read().by_key.len();
+        self.record(&snap, &cache, &figures, &w, (queue_percent, series));
         self.expire_executions(&snap);
         let (alerts_warning, alerts_critical) = self.publish_alerts(now);
         let (requests, errors) = self.sources.monitor.error_counts(Duration::from_secs(300), now);
@@ -126,6 +129,8 @@ impl Sampler {
             writer_queue_percent: Some(queue_percent),
             storage_failing: Some(w.storage_fault.is_some()),
             redis_reachable: cache.l2.enabled.then_some(cache.l2.reachable),
+            series_percent: Some(percent(series as u64, self.sources.max_series as u64)),
+            alert_delivery_failing: self.published.delivery.as_ref().map(|d| d.failing()),
             alerts_warning,
             alerts_critical,
         };
@@ -143,7 +148,7 @@ impl Sampler {
         cache: &CacheStatistics,
         figures: &interval::TickFigures,
         w: &WriterStatsSnapshot,
-        queue_percent: f64,
+        (queue_percent, series): (f64, usize),
     ) {
         let now = snap.at_ms;
         let mut b = BatchBuilder::new(TimeBounds::new(now, self.sources.retention_ms));
@@ -203,6 +208,7 @@ impl Sampler {
             }
         }
         put("perfd_writer_queue_percent", &[], queue_percent);
+        put("perfd_store_series", &[], series as f64);
         put("perfd_writer_points", &[], w.points as f64);
         if let Some(p99) = figures.commit_p99_ms {
             put("perfd_writer_commit_p99_ms", &[], p99);

@@ -211,6 +211,10 @@ async fn alerts_reach_an_alertmanager_receiver_and_are_resent_and_retried() {
     assert_eq!(delivery["receiver"], format!("http://{}/api/v2/alerts", sink.addr), "no credentials shown");
     let metrics = s.client.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("perfd_alert_delivery_failing 1"), "{metrics}");
+    s.daemon().sampler.tick();
+    let (_, health) = s.get_json("/api/v1/metrics/health").await;
+    let advice = health["recommendations"].as_array().unwrap().iter().filter_map(|r| r.as_str());
+    assert!(advice.clone().any(|r| r.starts_with("alert_delivery")), "{health}");
     sink.status.store(200, Relaxed);
     let seen = sink.posted.lock().len();
     until(

@@ -113,6 +113,30 @@ async fn health_has_score_status_and_components() {
     assert!(h["recommendations"].is_array());
 }
 
+/// A series cap that is full shows in the health score with what to do about it, and deleting
+/// series clears it.
+#[tokio::test]
+async fn a_full_series_cap_is_a_health_recommendation() {
+    // Five series at most: the sampler's own are refused, so these five fill it.
+    let s = TestServer::start_with(|c| c.storage.max_series = 5);
+    let t = crate::helpers::base_ms();
+    let lines: String = (0..5).map(|i| format!("capped,n={i} v=1 {t}\n")).collect();
+    assert_eq!(s.post("/write?precision=ms", lines).await.status(), 204);
+    s.daemon().sampler.tick();
+    let (_, h) = s.get_json("/api/v1/metrics/health").await;
+    let series = h["components"].as_array().unwrap().iter().find(|c| c["name"] == "series").cloned();
+    assert_eq!(series.and_then(|c| c["value"].as_f64()), Some(100.0), "{h}");
+    let advice = h["recommendations"].as_array().unwrap().iter().filter_map(|r| r.as_str());
+    assert!(advice.clone().any(|r| r.contains("delete_series")), "{h}");
+    let r = s.client.post(s.url("/api/v1/admin/tsdb/delete_series?match=capped_v")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    s.daemon().sampler.tick();
+    let (_, h) = s.get_json("/api/v1/metrics/health").await;
+    let advice: Vec<&str> =
+        h["recommendations"].as_array().unwrap().iter().filter_map(|r| r.as_str()).collect();
+    assert!(!advice.iter().any(|r| r.contains("delete_series")), "{h}");
+}
+
 #[tokio::test]
 async fn queries_are_grouped_by_fingerprint_including_perfds_own() {
     let s = TestServer::start();
