@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""Series deletion under load, through the release binary, loopback only, 20 s: four writers
+send a point of their own series (`keep_v{w}`) with 20 new throw-away series (`junk_v{id}`) in
+each request, while a fifth deletes `junk_v` every 100 ms with `storage.max_series` at 2,000 (so
+writes are refused with 422 whenever junk fills the cap between deletes). Every acknowledged
+`keep_v` point must read back, before and after a restart, and nothing may answer 5xx.
+
+    benches/delete_stress.py      (needs target/release/perfd)
+"""
+import json, random, subprocess, sys, tempfile, threading, time, urllib.request, urllib.parse
+B = "http://127.0.0.1:18498"
+work = tempfile.mkdtemp()
+p = subprocess.Popen(["target/release/perfd", "--listen", B[7:], "--data-dir", work], stderr=subprocess.DEVNULL,
+                     env={"PERFD_STORAGE_MAX_SERIES": "2000", "PERFD_WRITER_MAINTENANCE_INTERVAL": "20ms", "PATH": "/usr/bin"})
+def http(method, path, body=None):
+    req = urllib.request.Request(B + path, data=body, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+for _ in range(100):
+    try:
+        http("GET", "/healthz"); break
+    except OSError:
+        time.sleep(0.05)
+stop = time.time() + 20
+acked = {}   # (w, ts) -> v
+problems, statuses, deletes = [], {}, [0]
+lock = threading.Lock()
+def writer(w):
+    n = 0
+    base = int(time.time() * 1000) - 3_600_000 * 2
+    while time.time() < stop:
+        n += 1
+        ts = base + n
+        junk = "".join(f"junk,id={random.randrange(10**9)} v=1 {ts}\n" for _ in range(20))
+        s, b = http("POST", "/write?precision=ms", (f"keep,w={w} v={n} {ts}\n" + junk).encode())
+        with lock:
+            statuses[s] = statuses.get(s, 0) + 1
+        if s == 204:
+            acked[(w, ts)] = n
+        elif s >= 500:
+            problems.append((s, b[:200]))
+def deleter():
+    while time.time() < stop:
+        s, b = http("POST", "/api/v1/admin/tsdb/delete_series?match=junk_v")
+        if s != 200:
+            problems.append(("delete", s, b[:200]))
+        else:
+            deletes[0] += json.loads(b)["deleted"]
+        time.sleep(0.1)
+ts = [threading.Thread(target=writer, args=(w,)) for w in range(4)] + [threading.Thread(target=deleter)]
+[t.start() for t in ts]; [t.join() for t in ts]
+missing = 0
+for w in range(4):
+    s, b = http("GET", "/api/v1/query_range?" + urllib.parse.urlencode({"query": f'keep_v{{w="{w}"}}', "start": 0}))
+    got = {p[0]: p[1] for ser in json.loads(b)["series"] for p in ser["points"]}
+    for (ww, t), v in acked.items():
+        if ww == w and got.get(t) != v:
+            missing += 1
+p.terminate(); p.wait()
+p = subprocess.Popen(["target/release/perfd", "--listen", B[7:], "--data-dir", work], stderr=subprocess.DEVNULL,
+                     env={"PERFD_STORAGE_MAX_SERIES": "2000", "PATH": "/usr/bin"})
+for _ in range(100):
+    try:
+        http("GET", "/healthz"); break
+    except OSError:
+        time.sleep(0.05)
+after = 0
+for w in range(4):
+    s, b = http("GET", "/api/v1/query_range?" + urllib.parse.urlencode({"query": f'keep_v{{w="{w}"}}', "start": 0}))
+    got = {p[0]: p[1] for ser in json.loads(b)["series"] for p in ser["points"]}
+    after += sum(1 for (ww, t), v in acked.items() if ww == w and got.get(t) == v)
+p.terminate(); p.wait()
+print(f"statuses {statuses}, acked keep points {len(acked)}, missing {missing}, after restart {after}, junk deleted {deletes[0]}, problems {problems[:3]}")
