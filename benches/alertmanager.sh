@@ -4,6 +4,8 @@
 # alert with perfd's labels, stay active across resends, and end once the threshold is deleted.
 # Then Alertmanager is restarted (it keeps alerts in memory only): perfd counts the failed
 # deliveries meanwhile, and its retries bring the second alert back into the new Alertmanager.
+# Last, https: an Alertmanager serving a certificate of a private CA (made with openssl) takes
+# perfd's alerts when alerts.notify_ca_file names that CA, and a perfd without it is refused.
 #   benches/alertmanager.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -75,3 +77,38 @@ curl -sf -XDELETE "$P/api/v1/alerts/thresholds/$id2"
 wait_state "perfd threads 2" gone 10
 echo "  after: deliveries, failures, last error: $(delivery)"
 grep -E "alerts (cannot be sent|reach)" "$work/perfd.log" | sed 's/^/  log: /'
+
+echo "5. https with a private CA"
+TLS_PORT=19094
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$work/ca.key" -out "$work/ca.pem" \
+  -days 2 -subj "/CN=perfd bench CA" 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$work/server.key" -out "$work/server.csr" \
+  -subj "/CN=localhost" 2>/dev/null
+printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >"$work/san.ext"
+openssl x509 -req -in "$work/server.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" -CAcreateserial \
+  -out "$work/server.pem" -days 2 -extfile "$work/san.ext" 2>/dev/null
+printf 'tls_server_config:\n  cert_file: %s\n  key_file: %s\n' "$work/server.pem" "$work/server.key" >"$work/web.yml"
+"$AM" --config.file="$work/am.yml" --storage.path="$work/am-tls" --web.listen-address=127.0.0.1:$TLS_PORT \
+  --web.config.file="$work/web.yml" --cluster.listen-address= --log.level=warn >>"$work/am.log" 2>&1 &
+tls_perfd() { # port, extra config line
+  printf '[sampler]\ninterval = "1s"\n[alerts]\nnotify_url = "https://localhost:%s/api/v2/alerts"\nresend_interval = "2s"\n%s\n' \
+    $TLS_PORT "$2" >"$work/perfd-$1.toml"
+  target/release/perfd --config "$work/perfd-$1.toml" --listen 127.0.0.1:$1 --data-dir "$work/data-$1" 2>"$work/perfd-$1.log" &
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$1/healthz" >/dev/null && break; sleep 0.1; done
+  curl -sf "http://127.0.0.1:$1/api/v1/alerts/thresholds" -H 'Content-Type: application/json' -d "{\"name\": \"tls $1\",
+    \"selector\": \"perfd_process_threads\", \"aggregation\": \"last\", \"window\": \"1m\", \"comparison\": \">\",
+    \"warning\": 0, \"for\": \"0s\"}" >/dev/null
+}
+tls_perfd 18498 "notify_ca_file = \"$work/ca.pem\""
+tls_perfd 18499 ""
+t0=$SECONDS; seen=
+while ((SECONDS - t0 < 15)); do
+  seen=$(curl -s --cacert "$work/ca.pem" "https://localhost:$TLS_PORT/api/v2/alerts" | python3 -c '
+import json, sys
+print(" ".join(sorted(a["labels"]["alertname"] for a in json.load(sys.stdin))))' 2>/dev/null || true)
+  [[ $seen == *"tls 18498"* ]] && break; sleep 0.2
+done
+echo "  alerts in the https Alertmanager after $((SECONDS - t0)) s: ${seen:-none}"
+[[ $seen == *"tls 18498"* && $seen != *"tls 18499"* ]] || { echo "  expected tls 18498 only"; exit 1; }
+sleep 2
+echo "  the perfd without the CA: $(curl -s http://127.0.0.1:18499/api/v1/alerts | python3 -c 'import json,sys; d=json.load(sys.stdin)["delivery"]; print(d["failures"], "failures:", d["last_error"])')"

@@ -57,6 +57,9 @@ pub struct AlertsConfig {
     /// An Alertmanager's `http(s)://host:9093/api/v2/alerts`, or any receiver of the same JSON;
     /// `None` (the default) sends nothing.
     pub notify_url: Option<String>,
+    /// PEM file of the certificate authorities an https receiver's certificate is checked
+    /// against, instead of the public ones (webpki's roots); for a private CA.
+    pub notify_ca_file: Option<PathBuf>,
     /// Limit on each delivery (connect, send and answer); a failed one is retried.
     pub notify_timeout: Duration,
     /// How often firing alerts are sent again, so an Alertmanager keeps them active (each says
@@ -294,6 +297,30 @@ mod tests {
             let e =
                 Config::load(&Overrides::default(), env(&[("PERFD_ALERTS_NOTIFY_URL", bad)])).unwrap_err();
             assert!(e.to_string().contains("alerts.notify_url"), "{bad}: {e}");
+        }
+    }
+
+    /// A self-signed CA made for this test (`openssl req -x509 -newkey ec`); its key is gone.
+    const TEST_CA: &str = "-----BEGIN CERTIFICATE-----\nMIIBiDCCAS2gAwIBAgIUaVhhWAG3962s6gkGqVpHNg4bsq0wCgYIKoZIzj0EAwIw\nGDEWMBQGA1UEAwwNcGVyZmQgdGVzdCBDQTAgFw0yNjExMjgwODU3MTZaGA8yMTI2\nMTEwNDA4NTcxNlowGDEWMBQGA1UEAwwNcGVyZmQgdGVzdCBDQTBZMBMGByqGSM49\nAgEGCCqGSM49AwEHA0IABIy+BIKXY6G3iHgw11YRt3nUua90Dvx97Zqb3xoTCvYD\nkTI/VIrU+3Dh6gQQvZ+ktutJapjmlNy5XT/kMlkRxuejUzBRMB0GA1UdDgQWBBQ7\nikzaB84vh2+op+Sn0yUu8QNyLzAfBgNVHSMEGDAWgBQ7ikzaB84vh2+op+Sn0yUu\n8QNyLzAPBgNVHRMBAf8EBTADAQH/MAoGCCqGSM49BAMCA0kAMEYCIQC8JeUdWWas\npeE0Hu2fQpJU4ZwA0/bN8CxrAF5Oqm07zQIhAID62ZcXKhTfmhps8s2RxBtv2EC2\n73EWa7f9tqC3MEH3\n-----END CERTIFICATE-----\n";
+
+    #[test]
+    fn the_alert_ca_file_must_hold_a_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, junk) = (dir.path().join("ca.pem"), dir.path().join("junk.pem"));
+        std::fs::write(&ca, TEST_CA).unwrap();
+        std::fs::write(&junk, "not a certificate").unwrap();
+        let load = |path: &Path| {
+            let file = dir.path().join("perfd.toml");
+            std::fs::write(&file, format!("[alerts]\nnotify_ca_file = {:?}\n", path.display().to_string()))
+                .unwrap();
+            Config::load(&Overrides { config_file: Some(file), ..Overrides::default() }, env(&[]))
+        };
+        assert_eq!(load(&ca).unwrap().alerts.notify_ca_file.as_deref(), Some(ca.as_path()));
+        for (bad, says) in
+            [(junk.as_path(), "holds no PEM certificate"), (&dir.path().join("nope.pem"), "cannot read")]
+        {
+            let e = load(bad).unwrap_err().to_string();
+            assert!(e.contains("alerts.notify_ca_file") && e.contains(says), "{e}");
         }
     }
 

@@ -58,6 +58,7 @@ struct RawExecutions {
 #[serde(deny_unknown_fields)]
 struct RawAlerts {
     notify_url: Option<String>,
+    notify_ca_file: Option<PathBuf>,
     notify_timeout: Option<String>,
     resend_interval: Option<String>,
 }
@@ -297,8 +298,14 @@ impl RawAlerts {
                 )));
             }
         }
+        let notify_ca_file = self.notify_ca_file.filter(|p| !p.as_os_str().is_empty());
+        if let Some(path) = &notify_ca_file {
+            crate::sampler::delivery::read_ca_file(path)
+                .map_err(|e| Error::Config(format!("alerts.notify_ca_file: {e}")))?;
+        }
         Ok(AlertsConfig {
             notify_url,
+            notify_ca_file,
             notify_timeout: duration_min(
                 "alerts.notify_timeout",
                 self.notify_timeout,

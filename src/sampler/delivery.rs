@@ -138,6 +138,23 @@ impl DeliveryStats {
     }
 }
 
+/// The certificates of a PEM file (at least one), for `alerts.notify_ca_file`.
+pub fn read_ca_file(path: &std::path::Path) -> Result<Vec<ureq::tls::Certificate<'static>>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        match item {
+            Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c.to_owned()),
+            Ok(_) => {}
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        }
+    }
+    if certs.is_empty() {
+        return Err(format!("{} holds no PEM certificate", path.display()));
+    }
+    Ok(certs)
+}
+
 /// Owns the `perfd-notifier` thread; the sampler holds [`NotifierHandle::sender`].
 pub struct NotifierHandle {
     tx: Sender<Notice>,
@@ -155,11 +172,16 @@ impl NotifierHandle {
     ) -> std::io::Result<Self> {
         let (tx, rx) = crossbeam_channel::bounded(NOTICE_QUEUE);
         let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+        let roots = match &config.notify_ca_file {
+            Some(path) => Some(read_ca_file(path).map_err(std::io::Error::other)?),
+            None => None,
+        };
         let target = super::receiver::AlertReceiver::new(
             url,
             config.notify_timeout,
             generator,
             config.resend_interval,
+            roots,
         );
         let stats = Arc::new(DeliveryStats { receiver: target.shown.clone(), ..Default::default() });
         let thread_stats = stats.clone();
@@ -355,6 +377,7 @@ mod tests {
             Duration::from_secs(1),
             "http://p".into(),
             Duration::from_secs(60),
+            None,
         );
         let stats = DeliveryStats::default();
         let mut n = Notifier {

@@ -40,7 +40,14 @@ struct Postable {
 
 impl AlertReceiver {
     /// `url` was checked by the config (http or https, with a host).
-    pub fn new(url: &str, timeout: Duration, generator: String, resend: Duration) -> AlertReceiver {
+    /// `roots`: the certificate authorities to trust instead of the public ones.
+    pub fn new(
+        url: &str,
+        timeout: Duration,
+        generator: String,
+        resend: Duration,
+        roots: Option<Vec<ureq::tls::Certificate<'static>>>,
+    ) -> AlertReceiver {
         let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
         let (authority, path) = rest.find('/').map_or((rest, "/"), |i| (&rest[..i], &rest[i..]));
         let (userinfo, host) = authority.rsplit_once('@').map_or((None, authority), |(u, h)| (Some(u), h));
@@ -48,11 +55,13 @@ impl AlertReceiver {
             let decoded = percent_encoding::percent_decode_str(u).collect::<Vec<u8>>();
             format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(decoded))
         });
-        let agent = ureq::Agent::config_builder()
-            .timeout_global(Some(timeout))
-            .http_status_as_error(false)
-            .build()
-            .into();
+        let mut config =
+            ureq::Agent::config_builder().timeout_global(Some(timeout)).http_status_as_error(false);
+        if let Some(roots) = roots {
+            let roots = ureq::tls::RootCerts::Specific(std::sync::Arc::new(roots));
+            config = config.tls_config(ureq::tls::TlsConfig::builder().root_certs(roots).build());
+        }
+        let agent = config.build().into();
         let path_only = path.split('?').next().unwrap_or("/");
         AlertReceiver {
             agent,
@@ -129,6 +138,7 @@ mod tests {
             Duration::from_secs(1),
             "http://127.0.0.1:8470".into(),
             Duration::from_secs(60),
+            None,
         );
         assert_eq!(r.shown, "https://am.example:9093/api/v2/alerts");
         assert_eq!(r.url, "https://am.example:9093/api/v2/alerts?token=x");
@@ -143,6 +153,7 @@ mod tests {
             Duration::from_secs(1),
             "http://p".into(),
             Duration::from_secs(60),
+            None,
         );
         assert_eq!((r.url.as_str(), r.authorization.as_deref()), ("http://127.0.0.1:9093/", None));
         let a = FiringAlert {
