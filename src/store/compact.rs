@@ -1,4 +1,5 @@
-//! Offline compaction (`perfd check --compact`): the database rewritten into a fresh file.
+//! Offline compaction (`perfd check --compact`): the database rewritten into a fresh file, less
+//! the chunks of deleted series.
 
 use super::Store;
 use super::tables::*;
@@ -22,8 +23,10 @@ impl Store {
             copy_table(&src, &txn, META)?;
             copy_table(&src, &txn, SERIES_BY_KEY)?;
             copy_table(&src, &txn, SERIES_BY_ID)?;
-            copy_table(&src, &txn, CHUNKS)?;
-            copy_table(&src, &txn, CHUNK_HOURS)?;
+            let dropped = copy_live_chunks(&src, &txn)?;
+            if dropped > 0 {
+                log::info!("compaction dropped the chunks of {dropped} deleted series-hours");
+            }
             copy_table(&src, &txn, WAL)?;
             copy_table(&src, &txn, CACHE_SNAPSHOT)?;
             for t in [THRESHOLDS, SILENCES, ALERT_EVENTS, ALERT_STATES, PROFILES] {
@@ -48,6 +51,45 @@ impl Store {
         drop(db);
         Ok(())
     }
+}
+
+/// Copies the chunk blocks and their retention index, each block without the chunks of series
+/// no longer in `SERIES_BY_ID` (deleted: see `WriterHandle::delete_series`), and without the
+/// blocks left empty; returns how many chunks were left out. Blocks are read from `CHUNKS`
+/// itself (its key order puts a block's parts together), so none is lost to a missing index row.
+fn copy_live_chunks(src: &redb::ReadTransaction, dst: &redb::WriteTransaction) -> Result<u64> {
+    let series = src.open_table(SERIES_BY_ID)?;
+    let mut to = dst.open_table(CHUNKS)?;
+    let mut hours = dst.open_table(CHUNK_HOURS)?;
+    let mut dropped = 0;
+    let mut block: Option<((u64, i64), Vec<u8>)> = None;
+    let mut flush = |block: Option<((u64, i64), Vec<u8>)>| -> Result<()> {
+        let Some(((group, hour), bytes)) = block else { return Ok(()) };
+        let mut live = Vec::new();
+        for (id, range) in super::block::index(&bytes)? {
+            match series.get(id)? {
+                Some(_) => live.push((id, bytes[range].to_vec())),
+                None => dropped += 1,
+            }
+        }
+        if !live.is_empty() {
+            for (part, data) in super::block::parts(&super::block::build(&live)) {
+                to.insert((group, hour, part), data)?;
+            }
+            hours.insert((hour, group), ())?;
+        }
+        Ok(())
+    };
+    for row in src.open_table(CHUNKS)?.iter()? {
+        let (k, v) = row?;
+        let (group, hour, _) = k.value();
+        match &mut block {
+            Some((at, bytes)) if *at == (group, hour) => bytes.extend_from_slice(v.value()),
+            _ => flush(block.replace(((group, hour), v.value().to_vec())))?,
+        }
+    }
+    flush(block)?;
+    Ok(dropped)
 }
 
 /// Copies every row of one table between databases.
@@ -99,5 +141,50 @@ mod tests {
         let got = crate::query::read_raw(&store, &sel, t0, now, 1_000_000).unwrap();
         assert_eq!(got[0].points, want);
         assert!(!dir.path().join("perfd.redb.compact").exists());
+    }
+
+    /// A deleted series' chunks stay in their blocks (out of reach) until compaction leaves them
+    /// out; the other series of the block keep every point.
+    #[test]
+    fn compaction_leaves_out_the_chunks_of_deleted_series() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config::for_test(dir.path());
+        let now = crate::model::now_ms();
+        let t0 = crate::model::hour_start(now) - 3 * crate::model::HOUR_MS;
+        let points: Vec<Point> = (0..2000).map(|i| (t0 + i * 1000, i as f64)).collect();
+        let chunk_ids = |store: &Store| -> Vec<u64> {
+            let txn = store.db().unwrap().begin_read().unwrap();
+            let chunks = txn.open_table(CHUNKS).unwrap();
+            let blocks = crate::store::read_blocks(&chunks, 0, i64::MIN, i64::MAX).unwrap();
+            blocks
+                .iter()
+                .flat_map(|(_, b)| crate::store::block::index(b).unwrap())
+                .map(|(id, _)| id)
+                .collect()
+        };
+        {
+            let store = Arc::new(Store::open(dir.path()).unwrap());
+            let writer = WriterHandle::start(store.clone(), cfg.writer.clone(), cfg.storage.clone()).unwrap();
+            let mut b = BatchBuilder::new(TimeBounds::new(now, 86_400_000));
+            for p in &points {
+                b.push("m", &[("k", "gone")], *p).unwrap();
+                b.push("m", &[("k", "kept")], *p).unwrap();
+            }
+            writer.submit(b.finish(), true).unwrap().unwrap().blocking_recv().unwrap().unwrap();
+            writer.seal_all().unwrap();
+            let gone =
+                crate::query::select(&store, &crate::query::Selector::parse(r#"m{k="gone"}"#).unwrap());
+            assert_eq!(writer.delete_series(vec![gone[0].0]).unwrap(), 1);
+            assert_eq!(chunk_ids(&store).len(), 2, "two series-hours per block, one of them deleted");
+            writer.shutdown();
+        }
+        Store::open(dir.path()).unwrap().compact().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(chunk_ids(&store).len(), 1, "the deleted series' chunk is gone");
+        let got =
+            crate::query::read_raw(&store, &crate::query::Selector::parse("m").unwrap(), t0, now, 1_000_000);
+        let got = got.unwrap();
+        assert_eq!((got.len(), got[0].labels["k"].as_str()), (1, "kept"));
+        assert_eq!(got[0].points, points);
     }
 }
