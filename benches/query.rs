@@ -1,11 +1,13 @@
 //! Query seam: hourly averages over 200 series × 6 h of sealed data (answered from chunk
-//! headers), versus the same read decoding every point (a 59-minute step defeats the headers).
+//! headers), versus the same read decoding every point (a 59-minute step defeats the headers);
+//! and selecting series out of 100,000 by name, by a label regex, and without a name (a scan of
+//! every series, as a name-less threshold does every tick).
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use perfd::config::Config;
 use perfd::ingest::BatchBuilder;
 use perfd::model::{TimeBounds, now_ms};
-use perfd::query::{Agg, Selector, read_aggregated};
+use perfd::query::{Agg, Selector, read_aggregated, select};
 use perfd::store::Store;
 use perfd::writer::WriterHandle;
 use std::hint::black_box;
@@ -47,5 +49,32 @@ fn bench(c: &mut Criterion) {
     writer.shutdown();
 }
 
-criterion_group!(benches, bench);
+/// 100,000 series: 1,000 names × 100 hosts.
+fn selectors(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::for_test(dir.path());
+    let store = Arc::new(Store::open(dir.path()).unwrap());
+    let writer = WriterHandle::start(store.clone(), config.writer.clone(), config.storage.clone()).unwrap();
+    let now = now_ms();
+    for n in 0..1000 {
+        let mut b = BatchBuilder::new(TimeBounds::new(now, 30 * 24 * HOUR));
+        for h in 0..100 {
+            b.push(&format!("m{n:04}"), &[("host", &format!("h{h:03}"))], (now - HOUR, 1.0)).unwrap();
+        }
+        writer.submit(b.finish(), true).unwrap().unwrap().blocking_recv().unwrap().unwrap();
+    }
+    let mut g = c.benchmark_group("select_of_100k_series");
+    for (name, text) in [
+        ("by_name", r#"m0500"#),
+        ("by_name_and_label_regex", r#"m0500{host=~"h0[0-4].*"}"#),
+        ("name_regex_scan", r#"{__name__=~"m050.",host=~"h0[0-4].*"}"#),
+    ] {
+        let sel = Selector::parse(text).unwrap();
+        g.bench_function(name, |b| b.iter(|| select(black_box(&store), &sel)));
+    }
+    g.finish();
+    writer.shutdown();
+}
+
+criterion_group!(benches, bench, selectors);
 criterion_main!(benches);

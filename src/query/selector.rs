@@ -121,7 +121,18 @@ impl Selector {
     }
 
     pub fn matches(&self, key: &SeriesKey) -> bool {
-        self.name.as_ref().is_none_or(|n| *n == key.name) && self.matchers.iter().all(|m| m.matches(key))
+        self.name_matches(&key.name) && self.labels_match(key)
+    }
+
+    /// The name and every `__name__` matcher.
+    pub fn name_matches(&self, name: &str) -> bool {
+        self.name.as_deref().is_none_or(|n| n == name)
+            && self.matchers.iter().filter(|m| m.label == NAME_LABEL).all(|m| m.op.matches(name))
+    }
+
+    /// Every matcher but the `__name__` ones.
+    pub fn labels_match(&self, key: &SeriesKey) -> bool {
+        self.matchers.iter().filter(|m| m.label != NAME_LABEL).all(|m| m.matches(key))
     }
 
     /// How the selector is named in query statistics: its name, or `{…}` for a scan.
