@@ -317,8 +317,9 @@ impl Writer {
                 catalog.by_key.iter().map(|(k, (id, _))| (*id, k.as_str())).collect();
             ids.iter().filter_map(|id| canonical.get(id).map(|k| (*id, (*k).to_owned()))).collect()
         };
+        let doomed: std::collections::HashSet<u64> = known.iter().map(|(id, _)| *id).collect();
         let open: Vec<(u64, i64)> =
-            self.first_seq.keys().filter(|(id, _)| known.iter().any(|(k, _)| k == id)).copied().collect();
+            self.first_seq.keys().filter(|(id, _)| doomed.contains(id)).copied().collect();
         self.seal(open)?;
         let mut txn = self.store.db()?.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
