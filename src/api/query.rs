@@ -18,6 +18,8 @@ pub struct SeriesParams {
     /// `match[]` is what Prometheus and VictoriaMetrics clients send.
     #[serde(rename = "match", alias = "match[]")]
     selector: Option<String>,
+    /// At most this many listed (`count` is all of them, `truncated` says when some are left out).
+    limit: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -118,9 +120,23 @@ pub async fn get_series(
     let text = params.selector.as_deref().ok_or_else(|| missing("match"))?;
     let sel = Selector::parse(text)?;
     let keys = query::select(&state.store, &sel);
+    let (count, truncated, keys) = limited(keys, params.limit)?;
     let series: Vec<SeriesOut> =
         keys.iter().map(|(_, k)| SeriesOut { name: &k.name, labels: LabelMap(&k.labels) }).collect();
-    Ok(HttpResponse::Ok().json(SeriesList { count: series.len(), series }))
+    Ok(HttpResponse::Ok().json(SeriesList { count, truncated, series }))
+}
+
+/// The first `limit` items (all without one), with how many there were and whether some were
+/// left out.
+fn limited<T>(mut items: Vec<T>, limit: Option<usize>) -> Result<(usize, bool, Vec<T>), Error> {
+    let count = items.len();
+    if let Some(limit) = limit {
+        if limit == 0 {
+            return Err(Error::invalid("limit must be at least 1"));
+        }
+        items.truncate(limit);
+    }
+    Ok((count, items.len() < count, items))
 }
 
 /// `match` is optional here: without it, every series.
@@ -128,6 +144,7 @@ pub async fn get_series(
 pub struct LabelParams {
     #[serde(rename = "match", alias = "match[]")]
     selector: Option<String>,
+    limit: Option<usize>,
 }
 
 /// `GET /api/v1/labels`: the label names of the series matched, `__name__` included.
@@ -136,8 +153,8 @@ pub async fn label_names(
     params: web::Query<LabelParams>,
 ) -> Result<HttpResponse, ApiError> {
     let sel = params.selector.as_deref().map(Selector::parse).transpose()?;
-    let labels = query::label_names(&state.store, sel.as_ref());
-    Ok(HttpResponse::Ok().json(serde_json::json!({"count": labels.len(), "labels": labels})))
+    let (count, truncated, labels) = limited(query::label_names(&state.store, sel.as_ref()), params.limit)?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({"count": count, "truncated": truncated, "labels": labels})))
 }
 
 /// `GET /api/v1/label/{name}/values`: the values a label has (metric names for `__name__`).
@@ -151,8 +168,10 @@ pub async fn label_values(
         crate::model::validate_label(&label, "x")?;
     }
     let sel = params.selector.as_deref().map(Selector::parse).transpose()?;
-    let values = query::label_values(&state.store, &label, sel.as_ref());
-    Ok(HttpResponse::Ok().json(serde_json::json!({"label": label, "count": values.len(), "values": values})))
+    let (count, truncated, values) =
+        limited(query::label_values(&state.store, &label, sel.as_ref()), params.limit)?;
+    Ok(HttpResponse::Ok()
+        .json(serde_json::json!({"label": label, "count": count, "truncated": truncated, "values": values})))
 }
 
 // Large answers are serialized straight from borrowed data: building a `serde_json::Value`
@@ -161,6 +180,7 @@ pub async fn label_values(
 #[derive(Serialize)]
 struct SeriesList<'a> {
     count: usize,
+    truncated: bool,
     series: Vec<SeriesOut<'a>>,
 }
 

@@ -241,7 +241,28 @@ async fn regex_and_name_less_selectors_labels_and_match_brackets() {
     );
     let (_, body) = s.get_json("/api/v1/label/nope/values").await;
     assert_eq!(body["values"], serde_json::json!([]));
-    for bad in ["/api/v1/label/__x/values", "/api/v1/label/1a/values", "/api/v1/labels?match=%7B%7D"] {
+    // limit: the first ones, with the whole count and whether some were left out.
+    let (_, body) = s.get_json("/api/v1/label/m/values?limit=1").await;
+    assert_eq!(
+        (&body["values"], body["count"].as_u64(), &body["truncated"]),
+        (&serde_json::json!(["GET"]), Some(2), &serde_json::json!(true))
+    );
+    let (_, body) = s.get_json(&format!("/api/v1/series?match={}&limit=2", urlencode("{m=~\".+\"}"))).await;
+    assert_eq!(
+        (body["series"].as_array().map(Vec::len), body["count"].as_u64()),
+        (Some(2), Some(4)),
+        "{body}"
+    );
+    assert_eq!(body["truncated"], true);
+    let (_, body) = s.get_json("/api/v1/labels?match=rqx_v&limit=5").await;
+    assert_eq!(body["truncated"], false);
+    for bad in [
+        "/api/v1/label/__x/values",
+        "/api/v1/label/1a/values",
+        "/api/v1/labels?match=%7B%7D",
+        "/api/v1/labels?limit=0",
+        "/api/v1/series?match=rq_v&limit=-1",
+    ] {
         expect_error(s.client.get(s.url(bad)).send().await.unwrap(), 400, "invalid_input").await;
     }
     let url =
