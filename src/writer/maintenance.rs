@@ -1,6 +1,6 @@
 //! The writer's maintenance: sealing closed hours into chunks (and open hours early when memory
-//! is over budget), trimming the WAL, checkpointing a bloated WAL, and expiring chunks past
-//! retention. Runs on the writer thread between commits.
+//! is over budget), trimming the WAL, checkpointing a bloated WAL, expiring chunks past
+//! retention, and deleting series. Runs on the writer thread between commits.
 
 use super::*;
 use crate::store::OpenHours;
@@ -103,6 +103,38 @@ impl Writer {
             "retention removed {removed} records (profiles, alert events, silences) older than {cutoff} ms"
         );
         Ok(())
+    }
+
+    /// Seals the series' open hours (so the WAL no longer needs them), then removes their keys
+    /// from the tables and the catalog in one durable commit; returns how many were known.
+    pub(super) fn delete_series(&mut self, ids: &[u64]) -> Result<usize> {
+        let known: Vec<(u64, String)> = {
+            let catalog = self.store.catalog.read();
+            let canonical: HashMap<u64, &str> =
+                catalog.by_key.iter().map(|(k, (id, _))| (*id, k.as_str())).collect();
+            ids.iter().filter_map(|id| canonical.get(id).map(|k| (*id, (*k).to_owned()))).collect()
+        };
+        let doomed: std::collections::HashSet<u64> = known.iter().map(|(id, _)| *id).collect();
+        let open: Vec<(u64, i64)> =
+            self.first_seq.keys().filter(|(id, _)| doomed.contains(id)).copied().collect();
+        self.seal(open)?;
+        let mut txn = self.store.db()?.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        txn.set_quick_repair(true);
+        {
+            let mut by_key = txn.open_table(SERIES_BY_KEY)?;
+            let mut by_id = txn.open_table(SERIES_BY_ID)?;
+            for (id, canonical) in &known {
+                by_key.remove(canonical.as_str())?;
+                by_id.remove(id)?;
+            }
+        }
+        txn.commit()?;
+        let mut catalog = self.store.catalog.write();
+        for (_, canonical) in &known {
+            catalog.remove(canonical);
+        }
+        Ok(known.len())
     }
 
     /// Writes the given open hours into chunks (merged with existing ones), drops WAL entries no
