@@ -39,11 +39,7 @@ pub async fn delete_series(
     let text = params.selector.as_deref().ok_or_else(|| super::query::missing("match"))?;
     let sel = crate::query::Selector::parse(text)?;
     let (store, writer) = (state.store.clone(), state.writer.clone());
-    let deleted = blocking(move || {
-        let ids = crate::query::select(&store, &sel).into_iter().map(|(id, _)| id).collect();
-        writer.delete_series(ids)
-    })
-    .await?;
+    let deleted = blocking(move || writer.delete_series(crate::query::select(&store, &sel))).await?;
     log::info!("deleted {deleted} series matching {}", crate::error::Shown(text));
     Ok(HttpResponse::Ok().json(serde_json::json!({"deleted": deleted})))
 }

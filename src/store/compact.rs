@@ -174,7 +174,7 @@ mod tests {
             writer.seal_all().unwrap();
             let gone =
                 crate::query::select(&store, &crate::query::Selector::parse(r#"m{k="gone"}"#).unwrap());
-            assert_eq!(writer.delete_series(vec![gone[0].0]).unwrap(), 1);
+            assert_eq!(writer.delete_series(gone).unwrap(), 1);
             assert_eq!(chunk_ids(&store).len(), 2, "two series-hours per block, one of them deleted");
             writer.shutdown();
         }

@@ -107,12 +107,15 @@ impl Writer {
 
     /// Seals the series' open hours (so the WAL no longer needs them), then removes their keys
     /// from the tables and the catalog in one durable commit; returns how many were known.
-    pub(super) fn delete_series(&mut self, ids: &[u64]) -> Result<usize> {
+    pub(super) fn delete_series(&mut self, series: &[(u64, Arc<SeriesKey>)]) -> Result<usize> {
+        // Through the catalog's hashed index: one deleted already (or made anew) is left alone.
         let known: Vec<(u64, String)> = {
             let catalog = self.store.catalog.read();
-            let canonical: HashMap<u64, &str> =
-                catalog.by_key.iter().map(|(k, (id, _))| (*id, k.as_str())).collect();
-            ids.iter().filter_map(|id| canonical.get(id).map(|k| (*id, (*k).to_owned()))).collect()
+            series
+                .iter()
+                .map(|(id, key)| (*id, key.canonical()))
+                .filter(|(id, canonical)| catalog.ids.get(canonical.as_str()) == Some(id))
+                .collect()
         };
         let doomed: std::collections::HashSet<u64> = known.iter().map(|(id, _)| *id).collect();
         let open: Vec<(u64, i64)> =

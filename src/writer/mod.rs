@@ -55,8 +55,8 @@ pub enum WriterMsg {
     SealAll(Sender<Result<()>>),
     /// Run a small change (thresholds, alert events, profiles) in its own durable transaction.
     Apply(Change, Sender<Result<()>>),
-    /// Forget these series (ids); answers how many were known.
-    DeleteSeries(Vec<u64>, Sender<Result<usize>>),
+    /// Forget these series (id and key); answers how many were known.
+    DeleteSeries(Vec<(u64, Arc<SeriesKey>)>, Sender<Result<usize>>),
     /// Replace the saved cache snapshot with these (full key, encoded entry) pairs.
     SaveCache(Vec<(String, Vec<u8>)>, Sender<Result<()>>),
     /// Answer `reached`, then block until `release`'s sender drops (see [`WriterHandle::pause`]).
@@ -190,9 +190,9 @@ impl WriterHandle {
     /// Forgets these series, after every write sent before; blocks until committed. Their points
     /// written before stay out of reach (their chunks go with retention), and a later write of
     /// the same key makes a new series.
-    pub fn delete_series(&self, ids: Vec<u64>) -> Result<usize> {
+    pub fn delete_series(&self, series: Vec<(u64, Arc<SeriesKey>)>) -> Result<usize> {
         let (t, r) = crossbeam_channel::bounded(1);
-        self.tx.send(WriterMsg::DeleteSeries(ids, t)).map_err(|_| Error::ShuttingDown)?;
+        self.tx.send(WriterMsg::DeleteSeries(series, t)).map_err(|_| Error::ShuttingDown)?;
         r.recv().map_err(|_| Error::ShuttingDown)?
     }
 

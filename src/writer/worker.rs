@@ -131,7 +131,7 @@ impl Writer {
                         .and_then(|()| self.save_cache(&entries).map_err(|e| self.failed(e)));
                     let _ = t.send(r);
                 }
-                WriterMsg::DeleteSeries(ids, t) => deletes.push((ids, t)),
+                WriterMsg::DeleteSeries(series, t) => deletes.push((series, t)),
                 WriterMsg::Shutdown(t) => shutdown = Some(t),
                 WriterMsg::Pause { reached, release } => pause = Some((reached, release)),
             }
@@ -140,8 +140,8 @@ impl Writer {
             self.commit_writes(writes);
         }
         // After the group's writes, so a delete takes what was sent before it.
-        for (ids, t) in deletes {
-            let r = self.fault.check().and_then(|()| self.delete_series(&ids).map_err(|e| self.failed(e)));
+        for (series, t) in deletes {
+            let r = self.fault.check().and_then(|()| self.delete_series(&series).map_err(|e| self.failed(e)));
             let _ = t.send(r);
         }
         for t in seals {
