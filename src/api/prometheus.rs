@@ -92,6 +92,13 @@ fn writer_families(out: &mut Exposition, state: &AppState) {
     out.gauge("perfd_writer_queue_capacity", "Writer queue capacity.", w.queue_capacity as f64);
     out.gauge("perfd_writer_commit_p99_seconds", "99th percentile commit latency.", w.commit_p99_ms / 1000.0);
     out.gauge("perfd_series", "Series in the catalog.", state.store.series_count() as f64);
+    out.counter("perfd_store_purged_chunks_total", "Chunks of deleted series purged.", w.purged_chunks);
+    let groups = w.purge_pending_groups as f64;
+    out.gauge(
+        "perfd_store_purge_pending_groups",
+        "Series groups waiting to be purged of deleted series.",
+        groups,
+    );
 }
 
 fn cache_families(out: &mut Exposition, state: &AppState) {

@@ -76,6 +76,46 @@ pub fn build(chunks: &[(u64, Vec<u8>)]) -> Vec<u8> {
     out
 }
 
+/// `(series id, chunk)` pairs sorted by id: what [`build`] takes.
+pub type Chunks = Vec<(u64, Vec<u8>)>;
+
+/// The chunks of a block whose series `live` keeps, in id order, and how many were left out.
+pub fn retain(bytes: &[u8], mut live: impl FnMut(u64) -> Result<bool>) -> Result<(Chunks, u64)> {
+    let mut kept = Vec::new();
+    let mut dropped = 0;
+    for (id, range) in index(bytes)? {
+        if live(id)? {
+            kept.push((id, bytes[range].to_vec()));
+        } else {
+            dropped += 1;
+        }
+    }
+    Ok((kept, dropped))
+}
+
+/// Stores `chunks` as the block of `group` for `hour`, replacing the one there (whose tail parts
+/// go: a re-encoded block can be shorter), and indexes it for retention. No chunks deletes the
+/// block and its index row.
+pub fn put(
+    table: &mut redb::Table<(u64, i64, u32), &'static [u8]>,
+    hours: &mut redb::Table<(i64, u64), ()>,
+    (group, hour): (u64, i64),
+    chunks: &[(u64, Vec<u8>)],
+) -> Result<()> {
+    let mut count = 0;
+    if chunks.is_empty() {
+        hours.remove((hour, group))?;
+    } else {
+        for (part, data) in parts(&build(chunks)) {
+            table.insert((group, hour, part), data)?;
+            count = part + 1;
+        }
+        hours.insert((hour, group), ())?;
+    }
+    table.retain_in((group, hour, count)..=(group, hour, u32::MAX), |_, _| false)?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,6 +23,7 @@ impl Store {
             copy_table(&src, &txn, META)?;
             copy_table(&src, &txn, SERIES_BY_KEY)?;
             copy_table(&src, &txn, SERIES_BY_ID)?;
+            // Every chunk of a deleted series is left out, so nothing is left to purge.
             let dropped = copy_live_chunks(&src, &txn)?;
             if dropped > 0 {
                 log::info!("compaction dropped the chunks of {dropped} deleted series-hours");
@@ -64,21 +65,10 @@ fn copy_live_chunks(src: &redb::ReadTransaction, dst: &redb::WriteTransaction) -
     let mut dropped = 0;
     let mut block: Option<((u64, i64), Vec<u8>)> = None;
     let mut flush = |block: Option<((u64, i64), Vec<u8>)>| -> Result<()> {
-        let Some(((group, hour), bytes)) = block else { return Ok(()) };
-        let mut live = Vec::new();
-        for (id, range) in super::block::index(&bytes)? {
-            match series.get(id)? {
-                Some(_) => live.push((id, bytes[range].to_vec())),
-                None => dropped += 1,
-            }
-        }
-        if !live.is_empty() {
-            for (part, data) in super::block::parts(&super::block::build(&live)) {
-                to.insert((group, hour, part), data)?;
-            }
-            hours.insert((hour, group), ())?;
-        }
-        Ok(())
+        let Some((at, bytes)) = block else { return Ok(()) };
+        let (live, left_out) = super::block::retain(&bytes, |id| Ok(series.get(id)?.is_some()))?;
+        dropped += left_out;
+        super::block::put(&mut to, &mut hours, at, &live)
     };
     for row in src.open_table(CHUNKS)?.iter()? {
         let (k, v) = row?;

@@ -157,6 +157,7 @@ impl Store {
             txn.open_table(SERIES_BY_ID)?;
             txn.open_table(CHUNKS)?;
             txn.open_table(CHUNK_HOURS)?;
+            txn.open_table(PURGE)?;
             txn.open_table(WAL)?;
             txn.open_table(CACHE_SNAPSHOT)?;
             txn.open_table(THRESHOLDS)?;

@@ -6,6 +6,8 @@
 //! SERIES_BY_ID  u64             -> &str    id -> canonical key
 //! CHUNKS        (u64, i64, u32) -> &[u8]   (series group, hour start ms, part) -> part of a chunk block
 //! CHUNK_HOURS   (i64, u64)      -> ()      (hour start ms, series group): the retention index
+//! PURGE         u64             -> ()      series group whose blocks may still hold chunks of
+//!                                          deleted series; emptied by the writer (`writer::purge`)
 //! WAL           u64             -> &[u8]   sequence -> one batch of accepted points of open hours
 //! CACHE_SNAPSHOT &str           -> &[u8]   full cache key -> L1 entry saved at shutdown (rmp-serde, named)
 //! THRESHOLDS    u64             -> &[u8]   id -> alert threshold (rmp-serde, named)
@@ -35,6 +37,7 @@ pub const SERIES_BY_KEY: TableDefinition<&str, u64> = TableDefinition::new("seri
 pub const SERIES_BY_ID: TableDefinition<u64, &str> = TableDefinition::new("series_by_id");
 pub const CHUNKS: TableDefinition<(u64, i64, u32), &[u8]> = TableDefinition::new("chunks");
 pub const CHUNK_HOURS: TableDefinition<(i64, u64), ()> = TableDefinition::new("chunk_hours");
+pub const PURGE: TableDefinition<u64, ()> = TableDefinition::new("purge");
 pub const WAL: TableDefinition<u64, &[u8]> = TableDefinition::new("wal");
 pub const CACHE_SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("cache_snapshot");
 pub const THRESHOLDS: TableDefinition<u64, &[u8]> = TableDefinition::new("thresholds");

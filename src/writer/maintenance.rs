@@ -1,6 +1,7 @@
 //! The writer's maintenance: sealing closed hours into chunks (and open hours early when memory
 //! is over budget), trimming the WAL, checkpointing a bloated WAL, expiring chunks past
-//! retention, and deleting series. Runs on the writer thread between commits.
+//! retention, deleting series and purging their chunks (`purge.rs`). Runs on the writer thread
+//! between commits.
 
 use super::*;
 use crate::store::OpenHours;
@@ -41,11 +42,16 @@ impl Writer {
                 self.maintenance_failed("record retention", expired);
             }
         }
+        // A slice each round, so purging goes on under a steady load too (unless the writer
+        // was idle enough to purge since the last round: slices never run back to back).
+        if !std::mem::take(&mut self.purged_since_maintenance) {
+            self.purge_slice();
+        }
     }
 
     /// Whether `step` failed; a storage failure (logged by the fault) ends this round, anything
     /// else is logged here. The next round retries either way.
-    fn maintenance_failed(&mut self, step: &str, result: Result<()>) -> bool {
+    pub(super) fn maintenance_failed(&mut self, step: &str, result: Result<()>) -> bool {
         let Err(e) = result else { return false };
         let e = self.failed(e);
         if super::fault::storage_failure(&e).is_none() {
@@ -132,7 +138,10 @@ impl Writer {
                 by_id.remove(id)?;
             }
         }
+        let ids: Vec<u64> = known.iter().map(|(id, _)| *id).collect();
+        let groups = self.mark_for_purge(&txn, &ids)?;
         txn.commit()?;
+        self.stats.purge_groups.store(groups, Relaxed);
         let mut catalog = self.store.catalog.write();
         for (_, canonical) in &known {
             catalog.remove(canonical);
@@ -169,15 +178,7 @@ impl Writer {
             }
             for ((group, hour), ids) in blocks {
                 let entries = merged_block(&chunks, &open, group, hour, &ids)?;
-                let bytes = block::build(&entries);
-                let mut count = 0;
-                for (part, data) in block::parts(&bytes) {
-                    chunks.insert((group, hour, part), data)?;
-                    count = part + 1;
-                }
-                // A re-encoded block can be shorter than the one it replaces.
-                chunks.retain_in((group, hour, count)..=(group, hour, u32::MAX), |_, _| false)?;
-                hours.insert((hour, group), ())?;
+                block::put(&mut chunks, &mut hours, (group, hour), &entries)?;
             }
             txn.open_table(WAL)?.retain_in(..floor, |_, _| false)?;
         }

@@ -86,6 +86,10 @@ pub struct WriterStats {
     pub alive_ms: std::sync::atomic::AtomicI64,
     pub sealed_chunks: AtomicU64,
     pub expired_chunks: AtomicU64,
+    /// Chunks of deleted series left out of their blocks (`purge.rs`).
+    pub purged_chunks: AtomicU64,
+    /// Series groups whose blocks wait to be purged.
+    pub purge_groups: AtomicU64,
     /// Commit latency of ingest transactions, microseconds.
     pub commit_us: Mutex<Option<hdrhistogram::Histogram<u64>>>,
 }
@@ -106,6 +110,8 @@ pub struct WriterStatsSnapshot {
     pub failed_commits: u64,
     pub sealed_chunks: u64,
     pub expired_chunks: u64,
+    pub purged_chunks: u64,
+    pub purge_pending_groups: u64,
     /// The current storage failure (`null` when writes work), and how many have ended.
     pub storage_fault: Option<FaultInfo>,
     pub storage_recoveries: u64,
@@ -265,6 +271,8 @@ impl WriterHandle {
             failed_commits: s.failed_commits.load(Relaxed),
             sealed_chunks: s.sealed_chunks.load(Relaxed),
             expired_chunks: s.expired_chunks.load(Relaxed),
+            purged_chunks: s.purged_chunks.load(Relaxed),
+            purge_pending_groups: s.purge_groups.load(Relaxed),
             storage_fault: self.fault.info(),
             storage_recoveries: self.fault.recoveries.load(Relaxed),
         }
@@ -290,6 +298,9 @@ pub struct Writer {
     last_maintenance: Instant,
     points_since_maintenance: usize,
     last_retention: Option<Instant>,
+    purge_at: purge::PurgeCursor,
+    /// Whether a purge slice ran since the last maintenance round.
+    purged_since_maintenance: bool,
     fault: Arc<StorageFault>,
     /// Wait before the next write attempt after a storage failure (`fault.rs`).
     backoff: Duration,
@@ -299,6 +310,7 @@ pub struct Writer {
 
 pub mod fault;
 mod maintenance;
+mod purge;
 mod recovery;
 mod worker;
 

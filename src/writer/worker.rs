@@ -11,6 +11,8 @@ const MAX_COMMIT_POINTS: usize = 2_000_000;
 /// After this many points, maintenance runs early: a backfill of closed hours is sealed and its
 /// WAL entries trimmed before the WAL (16 bytes a point) grows the file much.
 const MAINTAIN_EVERY_POINTS: usize = 1_000_000;
+/// While series wait to be purged, a writer with no message for this long purges a slice.
+const PURGE_WHEN_IDLE_FOR: Duration = Duration::from_millis(2);
 
 /// Per request: the series ids of its batch in order, or why it was refused.
 type Resolved = Vec<Result<Vec<u64>>>;
@@ -38,11 +40,16 @@ impl Writer {
             last_maintenance: Instant::now(),
             points_since_maintenance: 0,
             last_retention: None,
+            purge_at: None,
+            purged_since_maintenance: false,
             fault,
             backoff: FIRST_BACKOFF,
             retry_at: None,
         };
-        let loaded = Loaded::read(&store.db()?.begin_read()?)?;
+        let txn = store.db()?.begin_read()?;
+        w.stats.purge_groups.store(redb::ReadableTableMetadata::len(&txn.open_table(PURGE)?)?, Relaxed);
+        let loaded = Loaded::read(&txn)?;
+        drop(txn);
         if loaded.open_points() > 0 {
             log::info!("replayed {} points of open hours from the WAL", loaded.open_points());
         }
@@ -60,8 +67,10 @@ impl Writer {
                 self.until_retry().unwrap_or(self.cfg.maintenance_interval)
             } else {
                 let m = self.until_maintenance();
+                let m = if self.purge_pending() { m.min(PURGE_WHEN_IDLE_FOR) } else { m };
                 self.until_retry().map_or(m, |r| r.min(m))
             };
+            let mut idle = false;
             match rx.recv_timeout(wait) {
                 Ok(first) => {
                     if let Some(done) = self.step(take_group(first, &rx)) {
@@ -87,7 +96,7 @@ impl Writer {
                         return;
                     }
                 }
-                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Timeout) => idle = true,
                 Err(RecvTimeoutError::Disconnected) => return,
             }
             self.retry_if_due();
@@ -98,6 +107,9 @@ impl Writer {
                 || self.points_since_maintenance >= MAINTAIN_EVERY_POINTS
             {
                 self.maintenance();
+            } else if idle && self.purge_pending() {
+                // One slice, then messages again: a write waits for one slice at most.
+                self.purge_slice();
             }
         }
     }

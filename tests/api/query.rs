@@ -415,6 +415,40 @@ async fn deleted_series_are_gone_free_the_cap_and_can_start_again() {
     expect_error(r, 400, "invalid_input").await;
 }
 
+/// The writer purges a deleted series' chunks from the blocks it shares while it runs: the
+/// stored chunk bytes fall and `/metrics` counts the purged chunks.
+#[tokio::test]
+async fn a_deleted_series_chunks_are_purged_while_running() {
+    let s = TestServer::start();
+    let t = base_ms() - 20 * 3_600_000;
+    let lines: String =
+        (0..20 * 60).map(|m| format!("purged v={m}.5 {t}\nkept v={m} {t}\n", t = t + m * 60_000)).collect();
+    assert_eq!(s.post("/write?precision=ms", lines).await.status(), 204);
+    s.seal();
+    let database = async || s.get_json("/api/v1/metrics/database").await.1;
+    let before = database().await["database"]["chunk_bytes"].as_u64().unwrap();
+    let r = s.client.post(s.url("/api/v1/admin/tsdb/delete_series?match=purged_v")).send().await.unwrap();
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["deleted"], 1);
+    let mut polls = 0;
+    let after = loop {
+        let db = database().await;
+        if db["writer"]["purge_pending_groups"] == 0 {
+            break db;
+        }
+        polls += 1;
+        assert!(polls < 500, "purge never ended: {db}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    assert_eq!(after["writer"]["purged_chunks"], 20, "{after}");
+    let bytes = after["database"]["chunk_bytes"].as_u64().unwrap();
+    assert!(bytes < before * 2 / 3, "chunk bytes {before} -> {bytes}");
+    let metrics = s.client.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("perfd_store_purged_chunks_total 20\n"), "{metrics}");
+    assert!(metrics.contains("perfd_store_purge_pending_groups 0\n"), "{metrics}");
+    let kept = s.points(&format!("query=kept_v&start={t}&end={}", t + 20 * 3_600_000)).await;
+    assert_eq!(kept[0].1.len(), 20 * 60, "the other series of the blocks keep every point");
+}
+
 #[tokio::test]
 async fn raw_answers_over_the_limit_are_422() {
     let s = TestServer::start_with(|c| c.query.max_points = 10);

@@ -54,8 +54,9 @@ impl BackupInfo {
     }
 }
 
-/// Calls `$f(args…, TABLE)` for every table a backup holds, in order (the profiles' index by
-/// finish time is not among them: it is rebuilt on open).
+/// Calls `$f(args…, TABLE)` for every table a backup holds, in order. Not among them: the
+/// profiles' index by finish time (rebuilt on open), and `PURGE` (a restored file's chunks of
+/// deleted series wait for retention or `perfd check --compact`).
 macro_rules! each_table {
     ($f:ident, $($arg:expr),*) => {{
         $f($($arg,)* META)?;
