@@ -3,7 +3,8 @@
 send a point of their own series (`keep_v{w}`) with 20 new throw-away series (`junk_v{id}`) in
 each request, while a fifth deletes `junk_v` every 100 ms with `storage.max_series` at 2,000 (so
 writes are refused with 422 whenever junk fills the cap between deletes). Every acknowledged
-`keep_v` point must read back, before and after a restart, and nothing may answer 5xx.
+`keep_v` point must read back, before and after a restart, nothing may answer 5xx, and the
+purge of the deleted series' chunks must end once the deletes stop.
 
     benches/delete_stress.py      (needs target/release/perfd)
 """
@@ -59,6 +60,14 @@ for w in range(4):
     for (ww, t), v in acked.items():
         if ww == w and got.get(t) != v:
             missing += 1
+# The purge of every deleted series' chunks ends once the deletes stop.
+purge_end = time.time() + 60
+while True:
+    writer_stats = json.loads(http("GET", "/api/v1/metrics/database")[1])["writer"]
+    if writer_stats["purge_pending_groups"] == 0 or time.time() > purge_end:
+        break
+    time.sleep(0.05)
+purged = f"purged chunks {writer_stats['purged_chunks']}, groups still pending {writer_stats['purge_pending_groups']}"
 p.terminate(); p.wait()
 p = subprocess.Popen(["target/release/perfd", "--listen", B[7:], "--data-dir", work], stderr=subprocess.DEVNULL,
                      env={"PERFD_STORAGE_MAX_SERIES": "2000", "PATH": "/usr/bin"})
@@ -73,4 +82,4 @@ for w in range(4):
     got = {p[0]: p[1] for ser in json.loads(b)["series"] for p in ser["points"]}
     after += sum(1 for (ww, t), v in acked.items() if ww == w and got.get(t) == v)
 p.terminate(); p.wait()
-print(f"statuses {statuses}, acked keep points {len(acked)}, missing {missing}, after restart {after}, junk deleted {deletes[0]}, problems {problems[:3]}")
+print(f"statuses {statuses}, acked keep points {len(acked)}, missing {missing}, after restart {after}, junk deleted {deletes[0]}, {purged}, problems {problems[:3]}")

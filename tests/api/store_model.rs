@@ -1,9 +1,9 @@
 //! The store against a model (per series, a map of timestamp to value, last write wins), through
 //! the real server: random batches of points over four hours (late ones, duplicates, decimal
-//! and full-precision values) written with `/write` or `/api/v1/ingest`, with hours sealed and
-//! the daemon restarted in between, must read back exactly (to the bit), raw and aggregated,
-//! over the whole span and over ranges that cut hours, in an export, and from a backup restored
-//! elsewhere.
+//! and full-precision values) written with `/write` or `/api/v1/ingest`, with hours sealed, the
+//! daemon restarted and series deleted (and purged) in between, must read back exactly (to the
+//! bit), raw and aggregated, over the whole span and over ranges that cut hours, in an export,
+//! and from a backup restored elsewhere.
 
 use crate::helpers::{TestServer, base_ms, property};
 use crate::query::{agg, close};
@@ -25,6 +25,9 @@ enum Op {
     Seal,
     /// Stop and start on the same data dir: the WAL is replayed.
     Restart,
+    /// Delete a series (a later write starts it anew); when `settle`, wait until the writer has
+    /// purged its chunks from the blocks it shares (else reads race the purge).
+    Delete(usize, bool),
 }
 
 /// A read to check at the end: from and to (ms after the base hour), step and aggregation.
@@ -35,7 +38,8 @@ fn ops() -> impl Strategy<Value = (Vec<Op>, Read, bool)> {
     // Seconds, so that a batch often repeats a timestamp.
     let point = (0..SERIES, (0..SPAN_MS / 1000).prop_map(|s| s * 1000), value);
     let write = (prop::collection::vec(point, 1..30), any::<bool>()).prop_map(|(p, json)| Op::Write(p, json));
-    let op = prop_oneof![8 => write, 2 => Just(Op::Seal), 1 => Just(Op::Restart)];
+    let delete = (0..SERIES, any::<bool>()).prop_map(|(series, settle)| Op::Delete(series, settle));
+    let op = prop_oneof![8 => write, 2 => Just(Op::Seal), 1 => Just(Op::Restart), 1 => delete];
     let read = (0..SPAN_MS, 0..SPAN_MS, prop::sample::select(STEPS), prop::sample::select(AGGS))
         .prop_map(|(a, b, step, f)| (a.min(b), a.max(b), step, f));
     // Whether to back up at the end, restore elsewhere and read the copy too.
@@ -77,6 +81,18 @@ async fn run(s: &mut TestServer, case: u32, ops: &[Op], read: Read, copy: bool) 
             }
             Op::Seal => s.seal(),
             Op::Restart => s.restart(),
+            &Op::Delete(series, settle) => {
+                let selector = format!("pm{case}_v%7Bh%3D%22s{series}%22%7D");
+                let url = s.url(&format!("/api/v1/admin/tsdb/delete_series?match={selector}"));
+                let r = s.client.post(url).send().await.expect("delete");
+                let answer: serde_json::Value = r.json().await.expect("a JSON answer");
+                // A series exists while the model holds a point of it.
+                prop_assert_eq!(&answer["deleted"], &serde_json::json!(!model[series].is_empty() as u8));
+                model[series].clear();
+                if settle {
+                    purged(s).await?;
+                }
+            }
         }
     }
     let s = &*s;
@@ -123,6 +139,18 @@ async fn run(s: &mut TestServer, case: u32, ops: &[Op], read: Read, copy: bool) 
         drop(dir);
     }
     Ok(())
+}
+
+/// Waits (bounded) until the writer has no series group left to purge.
+async fn purged(s: &TestServer) -> Result<(), TestCaseError> {
+    for _ in 0..1000 {
+        let (_, db) = s.get_json("/api/v1/metrics/database").await;
+        if db["writer"]["purge_pending_groups"] == 0 {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    Err(TestCaseError::fail("the purge did not end within 10 s"))
 }
 
 /// A backup of `s` (through the API), restored elsewhere with `perfd restore`, running (and
