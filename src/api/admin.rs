@@ -3,6 +3,7 @@
 
 use super::error::ApiError;
 use super::{AppState, blocking};
+use crate::error::{Error, Shown};
 use crate::store::backup;
 use actix_web::{HttpResponse, web};
 
@@ -23,15 +24,20 @@ pub async fn list_backups(state: web::Data<AppState>) -> Result<HttpResponse, Ap
 }
 
 #[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DeleteParams {
     #[serde(rename = "match", alias = "match[]")]
     selector: Option<String>,
+    /// Prometheus' time range: with either, only the points from `start` to `end` (inclusive;
+    /// open-ended without one) go, and the series stay.
+    start: Option<String>,
+    end: Option<String>,
 }
 
 /// Forgets every series the selector matches (the path and `match[]` are Prometheus' and
 /// VictoriaMetrics'): they are no longer listed, queried, exported or counted against
-/// `storage.max_series`, and a later write of one makes a new series. Their stored points stay
-/// out of reach until retention removes them.
+/// `storage.max_series`, and a later write of one makes a new series; the writer then purges
+/// their chunks. With `start` or `end`, removes only their points in that range instead.
 pub async fn delete_series(
     state: web::Data<AppState>,
     params: web::Query<DeleteParams>,
@@ -39,7 +45,22 @@ pub async fn delete_series(
     let text = params.selector.as_deref().ok_or_else(|| super::query::missing("match"))?;
     let sel = crate::query::Selector::parse(text)?;
     let (store, writer) = (state.store.clone(), state.writer.clone());
-    let deleted = blocking(move || writer.delete_series(crate::query::select(&store, &sel))).await?;
-    log::info!("deleted {deleted} series matching {}", crate::error::Shown(text));
-    Ok(HttpResponse::Ok().json(serde_json::json!({"deleted": deleted})))
+    if params.start.is_none() && params.end.is_none() {
+        let deleted = blocking(move || writer.delete_series(crate::query::select(&store, &sel))).await?;
+        log::info!("deleted {deleted} series matching {}", Shown(text));
+        return Ok(HttpResponse::Ok().json(serde_json::json!({"deleted": deleted})));
+    }
+    let time = |t: &Option<String>, or: i64| t.as_deref().map_or(Ok(or), crate::query::parse_time);
+    let (start, end) = (time(&params.start, i64::MIN)?, time(&params.end, i64::MAX)?);
+    if start > end {
+        return Err(Error::invalid(format!("start ({start} ms) is after end ({end} ms)")).into());
+    }
+    let ids: Vec<u64> = crate::query::select(&store, &sel).into_iter().map(|(id, _)| id).collect();
+    let series = ids.len();
+    let points = blocking(move || writer.delete_points(ids, start, end)).await?;
+    log::info!(
+        "deleted {points} points from {start} to {end} ms of {series} series matching {}",
+        Shown(text)
+    );
+    Ok(HttpResponse::Ok().json(serde_json::json!({"series": series, "deleted_points": points})))
 }

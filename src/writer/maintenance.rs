@@ -1,6 +1,6 @@
 //! The writer's maintenance: sealing closed hours into chunks (and open hours early when memory
 //! is over budget), trimming the WAL, checkpointing a bloated WAL, expiring chunks past
-//! retention, deleting series and purging their chunks (`purge.rs`). Runs on the writer thread
+//! retention. Deleting is in `delete.rs`, purging in `purge.rs`. Runs on the writer thread
 //! between commits.
 
 use super::*;
@@ -111,44 +111,6 @@ impl Writer {
         Ok(())
     }
 
-    /// Seals the series' open hours (so the WAL no longer needs them), then removes their keys
-    /// from the tables and the catalog in one durable commit; returns how many were known.
-    pub(super) fn delete_series(&mut self, series: &[(u64, Arc<SeriesKey>)]) -> Result<usize> {
-        // Through the catalog's hashed index: one deleted already (or made anew) is left alone.
-        let known: Vec<(u64, String)> = {
-            let catalog = self.store.catalog.read();
-            series
-                .iter()
-                .map(|(id, key)| (*id, key.canonical()))
-                .filter(|(id, canonical)| catalog.ids.get(canonical.as_str()) == Some(id))
-                .collect()
-        };
-        let doomed: std::collections::HashSet<u64> = known.iter().map(|(id, _)| *id).collect();
-        let open: Vec<(u64, i64)> =
-            self.first_seq.keys().filter(|(id, _)| doomed.contains(id)).copied().collect();
-        self.seal(open)?;
-        let mut txn = self.store.db()?.begin_write()?;
-        txn.set_durability(Durability::Immediate)?;
-        txn.set_quick_repair(true);
-        {
-            let mut by_key = txn.open_table(SERIES_BY_KEY)?;
-            let mut by_id = txn.open_table(SERIES_BY_ID)?;
-            for (id, canonical) in &known {
-                by_key.remove(canonical.as_str())?;
-                by_id.remove(id)?;
-            }
-        }
-        let ids: Vec<u64> = known.iter().map(|(id, _)| *id).collect();
-        let groups = self.mark_for_purge(&txn, &ids)?;
-        txn.commit()?;
-        self.stats.purge_groups.store(groups, Relaxed);
-        let mut catalog = self.store.catalog.write();
-        for (_, canonical) in &known {
-            catalog.remove(canonical);
-        }
-        Ok(known.len())
-    }
-
     /// Writes the given open hours into chunks (merged with existing ones), drops WAL entries no
     /// open hour needs any more, commits, then removes the hours from memory.
     pub(super) fn seal(&mut self, mut keys: Vec<(u64, i64)>) -> Result<()> {
@@ -208,6 +170,13 @@ impl Writer {
         if wal <= 2 * self.open_points + CHECKPOINT_MIN_POINTS {
             return Ok(());
         }
+        self.checkpoint()
+    }
+
+    /// Rewrites the open points as one new WAL entry and drops every older entry, in one
+    /// transaction: no entry then holds a point of an hour sealed before.
+    pub(super) fn checkpoint(&mut self) -> Result<()> {
+        let wal: usize = self.wal_points.values().sum();
         let seq = self.next_seq;
         let series: Vec<(u64, Vec<Point>)> = {
             let open = self.store.open.read();

@@ -57,6 +57,9 @@ pub enum WriterMsg {
     Apply(Change, Sender<Result<()>>),
     /// Forget these series (id and key); answers how many were known.
     DeleteSeries(Vec<(u64, Arc<SeriesKey>)>, Sender<Result<usize>>),
+    /// Remove the points of these series from the first to the second time (ms, inclusive);
+    /// answers how many went.
+    DeletePoints(Vec<u64>, (i64, i64), Sender<Result<u64>>),
     /// Replace the saved cache snapshot with these (full key, encoded entry) pairs.
     SaveCache(Vec<(String, Vec<u8>)>, Sender<Result<()>>),
     /// Answer `reached`, then block until `release`'s sender drops (see [`WriterHandle::pause`]).
@@ -202,6 +205,14 @@ impl WriterHandle {
         r.recv().map_err(|_| Error::ShuttingDown)?
     }
 
+    /// Removes the points of `series` from `start` to `end` (inclusive), after every write sent
+    /// before; blocks until committed and returns how many points went. The series stay.
+    pub fn delete_points(&self, series: Vec<u64>, start: i64, end: i64) -> Result<u64> {
+        let (t, r) = crossbeam_channel::bounded(1);
+        self.tx.send(WriterMsg::DeletePoints(series, (start, end), t)).map_err(|_| Error::ShuttingDown)?;
+        r.recv().map_err(|_| Error::ShuttingDown)?
+    }
+
     /// Stops the writer from taking messages until the guard drops, once everything sent before
     /// is committed. Lets tests fill the queue deterministically.
     pub fn pause(&self) -> Result<PauseGuard> {
@@ -308,6 +319,7 @@ pub struct Writer {
     retry_at: Option<Instant>,
 }
 
+mod delete;
 pub mod fault;
 mod maintenance;
 mod purge;

@@ -143,7 +143,7 @@ impl Writer {
                         .and_then(|()| self.save_cache(&entries).map_err(|e| self.failed(e)));
                     let _ = t.send(r);
                 }
-                WriterMsg::DeleteSeries(series, t) => deletes.push((series, t)),
+                m @ (WriterMsg::DeleteSeries(..) | WriterMsg::DeletePoints(..)) => deletes.push(m),
                 WriterMsg::Shutdown(t) => shutdown = Some(t),
                 WriterMsg::Pause { reached, release } => pause = Some((reached, release)),
             }
@@ -152,9 +152,8 @@ impl Writer {
             self.commit_writes(writes);
         }
         // After the group's writes, so a delete takes what was sent before it.
-        for (series, t) in deletes {
-            let r = self.fault.check().and_then(|()| self.delete_series(&series).map_err(|e| self.failed(e)));
-            let _ = t.send(r);
+        for m in deletes {
+            self.delete(m);
         }
         for t in seals {
             let keys: Vec<(u64, i64)> = self.first_seq.keys().copied().collect();

@@ -415,6 +415,54 @@ async fn deleted_series_are_gone_free_the_cap_and_can_start_again() {
     expect_error(r, 400, "invalid_input").await;
 }
 
+/// With `start` or `end`, `delete_series` removes only the points in that range, sealed or open,
+/// and they stay gone after a restart (a WAL entry holding them is rewritten: the same requests
+/// carried the other series' points); the series stays, and the other series keeps every point.
+#[tokio::test]
+async fn a_time_range_delete_removes_only_its_points() {
+    let mut s = TestServer::start();
+    let (t, now) = (base_ms(), perfd::model::now_ms());
+    let mut want = std::collections::BTreeMap::new();
+    let mut lines = String::new();
+    let mut point = |lines: &mut String, ts: i64, v: f64| {
+        lines.push_str(&format!("rd,k=a v={v} {ts}\nrd,k=b v={v} {ts}\n"));
+        want.insert(ts, v);
+    };
+    for m in 0..120 {
+        point(&mut lines, t + m * 60_000, m as f64);
+    }
+    assert_eq!(s.post("/write?precision=ms", std::mem::take(&mut lines)).await.status(), 204);
+    s.seal();
+    // One request for a closed hour and the open one, so its WAL entry stays for b's open hour.
+    point(&mut lines, t + 90 * 60_000 + 30_000, 0.5);
+    for ts in (t + 2 * 3_600_000..now).step_by(5_000) {
+        point(&mut lines, ts, 7.0);
+    }
+    assert_eq!(s.post("/write?precision=ms", lines).await.status(), 204);
+    let (from, to) = (t + 60 * 60_000, now);
+    let url = format!("/api/v1/admin/tsdb/delete_series?match=rd_v%7Bk%3D%22a%22%7D&start={from}&end={to}");
+    let answer: serde_json::Value = s.client.post(s.url(&url)).send().await.unwrap().json().await.unwrap();
+    let gone = want.range(from..=to).count();
+    assert_eq!(answer, serde_json::json!({"series": 1, "deleted_points": gone}));
+    let all: Vec<(i64, f64)> = want.iter().map(|(t, v)| (*t, *v)).collect();
+    let kept: Vec<(i64, f64)> = want.range(..from).map(|(t, v)| (*t, *v)).collect();
+    let range = format!("start={t}&end={}", now + 1);
+    for round in ["before", "after a restart"] {
+        let a = s.points(&format!("query=rd_v%7Bk%3D%22a%22%7D&{range}")).await;
+        assert_eq!(a[0].1, kept, "a {round}");
+        let b = s.points(&format!("query=rd_v%7Bk%3D%22b%22%7D&{range}")).await;
+        assert_eq!(b[0].1, all, "b {round}");
+        s.restart();
+    }
+    let url = format!("/api/v1/admin/tsdb/delete_series?match=rd_v&start={}&end={}", now, now - 1);
+    expect_error(s.client.post(s.url(&url)).send().await.unwrap(), 400, "invalid_input").await;
+    let url = "/api/v1/admin/tsdb/delete_series?match=rd_v&from=0";
+    expect_error(s.client.post(s.url(url)).send().await.unwrap(), 400, "invalid_input").await;
+    let url = format!("/api/v1/admin/tsdb/delete_series?match=rd_v&end={}", t + 30 * 60_000);
+    let answer: serde_json::Value = s.client.post(s.url(&url)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(answer, serde_json::json!({"series": 2, "deleted_points": 2 * 31}), "open-ended");
+}
+
 /// The writer purges a deleted series' chunks from the blocks it shares while it runs: the
 /// stored chunk bytes fall and `/metrics` counts the purged chunks.
 #[tokio::test]

@@ -1,7 +1,7 @@
 //! The store against a model (per series, a map of timestamp to value, last write wins), through
 //! the real server: random batches of points over four hours (late ones, duplicates, decimal
 //! and full-precision values) written with `/write` or `/api/v1/ingest`, with hours sealed, the
-//! daemon restarted and series deleted (and purged) in between, must read back exactly (to the
+//! daemon restarted, series deleted (and purged) and points deleted in between, must read back exactly (to the
 //! bit), raw and aggregated, over the whole span and over ranges that cut hours, in an export,
 //! and from a backup restored elsewhere.
 
@@ -28,6 +28,8 @@ enum Op {
     /// Delete a series (a later write starts it anew); when `settle`, wait until the writer has
     /// purged its chunks from the blocks it shares (else reads race the purge).
     Delete(usize, bool),
+    /// Delete a series' points from and to these times (ms after the base hour, inclusive).
+    DeletePoints(usize, i64, i64),
 }
 
 /// A read to check at the end: from and to (ms after the base hour), step and aggregation.
@@ -39,7 +41,9 @@ fn ops() -> impl Strategy<Value = (Vec<Op>, Read, bool)> {
     let point = (0..SERIES, (0..SPAN_MS / 1000).prop_map(|s| s * 1000), value);
     let write = (prop::collection::vec(point, 1..30), any::<bool>()).prop_map(|(p, json)| Op::Write(p, json));
     let delete = (0..SERIES, any::<bool>()).prop_map(|(series, settle)| Op::Delete(series, settle));
-    let op = prop_oneof![8 => write, 2 => Just(Op::Seal), 1 => Just(Op::Restart), 1 => delete];
+    let range =
+        (0..SERIES, 0..SPAN_MS, 0..SPAN_MS).prop_map(|(n, a, b)| Op::DeletePoints(n, a.min(b), a.max(b)));
+    let op = prop_oneof![8 => write, 2 => Just(Op::Seal), 1 => Just(Op::Restart), 1 => delete, 1 => range];
     let read = (0..SPAN_MS, 0..SPAN_MS, prop::sample::select(STEPS), prop::sample::select(AGGS))
         .prop_map(|(a, b, step, f)| (a.min(b), a.max(b), step, f));
     // Whether to back up at the end, restore elsewhere and read the copy too.
@@ -56,6 +60,8 @@ async fn points(s: &TestServer, query: &str) -> Vec<(i64, f64)> {
 async fn run(s: &mut TestServer, case: u32, ops: &[Op], read: Read, copy: bool) -> Result<(), TestCaseError> {
     let base = base_ms();
     let mut model: Vec<BTreeMap<i64, f64>> = vec![BTreeMap::new(); SERIES];
+    // Whether each series exists: written, and not deleted since (deleting points keeps it).
+    let mut exists = [false; SERIES];
     for op in ops {
         match op {
             Op::Write(points, false) => {
@@ -63,6 +69,7 @@ async fn run(s: &mut TestServer, case: u32, ops: &[Op], read: Read, copy: bool) 
                 for &(series, at, v) in points {
                     body += &format!("pm{case},h=s{series} v={v:?} {}\n", base + at);
                     model[series].insert(base + at, v);
+                    exists[series] = true;
                 }
                 let status = s.post("/write?precision=ms", body).await.status().as_u16();
                 prop_assert_eq!(status, 204);
@@ -72,6 +79,7 @@ async fn run(s: &mut TestServer, case: u32, ops: &[Op], read: Read, copy: bool) 
                     .iter()
                     .map(|&(series, at, v)| {
                         model[series].insert(base + at, v);
+                        exists[series] = true;
                         let labels = serde_json::json!({ "h": format!("s{series}") });
                         serde_json::json!({"name": format!("pm{case}_v"), "labels": labels, "timestamp": base + at, "value": v})
                     })
@@ -86,12 +94,23 @@ async fn run(s: &mut TestServer, case: u32, ops: &[Op], read: Read, copy: bool) 
                 let url = s.url(&format!("/api/v1/admin/tsdb/delete_series?match={selector}"));
                 let r = s.client.post(url).send().await.expect("delete");
                 let answer: serde_json::Value = r.json().await.expect("a JSON answer");
-                // A series exists while the model holds a point of it.
-                prop_assert_eq!(&answer["deleted"], &serde_json::json!(!model[series].is_empty() as u8));
+                prop_assert_eq!(&answer["deleted"], &serde_json::json!(exists[series] as u8));
                 model[series].clear();
+                exists[series] = false;
                 if settle {
                     purged(s).await?;
                 }
+            }
+            &Op::DeletePoints(series, from, to) => {
+                let (from, to) = (base + from, base + to);
+                let selector = format!("pm{case}_v%7Bh%3D%22s{series}%22%7D&start={from}&end={to}");
+                let url = s.url(&format!("/api/v1/admin/tsdb/delete_series?match={selector}"));
+                let r = s.client.post(url).send().await.expect("delete");
+                let answer: serde_json::Value = r.json().await.expect("a JSON answer");
+                let gone = model[series].range(from..=to).count();
+                let want = serde_json::json!({"series": exists[series] as u8, "deleted_points": gone});
+                prop_assert_eq!(&answer, &want, "{:?}", op);
+                model[series].retain(|t, _| *t < from || *t > to);
             }
         }
     }
