@@ -72,6 +72,10 @@ fn selectors(c: &mut Criterion) {
         let sel = Selector::parse(text).unwrap();
         g.bench_function(name, |b| b.iter(|| select(black_box(&store), &sel)));
     }
+    // `GET /api/v1/status/tsdb` over every series.
+    g.bench_function("cardinality_top_10", |b| {
+        b.iter(|| perfd::query::cardinality::cardinality(black_box(&store), None, 10))
+    });
     g.finish();
     writer.shutdown();
 }

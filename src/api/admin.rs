@@ -1,5 +1,5 @@
 //! Admin endpoints: `POST /api/v1/admin/backup`, `GET /api/v1/admin/backups`,
-//! `POST /api/v1/admin/tsdb/delete_series`.
+//! `POST /api/v1/admin/tsdb/delete_series`, and `GET /api/v1/status/tsdb` to find what to delete.
 
 use super::error::ApiError;
 use super::{AppState, blocking};
@@ -63,4 +63,34 @@ pub async fn delete_series(
         Shown(text)
     );
     Ok(HttpResponse::Ok().json(serde_json::json!({"series": series, "deleted_points": points})))
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TsdbParams {
+    #[serde(rename = "match", alias = "match[]")]
+    selector: Option<String>,
+    /// How many entries each list keeps (Prometheus' `limit`, VictoriaMetrics' `topN`).
+    #[serde(alias = "topN")]
+    limit: Option<usize>,
+}
+
+/// Most entries a list of `GET /api/v1/status/tsdb` may ask for.
+const MAX_TOP: usize = 1000;
+
+/// `GET /api/v1/status/tsdb`: the metric names, labels and label pairs with the most series
+/// (of those `match` selects, or all), 10 of each unless `limit` says otherwise.
+pub async fn tsdb_status(
+    state: web::Data<AppState>,
+    params: web::Query<TsdbParams>,
+) -> Result<HttpResponse, ApiError> {
+    let top = params.limit.unwrap_or(10);
+    if !(1..=MAX_TOP).contains(&top) {
+        return Err(Error::invalid(format!("limit must be from 1 to {MAX_TOP}")).into());
+    }
+    let sel = params.selector.as_deref().map(crate::query::Selector::parse).transpose()?;
+    let store = state.store.clone();
+    let status =
+        blocking(move || Ok(crate::query::cardinality::cardinality(&store, sel.as_ref(), top))).await?;
+    Ok(HttpResponse::Ok().json(status))
 }

@@ -205,6 +205,7 @@ pub fn configure(state: AppState) -> impl Fn(&mut web::ServiceConfig) + Clone {
             .service(resource!("/api/v1/query_range", GET => query::query_range))
             .service(resource!("/api/v1/query", GET => instant::instant))
             .service(resource!("/api/v1/export", GET => query::export))
+            .service(resource!("/api/v1/status/tsdb", GET => admin::tsdb_status))
             .service(resource!("/api/v1/metrics/performance", GET => observe::get_performance))
             .service(resource!("/api/v1/metrics/resources/usage", GET => observe::get_resource_usage))
             .service(resource!("/api/v1/metrics/health", GET => observe::get_health))

@@ -2,6 +2,7 @@
 //! Aggregated and window reads are in `aggregate.rs`, the streamed export in `export.rs`.
 
 mod aggregate;
+pub mod cardinality;
 mod export;
 mod group;
 mod pattern;

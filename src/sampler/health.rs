@@ -100,7 +100,8 @@ const RULES: [Rule; 10] = [
         80.0,
         100.0,
         10.0,
-        "the series cap is nearly reached and new series will be refused; delete series \
+        "the series cap is nearly reached and new series will be refused; find the metrics \
+         and labels with the most series (GET /api/v1/status/tsdb), then delete series \
          (POST /api/v1/admin/tsdb/delete_series) or raise storage.max_series.",
     ),
     rule(

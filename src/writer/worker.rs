@@ -235,7 +235,7 @@ impl Writer {
             if fresh > 0 && total > self.storage.max_series {
                 self.stats.rejected_series_limit.fetch_add(1, Relaxed);
                 resolved.push(Err(Error::SeriesLimit(format!(
-                    "request would create {fresh} new series; the limit is {} and {} exist (raise storage.max_series, or delete series: POST /api/v1/admin/tsdb/delete_series?match=...)",
+                    "request would create {fresh} new series; the limit is {} and {} exist (raise storage.max_series, or delete series: POST /api/v1/admin/tsdb/delete_series?match=...; GET /api/v1/status/tsdb shows which metrics hold the most)",
                     self.storage.max_series,
                     catalog.by_key.len() + new_series.len()
                 ))));

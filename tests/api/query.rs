@@ -415,6 +415,39 @@ async fn deleted_series_are_gone_free_the_cap_and_can_start_again() {
     expect_error(r, 400, "invalid_input").await;
 }
 
+/// `GET /api/v1/status/tsdb` names what holds the most series: here a request id put in a label.
+#[tokio::test]
+async fn tsdb_status_finds_the_cardinality_accident() {
+    let s = TestServer::start();
+    let t = base_ms();
+    let mut lines: String = (0..50).map(|id| format!("req,id={id},route=/a ms=1 {t}\n")).collect();
+    lines += &format!("req,id=x,route=/b ms=1 {t}\nup v=1 {t}\n");
+    assert_eq!(s.post("/write?precision=ms", lines).await.status(), 204);
+    let (status, body) =
+        s.get_json("/api/v1/status/tsdb?match=%7B__name__%3D~%22req_ms%7Cup_v%22%7D&limit=2").await;
+    assert_eq!(status, 200, "{body}");
+    let entry = |name: &str, value: usize| serde_json::json!({"name": name, "value": value});
+    assert_eq!(body["series"], 52);
+    assert_eq!(
+        body["series_count_by_metric_name"],
+        serde_json::json!([entry("req_ms", 51), entry("up_v", 1)])
+    );
+    assert_eq!(
+        body["label_value_count_by_label_name"],
+        serde_json::json!([entry("id", 51), entry("__name__", 2)])
+    );
+    assert_eq!(
+        body["series_count_by_label_value_pair"],
+        serde_json::json!([entry("route=/a", 50), entry("id=0", 1)])
+    );
+    let (_, all) = s.get_json("/api/v1/status/tsdb?topN=1000").await;
+    assert!(all["series"].as_u64().unwrap() > 52, "the sampler's series too: {all}");
+    for bad in ["limit=0", "limit=1001", "match=%7B", "top=3"] {
+        let r = s.client.get(s.url(&format!("/api/v1/status/tsdb?{bad}"))).send().await.unwrap();
+        expect_error(r, 400, "invalid_input").await;
+    }
+}
+
 /// With `start` or `end`, `delete_series` removes only the points in that range, sealed or open,
 /// and they stay gone after a restart (a WAL entry holding them is rewritten: the same requests
 /// carried the other series' points); the series stays, and the other series keeps every point.
