@@ -46,6 +46,8 @@ impl Writer {
         // was idle enough to purge since the last round: slices never run back to back).
         if !std::mem::take(&mut self.purged_since_maintenance) {
             self.purge_slice();
+            // This round's own slice: the next round takes one too.
+            self.purged_since_maintenance = false;
         }
     }
 
