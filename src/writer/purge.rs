@@ -59,6 +59,8 @@ impl Writer {
         let mut txn = self.store.db()?.begin_write()?;
         txn.set_quick_repair(true);
         let mut dropped = 0;
+        // Taken on only once committed: a failed commit retries from where this slice began.
+        let mut at = self.purge_at;
         let left = {
             let mut purge = txn.open_table(PURGE)?;
             let mut chunks = txn.open_table(CHUNKS)?;
@@ -66,7 +68,7 @@ impl Writer {
             let series = txn.open_table(SERIES_BY_ID)?;
             loop {
                 let Some(group) = purge.first()?.map(|(g, _)| g.value()) else { break 0 };
-                let from = match self.purge_at {
+                let from = match at {
                     Some((g, hour)) if g == group => hour,
                     _ => i64::MIN,
                 };
@@ -81,11 +83,11 @@ impl Writer {
                 }
                 match blocks.last() {
                     Some(&(hour, _)) if blocks.len() == BLOCKS_PER_READ && hour < i64::MAX => {
-                        self.purge_at = Some((group, hour + 1));
+                        at = Some((group, hour + 1));
                     }
                     _ => {
                         purge.remove(group)?;
-                        self.purge_at = None;
+                        at = None;
                     }
                 }
                 if started.elapsed() >= budget {
@@ -95,6 +97,7 @@ impl Writer {
         };
         let work = started.elapsed();
         txn.commit()?;
+        self.purge_at = at;
         log::debug!(
             "purge slice: {dropped} chunks, {work:?} of work, {:?} with the commit",
             started.elapsed()
