@@ -16,6 +16,8 @@ mod reopen;
 pub mod retention;
 mod snapshot;
 pub mod tables;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod wal;
 
 pub use snapshot::encode_cache_entry;

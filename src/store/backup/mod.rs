@@ -55,8 +55,9 @@ impl BackupInfo {
 }
 
 /// Calls `$f(args…, TABLE)` for every table a backup holds, in order. Not among them: the
-/// profiles' index by finish time (rebuilt on open), and `PURGE` (a restored file's chunks of
-/// deleted series wait for retention or `perfd check --compact`).
+/// profiles' index by finish time (rebuilt on open). `PURGE` is: a backup taken before a
+/// delete's purge ended holds the dead chunks, and the restored perfd purges them. (A perfd
+/// older than `PURGE` skips the table, as every reader skips a table it does not know.)
 macro_rules! each_table {
     ($f:ident, $($arg:expr),*) => {{
         $f($($arg,)* META)?;
@@ -71,6 +72,7 @@ macro_rules! each_table {
         $f($($arg,)* ALERT_EVENTS)?;
         $f($($arg,)* ALERT_STATES)?;
         $f($($arg,)* PROFILES)?;
+        $f($($arg,)* PURGE)?;
     }};
 }
 
@@ -387,3 +389,6 @@ pub fn prune(data_dir: &Path, keep: usize) -> Result<usize> {
     }
     Ok(removed)
 }
+
+#[cfg(test)]
+mod tests;
