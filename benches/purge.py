@@ -5,7 +5,7 @@ A cardinality accident: 2,000 `junk_v{id}` series next to 2,000 `keep_v{id}` one
 blocks), a point a minute for 24 closed hours. Then `junk_v` is deleted and the writer purges
 its chunks. Prints how long the purge took, the chunk bytes and file size before and after, the
 latency of a small steady write load during the purge against the same load after it, and how
-long a range delete of half the kept points takes, and how much the file grows over four more rounds of as much junk written and deleted (the purged pages
+long a range delete of half the kept points takes (and the steady writes' latency meanwhile), and how much the file grows over four more rounds of as much junk written and deleted (the purged pages
 are reused).
 Every `keep_v` point must still read back.
 
@@ -121,14 +121,25 @@ try:
     assert kept == SERIES * HOURS * 60, f"keep_v: {kept} of {SERIES * HOURS * 60} points read back"
     print(f"keep_v: all {kept:,} points read back")
 
-    # A range delete (done at once, not purged in slices): the first half of the kept points.
+    # A range delete (in slices, with writes taken between them): the first half of the kept
+    # points, with the steady writes going on.
     half = t0 + HOURS // 2 * 3_600_000
     q = urllib.parse.urlencode({"match": "keep_v", "start": t0, "end": half - 1})
-    started = time.time()
-    s, b = http("POST", "/api/v1/admin/tsdb/delete_series?" + q)
-    took = time.time() - started
+    res = {}
+
+    def range_delete():
+        started = time.time()
+        res["answer"] = http("POST", "/api/v1/admin/tsdb/delete_series?" + q)
+        res["took"] = time.time() - started
+    d = threading.Thread(target=range_delete)
+    d.start()
+    while_deleting = []
+    while d.is_alive():
+        while_deleting += steady_writes(0.01)
+    s, b = res["answer"]
     assert s == 200 and json.loads(b)["deleted_points"] == SERIES * HOURS * 30, (s, b)
-    print(f"range delete of {SERIES * HOURS * 30:,} points ({SERIES * HOURS // 2:,} chunks) in {took:.2f} s")
+    print(f"range delete of {SERIES * HOURS * 30:,} points ({SERIES * HOURS // 2:,} chunks) in {res['took']:.2f} s")
+    print(f"steady writes during it: {summary(while_deleting)}, slowest {max(while_deleting):.1f} ms")
 
     # The accident again and again: each time as much junk, deleted (and purged) after.
     sizes = [database()["database"]["file_bytes"]]

@@ -305,13 +305,29 @@ pub fn read_blocks(
     h0: i64,
     h1: i64,
 ) -> Result<Vec<(i64, Vec<u8>)>> {
+    read_some_blocks(chunks, group, (h0, h1), usize::MAX)
+}
+
+/// The first `limit` blocks of `group` from hour `h0` through `h1`, as [`read_blocks`] reads
+/// them: for work done a bounded slice at a time.
+pub fn read_some_blocks(
+    chunks: &impl ReadableTable<(u64, i64, u32), &'static [u8]>,
+    group: u64,
+    (h0, h1): (i64, i64),
+    limit: usize,
+) -> Result<Vec<(i64, Vec<u8>)>> {
     let mut out: Vec<(i64, Vec<u8>)> = Vec::new();
     for row in chunks.range((group, h0, 0)..=(group, h1, u32::MAX))? {
         let (k, v) = row?;
         let hour = k.value().1;
         match out.last_mut() {
             Some((h, bytes)) if *h == hour => bytes.extend_from_slice(v.value()),
-            _ => out.push((hour, v.value().to_vec())),
+            _ => {
+                if out.len() == limit {
+                    break;
+                }
+                out.push((hour, v.value().to_vec()));
+            }
         }
     }
     Ok(out)

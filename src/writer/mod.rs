@@ -5,7 +5,9 @@
 //! commit) into the WAL table, publishes them to the store's open hours, then answers each request.
 //! Maintenance, on a timer, seals closed hours into chunks (merging with any existing chunk),
 //! deletes WAL entries no open hour needs and applies retention. Seal commits use
-//! `Durability::None`: if one is lost in a crash the WAL still holds its points.
+//! `Durability::None`: if one is lost in a crash the WAL still holds its points. Range deletes
+//! (`delete.rs`) and the purge of deleted series (`purge.rs`) rewrite blocks in short durable
+//! slices between message groups, so a write waits for one slice at most.
 
 use crate::config::{StorageConfig, WriterConfig};
 use crate::error::{Error, Result};
@@ -312,11 +314,23 @@ pub struct Writer {
     purge_at: purge::PurgeCursor,
     /// Whether a purge slice ran since the last maintenance round.
     purged_since_maintenance: bool,
+    /// Range deletes under way, oldest first; each is answered when its last slice commits.
+    deleting: std::collections::VecDeque<delete::RangeDelete>,
     fault: Arc<StorageFault>,
     /// Wait before the next write attempt after a storage failure (`fault.rs`).
     backoff: Duration,
     /// When to try writing again, while the store is faulted.
     retry_at: Option<Instant>,
+}
+
+#[cfg(test)]
+impl Writer {
+    /// A writer over `store` with the test config, driven by calling its methods.
+    fn for_test(store: &Arc<Store>) -> Writer {
+        let cfg = crate::config::Config::for_test(&store.path);
+        let (stats, queued, fault) = (Arc::default(), Arc::default(), Arc::default());
+        Writer::new(store.clone(), cfg.writer, cfg.storage, stats, queued, fault).unwrap()
+    }
 }
 
 mod delete;

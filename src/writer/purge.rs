@@ -1,6 +1,6 @@
 //! Purging: giving back the space of deleted series while the daemon runs.
 //!
-//! A delete (`maintenance.rs`) drops a series' keys at once but leaves its chunks in the blocks
+//! A delete (`delete.rs`) drops a series' keys at once but leaves its chunks in the blocks
 //! it shares with up to 63 other series; it records the series' group in `PURGE` in the same
 //! commit. The writer then rewrites that group's blocks without the dead chunks, a slice at a
 //! time: one slice each maintenance round, and one whenever no message came for a moment, never
@@ -11,12 +11,13 @@
 //! chunk appears after the delete that recorded its group, and one pass over a group is enough.
 
 use super::*;
+use crate::store::read_some_blocks;
 use redb::{ReadableTable, ReadableTableMetadata};
 
 /// How long a slice works before it commits (the commit takes about as long again).
 pub(super) const SLICE: Duration = Duration::from_millis(5);
 /// Blocks read into memory at once (at most about 64 × 64 KB for a busy group).
-const BLOCKS_PER_READ: usize = 64;
+pub(super) const BLOCKS_PER_READ: usize = 64;
 
 /// Where purging stands: the group being purged and the first hour not yet rewritten.
 pub(super) type PurgeCursor = Option<(u64, i64)>;
@@ -72,7 +73,7 @@ impl Writer {
                     Some((g, hour)) if g == group => hour,
                     _ => i64::MIN,
                 };
-                let blocks = read_some(&chunks, group, from)?;
+                let blocks = read_some_blocks(&chunks, group, (from, i64::MAX), BLOCKS_PER_READ)?;
                 let live: Vec<u64> = live_ids(&series, group)?;
                 for (hour, bytes) in &blocks {
                     let (kept, gone) = block::retain(bytes, |id| Ok(live.binary_search(&id).is_ok()))?;
@@ -111,29 +112,6 @@ impl Writer {
     }
 }
 
-/// Up to [`BLOCKS_PER_READ`] blocks of `group` from hour `from` on, each reassembled from its parts.
-fn read_some(
-    chunks: &impl ReadableTable<(u64, i64, u32), &'static [u8]>,
-    group: u64,
-    from: i64,
-) -> Result<Vec<(i64, Vec<u8>)>> {
-    let mut out: Vec<(i64, Vec<u8>)> = Vec::new();
-    for row in chunks.range((group, from, 0)..=(group, i64::MAX, u32::MAX))? {
-        let (k, v) = row?;
-        let hour = k.value().1;
-        match out.last_mut() {
-            Some((h, bytes)) if *h == hour => bytes.extend_from_slice(v.value()),
-            _ => {
-                if out.len() == BLOCKS_PER_READ {
-                    break;
-                }
-                out.push((hour, v.value().to_vec()));
-            }
-        }
-    }
-    Ok(out)
-}
-
 /// The ids of `group` that name a series, sorted.
 fn live_ids(series: &impl ReadableTable<u64, &'static str>, group: u64) -> Result<Vec<u64>> {
     let first = group * block::GROUP_SIZE;
@@ -147,19 +125,12 @@ fn live_ids(series: &impl ReadableTable<u64, &'static str>, group: u64) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
     use crate::ingest::BatchBuilder;
     use crate::model::TimeBounds;
     use std::collections::BTreeMap;
 
     /// More hours than [`BLOCKS_PER_READ`], so a group takes two reads.
     const HOURS: i64 = 70;
-
-    fn writer(store: &Arc<Store>) -> Writer {
-        let cfg = Config::for_test(&store.path);
-        let (stats, queued, fault) = (Arc::default(), Arc::default(), Arc::default());
-        Writer::new(store.clone(), cfg.writer, cfg.storage, stats, queued, fault).unwrap()
-    }
 
     /// One point an hour of each series for `HOURS` hours, and of `solo` in three hours before
     /// them (blocks it alone holds); sealed.
@@ -219,7 +190,7 @@ mod tests {
     fn purging_drops_dead_chunks_and_empty_blocks_and_survives_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(dir.path()).unwrap());
-        let mut w = writer(&store);
+        let mut w = Writer::for_test(&store);
         let t0 = write(&mut w, &["a", "b"], "solo");
         let names = names(&store);
         delete(&mut w, "a");
@@ -228,7 +199,7 @@ mod tests {
         assert_eq!(chunks_of(&store, &names), all, "a delete leaves the chunks");
         drop(w);
 
-        let mut w = writer(&store);
+        let mut w = Writer::for_test(&store);
         assert!(w.purge_pending(), "the group is still listed after a restart");
         assert_eq!(purge_all(&mut w), 2, "73 blocks: two reads");
         assert_eq!(chunks_of(&store, &names), BTreeMap::from([("b".into(), 70)]));
@@ -248,7 +219,7 @@ mod tests {
     fn a_delete_during_a_purge_restarts_its_group() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(dir.path()).unwrap());
-        let mut w = writer(&store);
+        let mut w = Writer::for_test(&store);
         write(&mut w, &["a", "b", "c"], "solo");
         let names = names(&store);
         delete(&mut w, "a");

@@ -42,6 +42,7 @@ impl Writer {
             last_retention: None,
             purge_at: None,
             purged_since_maintenance: false,
+            deleting: Default::default(),
             fault,
             backoff: FIRST_BACKOFF,
             retry_at: None,
@@ -67,7 +68,13 @@ impl Writer {
                 self.until_retry().unwrap_or(self.cfg.maintenance_interval)
             } else {
                 let m = self.until_maintenance();
-                let m = if self.purge_pending() { m.min(PURGE_WHEN_IDLE_FOR) } else { m };
+                let m = if self.deleting() {
+                    Duration::ZERO
+                } else if self.purge_pending() {
+                    m.min(PURGE_WHEN_IDLE_FOR)
+                } else {
+                    m
+                };
                 self.until_retry().map_or(m, |r| r.min(m))
             };
             let mut idle = false;
@@ -79,6 +86,7 @@ impl Writer {
                         if !rest.is_empty() {
                             self.step(rest);
                         }
+                        self.abandon_deletes();
                         self.retry_if_due();
                         if self.fault.is_failing() {
                             log::error!(
@@ -101,12 +109,16 @@ impl Writer {
             }
             self.retry_if_due();
             if self.fault.is_failing() {
+                self.refuse_deletes();
                 continue;
             }
             if self.last_maintenance.elapsed() >= self.cfg.maintenance_interval
                 || self.points_since_maintenance >= MAINTAIN_EVERY_POINTS
             {
                 self.maintenance();
+            } else if self.deleting() {
+                // One slice, then messages again, as for purging.
+                self.delete_slice();
             } else if idle && self.purge_pending() {
                 // One slice, then messages again: a write waits for one slice at most.
                 self.purge_slice();
