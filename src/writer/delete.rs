@@ -199,7 +199,12 @@ impl Writer {
                 }
             }
         }
-        txn.commit()?;
+        if removed > 0 {
+            txn.commit()?;
+        } else {
+            // Nothing changed: no fsync to pay for.
+            txn.abort()?;
+        }
         job.at = at;
         job.removed += removed;
         Ok(at.0 == job.ids.len())
