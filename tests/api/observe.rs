@@ -85,6 +85,14 @@ async fn sampler_writes_series_that_resources_and_queries_read() {
         .points(&format!("query=perfd_http_requests{{route=\"/healthz\"}}&start={}&end={now}", now - 60_000))
         .await;
     assert_eq!(healthz[0].1.iter().map(|p| p.1).sum::<f64>(), 1.0);
+    // The README's requests-a-minute query: each tick's own count, summed per bucket.
+    let q = format!(
+        "query=perfd_http_requests&start={}&end={now}&step=1m&agg=sum&group=sum&by=route",
+        now - 60_000
+    );
+    let per_route = s.points(&q).await;
+    let healthz = per_route.iter().find(|(labels, _)| labels["route"] == "/healthz");
+    assert_eq!(healthz.map(|(_, p)| p.iter().map(|p| p.1).sum::<f64>()), Some(1.0), "{per_route:?}");
 }
 
 /// The values of the series `selector` selects over the minute before `now`.
