@@ -1,5 +1,6 @@
 //! Query seam: hourly averages over 200 series × 6 h of sealed data (answered from chunk
-//! headers), versus the same read decoding every point (a 59-minute step defeats the headers);
+//! headers), versus the same read decoding every point (a 59-minute step defeats the headers),
+//! and hourly rates (which decode every point to find counter resets);
 //! and selecting series out of 100,000 by name, by a label regex, and without a name (a scan of
 //! every series, as a name-less threshold does every tick).
 
@@ -44,6 +45,10 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             read_aggregated(black_box(&store), &sel, t0, end, HOUR - 60_000, Agg::Avg, 5_000_000).unwrap()
         })
+    });
+    // A rate counts resets, which a header does not know: every point is decoded.
+    g.bench_function("hourly_rate_across_resets", |b| {
+        b.iter(|| read_aggregated(black_box(&store), &sel, t0, end, HOUR, Agg::Rate, 5_000_000).unwrap())
     });
     g.finish();
     writer.shutdown();

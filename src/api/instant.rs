@@ -59,7 +59,7 @@ pub async fn instant(
     let group = parse_group(params.group.as_deref(), params.by.as_deref(), true)?;
     let store = state.store.clone();
     let start = time.saturating_sub(lookback).max(query::MIN_TIME_MS);
-    let windows = blocking(move || query::read_windows(&store, &sel, start, time)).await?;
+    let windows = blocking(move || query::read_windows(&store, &sel, (start, time), false)).await?;
     // Values and their times as two series each, stamped with the query time so groups line up.
     let (values, times): (Vec<SeriesResult>, Vec<SeriesResult>) = windows
         .iter()

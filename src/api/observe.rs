@@ -104,7 +104,7 @@ pub async fn get_resource_usage(
     let summary = web::block(move || -> Result<serde_json::Map<String, serde_json::Value>, Error> {
         let mut out = serde_json::Map::new();
         for name in RESOURCE_SERIES {
-            for (key, s) in read_windows(&store, &Selector::parse(name)?, start, end)? {
+            for (key, s) in read_windows(&store, &Selector::parse(name)?, (start, end), false)? {
                 let key = match key.labels.iter().find(|(l, _)| l == "mount") {
                     Some((_, m)) => format!("{name}{{mount={m:?}}}"),
                     None => name.to_owned(),

@@ -109,7 +109,9 @@ pub(super) fn parse_group(
 fn parse_agg(s: Option<&str>) -> Result<Agg, Error> {
     let s = s.unwrap_or("avg");
     serde_json::from_value(serde_json::Value::String(s.to_owned())).map_err(|_| {
-        Error::invalid(format!("invalid agg {s:?}: use avg, min, max, sum, count, first, last or rate"))
+        Error::invalid(format!(
+            "invalid agg {s:?}: use avg, min, max, sum, count, first, last, rate or deriv"
+        ))
     })
 }
 

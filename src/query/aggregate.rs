@@ -17,11 +17,15 @@ pub struct Summary {
     /// The earliest and latest points (timestamp, value).
     pub first: Point,
     pub last: Point,
+    /// How much the value grew from the first point to the last, a drop counted as a counter
+    /// reset (the value after it is all growth), as Prometheus' `rate` counts. `None` for a
+    /// summary taken from a chunk header, which does not know it (see [`fold`]'s `increase`).
+    pub increase: Option<f64>,
 }
 
 impl Summary {
     fn point(p: Point) -> Summary {
-        Summary { count: 1, sum: p.1, min: p.1, max: p.1, first: p, last: p }
+        Summary { count: 1, sum: p.1, min: p.1, max: p.1, first: p, last: p, increase: Some(0.0) }
     }
 
     /// The summary of `points`; `None` when there are none.
@@ -33,6 +37,10 @@ impl Summary {
     }
 
     fn merge(&mut self, o: &Summary) {
+        // The two are disjoint in time (one series, one point per timestamp); either may be first.
+        let (a, b) = if o.first.0 < self.first.0 { (o, &*self) } else { (&*self, o) };
+        let grew = if b.first.1 >= a.last.1 { b.first.1 - a.last.1 } else { b.first.1 };
+        self.increase = a.increase.zip(b.increase).map(|(x, y)| x + y + grew);
         self.count += o.count;
         self.sum += o.sum;
         self.min = self.min.min(o.min);
@@ -45,8 +53,9 @@ impl Summary {
         }
     }
 
-    /// The aggregate `agg` asks for; `None` for a rate of fewer than two timestamps.
+    /// The aggregate `agg` asks for; `None` for a rate or slope of fewer than two timestamps.
     pub fn value(&self, agg: Agg) -> Option<f64> {
+        let seconds = (self.last.0 - self.first.0) as f64 / 1000.0;
         Some(match agg {
             Agg::Avg => self.sum / self.count as f64,
             Agg::Min => self.min,
@@ -55,12 +64,14 @@ impl Summary {
             Agg::Count => self.count as f64,
             Agg::First => self.first.1,
             Agg::Last => self.last.1,
-            // Per second, from the first to the last point: a counter's increase over the
-            // span it was seen (a reset in between shows as a drop), a gauge's slope.
+            // A counter's increase per second over the span it was seen, across resets.
             Agg::Rate if self.last.0 > self.first.0 => {
-                (self.last.1 - self.first.1) / ((self.last.0 - self.first.0) as f64 / 1000.0)
+                debug_assert!(self.increase.is_some(), "a rate of a summary folded without increase");
+                self.increase? / seconds
             }
-            Agg::Rate => return None,
+            // A gauge's slope: from the first point to the last, per second.
+            Agg::Deriv if self.last.0 > self.first.0 => (self.last.1 - self.first.1) / seconds,
+            Agg::Rate | Agg::Deriv => return None,
         })
     }
 }
@@ -111,7 +122,7 @@ fn aggregate(
     step: i64,
     agg: Agg,
 ) -> Result<Option<SeriesResult>> {
-    let buckets = fold(hours, start, end, Some(step))?;
+    let buckets = fold(hours, start, end, Some(step), agg == Agg::Rate)?;
     if buckets.is_empty() {
         return Ok(None);
     }
@@ -124,10 +135,17 @@ fn aggregate(
 
 /// Folds one series' hours into buckets of `step` ms aligned to the epoch, or into one bucket
 /// (at `start`) for the whole of `[start, end]` when `step` is `None`. Whole sealed hours inside
-/// the range are answered from chunk headers when every bucket holds whole hours.
-fn fold(hours: Vec<(i64, HourData)>, start: i64, end: i64, step: Option<i64>) -> Result<Vec<(i64, Summary)>> {
+/// the range are answered from chunk headers when every bucket holds whole hours, unless
+/// `increase` is asked for (a header does not know where a counter was reset).
+fn fold(
+    hours: Vec<(i64, HourData)>,
+    start: i64,
+    end: i64,
+    step: Option<i64>,
+    increase: bool,
+) -> Result<Vec<(i64, Summary)>> {
     let bucket_of = |ts: i64| step.map_or(start, |step| ts - ts.rem_euclid(step));
-    let hour_buckets = step.is_none_or(|step| step % HOUR_MS == 0);
+    let hour_buckets = !increase && step.is_none_or(|step| step % HOUR_MS == 0);
     let mut buckets: Vec<(i64, Summary)> = Vec::new();
     let mut add = |bucket: i64, s: Summary| match buckets.last_mut() {
         Some((b, a)) if *b == bucket => a.merge(&s),
@@ -144,6 +162,7 @@ fn fold(hours: Vec<(i64, HourData)>, start: i64, end: i64, step: Option<i64>) ->
                 max: h.max,
                 first: (h.first_ts, h.first),
                 last: (h.last_ts, h.last),
+                increase: None,
             };
             add(bucket_of(hour), s);
             continue;
@@ -157,19 +176,20 @@ fn fold(hours: Vec<(i64, HourData)>, start: i64, end: i64, step: Option<i64>) ->
 
 /// The summary of each matching series over `[start, end]` (series with no point there are
 /// left out), in key order: what an alert threshold aggregates. Whole sealed hours are read from
-/// chunk headers, so a long window costs about what its partial first and last hours hold.
+/// chunk headers, so a long window costs about what its partial first and last hours hold;
+/// with `increase` (for a rate) every point is decoded.
 pub fn read_windows(
     store: &Store,
     sel: &Selector,
-    start: i64,
-    end: i64,
+    (start, end): (i64, i64),
+    increase: bool,
 ) -> Result<Vec<(Arc<SeriesKey>, Summary)>> {
     let series = select(store, sel);
     let mut out = Vec::with_capacity(series.len());
     for chunk in series.chunks(AGGREGATE_CHUNK) {
         let ids: Vec<u64> = chunk.iter().map(|s| s.0).collect();
         for ((_, key), hours) in chunk.iter().zip(store.read_hours(&ids, start, end)?) {
-            if let Some((_, s)) = fold(hours, start, end, None)?.pop() {
+            if let Some((_, s)) = fold(hours, start, end, None, increase)?.pop() {
                 out.push((key.clone(), s));
             }
         }

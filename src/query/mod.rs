@@ -148,8 +148,13 @@ pub enum Agg {
     Count,
     First,
     Last,
-    /// Per second from a bucket's first point to its last; a bucket with one timestamp has none.
+    /// A counter's increase per second from a bucket's first point to its last, a drop counted
+    /// as a reset (Prometheus' `rate`, without its extrapolation to the bucket's edges); a
+    /// bucket with one timestamp has none.
     Rate,
+    /// A gauge's slope per second from a bucket's first point to its last (what `rate` was
+    /// before it knew resets); none for one timestamp.
+    Deriv,
 }
 
 #[derive(Debug, Clone, Serialize)]

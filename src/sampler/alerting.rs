@@ -89,7 +89,8 @@ impl Sampler {
             // Summaries, not raw points: whole sealed hours come from chunk headers. Raw reads
             // decoded every point of the window on every tick (10 ms for a day at 1 point/s),
             // and a window over a million points failed the whole evaluation.
-            let series = crate::query::read_windows(store, &selector, now - window, now)?;
+            let rate = t.aggregation == alerts::Aggregation::Rate;
+            let series = crate::query::read_windows(store, &selector, (now - window, now), rate)?;
             let value = t.worst(series.iter().filter_map(|(_, s)| t.aggregate(s)));
             let state = self.alert_states.entry(t.id).or_default();
             let silenced = silences.iter().any(|s| s.covers(t, now));

@@ -40,8 +40,14 @@ pub(crate) fn agg(points: &[(i64, f64)], step: i64, f: &str) -> Vec<(i64, f64)> 
                 "max" => vs.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
                 "count" => vs.len() as f64,
                 "first" => first.1,
-                "rate" if last.0 > first.0 => (last.1 - first.1) / ((last.0 - first.0) as f64 / 1000.0),
-                "rate" => return None, // one timestamp: no rate, no point
+                // A drop is a counter reset: the value after it is all increase.
+                "rate" if last.0 > first.0 => {
+                    let grew: f64 =
+                        vs.windows(2).map(|w| if w[1] >= w[0] { w[1] - w[0] } else { w[1] }).sum();
+                    grew / ((last.0 - first.0) as f64 / 1000.0)
+                }
+                "deriv" if last.0 > first.0 => (last.1 - first.1) / ((last.0 - first.0) as f64 / 1000.0),
+                "rate" | "deriv" => return None, // one timestamp: no rate, no point
                 _ => last.1,
             };
             Some((b, v))
@@ -69,7 +75,7 @@ async fn aggregates_match_raw_over_open_and_sealed_hours() {
         }
         let raw = s.points(&format!("query=svc_lat{{host=\"h1\"}}&start={t0}&end={end}")).await;
         assert_eq!(raw[0].1, data[1]);
-        for f in ["avg", "min", "max", "sum", "count", "first", "last", "rate"] {
+        for f in ["avg", "min", "max", "sum", "count", "first", "last", "rate", "deriv"] {
             for step in [3_600_000i64, 7_200_000, 60_000, 1_000_000] {
                 let got = s
                     .points(&format!("query=svc_lat{{host=\"h0\"}}&start={t0}&end={end}&step={step}&agg={f}"))
@@ -89,6 +95,27 @@ async fn aggregates_match_raw_over_open_and_sealed_hours() {
     }
 }
 
+/// Regression: a rate took a bucket's first and last values only, so a counter reset inside the
+/// bucket (perfd's own counts since start reset at every restart) came out as a negative rate,
+/// over raw points and over whole sealed hours alike.
+#[tokio::test]
+async fn a_counter_reset_is_not_a_negative_rate() {
+    let s = TestServer::start();
+    let t = base_ms() - base_ms().rem_euclid(3_600_000) - 3_600_000;
+    let values = [0.0, 10.0, 20.0, 3.0, 13.0]; // reset after 20
+    let lines: String =
+        values.iter().enumerate().map(|(i, v)| format!("c v={v} {}\n", t + i as i64 * 1000)).collect();
+    s.post("/write?precision=ms", lines).await;
+    for sealed in [false, true] {
+        if sealed {
+            s.seal();
+        }
+        let q = |agg: &str| format!("query=c_v&start={t}&end={}&step=1h&agg={agg}", t + 3_599_999);
+        assert_eq!(s.points(&q("rate")).await[0].1, vec![(t, 33.0 / 4.0)], "sealed: {sealed}");
+        assert_eq!(s.points(&q("deriv")).await[0].1, vec![(t, 13.0 / 4.0)], "sealed: {sealed}");
+    }
+}
+
 /// What alert thresholds read: one summary per series over a window, from chunk headers for
 /// the whole sealed hours inside it; it must equal the summary of the raw points, for windows
 /// that cut hours and windows that hold whole ones, open and sealed.
@@ -104,8 +131,9 @@ async fn window_summaries_match_raw_over_open_and_sealed_hours() {
             s.seal();
         }
         let (h, end) = (3_600_000, t0 + 3 * 3_600_000);
-        for (a, b) in [(t0, end), (t0 + 1_800_000, t0 + 9_000_000), (t0 - h, t0 + h - 1), (t0 + 5, t0 + 5)] {
-            let got = read_windows(&s.daemon().store, &selector, a, b).unwrap();
+        let windows = [(t0, end), (t0 + 1_800_000, t0 + 9_000_000), (t0 - h, t0 + h - 1), (t0 + 5, t0 + 5)];
+        for ((a, b), increase) in windows.into_iter().flat_map(|w| [(w, false), (w, true)]) {
+            let got = read_windows(&s.daemon().store, &selector, (a, b), increase).unwrap();
             let want: Vec<Summary> = data
                 .iter()
                 .filter_map(|pts| {
@@ -115,7 +143,13 @@ async fn window_summaries_match_raw_over_open_and_sealed_hours() {
             assert_eq!(got.len(), want.len(), "[{a}, {b}] sealed: {sealed}");
             for ((key, g), w) in got.iter().zip(&want) {
                 assert!((g.sum - w.sum).abs() < 1e-6, "{key:?} [{a}, {b}]: {} vs {}", g.sum, w.sum);
-                assert_eq!(Summary { sum: w.sum, ..*g }, *w, "{key:?} [{a}, {b}] sealed: {sealed}");
+                if increase {
+                    // Every point decoded: the increase across resets, for a rate.
+                    let (gi, wi) = (g.increase.unwrap(), w.increase.unwrap());
+                    assert!((gi - wi).abs() < 1e-6, "{key:?} [{a}, {b}]: increase {gi} vs {wi}");
+                }
+                let g = Summary { sum: w.sum, increase: w.increase, ..*g };
+                assert_eq!(g, *w, "{key:?} [{a}, {b}] sealed: {sealed}");
             }
         }
     }

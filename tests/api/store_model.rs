@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 const SERIES: usize = 3;
 const SPAN_MS: i64 = 4 * 3_600_000;
-const AGGS: &[&str] = &["avg", "min", "max", "sum", "count", "first", "last", "rate"];
+const AGGS: &[&str] = &["avg", "min", "max", "sum", "count", "first", "last", "rate", "deriv"];
 const STEPS: &[i64] = &[1000, 61_000, 420_000, 3_600_000, 5_400_000, 7_200_000];
 
 #[derive(Debug, Clone)]

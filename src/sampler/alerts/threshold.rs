@@ -16,8 +16,10 @@ pub enum Aggregation {
     Last,
     Sum,
     Count,
-    /// Per-second increase from the first to the last point (counters).
+    /// Per-second increase from the first to the last point, across resets (counters).
     Rate,
+    /// Per-second slope from the first to the last point (gauges).
+    Deriv,
 }
 
 impl From<Aggregation> for Agg {
@@ -31,6 +33,7 @@ impl From<Aggregation> for Agg {
             Aggregation::Sum => Agg::Sum,
             Aggregation::Count => Agg::Count,
             Aggregation::Rate => Agg::Rate,
+            Aggregation::Deriv => Agg::Deriv,
         }
     }
 }
