@@ -1,6 +1,7 @@
 //! Query seam: hourly averages over 200 series × 6 h of sealed data (answered from chunk
 //! headers), versus the same read decoding every point (a 59-minute step defeats the headers),
-//! and hourly rates (which decode every point to find counter resets);
+//! and hourly rates (which decode the chunks where a value falls, to find counter resets, and
+//! read a counter's other chunks from their headers);
 //! and selecting series out of 100,000 by name, by a label regex, and without a name (a scan of
 //! every series, as a name-less threshold does every tick).
 
@@ -28,8 +29,10 @@ fn bench(c: &mut Criterion) {
         for s in 0..200 {
             let host = format!("h{s:03}");
             for i in 0..360 {
-                let v = ((i * 7 + s * 13) % 10_000) as f64 / 100.0;
+                let v = ((i * 37 + s * 13) % 1000) as f64 / 10.0; // a gauge: falls now and then
                 b.push("cpu_usage", &[("host", &host)], (t0 + hour * HOUR + i * 10_000, v)).unwrap();
+                let count = (hour * 360 + i) as f64 * 3.0; // a counter: never falls
+                b.push("requests_total", &[("host", &host)], (t0 + hour * HOUR + i * 10_000, count)).unwrap();
             }
         }
         writer.submit(b.finish(), true).unwrap().unwrap().blocking_recv().unwrap().unwrap();
@@ -46,9 +49,14 @@ fn bench(c: &mut Criterion) {
             read_aggregated(black_box(&store), &sel, t0, end, HOUR - 60_000, Agg::Avg, 5_000_000).unwrap()
         })
     });
-    // A rate counts resets, which a header does not know: every point is decoded.
+    // A rate counts resets: a gauge's chunks, where values fall, are decoded; a counter's
+    // without a reset are answered from their headers.
     g.bench_function("hourly_rate_across_resets", |b| {
         b.iter(|| read_aggregated(black_box(&store), &sel, t0, end, HOUR, Agg::Rate, 5_000_000).unwrap())
+    });
+    let counters = Selector::parse("requests_total").unwrap();
+    g.bench_function("hourly_rate_of_counters_from_headers", |b| {
+        b.iter(|| read_aggregated(black_box(&store), &counters, t0, end, HOUR, Agg::Rate, 5_000_000).unwrap())
     });
     g.finish();
     writer.shutdown();

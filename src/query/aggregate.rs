@@ -19,7 +19,7 @@ pub struct Summary {
     pub last: Point,
     /// How much the value grew from the first point to the last, a drop counted as a counter
     /// reset (the value after it is all growth), as Prometheus' `rate` counts. `None` for a
-    /// summary taken from a chunk header, which does not know it (see [`fold`]'s `increase`).
+    /// summary taken from the header of a chunk where a value fell (see [`fold`]'s `increase`).
     pub increase: Option<f64>,
 }
 
@@ -135,8 +135,9 @@ fn aggregate(
 
 /// Folds one series' hours into buckets of `step` ms aligned to the epoch, or into one bucket
 /// (at `start`) for the whole of `[start, end]` when `step` is `None`. Whole sealed hours inside
-/// the range are answered from chunk headers when every bucket holds whole hours, unless
-/// `increase` is asked for (a header does not know where a counter was reset).
+/// the range are answered from chunk headers when every bucket holds whole hours; with
+/// `increase` (for a rate), only those of chunks where no value fell (a header does not know
+/// where a counter was reset).
 fn fold(
     hours: Vec<(i64, HourData)>,
     start: i64,
@@ -145,7 +146,7 @@ fn fold(
     increase: bool,
 ) -> Result<Vec<(i64, Summary)>> {
     let bucket_of = |ts: i64| step.map_or(start, |step| ts - ts.rem_euclid(step));
-    let hour_buckets = !increase && step.is_none_or(|step| step % HOUR_MS == 0);
+    let hour_buckets = step.is_none_or(|step| step % HOUR_MS == 0);
     let mut buckets: Vec<(i64, Summary)> = Vec::new();
     let mut add = |bucket: i64, s: Summary| match buckets.last_mut() {
         Some((b, a)) if *b == bucket => a.merge(&s),
@@ -155,6 +156,13 @@ fn fold(
         let whole = hour_buckets && hour >= start && hour + HOUR_MS - 1 <= end;
         if let (true, HourData::Sealed(bytes)) = (whole, &data) {
             let h = codec::header(bytes)?;
+            // The increase is in the header only for a chunk where no value fell.
+            if increase && !h.never_falls {
+                for p in hour_points(data, start, end)? {
+                    add(bucket_of(p.0), Summary::point(p));
+                }
+                continue;
+            }
             let s = Summary {
                 count: h.count as u64,
                 sum: h.sum,
@@ -162,7 +170,7 @@ fn fold(
                 max: h.max,
                 first: (h.first_ts, h.first),
                 last: (h.last_ts, h.last),
-                increase: None,
+                increase: h.never_falls.then_some(h.last - h.first),
             };
             add(bucket_of(hour), s);
             continue;
@@ -177,7 +185,7 @@ fn fold(
 /// The summary of each matching series over `[start, end]` (series with no point there are
 /// left out), in key order: what an alert threshold aggregates. Whole sealed hours are read from
 /// chunk headers, so a long window costs about what its partial first and last hours hold;
-/// with `increase` (for a rate) every point is decoded.
+/// with `increase` (for a rate) so are the hours of a counter without a reset, and others decoded.
 pub fn read_windows(
     store: &Store,
     sel: &Selector,

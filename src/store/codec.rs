@@ -3,7 +3,8 @@
 //! Layout of a chunk (all integers little-endian):
 //!
 //! ```text
-//! u8      format: high nibble = version (1), low bit = value mode (0 decimal, 1 XOR)
+//! u8      format: high nibble = version (1), bit 1 = no value falls (a counter without a
+//!         reset, so its increase is last − first), low bit = value mode (0 decimal, 1 XOR)
 //! varint  count (≥ 1)
 //! zigzag  first timestamp (unix ms)
 //! varint  last − first timestamp
@@ -27,6 +28,9 @@ use crate::model::Point;
 
 const VERSION: u8 = 1 << 4;
 const MODE_XOR: u8 = 1;
+/// No value is below the one before it. Chunks written before the flag existed lack it, so its
+/// absence only means a rate must decode them.
+const NEVER_FALLS: u8 = 2;
 /// Largest decimal exponent tried; beyond 10^9 the integers stop being small.
 const MAX_EXP: u32 = 9;
 const POW10: [f64; 10] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9];
@@ -52,6 +56,9 @@ pub struct ChunkHeader {
     pub max: f64,
     pub first: f64,
     pub last: f64,
+    /// No value is below the one before it: the increase is `last − first` (false for chunks
+    /// written before the flag existed).
+    pub never_falls: bool,
 }
 
 /// Sorts by timestamp and keeps, for each timestamp, the value that came last (last write wins).
@@ -78,7 +85,8 @@ pub fn encode(points: &[Point]) -> Vec<u8> {
     };
     let (last_ts, last) = points[points.len() - 1];
     let exp = decimal_exponent(points);
-    out.push(VERSION | if exp.is_none() { MODE_XOR } else { 0 });
+    let never_falls = points.windows(2).all(|w| w[1].1 >= w[0].1);
+    out.push(VERSION | if exp.is_none() { MODE_XOR } else { 0 } | if never_falls { NEVER_FALLS } else { 0 });
     put_varint(&mut out, points.len() as u64);
     put_varint(&mut out, zigzag(first_ts));
     put_varint(&mut out, last_ts.wrapping_sub(first_ts) as u64);
@@ -180,7 +188,7 @@ fn read_header(bytes: &[u8]) -> Result<(ChunkHeader, usize, Layout)> {
     let mut pos = 0;
     let format = *bytes.first().ok_or_else(|| corrupt("empty chunk"))?;
     pos += 1;
-    if format & 0xF0 != VERSION || format & 0x0E != 0 {
+    if format & 0xF0 != VERSION || format & 0x0C != 0 {
         return Err(corrupt(format!("unknown chunk format {format:#x}")));
     }
     let count = get_varint(bytes, &mut pos)?;
@@ -220,6 +228,7 @@ fn read_header(bytes: &[u8]) -> Result<(ChunkHeader, usize, Layout)> {
         max: f[2],
         first: f[3],
         last: f[4],
+        never_falls: format & NEVER_FALLS != 0,
     };
     Ok((h, pos, Layout { exp, k_ts, k_val }))
 }
@@ -319,6 +328,7 @@ mod tests {
         assert_eq!(h.count as usize, points.len());
         assert_eq!(h.first_ts, points[0].0);
         assert_eq!(h.last_ts, points[points.len() - 1].0);
+        assert_eq!(h.never_falls, points.windows(2).all(|w| w[1].1 >= w[0].1));
     }
 
     #[test]

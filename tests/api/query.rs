@@ -97,14 +97,18 @@ async fn aggregates_match_raw_over_open_and_sealed_hours() {
 
 /// Regression: a rate took a bucket's first and last values only, so a counter reset inside the
 /// bucket (perfd's own counts since start reset at every restart) came out as a negative rate,
-/// over raw points and over whole sealed hours alike.
+/// over raw points and over whole sealed hours alike. A counter without a reset still takes
+/// its sealed hours' rate from their headers.
 #[tokio::test]
 async fn a_counter_reset_is_not_a_negative_rate() {
     let s = TestServer::start();
     let t = base_ms() - base_ms().rem_euclid(3_600_000) - 3_600_000;
     let values = [0.0, 10.0, 20.0, 3.0, 13.0]; // reset after 20
-    let lines: String =
-        values.iter().enumerate().map(|(i, v)| format!("c v={v} {}\n", t + i as i64 * 1000)).collect();
+    let lines: String = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| format!("c v={v} {t}\nd v={} {t}\n", i * 10, t = t + i as i64 * 1000))
+        .collect();
     s.post("/write?precision=ms", lines).await;
     for sealed in [false, true] {
         if sealed {
@@ -113,6 +117,9 @@ async fn a_counter_reset_is_not_a_negative_rate() {
         let q = |agg: &str| format!("query=c_v&start={t}&end={}&step=1h&agg={agg}", t + 3_599_999);
         assert_eq!(s.points(&q("rate")).await[0].1, vec![(t, 33.0 / 4.0)], "sealed: {sealed}");
         assert_eq!(s.points(&q("deriv")).await[0].1, vec![(t, 13.0 / 4.0)], "sealed: {sealed}");
+        // No reset: sealed, its rate comes from the chunk's header.
+        let q = format!("query=d_v&start={t}&end={}&step=1h&agg=rate", t + 3_599_999);
+        assert_eq!(s.points(&q).await[0].1, vec![(t, 10.0)], "sealed: {sealed}");
     }
 }
 
