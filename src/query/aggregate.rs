@@ -156,24 +156,20 @@ fn fold(
         let whole = hour_buckets && hour >= start && hour + HOUR_MS - 1 <= end;
         if let (true, HourData::Sealed(bytes)) = (whole, &data) {
             let h = codec::header(bytes)?;
-            // The increase is in the header only for a chunk where no value fell.
-            if increase && !h.never_falls {
-                for p in hour_points(data, start, end)? {
-                    add(bucket_of(p.0), Summary::point(p));
-                }
+            // The increase is in the header only for a chunk where no value fell; else decode.
+            if !increase || h.never_falls {
+                let s = Summary {
+                    count: h.count as u64,
+                    sum: h.sum,
+                    min: h.min,
+                    max: h.max,
+                    first: (h.first_ts, h.first),
+                    last: (h.last_ts, h.last),
+                    increase: h.never_falls.then_some(h.last - h.first),
+                };
+                add(bucket_of(hour), s);
                 continue;
             }
-            let s = Summary {
-                count: h.count as u64,
-                sum: h.sum,
-                min: h.min,
-                max: h.max,
-                first: (h.first_ts, h.first),
-                last: (h.last_ts, h.last),
-                increase: h.never_falls.then_some(h.last - h.first),
-            };
-            add(bucket_of(hour), s);
-            continue;
         }
         for p in hour_points(data, start, end)? {
             add(bucket_of(p.0), Summary::point(p));
