@@ -65,6 +65,10 @@ struct CheckArgs {
     /// Also rewrite the file without free pages (shrinks it after large deletions).
     #[arg(long)]
     compact: bool,
+    /// Take the database back to schema 1, for a perfd built before schema 2 (a daemon takes
+    /// it to its own schema again when it next opens it).
+    #[arg(long)]
+    downgrade: bool,
 }
 
 #[derive(Args, Clone, Default)]
@@ -103,7 +107,7 @@ fn main() -> ExitCode {
         Command::Check(CheckArgs { file: Some(file), .. }) => {
             perfd::store::backup::check(&file).map_err(Into::into).and_then(|i| print_json(&i))
         }
-        Command::Check(a) => run_check(config, a.compact),
+        Command::Check(a) => run_check(config, a.compact, a.downgrade),
         Command::Backup(BackupArgs { url: Some(url), .. }) => backup_online(&url),
         Command::Backup(a) => backup_offline(config, &a.out.unwrap_or_else(|| PathBuf::from("perfd.pfbk"))),
         Command::Restore(a) => perfd::store::backup::restore(&a.file, &config.data_dir, a.force)
@@ -249,12 +253,22 @@ fn backup_online(url: &str) -> anyhow::Result<()> {
     print_out(body)
 }
 
-fn run_check(config: Config, compact: bool) -> anyhow::Result<()> {
+fn run_check(config: Config, compact: bool, downgrade: bool) -> anyhow::Result<()> {
     let store = perfd::store::Store::open_existing(&config.data_dir).context("opening the database")?;
-    if compact {
-        store.compact().context("compacting")?;
-        return run_check(config, false);
+    let downgraded = match downgrade {
+        true => Some(store.downgrade().context("downgrading")?),
+        false => None,
+    };
+    let store = match compact {
+        true => {
+            store.compact().context("compacting")?;
+            perfd::store::Store::open_existing(&config.data_dir).context("opening the compacted database")?
+        }
+        false => store,
+    };
+    let mut counts = serde_json::to_value(store.counts()?)?;
+    if let (Some(done), Some(fields)) = (downgraded, counts.as_object_mut()) {
+        fields.insert("downgrade".into(), serde_json::to_value(done)?);
     }
-    let counts = store.counts()?;
     print_out(&serde_json::to_string_pretty(&counts)?)
 }

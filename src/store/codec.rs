@@ -233,6 +233,18 @@ fn read_header(bytes: &[u8]) -> Result<(ChunkHeader, usize, Layout)> {
     Ok((h, pos, Layout { exp, k_ts, k_val }))
 }
 
+/// Takes a chunk back to the format perfd read before [`NEVER_FALLS`] existed (schema 1, see
+/// `store::downgrade`): clears the flag, which only ever saved decoding. Whether it was set.
+pub(super) fn clear_never_falls(chunk: &mut [u8]) -> bool {
+    match chunk.first_mut() {
+        Some(format) if *format & 0xF0 == VERSION && *format & NEVER_FALLS != 0 => {
+            *format &= !NEVER_FALLS;
+            true
+        }
+        _ => false,
+    }
+}
+
 pub(super) fn corrupt(msg: impl Into<String>) -> Error {
     Error::Corrupt(format!("chunk: {}", msg.into()))
 }

@@ -11,6 +11,7 @@ mod bits;
 pub mod block;
 pub mod codec;
 mod compact;
+mod downgrade;
 pub mod records;
 mod reopen;
 pub mod retention;
@@ -20,6 +21,7 @@ pub mod tables;
 pub(crate) mod testing;
 pub mod wal;
 
+pub use downgrade::Downgrade;
 pub use snapshot::encode_cache_entry;
 
 use crate::error::{Error, Result};
@@ -107,11 +109,19 @@ impl Store {
                 dir.display()
             )));
         }
-        Store::open(dir)
+        Store::open_as(dir, false)
     }
 
-    /// Opens (or creates) `dir/perfd.redb`, checks the schema version and loads the catalog.
+    /// Opens (or creates) `dir/perfd.redb` to serve it: checks the schema version, takes an
+    /// older file to this perfd's (see `tables::SCHEMA_VERSION`) and loads the catalog.
     pub fn open(dir: &Path) -> Result<Store> {
+        Store::open_as(dir, true)
+    }
+
+    /// `upgrade`: a daemon, which writes this schema's chunks. The offline commands leave an
+    /// older file's version alone, so `check`, `backup` or `check --downgrade` do not take a
+    /// file away from the older perfd it belongs to.
+    fn open_as(dir: &Path, upgrade: bool) -> Result<Store> {
         std::fs::create_dir_all(dir)
             .map_err(|e| std::io::Error::new(e.kind(), format!("data dir {}: {e}", dir.display())))?;
         let path = dir.join("perfd.redb");
@@ -126,13 +136,13 @@ impl Store {
             reopening: Default::default(),
             closed: Default::default(),
         };
-        store.init_tables()?;
+        store.init_tables(upgrade)?;
         store.load_catalog()?;
         store.next_record_id.store(records::max_id(&store)? + 1, std::sync::atomic::Ordering::Relaxed);
         Ok(store)
     }
 
-    fn init_tables(&self) -> Result<()> {
+    fn init_tables(&self, upgrade: bool) -> Result<()> {
         let mut txn = self.db()?.begin_write()?;
         txn.set_quick_repair(true);
         {
@@ -152,6 +162,10 @@ impl Store {
                         return Err(Error::Conflict(format!(
                             "database schema version {version} is newer than this perfd ({SCHEMA_VERSION})"
                         )));
+                    }
+                    if version < SCHEMA_VERSION && upgrade {
+                        log::info!("database schema version {version} taken to {SCHEMA_VERSION}");
+                        meta.insert("schema_version", SCHEMA_VERSION.to_le_bytes().as_slice())?;
                     }
                 }
             }
@@ -252,6 +266,7 @@ impl Store {
         let open_points = self.open.read().values().flat_map(|h| h.values()).map(Vec::len).sum();
         let chunks = txn.open_table(CHUNKS)?;
         Ok(StoreCounts {
+            schema_version: self.schema_version()?,
             series: txn.open_table(SERIES_BY_ID)?.len()?,
             blocks: chunks.len()?,
             chunk_bytes: chunks.stats()?.stored_bytes(),
@@ -274,6 +289,12 @@ pub fn read_catalog(txn: &redb::ReadTransaction) -> Result<Catalog> {
     Ok(catalog)
 }
 
+/// The schema version a file is stamped with (`init_tables` stamps every file it opens).
+pub(crate) fn stored_schema(txn: &redb::ReadTransaction) -> Result<u32> {
+    let stored = txn.open_table(META)?.get("schema_version")?.map(|v| v.value().to_vec());
+    Ok(stored.and_then(|v| v.try_into().ok()).map_or(SCHEMA_VERSION, u32::from_le_bytes))
+}
+
 /// Opens the file (creating it if `create`); another process holding it is a `Conflict`.
 fn open_database(path: &Path, create: bool) -> Result<Database> {
     let builder = Database::builder();
@@ -288,6 +309,8 @@ fn open_database(path: &Path, create: bool) -> Result<Database> {
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct StoreCounts {
+    /// The file's (`tables::SCHEMA_VERSION` once a daemon has served it).
+    pub schema_version: u32,
     pub series: u64,
     /// Chunk blocks (one per series group and hour).
     pub blocks: u64,

@@ -29,8 +29,13 @@
 
 use redb::TableDefinition;
 
-/// Bumped when a table's layout changes incompatibly; perfd refuses to open a newer file.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Bumped when a table's layout changes incompatibly; perfd refuses to open a newer file and a
+/// daemon takes an older one to this version as it opens it.
+/// - 1: the first layout.
+/// - 2: chunks may carry the "no value falls" flag (`codec.rs`), which a perfd of schema 1
+///   rejects as an unknown chunk format. `perfd check --downgrade` takes a file back to 1
+///   (`store::downgrade`).
+pub const SCHEMA_VERSION: u32 = 2;
 
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 pub const SERIES_BY_KEY: TableDefinition<&str, u64> = TableDefinition::new("series_by_key");

@@ -68,6 +68,30 @@ pub fn decode_wal(bytes: &[u8]) -> Result<Vec<(u64, Vec<Point>)>> {
     Ok(out)
 }
 
+/// Clears the "no value falls" flag of every chunk in a WAL batch (see
+/// `codec::clear_never_falls`); how many chunks had it. The batch keeps its length.
+pub(super) fn clear_never_falls(bytes: &mut [u8]) -> Result<u64> {
+    let mut pos = 0;
+    let mut cleared = 0;
+    let count = get_varint(bytes, &mut pos)?;
+    for _ in 0..count {
+        get_varint(bytes, &mut pos)?;
+        let kind = *bytes.get(pos).ok_or_else(|| corrupt("truncated WAL batch"))?;
+        pos += 1;
+        let n = get_varint(bytes, &mut pos)? as usize;
+        let size = if kind == 0 { n.saturating_mul(16) } else { n };
+        let end = pos
+            .checked_add(size)
+            .filter(|&e| e <= bytes.len())
+            .ok_or_else(|| corrupt("truncated WAL batch"))?;
+        if kind == 1 && super::codec::clear_never_falls(&mut bytes[pos..end]) {
+            cleared += 1;
+        }
+        pos = end;
+    }
+    Ok(cleared)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

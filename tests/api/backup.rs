@@ -306,3 +306,51 @@ async fn concurrent_backups_each_get_a_file() {
         v["backups"].as_array().unwrap().iter().map(|b| b["file"].as_str().unwrap().to_owned()).collect();
     assert_eq!(listed, files);
 }
+
+/// `perfd check --downgrade` takes a stopped daemon's data dir back to schema 1 (what a perfd
+/// built before the chunks' "no value falls" flag opens): check, backup and restore then keep
+/// it at 1, and a daemon takes it to its own schema again with every point as it was.
+#[tokio::test]
+async fn a_downgraded_data_dir_stays_at_schema_1_until_a_daemon_opens_it() {
+    let mut s = TestServer::start();
+    let t = base_ms();
+    let sealed: String = (0..3000).map(|i| format!("dg v={i} {}\n", t + i * 1000)).collect();
+    s.post("/write?precision=ms", sealed).await;
+    s.seal();
+    // The open hour's 10 points of one series are one WAL chunk, flagged as well.
+    let open_hour = t + 2 * 3_600_000;
+    let open: String = (0..10).map(|i| format!("dg v={} {}\n", 5000 + i, open_hour + i)).collect();
+    s.post("/write?precision=ms", open).await;
+    let q = format!("query=dg_v&start={t}&end={}", open_hour + 10);
+    let want = s.points(&q).await;
+    assert_eq!(want[0].1.len(), 3010);
+    let (_, db) = s.get_json("/api/v1/metrics/database").await;
+    assert_eq!(db["database"]["schema_version"], 2, "{db}");
+    s.stop();
+
+    let dir = s.config.data_dir.to_str().unwrap().to_owned();
+    let out = perfd(&["check", "--data-dir", &dir, "--downgrade"]);
+    let counts: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(counts["schema_version"], 1, "{counts}");
+    let done = &counts["downgrade"];
+    assert_eq!((done["from_schema"].as_u64(), done["to_schema"].as_u64()), (Some(2), Some(1)), "{counts}");
+    // The sealed hours' chunks and the WAL's; a perfd of schema 1 rejects any left.
+    assert!(done["blocks_rewritten"].as_u64() >= Some(1), "{counts}");
+    assert!(done["wal_batches_rewritten"].as_u64() >= Some(1), "{counts}");
+    let log = String::from_utf8_lossy(&out.stderr);
+    let out = perfd(&["check", "--data-dir", &dir]);
+    let counts: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(counts["schema_version"], 1, "an offline open leaves it: {counts} ({log})");
+    let file = s.config.data_dir.join("downgraded.pfbk");
+    let out = perfd(&["backup", "--out", file.to_str().unwrap(), "--data-dir", &dir]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = perfd(&["check", file.to_str().unwrap()]);
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["schema_version"], 1, "a perfd of schema 1 restores it: {info}");
+
+    s.restart();
+    assert_eq!(s.points(&q).await, want);
+    let (_, db) = s.get_json("/api/v1/metrics/database").await;
+    assert_eq!(db["database"]["schema_version"], 2, "{db}");
+}

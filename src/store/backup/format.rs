@@ -121,6 +121,8 @@ pub trait Load {
 
 /// What a backup holds: its header and the rows per table.
 pub struct Summary {
+    /// The schema of the database it holds (`store::tables::SCHEMA_VERSION`).
+    pub schema_version: u32,
     pub created_ms: i64,
     pub rows: BTreeMap<String, u64>,
     pub bytes: u64,
@@ -166,11 +168,11 @@ pub fn decode(r: impl Read, len: u64, sha256: [u8; 32], what: &str, load: &mut d
     r.read_exact(&mut head)?;
     let corrupt = |e: &dyn std::fmt::Display| bad(what, &format!("corrupt: {e}"));
     let z = flate2::read::DeflateDecoder::new(r);
-    let (created_ms, rows) = match u16::from_le_bytes([head[4], head[5]]) {
+    let (schema_version, created_ms, rows) = match u16::from_le_bytes([head[4], head[5]]) {
         1 => decode_v1(z, load, &corrupt)?,
         _ => decode_v2(z, load, &corrupt)?,
     };
-    Ok(Summary { created_ms, rows, bytes: len, sha256 })
+    Ok(Summary { schema_version, created_ms, rows, bytes: len, sha256 })
 }
 
 /// A backup of a newer schema than this perfd's is refused (not "corrupt": only newer).
@@ -188,7 +190,7 @@ fn decode_v1(
     z: impl Read,
     load: &mut dyn Load,
     corrupt: &dyn Fn(&dyn std::fmt::Display) -> Error,
-) -> Result<(i64, BTreeMap<String, u64>)> {
+) -> Result<(u32, i64, BTreeMap<String, u64>)> {
     let s: SnapshotV1 = rmp_serde::from_read(z).map_err(|e| corrupt(&e))?;
     newer(s.schema_version)?;
     let mut counts = BTreeMap::new();
@@ -196,14 +198,14 @@ fn decode_v1(
         counts.insert(t.name.clone(), t.rows.len() as u64);
         load.table(&t.name, &mut t.rows.into_iter().map(|RowV1(k, v)| Ok((k, v))))?;
     }
-    Ok((s.created_ms, counts))
+    Ok((s.schema_version, s.created_ms, counts))
 }
 
 fn decode_v2(
     z: impl Read,
     load: &mut dyn Load,
     corrupt: &dyn Fn(&dyn std::fmt::Display) -> Error,
-) -> Result<(i64, BTreeMap<String, u64>)> {
+) -> Result<(u32, i64, BTreeMap<String, u64>)> {
     let mut de = rmp_serde::Deserializer::new(z);
     let header = Header::deserialize(&mut de).map_err(|e| corrupt(&e))?;
     newer(header.schema_version)?;
@@ -212,7 +214,7 @@ fn decode_v2(
     loop {
         let name = match next {
             ItemIn::Table(name) => name,
-            ItemIn::End => return Ok((header.created_ms, counts)),
+            ItemIn::End => return Ok((header.schema_version, header.created_ms, counts)),
             ItemIn::Row(..) => return Err(corrupt(&"a row before its table")),
         };
         // The table's rows run until the next table or the end; `after` keeps which.

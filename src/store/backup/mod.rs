@@ -26,6 +26,8 @@ pub struct BackupInfo {
     pub bytes: u64,
     pub sha256: String,
     pub created_ms: i64,
+    /// The schema of the database it holds: a perfd of an older schema refuses the backup.
+    pub schema_version: u32,
     pub series: u64,
     pub chunk_blocks: u64,
     pub wal_entries: u64,
@@ -40,6 +42,7 @@ impl BackupInfo {
         let rows = |name: &str| s.rows.get(name).copied().unwrap_or(0);
         BackupInfo {
             created_ms: s.created_ms,
+            schema_version: s.schema_version,
             bytes: s.bytes,
             sha256: s.sha256.iter().map(|x| format!("{x:02x}")).collect(),
             series: rows(SERIES_BY_ID.name()),
@@ -137,9 +140,11 @@ fn write_file(store: &Store, tmp: &Path) -> Result<Summary> {
     out.write_all(&format::FORMAT.to_le_bytes())?;
     let mut z = flate2::write::DeflateEncoder::new(out, flate2::Compression::fast());
     let created_ms = crate::model::now_ms();
-    put(&mut z, &format::Header { schema_version: SCHEMA_VERSION, created_ms })?;
-    let mut rows = BTreeMap::new();
     let txn = store.db()?.begin_read()?;
+    // The file's own version: a downgraded file's backup restores into the older perfd.
+    let schema_version = super::stored_schema(&txn)?;
+    put(&mut z, &format::Header { schema_version, created_ms })?;
+    let mut rows = BTreeMap::new();
     each_table!(dump, &txn, &mut z, &mut rows);
     drop(txn);
     put(&mut z, &ItemOut::End)?;
@@ -148,7 +153,7 @@ fn write_file(store: &Store, tmp: &Path) -> Result<Summary> {
     let (sha256, mut file) = out.digest();
     file.write_all(&sha256)?;
     file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-    Ok(Summary { created_ms, rows, bytes, sha256 })
+    Ok(Summary { schema_version, created_ms, rows, bytes, sha256 })
 }
 
 /// Counts rows: what `check` needs of them.
