@@ -100,13 +100,53 @@ pub fn extractor_error(e: impl std::fmt::Display) -> actix_web::Error {
     ApiError(Error::invalid(e.to_string())).into()
 }
 
-/// For `JsonConfig`: an oversized body is a 413, anything else malformed a 400.
-pub fn json_error(e: actix_web::error::JsonPayloadError, limit: usize) -> actix_web::Error {
+/// For `QueryConfig`: says it is the query string, with serde's reason ("invalid query string:
+/// invalid digit found in string" where actix said "Query deserialize error: …").
+pub fn query_error(e: actix_web::error::QueryPayloadError) -> actix_web::Error {
+    match e {
+        actix_web::error::QueryPayloadError::Deserialize(e) => {
+            ApiError(Error::invalid(format!("invalid query string: {e}"))).into()
+        }
+        e => extractor_error(e),
+    }
+}
+
+/// For `PathConfig`: as [`query_error`], for a path segment (an id that is not a number).
+pub fn path_error(e: actix_web::error::PathError) -> actix_web::Error {
+    match e {
+        actix_web::error::PathError::Deserialize(e) => {
+            ApiError(Error::invalid(format!("invalid path: {e}"))).into()
+        }
+        e => extractor_error(e),
+    }
+}
+
+/// For `JsonConfig`: an oversized body is a 413, anything else malformed a 400, with what to
+/// send instead (actix's own texts were "Content type error" and "Json deserialize error: …").
+/// The JSON content type stays required: a browser cannot send it cross-origin without a
+/// preflight perfd does not answer, so a web page cannot change a local perfd's state.
+pub fn json_error(
+    e: actix_web::error::JsonPayloadError,
+    req: &actix_web::HttpRequest,
+    limit: usize,
+) -> actix_web::Error {
     use actix_web::error::JsonPayloadError as J;
     match e {
         J::Overflow { .. } | J::OverflowKnownLength { .. } => {
             ApiError(Error::TooLarge(format!("request body is larger than {limit} bytes"))).into()
         }
+        J::ContentType => {
+            let sent = req.headers().get(actix_web::http::header::CONTENT_TYPE);
+            let sent = match sent.map(|v| v.to_str().unwrap_or("?")) {
+                Some(t) => format!("got {}", crate::error::Shown(t)),
+                None => "got none".to_owned(),
+            };
+            ApiError(Error::invalid(format!(
+                "the body must be JSON with Content-Type: application/json ({sent})"
+            )))
+            .into()
+        }
+        J::Deserialize(e) => ApiError(Error::invalid(format!("invalid JSON body: {e}"))).into(),
         e => extractor_error(e),
     }
 }

@@ -175,12 +175,12 @@ pub fn configure(state: AppState) -> impl Fn(&mut web::ServiceConfig) + Clone {
         let limit = state.config.http.max_body_bytes;
         cfg.app_data(web::Data::new(state.clone()))
             .app_data(web::PayloadConfig::new(limit))
-            .app_data(web::QueryConfig::default().error_handler(|e, _| error::extractor_error(e)))
-            .app_data(web::PathConfig::default().error_handler(|e, _| error::extractor_error(e)))
+            .app_data(web::QueryConfig::default().error_handler(|e, _| error::query_error(e)))
+            .app_data(web::PathConfig::default().error_handler(|e, _| error::path_error(e)))
             .app_data(
                 web::JsonConfig::default()
                     .limit(limit)
-                    .error_handler(move |e, _| error::json_error(e, limit)),
+                    .error_handler(move |e, req| error::json_error(e, req, limit)),
             )
             .service(
                 // First (routes match in order) and a static prefix; entries (`/{strategy}/{key}`,

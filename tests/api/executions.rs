@@ -337,3 +337,40 @@ async fn a_waiter_whose_client_goes_away_is_withdrawn() {
         "the freed slot goes to the next request, not to the gone waiter"
     );
 }
+
+/// `curl -d '{...}'` sends a form content type: the 400 says which content type to send and
+/// which came (it said "Content type error"), and a body missing a field says it is the body.
+#[tokio::test]
+async fn a_bad_body_path_or_query_string_is_told_what_to_send() {
+    let s = TestServer::start();
+    let post = |content_type: Option<&'static str>, body: &'static str| {
+        let mut r = s.client.post(s.url("/api/v1/executions")).body(body);
+        if let Some(t) = content_type {
+            r = r.header("Content-Type", t);
+        }
+        r.send()
+    };
+    let e = expect_error(
+        post(Some("application/x-www-form-urlencoded"), r#"{"crew_id":"a"}"#).await.unwrap(),
+        400,
+        "invalid_input",
+    )
+    .await;
+    assert!(
+        e.contains("Content-Type: application/json") && e.contains("\"application/x-www-form-urlencoded\""),
+        "{e}"
+    );
+    let e = expect_error(post(None, r#"{"crew_id":"a"}"#).await.unwrap(), 400, "invalid_input").await;
+    assert!(e.contains("got none"), "{e}");
+    let e = expect_error(post(Some("application/json"), "{}").await.unwrap(), 400, "invalid_input").await;
+    assert!(e.starts_with("invalid JSON body: missing field `crew_id`"), "{e}");
+    let (status, _) = request(&s, "a").await;
+    assert_eq!(status, 201);
+    // Path and query parameters say which they are ("Path deserialize error: …" before).
+    let r = s.client.get(s.url("/api/v1/executions/99999999999999999999")).send().await.unwrap();
+    let e = expect_error(r, 400, "invalid_input").await;
+    assert!(e.starts_with("invalid path: can not parse"), "{e}");
+    let r = s.client.get(s.url("/api/v1/alerts/history?limit=x")).send().await.unwrap();
+    let e = expect_error(r, 400, "invalid_input").await;
+    assert!(e.starts_with("invalid query string: "), "{e}");
+}
