@@ -33,7 +33,22 @@ fn bench(c: &mut Criterion) {
     g.bench_function("hit_path_answer", |b| {
         b.iter(|| {
             out.clear();
-            perfd::api::answer_hit(&cache, None, black_box(head), &mut out, now_ms())
+            perfd::api::answer_hit(
+                &cache,
+                None,
+                &perfd::api::HostPolicy::default(),
+                black_box(head),
+                &mut out,
+                now_ms(),
+            )
+        })
+    });
+    // The same with the Host check off (`http.allowed_hosts = ["*"]`): what checking it costs.
+    let any_host = perfd::api::HostPolicy::new(&["*".to_owned()]);
+    g.bench_function("hit_path_answer_unchecked_host", |b| {
+        b.iter(|| {
+            out.clear();
+            perfd::api::answer_hit(&cache, None, &any_host, black_box(head), &mut out, now_ms())
         })
     });
     // The same for a compact 16-key mget (the lookup is `get_many_16` below).
@@ -46,7 +61,14 @@ fn bench(c: &mut Criterion) {
     g.bench_function("hit_path_mget_16", |b| {
         b.iter(|| {
             out.clear();
-            perfd::api::answer_hit(&cache, None, black_box(mget.as_bytes()), &mut out, now_ms())
+            perfd::api::answer_hit(
+                &cache,
+                None,
+                &perfd::api::HostPolicy::default(),
+                black_box(mget.as_bytes()),
+                &mut out,
+                now_ms(),
+            )
         })
     });
     g.bench_function("hit", |b| {

@@ -23,6 +23,9 @@ pub enum Error {
     /// A guarded endpoint without the right bearer token.
     #[error("{0}")]
     Unauthorized(String),
+    /// A `Host` or `Origin` that a web page, not a client of perfd, would send (`api::hosts`).
+    #[error("{0}")]
+    Forbidden(String),
     /// A cache strategy that is neither built in nor configured; the message lists the known ones.
     #[error("{0}")]
     UnknownStrategy(String),

@@ -28,6 +28,7 @@ impl ApiError {
             Error::TooManyPoints(_) => (StatusCode::UNPROCESSABLE_ENTITY, "too_many_points"),
             Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Error::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Error::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Error::UnknownStrategy(_) => (StatusCode::NOT_FOUND, "unknown_strategy"),
             Error::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Error::MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),

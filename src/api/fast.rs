@@ -6,6 +6,8 @@
 //! - `POST /api/v1/cache/mget` without `Content-Encoding`, when no auth token is configured or
 //!   the request carries the right one (otherwise the App answers, 401 included).
 //!
+//! Either only with a `Host` and `Origin` that `hosts.rs` allows (the App answers the 403).
+//!
 //! Why: a cache hit's useful work is ~100 ns; the App's request setup, router, middleware and
 //! extractors cost several times that. Skipping them is what lets perfd keep up with Redis
 //! (README, "Performance"). Answers, errors, statistics and request timing are the same as the
@@ -109,6 +111,10 @@ where
 
     fn call(&self, req: Request) -> Self::Future {
         let started = Instant::now();
+        // A Host or Origin from a web page goes to the App, whose middleware refuses it.
+        if super::hosts::refusal(&self.state.hosts, req.headers()).is_some() {
+            return self.app_answer(req);
+        }
         if let Some(hit) = self.hit(&req) {
             // One wall-clock reading serves expiry, max-age and the monitor's bucket.
             let (hit, now_ms) = hit;
@@ -131,6 +137,16 @@ where
                 Ok(Response::from(resp).map_body(|_, b| EitherBody::right(b)))
             }));
         }
+        self.app_answer(req)
+    }
+}
+
+impl<S, B> FastCacheService<S>
+where
+    S: Service<Request, Response = ServiceResponse<B>, Error = Error> + 'static,
+    B: MessageBody + 'static,
+{
+    fn app_answer(&self, req: Request) -> AnswerFuture<B> {
         let app = self.app.clone();
         AnswerFuture::Pending(Box::pin(async move {
             let res = app.call(req).await?;

@@ -8,6 +8,7 @@ pub mod error;
 mod executions;
 mod fast;
 mod hitpath;
+mod hosts;
 mod ingest;
 mod instant;
 mod metrics;
@@ -19,6 +20,7 @@ mod query;
 
 pub use fast::FastCache;
 pub use hitpath::{Handed, HitPath, Step, answer_hit};
+pub use hosts::HostPolicy;
 pub use peer::on_connect;
 
 use crate::config::Config;
@@ -42,10 +44,13 @@ pub struct AppState {
     /// Set when shutdown begins: long polls (`?wait=`) answer 503 at once instead of holding
     /// the graceful stop for up to its 10 s.
     pub stopping: Arc<std::sync::atomic::AtomicBool>,
+    /// `http.allowed_hosts`: which `Host` and `Origin` a request may name (`hosts.rs`).
+    pub hosts: Arc<HostPolicy>,
 }
 
 /// The one middleware: times every request by its route pattern (`unmatched` for unknown
-/// routes) and, with `auth_token` set, makes mutating (non-GET/HEAD) and admin requests show
+/// routes), refuses a `Host` or `Origin` a web page could make a browser send (403,
+/// `hosts.rs`) and, with `auth_token` set, makes mutating (non-GET/HEAD) and admin requests show
 /// `Authorization: Bearer <token>` (compared in constant time); others get a JSON 401. One
 /// layer instead of two: each `from_fn` layer costs a boxed future per request.
 pub async fn guard_and_time(
@@ -62,6 +67,10 @@ pub async fn guard_and_time(
     let guarded = !matches!(*req.method(), actix_web::http::Method::GET | actix_web::http::Method::HEAD)
         || req.path().starts_with("/api/v1/admin");
     let res = match state.config.auth_token.as_deref().filter(|_| guarded) {
+        _ if let Some(refused) = hosts::refusal(&state.hosts, req.headers()) => {
+            let resp = actix_web::ResponseError::error_response(&error::ApiError(refused));
+            req.into_response(resp).map_into_right_body()
+        }
         _ if websocket_body(req.head()) => {
             let err = error::ApiError(crate::Error::invalid(
                 "Upgrade: websocket is not supported: perfd has no WebSocket endpoint",

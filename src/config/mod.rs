@@ -119,6 +119,9 @@ pub struct HttpConfig {
     pub keep_alive: Duration,
     /// How long a client may take to send a request head (the first one counted from connect).
     pub request_timeout: Duration,
+    /// Host names requests may name in `Host` and `Origin` besides IP addresses and localhost
+    /// (`api::HostPolicy`); `*` allows any.
+    pub allowed_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -400,5 +403,22 @@ mod tests {
         assert!(e.to_string().contains("bogus"), "{e}");
         let e = Config::load(&Overrides::default(), env(&[("PERFD_LISTEN", "nowhere")])).unwrap_err();
         assert!(e.to_string().contains("listen"), "{e}");
+    }
+
+    #[test]
+    fn allowed_hosts_come_as_a_list_or_comma_separated() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("perfd.toml");
+        std::fs::write(&file, "[http]\nallowed_hosts = [\"Perfd.Internal\", \"*\"]\n").unwrap();
+        let flags = Overrides { config_file: Some(file), ..Overrides::default() };
+        assert_eq!(Config::load(&flags, env(&[])).unwrap().http.allowed_hosts, ["perfd.internal", "*"]);
+        let c = Config::load(&Overrides::default(), env(&[("PERFD_HTTP_ALLOWED_HOSTS", "a.b, c,")])).unwrap();
+        assert_eq!(c.http.allowed_hosts, ["a.b", "c"]);
+        assert!(Config::load(&Overrides::default(), env(&[])).unwrap().http.allowed_hosts.is_empty());
+        for bad in ["http://a.b", "a.b:8470", "a b", "a/b"] {
+            let e =
+                Config::load(&Overrides::default(), env(&[("PERFD_HTTP_ALLOWED_HOSTS", bad)])).unwrap_err();
+            assert!(e.to_string().contains("http.allowed_hosts"), "{bad}: {e}");
+        }
     }
 }

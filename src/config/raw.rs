@@ -101,6 +101,15 @@ struct RawHttp {
     max_connections: Option<usize>,
     keep_alive: Option<String>,
     request_timeout: Option<String>,
+    allowed_hosts: Option<HostList>,
+}
+
+/// `allowed_hosts = ["a", "b"]` in the file, `PERFD_HTTP_ALLOWED_HOSTS=a,b` in the environment.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum HostList {
+    List(Vec<String>),
+    Text(String),
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -243,8 +252,30 @@ impl RawHttp {
                 "30s",
                 Duration::from_millis(100),
             )?,
+            allowed_hosts: match self.allowed_hosts {
+                None => Vec::new(),
+                Some(HostList::List(hosts)) => hosts,
+                Some(HostList::Text(text)) => {
+                    text.split(',').map(|h| h.trim().to_owned()).filter(|h| !h.is_empty()).collect()
+                }
+            }
+            .into_iter()
+            .map(allowed_host)
+            .collect::<Result<_>>()?,
         })
     }
+}
+
+/// A name for `http.allowed_hosts`: a host name (no port or scheme), or `*` for any.
+fn allowed_host(host: String) -> Result<String> {
+    let name_byte = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_');
+    if host == "*" || (!host.is_empty() && host.len() <= 253 && host.bytes().all(name_byte)) {
+        return Ok(host.to_ascii_lowercase());
+    }
+    Err(Error::Config(format!(
+        "http.allowed_hosts: {host:?} is not a host name (give names like \"perfd.internal\", without \
+         scheme or port, or \"*\" for any)"
+    )))
 }
 
 impl RawStorage {

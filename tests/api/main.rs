@@ -16,6 +16,7 @@ mod heads;
 mod helpers;
 mod hitpath;
 mod hitpath_differential;
+mod hosts;
 mod ingest;
 mod labels_model;
 mod observe;

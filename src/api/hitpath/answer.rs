@@ -1,6 +1,7 @@
 //! The hit path's answer to one request: parsed with httparse, checked to be a plain GET of an
 //! entry or a compact mget, looked up in L1 and written as the App would write it. No I/O here.
 
+use super::super::HostPolicy;
 use super::super::cache::{percent_decoded, split_entry_path};
 use super::super::mget::{MAX_MGET_KEYS, MGET_BINARY, MGET_ROUTE, binary_body, binary_len, mget_lines};
 use crate::cache::{Entry, TieredCache, is_header_text};
@@ -30,10 +31,12 @@ pub enum Step {
 /// Answers the request at the start of `input` into `answers` if it is a plain GET of an entry
 /// L1 holds at `now_ms`, or a compact mget (key lines in, binary answer out) while no L2 is
 /// configured; `auth_token` is the configured one (an mget is a POST, so it must show it).
+/// A `Host` that `hosts` refuses, or any `Origin`, goes to the App, which answers it.
 /// Public for the criterion bench.
 pub fn answer_hit(
     cache: &TieredCache,
     auth_token: Option<&str>,
+    hosts: &HostPolicy,
     input: &[u8],
     answers: &mut Vec<u8>,
     now_ms: i64,
@@ -49,11 +52,11 @@ pub fn answer_hit(
         return Step::Other;
     }
     match (req.method, req.path) {
-        (Some("GET"), Some(path)) if plain_headers(req.headers) => {
+        (Some("GET"), Some(path)) if plain_headers(req.headers, hosts) => {
             entry(cache, path, answers, now_ms).map_or(Step::Other, |()| Step::Hit(head_len))
         }
         (Some("POST"), Some(MGET_ROUTE)) => {
-            let Some(body_len) = mget_headers(req.headers, auth_token) else {
+            let Some(body_len) = mget_headers(req.headers, auth_token, hosts) else {
                 return Step::Other;
             };
             let Some(body) = input.get(head_len..head_len + body_len) else {
@@ -108,15 +111,22 @@ fn mget(cache: &TieredCache, body: &[u8], answers: &mut Vec<u8>, now_ms: i64) ->
 /// one is configured, and nothing about encodings, upgrades, `Expect` or an end to keep-alive.
 /// The App reads the first of repeated headers and only visible ASCII
 /// (`HeaderValue::to_str`), so a repeated one or another byte there goes to it.
-fn mget_headers(headers: &[httparse::Header<'_>], auth_token: Option<&str>) -> Option<usize> {
-    let (mut hosts, mut lengths, mut types, mut accepts, mut tokens) = (0, 0, 0, 0, 0);
+fn mget_headers(
+    headers: &[httparse::Header<'_>],
+    auth_token: Option<&str>,
+    hosts: &HostPolicy,
+) -> Option<usize> {
+    let (mut host_count, mut lengths, mut types, mut accepts, mut tokens) = (0, 0, 0, 0, 0);
     let (mut length, mut compact_in, mut compact_out, mut authorized) =
         (0, false, false, auth_token.is_none());
     for h in headers {
         let is = |name: &str| h.name.eq_ignore_ascii_case(name);
         let mentions = |media_type: &str| memchr::memmem::find(h.value, media_type.as_bytes()).is_some();
         if is("host") {
-            hosts += 1;
+            host_count += 1;
+            if !hosts.host_allowed(h.value) {
+                return None;
+            }
         } else if is("content-length") {
             lengths += 1;
             let digits =
@@ -136,31 +146,45 @@ fn mget_headers(headers: &[httparse::Header<'_>], auth_token: Option<&str>) -> O
             if !h.value.eq_ignore_ascii_case(b"keep-alive") {
                 return None;
             }
-        } else if is("transfer-encoding") || is("content-encoding") || is("expect") || is("upgrade") {
+        } else if is("transfer-encoding")
+            || is("content-encoding")
+            || is("expect")
+            || is("upgrade")
+            || is("origin")
+        {
             return None;
         }
     }
-    let single = hosts == 1 && lengths == 1 && types == 1 && accepts == 1 && tokens <= 1;
+    let single = host_count == 1 && lengths == 1 && types == 1 && accepts == 1 && tokens <= 1;
     (single && compact_in && compact_out && authorized).then_some(length)
 }
 
 /// Headers a GET hit may carry: exactly one `Host` (actix-http answers 400 otherwise, RFC
-/// 9112), and nothing about a body, an upgrade or an end to keep-alive.
-fn plain_headers(headers: &[httparse::Header<'_>]) -> bool {
-    let mut hosts = 0;
+/// 9112) that `hosts` allows, no `Origin`, and nothing about a body, an upgrade or an end to
+/// keep-alive.
+fn plain_headers(headers: &[httparse::Header<'_>], hosts: &HostPolicy) -> bool {
+    let mut host_count = 0;
     for h in headers {
         let is = |name: &str| h.name.eq_ignore_ascii_case(name);
         if is("host") {
-            hosts += 1;
+            host_count += 1;
+            if !hosts.host_allowed(h.value) {
+                return false;
+            }
         } else if is("connection") {
             if !h.value.eq_ignore_ascii_case(b"keep-alive") {
                 return false;
             }
-        } else if is("content-length") || is("transfer-encoding") || is("expect") || is("upgrade") {
+        } else if is("content-length")
+            || is("transfer-encoding")
+            || is("expect")
+            || is("upgrade")
+            || is("origin")
+        {
             return false;
         }
     }
-    hosts == 1
+    host_count == 1
 }
 
 /// RFC 3986 path characters (unreserved, sub-delims, `:`, `@`, `/`, `%`): no query, fragment or

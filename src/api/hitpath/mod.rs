@@ -178,7 +178,7 @@ impl HitPath {
         let started = Instant::now();
         let now_ms = crate::model::now_ms();
         let auth_token = self.state.config.auth_token.as_deref();
-        let step = answer_hit(&self.state.cache, auth_token, input, answers, now_ms);
+        let step = answer_hit(&self.state.cache, auth_token, &self.state.hosts, input, answers, now_ms);
         let route = match step {
             Step::Hit(_) => self.entry_id,
             Step::Mget(_) => self.mget_id,

@@ -15,7 +15,8 @@ async fn cache_with(key: &str, value: &str) -> TieredCache {
 
 fn answer(cache: &TieredCache, head: &str) -> (Step, String) {
     let mut out = Vec::new();
-    let step = answer_hit(cache, None, head.as_bytes(), &mut out, crate::model::now_ms());
+    let step =
+        answer_hit(cache, None, &HostPolicy::default(), head.as_bytes(), &mut out, crate::model::now_ms());
     (step, String::from_utf8(out).expect("ascii"))
 }
 
@@ -109,7 +110,14 @@ async fn a_compact_mget_is_answered_once_its_body_is_in() {
     // With a token: the one Authorization must show it; the App reads the first of two.
     let with_token = |auth: &str| {
         let request = head(auth, body.len()) + body;
-        answer_hit(&cache, Some("s3cret"), request.as_bytes(), &mut Vec::new(), crate::model::now_ms())
+        answer_hit(
+            &cache,
+            Some("s3cret"),
+            &HostPolicy::default(),
+            request.as_bytes(),
+            &mut Vec::new(),
+            crate::model::now_ms(),
+        )
     };
     assert_eq!(with_token("Authorization: Bearer s3cret\r\n"), Step::Mget(whole.len() + 30));
     for refused in [
@@ -173,7 +181,7 @@ proptest::proptest! {
         use proptest::prelude::*;
         let cache = shared_cache();
         let mut out = Vec::new();
-        let step = answer_hit(cache, None, &input, &mut out, crate::model::now_ms());
+        let step = answer_hit(cache, None, &HostPolicy::default(), &input, &mut out, crate::model::now_ms());
         match step {
             Step::Hit(n) | Step::Mget(n) => {
                 prop_assert!(n <= input.len());
@@ -188,7 +196,7 @@ proptest::proptest! {
                 prop_assert!(body.len() <= length);
                 for cut in 0..n {
                     let mut more = Vec::new();
-                    let partial = answer_hit(cache, None, &input[..cut], &mut more, crate::model::now_ms());
+                    let partial = answer_hit(cache, None, &HostPolicy::default(), &input[..cut], &mut more, crate::model::now_ms());
                     prop_assert_eq!(partial, Step::Partial, "cut at {}", cut);
                     prop_assert!(more.is_empty());
                 }
