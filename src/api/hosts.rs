@@ -34,13 +34,13 @@ impl HostPolicy {
 
     /// A `Host` header's value (`name`, `name:port`, `[v6]:port`, `192.0.2.1:port`).
     pub fn host_allowed(&self, value: &[u8]) -> bool {
-        if self.any {
+        if self.any || usual_host(value) {
             return true;
         }
         let Some(host) = host_part(value) else {
             return false;
         };
-        host.parse::<IpAddr>().is_ok() || !host.contains('.') || is_localhost(host) || self.listed(host)
+        !host.contains('.') || host.parse::<IpAddr>().is_ok() || is_localhost(host) || self.listed(host)
     }
 
     /// An `Origin` header's value (`scheme://host[:port]`).
@@ -77,6 +77,16 @@ pub fn refusal(policy: &HostPolicy, headers: &actix_web::http::header::HeaderMap
          (loopback, localhost) or on a host in http.allowed_hosts",
         Shown(&String::from_utf8_lossy(origin.as_bytes()))
     )))
+}
+
+/// `127.0.0.1` or `localhost`, with or without a port: what nearly every client sends, told
+/// without parsing (the hit path checks every request's).
+fn usual_host(value: &[u8]) -> bool {
+    [&b"127.0.0.1"[..], b"localhost"].iter().any(|usual| match value.strip_prefix(*usual) {
+        Some([]) => true,
+        Some([b':', port @ ..]) => !port.is_empty() && port.iter().all(u8::is_ascii_digit),
+        _ => false,
+    })
 }
 
 fn is_localhost(host: &str) -> bool {
