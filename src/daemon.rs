@@ -96,7 +96,7 @@ impl Daemon {
         let workers = config.http.workers;
         let max_connections = config.http.max_connections;
         let state = AppState {
-            hosts: Arc::new(crate::api::HostPolicy::new(&config.http.allowed_hosts)),
+            hosts: Arc::new(crate::api::HostPolicy::for_listen(&config.http.allowed_hosts, addr)),
             config: Arc::new(config),
             store: store.clone(),
             writer: writer.clone(),

@@ -11,7 +11,9 @@
 //!   (or under `.localhost`) or one of `http.allowed_hosts`; `Origin: null` (a sandboxed or
 //!   local file page) is refused. Clients that are not browsers send no `Origin`.
 //!
-//! `http.allowed_hosts = ["*"]` turns both checks off.
+//! `http.allowed_hosts = ["*"]` turns both checks off. Off loopback (where a token is required)
+//! the `Host` check applies only once `http.allowed_hosts` names the hosts: clients there reach
+//! perfd by names it cannot know (a Prometheus scraping `node1.example.com:8470`).
 
 use crate::error::{Error, Shown};
 use std::net::IpAddr;
@@ -20,21 +22,30 @@ use std::net::IpAddr;
 pub struct HostPolicy {
     /// `http.allowed_hosts`, lowercase, without `*`.
     listed: Vec<String>,
-    /// `*` was listed.
+    /// `*` was listed: neither check applies.
     any: bool,
+    /// Any `Host` is taken (off loopback, with no `http.allowed_hosts`).
+    any_host: bool,
 }
 
 impl HostPolicy {
+    /// The policy of a perfd on loopback.
     pub fn new(allowed: &[String]) -> HostPolicy {
         HostPolicy {
             listed: allowed.iter().filter(|h| *h != "*").map(|h| h.to_ascii_lowercase()).collect(),
             any: allowed.iter().any(|h| h == "*"),
+            any_host: false,
         }
+    }
+
+    /// The policy of a perfd listening on `listen` (see the module doc).
+    pub fn for_listen(allowed: &[String], listen: std::net::SocketAddr) -> HostPolicy {
+        HostPolicy { any_host: !listen.ip().is_loopback() && allowed.is_empty(), ..HostPolicy::new(allowed) }
     }
 
     /// A `Host` header's value (`name`, `name:port`, `[v6]:port`, `192.0.2.1:port`).
     pub fn host_allowed(&self, value: &[u8]) -> bool {
-        if self.any || usual_host(value) {
+        if self.any || self.any_host || usual_host(value) {
             return true;
         }
         let Some(host) = host_part(value) else {
@@ -159,6 +170,16 @@ mod tests {
         // `notlocalhost` has no dot, so as a Host it passes; as an origin it does not.
         assert!(HostPolicy::default().host_allowed(b"notlocalhost"));
         assert!(HostPolicy::new(&["*".into()]).host_allowed(b"evil.example"));
+        // Off loopback, only once names are listed; origins are checked either way.
+        let lan = "10.1.2.3:8470".parse().unwrap();
+        let open = HostPolicy::for_listen(&[], lan);
+        assert!(
+            open.host_allowed(b"node1.example.com:8470") && !open.origin_allowed(b"https://evil.example")
+        );
+        let listed = HostPolicy::for_listen(&["node1.example.com".into()], lan);
+        assert!(listed.host_allowed(b"node1.example.com:8470") && !listed.host_allowed(b"evil.example"));
+        let local = HostPolicy::for_listen(&[], "127.0.0.1:8470".parse().unwrap());
+        assert!(!local.host_allowed(b"evil.example"));
     }
 
     #[test]
