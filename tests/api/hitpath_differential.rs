@@ -139,6 +139,12 @@ fn gets() -> impl Strategy<Value = Request> {
         b": no name",
         b"X-No-Colon",
         b" X-Folded: x",
+        // What a web page's requests carry (`api::hosts`): refused, or not, by both paths alike.
+        b"Host: evil.example",
+        b"Host: localhost:8470",
+        b"Origin: https://evil.example",
+        b"Origin: http://localhost:3000",
+        b"Origin: null",
     ]);
     let framing = prop_oneof![5 => Just(0usize), 1 => Just(1), 1 => Just(2), 1 => Just(3)];
     let eol = mostly(b"\r\n", &[b"\n"]);
@@ -214,6 +220,8 @@ fn mgets() -> impl Strategy<Value = Request> {
             b"Expect: 100-continue",
             b"Host: second",
             b"X-Obs-Text: caf\xe9",
+            b"Origin: https://evil.example",
+            b"Origin: http://127.0.0.1:3000",
         ],
     );
     let keys = mostly(
