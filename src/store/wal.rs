@@ -4,6 +4,7 @@
 use super::codec::{corrupt, decode, encode, get_varint, normalize, put_varint};
 use crate::error::Result;
 use crate::model::Point;
+use std::ops::Range;
 
 /// Series with at least this many points in a WAL batch are stored as a chunk; fewer are stored
 /// raw, since a chunk's 41-byte summary would outweigh what it saves.
@@ -37,8 +38,9 @@ pub fn encode_wal(series: &[(u64, &[Point])]) -> Vec<u8> {
     out
 }
 
-/// Decodes a WAL batch written by [`encode_wal`].
-pub fn decode_wal(bytes: &[u8]) -> Result<Vec<(u64, Vec<Point>)>> {
+/// The entries of a WAL batch: each series id, its kind (0 raw, 1 chunk) and the byte range of
+/// its body, checked to lie inside the batch.
+fn index_wal(bytes: &[u8]) -> Result<Vec<(u64, u8, Range<usize>)>> {
     let mut pos = 0;
     let count = get_varint(bytes, &mut pos)? as usize;
     let mut out = Vec::with_capacity(count.min(bytes.len()));
@@ -48,8 +50,21 @@ pub fn decode_wal(bytes: &[u8]) -> Result<Vec<(u64, Vec<Point>)>> {
         pos += 1;
         let n = get_varint(bytes, &mut pos)? as usize;
         let size = if kind == 0 { n.saturating_mul(16) } else { n };
-        let body = bytes.get(pos..pos.saturating_add(size)).ok_or_else(|| corrupt("truncated WAL batch"))?;
-        pos += body.len();
+        let end = pos
+            .checked_add(size)
+            .filter(|&e| e <= bytes.len())
+            .ok_or_else(|| corrupt("truncated WAL batch"))?;
+        out.push((id, kind, pos..end));
+        pos = end;
+    }
+    Ok(out)
+}
+
+/// Decodes a WAL batch written by [`encode_wal`].
+pub fn decode_wal(bytes: &[u8]) -> Result<Vec<(u64, Vec<Point>)>> {
+    let mut out = Vec::new();
+    for (id, kind, range) in index_wal(bytes)? {
+        let body = &bytes[range];
         let points = match kind {
             0 => body
                 .chunks_exact(16)
@@ -71,23 +86,11 @@ pub fn decode_wal(bytes: &[u8]) -> Result<Vec<(u64, Vec<Point>)>> {
 /// Clears the "no value falls" flag of every chunk in a WAL batch (see
 /// `codec::clear_never_falls`); how many chunks had it. The batch keeps its length.
 pub(super) fn clear_never_falls(bytes: &mut [u8]) -> Result<u64> {
-    let mut pos = 0;
     let mut cleared = 0;
-    let count = get_varint(bytes, &mut pos)?;
-    for _ in 0..count {
-        get_varint(bytes, &mut pos)?;
-        let kind = *bytes.get(pos).ok_or_else(|| corrupt("truncated WAL batch"))?;
-        pos += 1;
-        let n = get_varint(bytes, &mut pos)? as usize;
-        let size = if kind == 0 { n.saturating_mul(16) } else { n };
-        let end = pos
-            .checked_add(size)
-            .filter(|&e| e <= bytes.len())
-            .ok_or_else(|| corrupt("truncated WAL batch"))?;
-        if kind == 1 && super::codec::clear_never_falls(&mut bytes[pos..end]) {
+    for (_, kind, range) in index_wal(bytes)? {
+        if kind == 1 && super::codec::clear_never_falls(&mut bytes[range]) {
             cleared += 1;
         }
-        pos = end;
     }
     Ok(cleared)
 }
