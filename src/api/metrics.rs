@@ -6,11 +6,14 @@ use crate::Error;
 use actix_web::{HttpResponse, web};
 
 pub async fn get_database(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    // The writer's counters first: it bumps them only after its commit, so counts read next
+    // include every commit they report (a purge shown as done shows its freed bytes).
+    let writer = state.writer.snapshot();
     let store = state.store.clone();
     let counts = web::block(move || store.counts()).await.map_err(|e| Error::Internal(e.to_string()))??;
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "database": counts,
-        "writer": state.writer.snapshot(),
+        "writer": writer,
         "slowest_queries": state.queries.slowest(10),
     })))
 }
