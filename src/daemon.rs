@@ -12,6 +12,7 @@ use crate::cache::TieredCache;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::monitor::Monitor;
+use crate::reload::Reloader;
 use crate::sampler::delivery::NotifierHandle;
 use crate::sampler::{Sampler, SamplerHandle, Sources};
 use crate::store::Store;
@@ -36,12 +37,14 @@ pub struct Daemon {
     pub writer: Arc<WriterHandle>,
     pub cache: Arc<TieredCache>,
     pub sampler: SamplerHandle,
+    /// Reads the configuration again (SIGHUP, `POST /api/v1/admin/reload`).
+    pub reloader: Arc<Reloader>,
     /// Sends alerts to `alerts.notify_url`, when set.
     notifier: Option<NotifierHandle>,
     http: Option<(ServerHandle, JoinHandle<()>)>,
-    /// The HTTP state's config, held by every clone of the state: gone once the last worker
-    /// has dropped its state (and with it the store).
-    http_state: std::sync::Weak<Config>,
+    /// The HTTP state's query statistics, held by every clone of the state and nothing else:
+    /// gone once the last worker has dropped its state (and with it the store).
+    http_state: std::sync::Weak<crate::queries::QueryStats>,
     /// Shared with the handlers (`AppState::stopping`); set first thing in `shutdown`.
     stopping: Arc<std::sync::atomic::AtomicBool>,
     /// Dropping the sender stops the sweeper; then it is joined.
@@ -49,7 +52,13 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// Starts with `config`; a reload has no file to read again (`Reloader::reload` is a 409).
     pub fn start(config: Config) -> Result<Daemon> {
+        Daemon::start_with_source(config, None)
+    }
+
+    /// Starts with `config`, loaded from `source`, which a reload reads again.
+    pub fn start_with_source(config: Config, source: Option<crate::config::Source>) -> Result<Daemon> {
         let store = Arc::new(Store::open(&config.data_dir)?);
         let writer =
             Arc::new(WriterHandle::start(store.clone(), config.writer.clone(), config.storage.clone())?);
@@ -77,15 +86,14 @@ impl Daemon {
             Some(url) => Some(NotifierHandle::start(&config.alerts, url, format!("http://{addr}"))?),
             None => None,
         };
+        let reloader = Arc::new(Reloader::new(config.clone(), source, addr, cache.clone(), writer.clone()));
         let sources = Sources {
             monitor: monitor.clone(),
             cache: cache.clone(),
             writer: writer.clone(),
             store: store.clone(),
             executions: executions.clone(),
-            backup: Some((config.data_dir.clone(), config.backup.clone())),
-            retention_ms: config.storage.retention.as_millis() as i64,
-            max_series: config.storage.max_series,
+            config: reloader.config.clone(),
             notifier: notifier.as_ref().map(|n| (n.sender(), n.stats.clone())),
         };
         if let Some((seed, done)) = crate::store::records::seed_defaults(&store)? {
@@ -96,8 +104,9 @@ impl Daemon {
         let workers = config.http.workers;
         let max_connections = config.http.max_connections;
         let state = AppState {
-            hosts: Arc::new(crate::api::HostPolicy::for_listen(&config.http.allowed_hosts, addr)),
-            config: Arc::new(config),
+            hosts: reloader.hosts.clone(),
+            config: reloader.config.clone(),
+            reloader: reloader.clone(),
             store: store.clone(),
             writer: writer.clone(),
             cache: cache.clone(),
@@ -108,7 +117,8 @@ impl Daemon {
             stopping: Arc::default(),
         };
         let stopping = state.stopping.clone();
-        let http_state = Arc::downgrade(&state.config);
+        // The query statistics are the one part of the state nothing outside it holds.
+        let http_state = Arc::downgrade(&state.queries);
         let (handle, join) = start_http(listener, state, workers, max_connections)?;
         let http = Some((handle, join));
         Ok(Daemon {
@@ -117,6 +127,7 @@ impl Daemon {
             writer,
             cache,
             sampler,
+            reloader,
             notifier,
             http,
             http_state,
@@ -238,7 +249,8 @@ fn connection_service(
         App::new().wrap(actix_web::middleware::from_fn(api::guard_and_time)).configure(routes).into_factory();
     let fast = api::FastCache { app, state: state.clone() }.map_err(|e| e.error_response());
     let signal = shutdown.clone();
-    let (keep_alive, request_timeout) = (state.config.http.keep_alive, state.config.http.request_timeout);
+    let http = state.config.load().http.clone();
+    let (keep_alive, request_timeout) = (http.keep_alive, http.request_timeout);
     let h1 = actix_http::HttpService::build()
         .keep_alive(keep_alive)
         // The hit path and `api::Handed` time every head (and answer 408 in JSON).

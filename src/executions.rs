@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 /// Longest stage duration taken, ms: a year.
 pub const MAX_STAGE_MS: f64 = 365.0 * 24.0 * 3600.0 * 1000.0;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ExecutionConfig {
     pub max_concurrent: usize,
     pub queue_capacity: usize,

@@ -25,6 +25,7 @@ pub mod monitor;
 pub mod notify;
 pub mod queries;
 pub mod query;
+pub mod reload;
 pub mod sampler;
 pub mod store;
 pub mod writer;

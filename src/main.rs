@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use perfd::config::{Config, Overrides};
+use perfd::config::{Config, Overrides, Source};
 use perfd::notify::{self, Notifier};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -95,7 +95,8 @@ fn main() -> ExitCode {
         Command::Restore(a) => a.common.clone(),
     };
     let flags = Overrides { config_file: args.config, listen: args.listen, data_dir: args.data_dir };
-    let config = match Config::load(&flags, std::env::vars()) {
+    let source = Source::new(flags, std::env::vars());
+    let config = match source.load() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("perfd: invalid configuration: {e}");
@@ -103,7 +104,7 @@ fn main() -> ExitCode {
         }
     };
     let result = match command {
-        Command::Serve(_) => serve(config),
+        Command::Serve(_) => serve(config, source),
         Command::Check(CheckArgs { file: Some(file), .. }) => {
             perfd::store::backup::check(&file).map_err(Into::into).and_then(|i| print_json(&i))
         }
@@ -151,15 +152,14 @@ fn raise_descriptor_limit() {
     }
 }
 
-fn serve(config: Config) -> anyhow::Result<()> {
+fn serve(config: Config, source: Source) -> anyhow::Result<()> {
     let data_dir = config.data_dir.clone();
     // The watchdog stops pinging when the writer (which turns at least every second) or the
     // sampler (every interval) has not turned for this long.
     let writer_stall = Duration::from_secs(60);
     let sampler_stall = config.sampler.interval * 3 + Duration::from_secs(10);
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    // SIGHUP is taken too: by default it would kill the daemon without its orderly stop (a closed
-    // terminal, a stray `kill -HUP`); perfd has nothing to reload, so it only says so.
+    // SIGHUP reads the configuration again (`systemctl reload perfd`; perfd::reload).
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .context("installing signal handlers")?;
     // A file size limit (systemd's LimitFSIZE=) must not kill the daemon: with SIGXFSZ handled,
@@ -169,7 +169,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
     raise_descriptor_limit();
     let notifier = Notifier::from_env(std::env::var("NOTIFY_SOCKET").ok());
     let watchdog_usec = std::env::var("WATCHDOG_USEC").ok().and_then(|v| v.parse::<u64>().ok());
-    let mut daemon = perfd::Daemon::start(config).context("starting perfd")?;
+    let mut daemon = perfd::Daemon::start_with_source(config, Some(source)).context("starting perfd")?;
     log::info!("perfd listening on http://{} with data dir {}", daemon.addr, data_dir.display());
     // The listener is bound and the WAL replayed: ready.
     notifier.send("READY=1");
@@ -189,7 +189,10 @@ fn serve(config: Config) -> anyhow::Result<()> {
     };
     for sig in signals.forever() {
         if sig == SIGHUP {
-            log::warn!("SIGHUP ignored: perfd reloads nothing; restart it to apply a new config");
+            // systemd waits for READY=1 after RELOADING=1 (Type=notify-reload); the outcome is logged.
+            notifier.send(&format!("RELOADING=1\nMONOTONIC_USEC={}", notify::monotonic_usec()));
+            let _ = daemon.reloader.reload();
+            notifier.send("READY=1");
             continue;
         }
         log::info!("signal {sig} received; shutting down");

@@ -1,4 +1,4 @@
-//! systemd integration: `sd_notify` datagrams (READY, STOPPING, WATCHDOG) when perfd runs under
+//! systemd integration: `sd_notify` datagrams (READY, RELOADING, STOPPING, WATCHDOG) when perfd runs under
 //! systemd (`NOTIFY_SOCKET` set), and a watchdog thread that pings only while the writer and the
 //! sampler are alive. Without `NOTIFY_SOCKET` every call is a no-op.
 
@@ -27,6 +27,12 @@ impl Notifier {
             log::warn!("sd_notify {state:?}: {e}");
         }
     }
+}
+
+/// `CLOCK_MONOTONIC` in microseconds, as `RELOADING=1` carries it (`MONOTONIC_USEC=`).
+pub fn monotonic_usec() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    (t.tv_sec.max(0) as u64).saturating_mul(1_000_000).saturating_add(t.tv_nsec.max(0) as u64 / 1000)
 }
 
 /// Pings `WATCHDOG=1` every half `interval` while `alive()` holds; stops when `stop` is set.

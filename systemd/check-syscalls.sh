@@ -3,7 +3,7 @@
 # it kills the service with SIGSYS under systemd, which no test run outside systemd would see.
 # Runs the binary under `strace -f` through a workload that touches every thread and the usual
 # paths (start and WAL replay, writes and commits, queries, cache, sampler ticks, executions,
-# alerts and their delivery, a backup, the L1 snapshot at stop), then expands the filter with
+# alerts and their delivery, a backup, a reload, the L1 snapshot at stop), then expands the filter with
 # `systemd-analyze syscall-filter` and lists any call made that it does not allow. Rare paths
 # (a full disk, a restore) are not exercised.
 #   systemd/check-syscalls.sh [path/to/perfd]     (default target/debug/perfd)
@@ -67,6 +67,9 @@ call "${json[@]}" -X POST -d '{"crew_id":"c"}' "$base/api/v1/executions"
 call "${json[@]}" -X POST -d '{"name":"c","selector":"cpu_v","aggregation":"avg","window":"1m","comparison":">","warning":0,"for":"0s"}' \
   "$base/api/v1/alerts/thresholds"
 call -X POST "$base/api/v1/admin/backup"
+# A reload, asked over HTTP and by SIGHUP (the unit's ExecReload).
+call -X POST "$base/api/v1/admin/reload"
+kill -HUP "$(pgrep -P "$(cat "$work/pid")")"
 call "$base/metrics"
 call "$base/api/v1/metrics/resources/usage"
 call "$base/api/v1/metrics/performance"

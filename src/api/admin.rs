@@ -1,4 +1,5 @@
 //! Admin endpoints: `POST /api/v1/admin/backup`, `GET /api/v1/admin/backups`,
+//! `POST /api/v1/admin/reload` (the configuration read again; `crate::reload`),
 //! `POST /api/v1/admin/tsdb/delete_series`, and `GET /api/v1/status/tsdb` to find what to delete.
 
 use super::error::ApiError;
@@ -11,16 +12,24 @@ use actix_web::{HttpResponse, web};
 /// goes on; answers with its name, size, counts and SHA-256.
 pub async fn create_backup(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let store = state.store.clone();
-    let dir = state.config.data_dir.clone();
+    let dir = state.config.load().data_dir.clone();
     let info = blocking(move || backup::write_new(&store, &dir)).await?;
     log::info!("backup written: {} ({} bytes)", info.file, info.bytes);
     Ok(HttpResponse::Created().json(info))
 }
 
 pub async fn list_backups(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let dir = state.config.data_dir.clone();
+    let dir = state.config.load().data_dir.clone();
     let list = blocking(move || backup::list(&dir)).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({"backups": list})))
+}
+
+/// Reads the configuration again, as SIGHUP does, and answers what it applied and what waits for
+/// a restart; a file that no longer loads is a 422 and changes nothing.
+pub async fn reload(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let reloader = state.reloader.clone();
+    let done = blocking(move || reloader.reload()).await?;
+    Ok(HttpResponse::Ok().json(done))
 }
 
 #[derive(Debug, serde::Deserialize)]

@@ -157,7 +157,7 @@ async fn put_entry(
     // The `web::Bytes` extractor, with the App's `PayloadConfig` limit.
     let body = web::Bytes::from_request(req, &mut body.into_inner())
         .await
-        .map_err(|e| body_error(e, state.config.http.max_body_bytes))?;
+        .map_err(|e| body_error(e, state.config.load().http.max_body_bytes))?;
     let ttl = params.ttl.as_deref().map(|t| super::duration_param("ttl", t)).transpose()?;
     let content_type = match req.headers().get(header::CONTENT_TYPE) {
         Some(v) => Some(v.to_str().map_err(|_| Error::invalid("Content-Type must be printable ASCII"))?),

@@ -48,7 +48,9 @@ impl ApiError {
             Error::Io(_) if crate::writer::fault::storage_failure(&self.0) == Some(true) => {
                 (StatusCode::INSUFFICIENT_STORAGE, "storage_full")
             }
-            Error::Store(_) | Error::Corrupt(_) | Error::Io(_) | Error::Config(_) | Error::Internal(_) => {
+            // Only a reload meets one at run time: the file on disk no longer loads.
+            Error::Config(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_config"),
+            Error::Store(_) | Error::Corrupt(_) | Error::Io(_) | Error::Internal(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             }
         }

@@ -112,7 +112,7 @@ where
     fn call(&self, req: Request) -> Self::Future {
         let started = Instant::now();
         // A Host or Origin from a web page goes to the App, whose middleware refuses it.
-        if super::hosts::refusal(&self.state.hosts, req.headers()).is_some() {
+        if super::hosts::refusal(&self.state.hosts.load(), req.headers()).is_some() {
             return self.app_answer(req);
         }
         if let Some(hit) = self.hit(&req) {
@@ -125,7 +125,7 @@ where
             let mut req = req;
             let (state, payload, mget_id) = (self.state.clone(), req.take_payload(), self.mget_id);
             return AnswerFuture::Pending(Box::pin(async move {
-                let limit = state.config.http.max_body_bytes;
+                let limit = state.config.load().http.max_body_bytes;
                 let answer = match read_body(payload, limit).await {
                     Ok(body) => mget_answer(&state, req.headers(), &body).await,
                     Err(e) => Err(e),
@@ -192,7 +192,13 @@ impl<S> FastCacheService<S> {
             && req.uri().path() == MGET_ROUTE
             && !headers.contains_key(header::CONTENT_ENCODING)
             && !super::websocket_body(req.head())
-            && self.state.config.auth_token.as_deref().is_none_or(|t| super::bearer_matches(headers, t))
+            && self
+                .state
+                .config
+                .load()
+                .auth_token
+                .as_deref()
+                .is_none_or(|t| super::bearer_matches(headers, t))
     }
 
     /// The answer (and the Unix ms it used) when this is a plain GET of an entry L1 holds;

@@ -27,7 +27,7 @@ fn prepare(
     params: &IngestParams,
     body: Body,
 ) -> Result<(web::Bytes, BatchBuilder, i64, bool), ApiError> {
-    let body = body.map_err(|e| body_error(e, state.config.http.max_body_bytes))?;
+    let body = body.map_err(|e| body_error(e, state.config.load().http.max_body_bytes))?;
     let queued = match params.ack.as_deref() {
         None | Some("durable") => false,
         Some("queued") => true,
@@ -36,7 +36,7 @@ fn prepare(
         }
     };
     let now = now_ms();
-    let bounds = TimeBounds::new(now, state.config.storage.retention.as_millis() as i64);
+    let bounds = TimeBounds::new(now, state.config.load().storage.retention.as_millis() as i64);
     Ok((body, BatchBuilder::new(bounds), now, queued))
 }
 

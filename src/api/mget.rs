@@ -84,7 +84,7 @@ pub async fn mget(
     req: HttpRequest,
     body: Result<web::Bytes, actix_web::Error>,
 ) -> Result<HttpResponse, ApiError> {
-    let raw = body.map_err(|e| body_error(e, state.config.http.max_body_bytes))?;
+    let raw = body.map_err(|e| body_error(e, state.config.load().http.max_body_bytes))?;
     mget_answer(&state, req.headers(), &raw).await
 }
 

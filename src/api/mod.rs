@@ -28,12 +28,14 @@ use crate::store::Store;
 use crate::writer::WriterHandle;
 use actix_web::http::Method;
 use actix_web::{HttpRequest, HttpResponse, guard, web};
+use arc_swap::ArcSwap;
 use std::sync::Arc;
 
 /// What every handler may use; cloned into each actix worker.
 #[derive(Clone)]
 pub struct AppState {
-    pub config: Arc<Config>,
+    /// The configuration in effect; a reload replaces it (`crate::reload`).
+    pub config: Arc<ArcSwap<Config>>,
     pub store: Arc<Store>,
     pub writer: Arc<WriterHandle>,
     pub cache: Arc<crate::cache::TieredCache>,
@@ -45,7 +47,9 @@ pub struct AppState {
     /// the graceful stop for up to its 10 s.
     pub stopping: Arc<std::sync::atomic::AtomicBool>,
     /// `http.allowed_hosts`: which `Host` and `Origin` a request may name (`hosts.rs`).
-    pub hosts: Arc<HostPolicy>,
+    pub hosts: Arc<ArcSwap<HostPolicy>>,
+    /// Reads the configuration again and applies it (`POST /api/v1/admin/reload`, SIGHUP).
+    pub reloader: Arc<crate::reload::Reloader>,
 }
 
 /// The one middleware: times every request by its route pattern (`unmatched` for unknown
@@ -66,8 +70,12 @@ pub async fn guard_and_time(
     };
     let guarded = !matches!(*req.method(), actix_web::http::Method::GET | actix_web::http::Method::HEAD)
         || req.path().starts_with("/api/v1/admin");
-    let res = match state.config.auth_token.as_deref().filter(|_| guarded) {
-        _ if let Some(refused) = hosts::refusal(&state.hosts, req.headers()) => {
+    // Decided before the handler runs: no configuration guard is held across it.
+    let refused = hosts::refusal(&state.hosts.load(), req.headers());
+    let token_missing = guarded
+        && state.config.load().auth_token.as_deref().is_some_and(|t| !bearer_matches(req.headers(), t));
+    let res = match refused {
+        Some(refused) => {
             let resp = actix_web::ResponseError::error_response(&error::ApiError(refused));
             req.into_response(resp).map_into_right_body()
         }
@@ -80,7 +88,7 @@ pub async fn guard_and_time(
             resp.head_mut().set_connection_type(actix_web::http::ConnectionType::Close);
             req.into_response(resp).map_into_right_body()
         }
-        Some(token) if !bearer_matches(req.headers(), token) => {
+        None if token_missing => {
             let err = error::ApiError(crate::Error::Unauthorized("missing or wrong bearer token".into()));
             let resp = actix_web::ResponseError::error_response(&err);
             req.into_response(resp).map_into_right_body()
@@ -181,7 +189,7 @@ fn method_not_allowed(req: &HttpRequest, methods: &[Method]) -> Result<HttpRespo
 /// Registers every route and the extractor settings; used by the daemon and by tests alike.
 pub fn configure(state: AppState) -> impl Fn(&mut web::ServiceConfig) + Clone {
     move |cfg: &mut web::ServiceConfig| {
-        let limit = state.config.http.max_body_bytes;
+        let limit = state.config.load().http.max_body_bytes;
         cfg.app_data(web::Data::new(state.clone()))
             .app_data(web::PayloadConfig::new(limit))
             .app_data(web::QueryConfig::default().error_handler(|e, _| error::query_error(e)))
@@ -237,6 +245,7 @@ pub fn configure(state: AppState) -> impl Fn(&mut web::ServiceConfig) + Clone {
             .service(resource!("/api/v1/queries", POST => metrics::report_queries))
             .service(resource!("/api/v1/admin/backup", POST => admin::create_backup))
             .service(resource!("/api/v1/admin/backups", GET => admin::list_backups))
+            .service(resource!("/api/v1/admin/reload", POST => admin::reload))
             .service(resource!("/api/v1/admin/tsdb/delete_series", POST => admin::delete_series))
             .service(resource!("/api/v1/metrics/database", GET => metrics::get_database))
             .service(resource!("/api/v1/metrics/queue", GET => metrics::get_queue))

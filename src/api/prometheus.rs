@@ -71,7 +71,30 @@ pub async fn get_metrics(state: web::Data<AppState>) -> HttpResponse {
     let help = "Cache hits and compact mgets answered on the connection-level hit path (also in perfd_http_requests_total).";
     out.counter("perfd_http_hit_path_answers_total", help, count(&c.hit_path_answers));
     host_families(&mut out, &state);
+    reload_families(&mut out, &state);
     HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(out.0)
+}
+
+/// Configuration reloads, under the names Prometheus uses for its own.
+fn reload_families(out: &mut Exposition, state: &AppState) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let r = &state.reloader.stats;
+    let ok = if r.last_failed.load(Relaxed) { 0.0 } else { 1.0 };
+    let help = "1 when the last configuration reload loaded (or none was asked for).";
+    out.gauge("perfd_config_last_reload_successful", help, ok);
+    let at = r.last_success_ms.load(Relaxed) as f64 / 1000.0;
+    let help = "When the configuration last loaded (the start, or the last reload that did).";
+    out.gauge("perfd_config_last_reload_success_timestamp_seconds", help, at);
+    let results = [
+        (vec![("result", "success")], r.succeeded.load(Relaxed) as f64),
+        (vec![("result", "failure")], r.failed.load(Relaxed) as f64),
+    ];
+    out.family(
+        "perfd_config_reloads_total",
+        "counter",
+        "Configuration reloads asked for, by result.",
+        &results,
+    );
 }
 
 fn writer_families(out: &mut Exposition, state: &AppState) {

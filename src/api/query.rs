@@ -216,7 +216,7 @@ pub async fn query_range(
     let step = params.step.as_deref().map(parse_step).transpose()?;
     let agg = parse_agg(params.agg.as_deref())?;
     let group = parse_group(params.group.as_deref(), params.by.as_deref(), step.is_some())?;
-    let max = state.config.query.max_points;
+    let max = state.config.load().query.max_points;
     let store = state.store.clone();
     let fingerprint = format!("perfd query_range {} step={}", sel.name_or_scan(), step.is_some());
     let started = std::time::Instant::now();

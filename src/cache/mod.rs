@@ -38,7 +38,8 @@ use tokio::sync::Notify;
 /// One strategy: its default TTL, its counters and its lookup latency (split by whether L1
 /// answered, so a hit is recorded once and the per-level and total figures are merged from these).
 struct Strategy {
-    ttl: Duration,
+    /// The default TTL in nanoseconds (a reload may change it: [`TieredCache::set_ttls`]).
+    ttl_ns: AtomicU64,
     counters: Counters,
     l1_answered: Latency,
     beyond_l1: Latency,
@@ -68,13 +69,19 @@ pub struct TieredCache {
     cfg: CacheConfig,
 }
 
+impl Strategy {
+    fn ttl(&self) -> Duration {
+        Duration::from_nanos(self.ttl_ns.load(Relaxed))
+    }
+}
+
 impl TieredCache {
     pub fn new(cfg: CacheConfig) -> Result<TieredCache> {
         let strategies = cfg.strategies.iter().map(|(k, &ttl)| {
             (
                 k.clone(),
                 Strategy {
-                    ttl,
+                    ttl_ns: AtomicU64::new(ttl.as_nanos() as u64),
                     counters: Counters::default(),
                     l1_answered: Latency::default(),
                     beyond_l1: Latency::default(),
@@ -119,7 +126,17 @@ impl TieredCache {
     /// Validates strategy and key; returns the full key and the strategy's default TTL.
     pub fn full_key(&self, strategy: &str, key: &str) -> Result<(String, Duration)> {
         let s = self.strategy(strategy, key)?;
-        Ok((format!("{strategy}:{key}"), s.ttl))
+        Ok((format!("{strategy}:{key}"), s.ttl()))
+    }
+
+    /// New default TTLs for the strategies named (a reload); others are left alone. An entry
+    /// keeps the expiry it was stored with.
+    pub fn set_ttls(&self, ttls: &BTreeMap<String, Duration>) {
+        for (name, ttl) in ttls {
+            if let Some(s) = self.strategies.get(name) {
+                s.ttl_ns.store(ttl.as_nanos() as u64, Relaxed);
+            }
+        }
     }
 
     /// Adds one to a counter of the strategy and of the total.
@@ -249,7 +266,7 @@ impl TieredCache {
         let full = format!("{strategy}:{key}");
         self.check_value_len(value.len())?;
         content_type.map(check_content_type).transpose()?;
-        let ttl = ttl.unwrap_or(s.ttl);
+        let ttl = ttl.unwrap_or_else(|| s.ttl());
         check_ttl(ttl)?;
         let entry = Arc::new(Entry {
             value,

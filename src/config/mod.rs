@@ -2,7 +2,10 @@
 //! once into [`Config`]. Nothing reads the environment after start; each component receives only
 //! its own sub-struct.
 
+mod live;
 mod raw;
+
+pub use live::{Reload, Source};
 
 /// Longest duration any setting (or a profiles window) takes: far beyond any sensible one, and
 /// short enough that no clock arithmetic on it can overflow (a sampler interval of 500 billion
@@ -17,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The validated configuration of one perfd process.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Config {
     /// Address the HTTP API binds; loopback by default.
     pub listen: SocketAddr,
@@ -37,7 +40,7 @@ pub struct Config {
     pub backup: BackupConfig,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct BackupConfig {
     /// Scheduled backups into `<data_dir>/backups`; `None` (the default) means off.
     pub interval: Option<Duration>,
@@ -45,14 +48,14 @@ pub struct BackupConfig {
     pub keep: usize,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct SamplerConfig {
     /// How often the host is read, statistics are written as series and health is scored.
     pub interval: Duration,
 }
 
 /// Where firing and resolved alerts are sent (Alertmanager's `POST /api/v2/alerts` format).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct AlertsConfig {
     /// An Alertmanager's `http(s)://host:9093/api/v2/alerts`, or any receiver of the same JSON;
     /// `None` (the default) sends nothing.
@@ -67,7 +70,7 @@ pub struct AlertsConfig {
     pub resend_interval: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct CacheConfig {
     /// L1 entries (quick_cache capacity when no byte budget is set).
     pub max_entries: usize,
@@ -87,7 +90,7 @@ pub struct CacheConfig {
 }
 
 /// The Redis L2 (used only when built with `--features redis` and `url` is set).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct RedisConfig {
     pub url: Option<String>,
     /// Connections kept open (each multiplexes many requests), at most 50.
@@ -107,7 +110,7 @@ pub const BUILTIN_STRATEGIES: [(&str, u64); 5] = [
     ("performance", 60),
 ];
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct HttpConfig {
     /// Largest request body accepted, after gzip decompression too (bytes).
     pub max_body_bytes: usize,
@@ -124,7 +127,7 @@ pub struct HttpConfig {
     pub allowed_hosts: Vec<String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct StorageConfig {
     /// Points older than this are rejected on ingest and their chunks deleted.
     pub retention: Duration,
@@ -132,7 +135,7 @@ pub struct StorageConfig {
     pub max_series: usize,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct WriterConfig {
     /// Messages the writer channel holds before ingest answers 503.
     pub queue_capacity: usize,
@@ -146,7 +149,7 @@ pub struct WriterConfig {
     pub max_open_points: usize,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct QueryConfig {
     /// Largest raw answer, in points; larger ones are a 422 asking for a narrower range or `step`.
     pub max_points: usize,

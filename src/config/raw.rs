@@ -197,6 +197,13 @@ fn at_least<T: PartialOrd + std::fmt::Debug>(key: &str, v: T, min: T) -> Result<
     Ok(v)
 }
 
+/// Why `listen` may not be served with this token: only loopback goes without one.
+pub(super) fn exposure_error(listen: SocketAddr, auth_token: Option<&str>) -> Option<String> {
+    (!listen.ip().is_loopback() && auth_token.is_none()).then(|| {
+        format!("listen: {listen} is not a loopback address; set auth_token (or PERFD_AUTH_TOKEN) first")
+    })
+}
+
 impl RawConfig {
     pub(super) fn validate(self) -> Result<Config> {
         let listen_text = self.listen.unwrap_or_else(|| "127.0.0.1:8470".into());
@@ -207,10 +214,8 @@ impl RawConfig {
         if auth_token.as_ref().is_some_and(|t| t.len() < 16) {
             return Err(Error::Config("auth_token: use at least 16 characters".into()));
         }
-        if !listen.ip().is_loopback() && auth_token.is_none() {
-            return Err(Error::Config(format!(
-                "listen: {listen} is not a loopback address; set auth_token (or PERFD_AUTH_TOKEN) first"
-            )));
+        if let Some(e) = exposure_error(listen, auth_token.as_deref()) {
+            return Err(Error::Config(e));
         }
         Ok(Config {
             listen,

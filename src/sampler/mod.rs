@@ -63,11 +63,9 @@ pub struct Sources {
     pub writer: Arc<WriterHandle>,
     pub store: Arc<crate::store::Store>,
     pub executions: Arc<crate::executions::Executions>,
-    pub retention_ms: i64,
-    /// `storage.max_series`, for the health score's series component.
-    pub max_series: usize,
-    /// Scheduled backups: (data dir, config).
-    pub backup: Option<(std::path::PathBuf, crate::config::BackupConfig)>,
+    /// The configuration in effect (a reload replaces it): retention and `storage.max_series`
+    /// (the health score's series component), and the scheduled backups.
+    pub config: Arc<arc_swap::ArcSwap<crate::config::Config>>,
     /// Alert delivery: where each evaluation's firing alerts go, and its figures.
     pub notifier: Option<(Sender<delivery::Notice>, Arc<delivery::DeliveryStats>)>,
 }
@@ -129,7 +127,10 @@ impl Sampler {
             writer_queue_percent: Some(queue_percent),
             storage_failing: Some(w.storage_fault.is_some()),
             redis_reachable: cache.l2.enabled.then_some(cache.l2.reachable),
-            series_percent: Some(percent(series as u64, self.sources.max_series as u64)),
+            series_percent: Some(percent(
+                series as u64,
+                self.sources.config.load().storage.max_series as u64,
+            )),
             alert_delivery_failing: self.published.delivery.as_ref().map(|d| d.failing()),
             alerts_warning,
             alerts_critical,
@@ -151,7 +152,8 @@ impl Sampler {
         (queue_percent, series): (f64, usize),
     ) {
         let now = snap.at_ms;
-        let mut b = BatchBuilder::new(TimeBounds::new(now, self.sources.retention_ms));
+        let retention_ms = self.sources.config.load().storage.retention.as_millis() as i64;
+        let mut b = BatchBuilder::new(TimeBounds::new(now, retention_ms));
         let mut put = |name: &str, labels: &[(&str, &str)], v: f64| {
             if v.is_finite() {
                 let _ = b.push(name, labels, (now, v));
@@ -251,7 +253,8 @@ impl Sampler {
 impl Sampler {
     /// Writes a backup when `backup.interval` has passed and keeps the newest `backup.keep`.
     fn scheduled_backup(&mut self) {
-        let Some((dir, cfg)) = &self.sources.backup else { return };
+        let config = self.sources.config.load();
+        let (dir, cfg) = (&config.data_dir, &config.backup);
         if cfg.interval.is_none_or(|i| self.last_backup.elapsed() < i) {
             return;
         }

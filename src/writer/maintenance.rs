@@ -64,7 +64,7 @@ impl Writer {
 
     /// Deletes chunk blocks whose whole hour is older than the retention period.
     pub(super) fn expire(&mut self, now: i64) -> Result<()> {
-        let cutoff = hour_start(now - self.storage.retention.as_millis() as i64);
+        let cutoff = hour_start(now - self.storage.load().retention.as_millis() as i64);
         let expired: Vec<(i64, u64)> = {
             let txn = self.store.db()?.begin_read()?;
             let hours = txn.open_table(CHUNK_HOURS)?;
@@ -97,7 +97,7 @@ impl Writer {
     /// Deletes execution profiles, alert events and silences older than the retention period
     /// (`store::retention`).
     pub(super) fn expire_records(&mut self, now: i64) -> Result<()> {
-        let cutoff = now - self.storage.retention.as_millis() as i64;
+        let cutoff = now - self.storage.load().retention.as_millis() as i64;
         let mut txn = self.store.db()?.begin_write()?;
         txn.set_durability(Durability::None)?;
         txn.set_quick_repair(true);

@@ -13,6 +13,7 @@ use crate::config::{StorageConfig, WriterConfig};
 use crate::error::{Error, Result};
 use crate::model::{HOUR_MS, Point, SeriesKey, hour_start, now_ms};
 use crate::store::{Store, block, codec, tables::*};
+use arc_swap::ArcSwap;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use parking_lot::Mutex;
 use redb::{Durability, ReadableDatabase, ReadableTable};
@@ -133,9 +134,16 @@ pub struct WriterHandle {
     cfg: WriterConfig,
     /// Set while the data directory cannot be written; see `fault.rs`.
     pub fault: Arc<StorageFault>,
+    /// The writer's `storage.*` (retention, series cap).
+    storage: Arc<ArcSwap<StorageConfig>>,
 }
 
 impl WriterHandle {
+    /// New retention and series cap (a reload): the next write and maintenance round use them.
+    pub fn set_storage(&self, storage: StorageConfig) {
+        self.storage.store(Arc::new(storage));
+    }
+
     /// Replays the WAL into the store's open hours and starts `perfd-writer`.
     pub fn start(store: Arc<Store>, cfg: WriterConfig, storage: StorageConfig) -> Result<WriterHandle> {
         let (tx, rx) = crossbeam_channel::bounded(cfg.queue_capacity);
@@ -144,8 +152,9 @@ impl WriterHandle {
         let fault = Arc::new(StorageFault::default());
         let mut writer =
             Writer::new(store, cfg.clone(), storage, stats.clone(), queued_points.clone(), fault.clone())?;
+        let storage = writer.storage.clone();
         let join = std::thread::Builder::new().name("perfd-writer".into()).spawn(move || writer.run(rx))?;
-        Ok(WriterHandle { tx, join: Mutex::new(Some(join)), stats, queued_points, cfg, fault })
+        Ok(WriterHandle { tx, join: Mutex::new(Some(join)), stats, queued_points, cfg, fault, storage })
     }
 
     /// Queues a batch without blocking. A full queue is `Overloaded`, a stopped writer
@@ -298,7 +307,8 @@ type Reply = Option<tokio::sync::oneshot::Sender<Result<WriteAck>>>;
 pub struct Writer {
     store: Arc<Store>,
     cfg: WriterConfig,
-    storage: StorageConfig,
+    /// `storage.*`, shared with the handle: a reload replaces it ([`WriterHandle::set_storage`]).
+    storage: Arc<ArcSwap<StorageConfig>>,
     stats: Arc<WriterStats>,
     queued_points: Arc<AtomicUsize>,
     next_seq: u64,

@@ -29,7 +29,7 @@ impl Writer {
         let mut w = Writer {
             store: store.clone(),
             cfg,
-            storage,
+            storage: Arc::new(ArcSwap::from_pointee(storage)),
             stats,
             queued_points,
             next_seq: 1,
@@ -244,11 +244,12 @@ impl Writer {
             };
             let fresh = batch.series.iter().filter(|s| known(&s.canonical, &new_ids).is_none()).count();
             let total = catalog.by_key.len() + new_series.len() + fresh;
-            if fresh > 0 && total > self.storage.max_series {
+            let max_series = self.storage.load().max_series;
+            if fresh > 0 && total > max_series {
                 self.stats.rejected_series_limit.fetch_add(1, Relaxed);
                 resolved.push(Err(Error::SeriesLimit(format!(
                     "request would create {fresh} new series; the limit is {} and {} exist (raise storage.max_series, or delete series: POST /api/v1/admin/tsdb/delete_series?match=...; GET /api/v1/status/tsdb shows which metrics hold the most)",
-                    self.storage.max_series,
+                    max_series,
                     catalog.by_key.len() + new_series.len()
                 ))));
                 continue;

@@ -1,5 +1,5 @@
-//! The real binary as a child process: SIGTERM exits cleanly (SIGHUP is ignored); `kill -9`
-//! during ingestion loses no acknowledged point.
+//! The real binary as a child process: SIGTERM exits cleanly (SIGHUP reloads, `reload.rs`);
+//! `kill -9` during ingestion loses no acknowledged point.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
@@ -24,9 +24,16 @@ fn spawn(dir: &std::path::Path) -> Proc {
 }
 
 pub(crate) fn spawn_with(dir: &std::path::Path, envs: &[(&str, String)]) -> Proc {
+    spawn_args(dir, &[], envs)
+}
+
+/// [`spawn_with`] with more arguments after `serve` (`--config FILE`).
+pub(crate) fn spawn_args(dir: &std::path::Path, args: &[&std::ffi::OsStr], envs: &[(&str, String)]) -> Proc {
     let mut child = Command::new(env!("CARGO_BIN_EXE_perfd"))
         .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg("serve")
+        .args(args)
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
         .env("RUST_LOG", "info")
         // Seal every 10 ms, so kills also land in the middle of seals and WAL trims.
@@ -99,7 +106,7 @@ fn sigterm_exits_zero_and_keeps_data() {
     let t = crate::helpers::base_ms();
     assert_eq!(post(&p.base, "/write?precision=ms", format!("crash v=1 {t}")), Some(204));
     let pid = p.child.id().to_string();
-    // SIGHUP (a closed terminal) must not kill it: it would die by the signal, not exit 0.
+    // SIGHUP (a reload; a closed terminal) must not kill it: it would die by the signal, not exit 0.
     assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
     assert_eq!(post(&p.base, "/write?precision=ms", format!("crash v=2 {}", t + 1)), Some(204));
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
@@ -206,6 +213,20 @@ fn sd_notify_ready_watchdog_and_stopping() {
     assert_eq!(recv(), "WATCHDOG=1");
     assert_eq!(recv(), "WATCHDOG=1");
     let pid = p.child.id().to_string();
+    // A reload (SIGHUP) is bracketed by RELOADING=1 (with the monotonic clock, as
+    // Type=notify-reload wants it) and READY=1.
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    let mut reloading = recv();
+    while reloading == "WATCHDOG=1" {
+        reloading = recv();
+    }
+    let usec = reloading.strip_prefix("RELOADING=1\nMONOTONIC_USEC=").expect(&reloading);
+    assert!(usec.parse::<u64>().is_ok_and(|u| u > 0), "{reloading}");
+    let mut ready = recv();
+    while ready == "WATCHDOG=1" {
+        ready = recv();
+    }
+    assert_eq!(ready, "READY=1");
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let mut last = recv();
     while last == "WATCHDOG=1" {

@@ -24,4 +24,5 @@ mod ops;
 mod query;
 #[cfg(feature = "redis")]
 mod redis;
+mod reload;
 mod store_model;

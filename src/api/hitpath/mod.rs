@@ -177,8 +177,9 @@ impl HitPath {
     fn step(&self, input: &[u8], answers: &mut Vec<u8>) -> Step {
         let started = Instant::now();
         let now_ms = crate::model::now_ms();
-        let auth_token = self.state.config.auth_token.as_deref();
-        let step = answer_hit(&self.state.cache, auth_token, &self.state.hosts, input, answers, now_ms);
+        let (config, hosts) = (self.state.config.load(), self.state.hosts.load());
+        let step =
+            answer_hit(&self.state.cache, config.auth_token.as_deref(), &hosts, input, answers, now_ms);
         let route = match step {
             Step::Hit(_) => self.entry_id,
             Step::Mget(_) => self.mget_id,
