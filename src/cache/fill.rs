@@ -16,6 +16,8 @@ pub enum Lease {
     Granted,
     /// Someone else holds it until the given instant; wait on the notify.
     Held(Arc<Notify>, Instant),
+    /// The key was filled after the caller's miss (a PUT landed in between): here is the value.
+    Filled(Arc<Entry>),
 }
 
 impl TieredCache {
@@ -26,6 +28,12 @@ impl TieredCache {
         match leases.get(full_key) {
             Some((until, notify)) if *until > now => Lease::Held(notify.clone(), *until),
             _ => {
+                // A PUT stores its value before it releases the lease, so a lease found free
+                // may follow a PUT that landed after the caller's miss: L1 is read again under
+                // the lock, or two callers would compute one value (seen in the stampede test).
+                if let l1::Lookup::Hit(hit) = self.l1.get(full_key, now_ms()) {
+                    return Lease::Filled(hit);
+                }
                 leases.insert(full_key.to_owned(), (now + self.cfg.lease_ttl, Arc::new(Notify::new())));
                 Lease::Granted
             }
@@ -76,6 +84,7 @@ impl TieredCache {
                     return Ok(Err(true));
                 }
                 Lease::Held(n, until) => (n, until),
+                Lease::Filled(hit) => return Ok(Ok((hit, Level::L1))),
             };
             let notified = notify.notified();
             tokio::pin!(notified);
@@ -181,6 +190,22 @@ mod tests {
             assert_eq!(&t.await.unwrap()[..], b"{\"p99\":12}");
         }
         assert_eq!(calls.load(Relaxed), 1);
+    }
+
+    /// Regression: a PUT that landed between a waiter's miss and its lease (the lease it held
+    /// released, the value stored) gave that waiter a second lease (the stampede test saw two of
+    /// 50). The free lease now comes with a look at L1.
+    #[tokio::test]
+    async fn a_key_filled_after_the_miss_gives_its_value_not_a_lease() {
+        let cache = cache();
+        assert!(matches!(cache.lease("llm_response:p"), Lease::Granted));
+        assert!(cache.get("llm_response", "p").await.unwrap().is_none(), "the waiter's miss");
+        cache.set("llm_response", "p", Bytes::from_static(b"v"), None, None).await.unwrap();
+        match cache.lease("llm_response:p") {
+            Lease::Filled(e) => assert_eq!(&e.value[..], b"v"),
+            _ => panic!("a lease for a key that holds a value"),
+        }
+        assert!(cache.leases.lock().is_empty(), "the PUT released the lease and none was taken");
     }
 
     /// Regression: leases nobody filled stayed in memory for good, one per key asked for.
