@@ -86,7 +86,8 @@ impl Daemon {
             Some(url) => Some(NotifierHandle::start(&config.alerts, url, format!("http://{addr}"))?),
             None => None,
         };
-        let reloader = Arc::new(Reloader::new(config.clone(), source, addr, cache.clone(), writer.clone()));
+        let reloader =
+            Arc::new(Reloader::new(config.clone(), source, addr, cache.clone(), writer.clone(), &executions));
         let sources = Sources {
             monitor: monitor.clone(),
             cache: cache.clone(),

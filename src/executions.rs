@@ -8,6 +8,7 @@ use crate::model::now_ms;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 
@@ -102,7 +103,8 @@ pub struct Executions {
     inner: Mutex<Inner>,
     /// Woken whenever someone may have been admitted.
     pub changed: Notify,
-    cfg: ExecutionConfig,
+    /// A reload may replace it ([`Executions::set_config`]).
+    cfg: arc_swap::ArcSwap<ExecutionConfig>,
     /// Latest (cpu %, memory %), set by the sampler.
     load: Mutex<(f64, f64)>,
     /// Hands out ids that stay unique across restarts (profiles are stored under them).
@@ -120,7 +122,7 @@ impl Executions {
         Executions {
             inner: Mutex::default(),
             changed: Notify::new(),
-            cfg,
+            cfg: arc_swap::ArcSwap::from_pointee(cfg),
             load: Mutex::new((0.0, 0.0)),
             next_id,
         }
@@ -128,7 +130,8 @@ impl Executions {
 
     fn resources_ok(&self) -> bool {
         let (cpu, mem) = *self.load.lock();
-        cpu < self.cfg.cpu_limit_percent && mem < self.cfg.memory_limit_percent
+        let cfg = self.cfg.load();
+        cpu < cfg.cpu_limit_percent && mem < cfg.memory_limit_percent
     }
 
     /// Asks for a slot: running when one is free and resources allow, else queued; a full
@@ -142,13 +145,13 @@ impl Executions {
         let expired = self.expire_locked(&mut inner, now);
         keep_locked(&mut inner, expired);
         let id = (self.next_id)();
-        let mut e = Execution::queued(id, crew_id, now, now + self.cfg.lease.as_millis() as i64);
-        if inner.queue.is_empty() && inner.running < self.cfg.max_concurrent && self.resources_ok() {
+        let mut e = Execution::queued(id, crew_id, now, now + self.cfg.load().lease.as_millis() as i64);
+        if inner.queue.is_empty() && inner.running < self.cfg.load().max_concurrent && self.resources_ok() {
             start(&mut inner, &mut e, now);
             inner.executions.insert(id, e.clone());
             return Ok(Admission::Running(e));
         }
-        if inner.queue.len() >= self.cfg.queue_capacity {
+        if inner.queue.len() >= self.cfg.load().queue_capacity {
             inner.rejected += 1;
             return Err(Error::QueueFull(format!(
                 "the execution queue is full ({} waiting)",
@@ -176,7 +179,7 @@ impl Executions {
 
     /// Renews the lease of a queued or running execution.
     pub fn heartbeat(&self, id: u64) -> Result<Execution> {
-        let lease = self.cfg.lease.as_millis() as i64;
+        let lease = self.cfg.load().lease.as_millis() as i64;
         {
             let mut inner = self.inner.lock();
             let e =
@@ -312,7 +315,7 @@ impl Executions {
     }
 
     fn admit_locked(&self, inner: &mut Inner, now: i64) {
-        while inner.running < self.cfg.max_concurrent && self.resources_ok() {
+        while inner.running < self.cfg.load().max_concurrent && self.resources_ok() {
             let Some(id) = inner.queue.pop_front() else { break };
             if let Some(mut e) = inner.executions.remove(&id) {
                 start(inner, &mut e, now);
@@ -336,9 +339,9 @@ impl Executions {
         let inner = self.inner.lock();
         serde_json::json!({
             "running": inner.running,
-            "max_concurrent": self.cfg.max_concurrent,
+            "max_concurrent": self.cfg.load().max_concurrent,
             "waiting": inner.queue.len(),
-            "queue_capacity": self.cfg.queue_capacity,
+            "queue_capacity": self.cfg.load().queue_capacity,
             "admitted": inner.admitted,
             "rejected": inner.rejected,
             "expired": inner.expired,
@@ -349,8 +352,21 @@ impl Executions {
         })
     }
 
-    pub fn config(&self) -> &ExecutionConfig {
-        &self.cfg
+    pub fn config(&self) -> Arc<ExecutionConfig> {
+        self.cfg.load_full()
+    }
+
+    /// New limits (a reload): more slots or a higher CPU or memory limit admit waiting
+    /// executions at once; fewer slots stop no running one; a new lease applies from each
+    /// execution's next renewal; a smaller queue refuses only new ones.
+    pub fn set_config(&self, cfg: ExecutionConfig) {
+        self.cfg.store(Arc::new(cfg));
+        let mut inner = self.inner.lock();
+        let waiting = inner.queue.len();
+        self.admit_locked(&mut inner, now_ms());
+        if inner.queue.len() < waiting {
+            self.changed.notify_waiters();
+        }
     }
 }
 
@@ -392,6 +408,29 @@ mod tests {
             },
             next,
         )
+    }
+
+    /// A reload that adds slots admits the executions waiting for them at once, in order; one
+    /// that takes slots away stops none that runs.
+    #[test]
+    fn new_limits_admit_waiting_executions_at_once() {
+        let x = slots(1, 5);
+        let Ok(Admission::Running(a)) = x.request("c") else { panic!("a free slot") };
+        let queued: Vec<u64> = (0..3)
+            .map(|_| match x.request("c") {
+                Ok(Admission::Queued(e)) => e.id,
+                _ => panic!("the one slot is taken"),
+            })
+            .collect();
+        let more = ExecutionConfig { max_concurrent: 3, ..(*x.config()).clone() };
+        x.set_config(more);
+        let states: Vec<ExecState> = queued.iter().map(|id| x.get(*id).unwrap().state).collect();
+        assert_eq!(states, [ExecState::Running, ExecState::Running, ExecState::Queued]);
+        assert_eq!((x.stats()["running"].clone(), x.stats()["max_concurrent"].clone()), (3.into(), 3.into()));
+        x.set_config(ExecutionConfig { max_concurrent: 1, ..(*x.config()).clone() });
+        assert_eq!(x.get(a.id).unwrap().state, ExecState::Running, "fewer slots stop no running one");
+        x.finish(a.id, None).unwrap();
+        assert_eq!(x.get(queued[2]).unwrap().state, ExecState::Queued, "two still run in one slot");
     }
 
     #[test]

@@ -6,6 +6,7 @@ use crate::api::HostPolicy;
 use crate::cache::TieredCache;
 use crate::config::{Config, Reload, Source};
 use crate::error::{Error, Result};
+use crate::executions::Executions;
 use crate::writer::WriterHandle;
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
@@ -23,6 +24,9 @@ pub struct Reloader {
     addr: SocketAddr,
     cache: Arc<TieredCache>,
     writer: Arc<WriterHandle>,
+    /// Weak: the executions hold the store (for record ids), which must be free once the daemon
+    /// has shut down, while the daemon still holds this.
+    executions: std::sync::Weak<Executions>,
     /// One reload at a time: two at once could store the older result last.
     running: Mutex<()>,
     pub stats: ReloadStats,
@@ -46,6 +50,7 @@ impl Reloader {
         addr: SocketAddr,
         cache: Arc<TieredCache>,
         writer: Arc<WriterHandle>,
+        executions: &Arc<Executions>,
     ) -> Reloader {
         let hosts = HostPolicy::for_listen(&config.http.allowed_hosts, addr);
         Reloader {
@@ -55,6 +60,7 @@ impl Reloader {
             addr,
             cache,
             writer,
+            executions: Arc::downgrade(executions),
             running: Mutex::new(()),
             stats: ReloadStats {
                 last_success_ms: AtomicU64::new(crate::model::now_ms().max(0) as u64),
@@ -98,6 +104,9 @@ impl Reloader {
         let (next, reload) = self.config.load().reloaded(fresh)?;
         self.cache.set_ttls(&next.cache.strategies);
         self.writer.set_storage(next.storage.clone());
+        if let Some(executions) = self.executions.upgrade() {
+            executions.set_config(next.executions.clone());
+        }
         self.hosts.store(Arc::new(HostPolicy::for_listen(&next.http.allowed_hosts, self.addr)));
         self.config.store(Arc::new(next));
         Ok(reload)

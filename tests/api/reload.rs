@@ -7,6 +7,8 @@ use std::process::Command;
 
 const FIRST: &str = "0123456789abcdef-first";
 const SECOND: &str = "0123456789abcdef-second";
+/// Execution limits the host's own load cannot hold back (a busy CI machine).
+const SLOTS: &str = "[executions]\ncpu_limit_percent = 101\nmemory_limit_percent = 101\n";
 
 fn bearer(token: &str) -> String {
     format!("Authorization: Bearer {token}\r\n")
@@ -42,7 +44,7 @@ fn sighup_and_the_reload_endpoint_apply_the_live_settings_and_name_the_rest() {
     let file = dir.path().join("perfd.toml");
     let write = |text: &str| std::fs::write(&file, text).unwrap();
     write(&format!(
-        "auth_token = \"{FIRST}\"\n[storage]\nretention = \"1d\"\nmax_series = 2\n[cache.strategies]\nllm_response = \"1h\"\n"
+        "auth_token = \"{FIRST}\"\n[storage]\nretention = \"1d\"\nmax_series = 2\n[cache.strategies]\nllm_response = \"1h\"\n{SLOTS}max_concurrent = 1\n"
     ));
     let p = spawn_args(&dir.path().join("data"), &[std::ffi::OsStr::new("--config"), file.as_os_str()], &[]);
     let (first, second) = (bearer(FIRST), bearer(SECOND));
@@ -60,10 +62,17 @@ fn sighup_and_the_reload_endpoint_apply_the_live_settings_and_name_the_rest() {
     let old = format!("old v=1 {two_days_ago}\n");
     assert_eq!(status(&p, "POST", "/write?precision=ms", &first, &old), 400, "past storage.retention");
     assert_eq!(health_as(&p, "perfd.internal"), Some(403));
+    let json = format!("{first}Content-Type: application/json\r\n");
+    let ask = || exchange(&p.base, "POST", "/api/v1/executions", &json, r#"{"crew_id": "c"}"#).unwrap();
+    assert_eq!(status_of(&ask()), Some(201));
+    let waiting = ask();
+    assert_eq!(status_of(&waiting), Some(202), "one slot: {waiting}");
+    let waiting: serde_json::Value = serde_json::from_str(body(&waiting)).expect(&waiting);
+    let waiting = format!("/api/v1/executions/{}", waiting["id"]);
 
     write(&format!(
         "auth_token = \"{SECOND}\"\n[http]\nworkers = 7\nallowed_hosts = [\"perfd.internal\"]\n\
-         [storage]\nretention = \"3d\"\nmax_series = 10\n[cache.strategies]\nllm_response = \"2m\"\nagent_plan = \"1m\"\n"
+         [storage]\nretention = \"3d\"\nmax_series = 10\n[cache.strategies]\nllm_response = \"2m\"\nagent_plan = \"1m\"\n{SLOTS}max_concurrent = 2\n"
     ));
     let pid = p.child.id().to_string();
     assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
@@ -86,6 +95,8 @@ fn sighup_and_the_reload_endpoint_apply_the_live_settings_and_name_the_rest() {
     assert_eq!(status(&p, "POST", "/write?precision=ms", &second, &third), 204, "the new series cap");
     assert_eq!(status(&p, "POST", "/write?precision=ms", &second, &old), 204, "the new retention");
     assert_eq!(health_as(&p, "perfd.internal"), Some(200), "the listed host");
+    let admitted: serde_json::Value = serde_json::from_str(&get(&p.base, &waiting).unwrap()).unwrap();
+    assert_eq!(admitted["state"], "running", "a second slot admits the waiting execution");
     let unknown = exchange(&p.base, "GET", "/api/v1/cache/agent_plan/x", "", "").unwrap();
     assert_eq!(status_of(&unknown), Some(404), "a new strategy waits for a restart: {unknown}");
 
