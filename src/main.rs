@@ -30,6 +30,9 @@ enum Command {
     Backup(BackupArgs),
     /// Restore a backup into a data dir (verified first; refuses a non-empty dir without --force).
     Restore(RestoreArgs),
+    /// Load and validate the configuration `serve` would use and print it (no secrets); exit
+    /// code 2 when it does not load. Run it before `systemctl reload perfd`.
+    Config(ServeArgs),
 }
 
 #[derive(Args, Clone)]
@@ -93,6 +96,7 @@ fn main() -> ExitCode {
         Command::Check(a) => a.common.clone(),
         Command::Backup(a) => a.common.clone(),
         Command::Restore(a) => a.common.clone(),
+        Command::Config(a) => a.clone(),
     };
     let flags = Overrides { config_file: args.config, listen: args.listen, data_dir: args.data_dir };
     let source = Source::new(flags, std::env::vars());
@@ -105,6 +109,7 @@ fn main() -> ExitCode {
     };
     let result = match command {
         Command::Serve(_) => serve(config, source),
+        Command::Config(_) => print_json(&serde_json::json!({"config": config.shown()})),
         Command::Check(CheckArgs { file: Some(file), .. }) => {
             perfd::store::backup::check(&file).map_err(Into::into).and_then(|i| print_json(&i))
         }

@@ -27,8 +27,9 @@ pub struct Reloader {
     /// Weak: the executions hold the store (for record ids), which must be free once the daemon
     /// has shut down, while the daemon still holds this.
     executions: std::sync::Weak<Executions>,
-    /// One reload at a time: two at once could store the older result last.
-    running: Mutex<()>,
+    /// One reload at a time (two at once could store the older result last), and the keys the
+    /// last one that loaded left waiting for a restart.
+    running: Mutex<Vec<String>>,
     pub stats: ReloadStats,
 }
 
@@ -61,7 +62,7 @@ impl Reloader {
             cache,
             writer,
             executions: Arc::downgrade(executions),
-            running: Mutex::new(()),
+            running: Mutex::new(Vec::new()),
             stats: ReloadStats {
                 last_success_ms: AtomicU64::new(crate::model::now_ms().max(0) as u64),
                 ..ReloadStats::default()
@@ -78,8 +79,11 @@ impl Reloader {
                     .into(),
             ));
         };
-        let _one = self.running.lock();
+        let mut waiting = self.running.lock();
         let result = source.load().and_then(|fresh| self.apply(&fresh));
+        if let Ok(r) = &result {
+            waiting.clone_from(&r.needs_restart);
+        }
         match &result {
             Ok(r) => {
                 self.stats.succeeded.fetch_add(1, Relaxed);
@@ -97,6 +101,11 @@ impl Reloader {
             }
         }
         result
+    }
+
+    /// The keys the last reload that loaded found changed but could not apply.
+    pub fn needs_restart(&self) -> Vec<String> {
+        self.running.lock().clone()
     }
 
     /// Puts the live settings of `fresh` in effect.

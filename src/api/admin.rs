@@ -1,5 +1,6 @@
 //! Admin endpoints: `POST /api/v1/admin/backup`, `GET /api/v1/admin/backups`,
 //! `POST /api/v1/admin/reload` (the configuration read again; `crate::reload`),
+//! `GET /api/v1/admin/config` (the configuration in effect),
 //! `POST /api/v1/admin/tsdb/delete_series`, and `GET /api/v1/status/tsdb` to find what to delete.
 
 use super::error::ApiError;
@@ -22,6 +23,15 @@ pub async fn list_backups(state: web::Data<AppState>) -> Result<HttpResponse, Ap
     let dir = state.config.load().data_dir.clone();
     let list = blocking(move || backup::list(&dir)).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({"backups": list})))
+}
+
+/// The configuration in effect (`Config::shown`: no secrets) and the keys a reload left waiting
+/// for a restart.
+pub async fn get_config(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({
+        "config": state.config.load().shown(),
+        "needs_restart": state.reloader.needs_restart(),
+    }))
 }
 
 /// Reads the configuration again, as SIGHUP does, and answers what it applied and what waits for

@@ -67,6 +67,45 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The configuration as the file lays it out, for people (`perfd config`,
+    /// `GET /api/v1/admin/config`): durations as `1h 30m`, the token as `"(set)"`, and the
+    /// user and password of a URL left out.
+    pub fn shown(&self) -> serde_json::Value {
+        fn walk(path: &str, value: &mut serde_json::Value) {
+            let duration = value.as_object().and_then(|o| {
+                let (secs, nanos) = (o.get("secs")?.as_u64()?, o.get("nanos")?.as_u64()?);
+                (o.len() == 2).then(|| std::time::Duration::new(secs, nanos as u32))
+            });
+            if let Some(d) = duration {
+                *value = humantime::format_duration(d).to_string().into();
+                return;
+            }
+            match value {
+                serde_json::Value::Object(fields) => {
+                    for (name, v) in fields.iter_mut() {
+                        walk(&format!("{path}.{name}"), v);
+                    }
+                }
+                serde_json::Value::String(url) if path.ends_with("url") => {
+                    if let Some((scheme, rest)) = url.split_once("://")
+                        && let Some((_, host)) = rest.split_once('@')
+                    {
+                        *url = format!("{scheme}://***@{host}");
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut value = serde_json::to_value(self).unwrap_or_default();
+        walk("", &mut value);
+        if let Some(token) = value.get_mut("auth_token").filter(|t| !t.is_null()) {
+            *token = "(set)".into();
+        }
+        value
+    }
+}
+
 fn changed_keys(a: &Config, b: &Config) -> Result<Vec<String>> {
     let (a, b) = (keys(a)?, keys(b)?);
     let names: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
@@ -131,6 +170,24 @@ mod tests {
         let (again, nothing) = next.reloaded(&next).unwrap();
         assert_eq!(nothing, Reload::default());
         assert_eq!(format!("{again:?}"), format!("{next:?}"));
+    }
+
+    #[test]
+    fn the_shown_config_hides_secrets_and_says_durations_plainly() {
+        let c = load(
+            "auth_token = \"0123456789abcdef\"\n[alerts]\nnotify_url = \"http://u:secret@127.0.0.1:9093/api/v2/alerts\"\n",
+            &[],
+        )
+        .unwrap();
+        let shown = c.shown();
+        let text = shown.to_string();
+        assert!(!text.contains("0123456789abcdef") && !text.contains("secret"), "{text}");
+        assert_eq!(shown["auth_token"], "(set)");
+        assert_eq!(shown["alerts"]["notify_url"], "http://***@127.0.0.1:9093/api/v2/alerts");
+        assert_eq!(shown["storage"]["retention"], "30days");
+        assert_eq!(shown["cache"]["strategies"]["llm_response"], "30m");
+        assert_eq!(shown["sampler"]["interval"], "5s");
+        assert_eq!(load("", &[]).unwrap().shown()["auth_token"], serde_json::Value::Null);
     }
 
     #[test]

@@ -109,6 +109,18 @@ fn sighup_and_the_reload_endpoint_apply_the_live_settings_and_name_the_rest() {
         serde_json::json!({"applied": [], "needs_restart": ["cache.strategies.agent_plan", "http.workers"]});
     assert_eq!(answer, want);
 
+    // What is in effect, without secrets, and what still waits.
+    assert_eq!(status(&p, "GET", "/api/v1/admin/config", "", ""), 401, "an admin read");
+    let resp = exchange(&p.base, "GET", "/api/v1/admin/config", &second, "").unwrap();
+    assert!(!resp.contains(SECOND), "the token is not shown: {resp}");
+    let shown: serde_json::Value = serde_json::from_str(body(&resp)).expect(&resp);
+    assert_eq!(shown["config"]["storage"]["retention"], "3days");
+    assert_eq!(
+        (shown["config"]["auth_token"].clone(), shown["config"]["http"]["workers"].clone()),
+        ("(set)".into(), 2.into())
+    );
+    assert_eq!(shown["needs_restart"], serde_json::json!(["cache.strategies.agent_plan", "http.workers"]));
+
     // A file that no longer loads changes nothing and says why.
     write("[storage]\nretention = \"forever\"\n");
     let resp = exchange(&p.base, "POST", "/api/v1/admin/reload", &second, "").unwrap();
@@ -132,4 +144,26 @@ async fn a_daemon_started_without_a_source_answers_409() {
     let r = s.client.post(s.url("/api/v1/admin/reload")).send().await.unwrap();
     let msg = expect_error(r, 409, "conflict").await;
     assert!(msg.contains("no file to read again"), "{msg}");
+}
+
+/// `perfd config` checks a file before a reload: the configuration `serve` would use, no
+/// secrets, or exit code 2 naming the key.
+#[test]
+fn perfd_config_prints_what_serve_would_use_or_why_it_cannot() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("perfd.toml");
+    let run = |text: &str| {
+        std::fs::write(&file, text).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_perfd")).arg("config").arg("--config").arg(&file).output().unwrap()
+    };
+    let out = run(&format!("auth_token = \"{FIRST}\"\n[storage]\nretention = \"7d\"\n"));
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(!text.contains(FIRST), "{text}");
+    let shown: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(shown["config"]["storage"]["retention"], "7days");
+    let out = run("[storage]\nretention = \"forever\"\n");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("storage.retention"), "{err}");
 }
