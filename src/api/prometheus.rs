@@ -15,6 +15,12 @@ impl Exposition {
         self.family(name, "counter", help, &[(vec![], value as f64)]);
     }
 
+    /// A counter family with one sample per `result` label value.
+    fn by_result(&mut self, name: &str, help: &str, results: &[(&str, u64)]) {
+        let samples: Samples = results.iter().map(|(r, n)| (vec![("result", *r)], *n as f64)).collect();
+        self.family(name, "counter", help, &samples);
+    }
+
     fn gauge(&mut self, name: &str, help: &str, value: f64) {
         self.family(name, "gauge", help, &[(vec![], value)]);
     }
@@ -85,16 +91,8 @@ fn reload_families(out: &mut Exposition, state: &AppState) {
     let at = r.last_success_ms.load(Relaxed) as f64 / 1000.0;
     let help = "When the configuration last loaded (the start, or the last reload that did).";
     out.gauge("perfd_config_last_reload_success_timestamp_seconds", help, at);
-    let results = [
-        (vec![("result", "success")], r.succeeded.load(Relaxed) as f64),
-        (vec![("result", "failure")], r.failed.load(Relaxed) as f64),
-    ];
-    out.family(
-        "perfd_config_reloads_total",
-        "counter",
-        "Configuration reloads asked for, by result.",
-        &results,
-    );
+    let results = [("success", r.succeeded.load(Relaxed)), ("failure", r.failed.load(Relaxed))];
+    out.by_result("perfd_config_reloads_total", "Configuration reloads asked for, by result.", &results);
 }
 
 fn writer_families(out: &mut Exposition, state: &AppState) {
@@ -172,16 +170,9 @@ fn host_families(out: &mut Exposition, state: &AppState) {
     out.family("perfd_alerts_firing", "gauge", "Alerts firing now (not silenced), by level.", &levels);
     if let Some(d) = &state.published.delivery {
         use std::sync::atomic::Ordering::Relaxed;
-        let results = [
-            (vec![("result", "delivered")], d.deliveries.load(Relaxed) as f64),
-            (vec![("result", "failed")], d.failures.load(Relaxed) as f64),
-        ];
-        out.family(
-            "perfd_alert_deliveries_total",
-            "counter",
-            "Deliveries of alerts to alerts.notify_url, by result.",
-            &results,
-        );
+        let results = [("delivered", d.deliveries.load(Relaxed)), ("failed", d.failures.load(Relaxed))];
+        let help = "Deliveries of alerts to alerts.notify_url, by result.";
+        out.by_result("perfd_alert_deliveries_total", help, &results);
         let failing = if d.failing() { 1.0 } else { 0.0 };
         out.gauge("perfd_alert_delivery_failing", "1 while alerts cannot be delivered.", failing);
     }
