@@ -101,7 +101,7 @@ impl Daemon {
             writer.apply(seed)?;
             log::info!("{done}");
         }
-        let sampler = SamplerHandle::start(Sampler::new(config.sampler.interval, sources)?)?;
+        let sampler = SamplerHandle::start(Sampler::new(sources)?)?;
         let workers = config.http.workers;
         let max_connections = config.http.max_connections;
         let state = AppState {

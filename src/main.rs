@@ -160,9 +160,9 @@ fn raise_descriptor_limit() {
 fn serve(config: Config, source: Source) -> anyhow::Result<()> {
     let data_dir = config.data_dir.clone();
     // The watchdog stops pinging when the writer (which turns at least every second) or the
-    // sampler (every interval) has not turned for this long.
+    // sampler (every interval, which a reload may change) has not turned for this long.
     let writer_stall = Duration::from_secs(60);
-    let sampler_stall = config.sampler.interval * 3 + Duration::from_secs(10);
+    let sampler_stall = |interval: Duration| interval * 3 + Duration::from_secs(10);
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     // SIGHUP reads the configuration again (`systemctl reload perfd`; perfd::reload).
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
@@ -182,8 +182,10 @@ fn serve(config: Config, source: Source) -> anyhow::Result<()> {
     let watchdog = match watchdog_usec {
         Some(usec) if usec > 0 => {
             let (writer, published) = (daemon.writer.clone(), daemon.sampler.published.clone());
+            let config = daemon.reloader.config.clone();
             let alive = move || {
                 let now = perfd::model::now_ms();
+                let sampler_stall = sampler_stall(config.load().sampler.interval);
                 now - writer.stats.alive_ms.load(Relaxed) < writer_stall.as_millis() as i64
                     && now - published.alive_ms.load(Relaxed) < sampler_stall.as_millis() as i64
             };

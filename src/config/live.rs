@@ -2,10 +2,10 @@
 //! `systemctl reload perfd`, `POST /api/v1/admin/reload`), and which wait for a restart.
 //!
 //! Taken at once: `auth_token`, `http.allowed_hosts`, `storage.*`, `query.*`, `backup.*`,
-//! `executions.*` and the TTLs of the strategies perfd runs with. Everything else (the listener,
-//! the data dir, worker threads, sizes of the writer queue and of L1, Redis, the sampler and alert
-//! delivery, a strategy added or removed) keeps its value until a restart; a reload names those
-//! keys.
+//! `executions.*`, `sampler.interval` and the TTLs of the strategies perfd runs with. Everything
+//! else (the listener, the data dir, worker threads, sizes of the writer queue and of L1, Redis,
+//! alert delivery, a strategy added or removed) keeps its value until a restart; a reload names
+//! those keys.
 
 use super::raw::SECTIONS;
 use super::{Config, Overrides};
@@ -53,6 +53,7 @@ impl Config {
         next.query = fresh.query.clone();
         next.backup = fresh.backup.clone();
         next.executions = fresh.executions.clone();
+        next.sampler = fresh.sampler.clone();
         for (name, ttl) in &fresh.cache.strategies {
             if let Some(running) = next.cache.strategies.get_mut(name) {
                 *running = *ttl;

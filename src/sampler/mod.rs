@@ -72,7 +72,6 @@ pub struct Sources {
 
 pub struct Sampler {
     host: Host,
-    interval: Duration,
     sources: Sources,
     alert_states: std::collections::HashMap<u64, alerts::AlertState>,
     /// Thresholds' selectors by text, parsed once (a regex takes ~44 µs to compile, a plain
@@ -86,7 +85,7 @@ pub struct Sampler {
 }
 
 impl Sampler {
-    pub fn new(interval: Duration, sources: Sources) -> Result<Sampler> {
+    pub fn new(sources: Sources) -> Result<Sampler> {
         let alert_states = alerting::restored_states(&sources.store);
         let published = Arc::new(Published {
             delivery: sources.notifier.as_ref().map(|(_, stats)| stats.clone()),
@@ -94,7 +93,6 @@ impl Sampler {
         });
         Ok(Sampler {
             host: Host::new(sources.store.path.parent().unwrap_or(std::path::Path::new(".")))?,
-            interval,
             sources,
             alert_states,
             selectors: Default::default(),
@@ -103,6 +101,12 @@ impl Sampler {
             intervals: interval::Intervals::new(now_ms()),
             published,
         })
+    }
+
+    /// `sampler.interval` in effect (a reload may change it; the next tick comes that long after
+    /// the last one).
+    pub fn interval(&self) -> Duration {
+        self.sources.config.load().sampler.interval
     }
 
     /// One tick: read, write the series, publish the snapshot and the health score.
@@ -177,7 +181,7 @@ impl Sampler {
         put("perfd_process_rss_bytes", &[], snap.process_rss_bytes as f64);
         put("perfd_process_threads", &[], snap.process_threads as f64);
         put("perfd_process_open_fds", &[], snap.process_open_fds as f64);
-        for e in self.sources.monitor.drain_interval(self.interval) {
+        for e in self.sources.monitor.drain_interval(self.interval()) {
             let labels = [("method", e.method.as_str()), ("route", e.route.as_str())];
             put("perfd_http_requests", &labels, e.requests as f64);
             put("perfd_http_errors_5xx", &labels, e.errors_5xx as f64);
@@ -285,12 +289,11 @@ impl SamplerHandle {
         let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
         let (tick, ticks) = crossbeam_channel::unbounded::<Sender<()>>();
         let published = sampler.published.clone();
-        let ticker = crossbeam_channel::tick(sampler.interval);
         // The first reading happens before start returns, so health is served from the start.
         sampler.step();
         let join = std::thread::Builder::new()
             .name("perfd-sampler".into())
-            .spawn(move || run(&mut sampler, &stopped, &ticks, &ticker))?;
+            .spawn(move || run(&mut sampler, &stopped, &ticks))?;
         Ok(SamplerHandle { tick, stop: Some(stop), join: Some(join), published })
     }
 
@@ -312,16 +315,25 @@ impl SamplerHandle {
     }
 }
 
-fn run(
-    sampler: &mut Sampler,
-    stopped: &Receiver<()>,
-    ticks: &Receiver<Sender<()>>,
-    ticker: &Receiver<Instant>,
-) {
+fn run(sampler: &mut Sampler, stopped: &Receiver<()>, ticks: &Receiver<Sender<()>>) {
+    // Ticks keep to a grid of the interval in effect (as `crossbeam_channel::tick` did). The
+    // interval is read again at least every `RECHECK`, so a reload's new one applies within
+    // that (an hour's wait is not sat out first); a tick more than an interval late starts a
+    // new grid instead of ticking again for every one it missed.
+    const RECHECK: Duration = Duration::from_secs(1);
+    let mut last = Instant::now();
     loop {
+        let interval = sampler.interval();
+        let (due, now) = (last + interval, Instant::now());
+        if now >= due {
+            sampler.step();
+            last = if now - due >= interval { now } else { due };
+            continue;
+        }
+        let wake = crossbeam_channel::at(due.min(now + RECHECK));
         select! {
             recv(stopped) -> _ => return,
-            recv(ticker) -> _ => sampler.step(),
+            recv(wake) -> _ => {}
             recv(ticks) -> t => {
                 sampler.step();
                 if let Ok(t) = t {

@@ -44,7 +44,7 @@ fn sighup_and_the_reload_endpoint_apply_the_live_settings_and_name_the_rest() {
     let file = dir.path().join("perfd.toml");
     let write = |text: &str| std::fs::write(&file, text).unwrap();
     write(&format!(
-        "auth_token = \"{FIRST}\"\n[storage]\nretention = \"1d\"\nmax_series = 2\n[cache.strategies]\nllm_response = \"1h\"\n{SLOTS}max_concurrent = 1\n"
+        "auth_token = \"{FIRST}\"\n[storage]\nretention = \"1d\"\nmax_series = 2\n[sampler]\ninterval = \"1h\"\n[cache.strategies]\nllm_response = \"1h\"\n{SLOTS}max_concurrent = 1\n"
     ));
     let p = spawn_args(&dir.path().join("data"), &[std::ffi::OsStr::new("--config"), file.as_os_str()], &[]);
     let (first, second) = (bearer(FIRST), bearer(SECOND));
@@ -72,7 +72,7 @@ fn sighup_and_the_reload_endpoint_apply_the_live_settings_and_name_the_rest() {
 
     write(&format!(
         "auth_token = \"{SECOND}\"\n[http]\nworkers = 7\nallowed_hosts = [\"perfd.internal\"]\n\
-         [storage]\nretention = \"3d\"\nmax_series = 10\n[cache.strategies]\nllm_response = \"2m\"\nagent_plan = \"1m\"\n{SLOTS}max_concurrent = 2\n"
+         [storage]\nretention = \"3d\"\nmax_series = 10\n[sampler]\ninterval = \"1s\"\n[cache.strategies]\nllm_response = \"2m\"\nagent_plan = \"1m\"\n{SLOTS}max_concurrent = 2\n"
     ));
     let pid = p.child.id().to_string();
     assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
@@ -95,6 +95,20 @@ fn sighup_and_the_reload_endpoint_apply_the_live_settings_and_name_the_rest() {
     assert_eq!(status(&p, "POST", "/write?precision=ms", &second, &third), 204, "the new series cap");
     assert_eq!(status(&p, "POST", "/write?precision=ms", &second, &old), 204, "the new retention");
     assert_eq!(health_as(&p, "perfd.internal"), Some(200), "the listed host");
+    // The sampler read the host once at start; with a second's interval it reads it again soon
+    // (an hour's wait is not sat out first).
+    let reading = || {
+        let usage: serde_json::Value =
+            serde_json::from_str(&get(&p.base, "/api/v1/metrics/resources/usage").unwrap()).unwrap();
+        usage["latest"]["at_ms"].as_i64().expect("a reading")
+    };
+    let first = reading();
+    let mut polls = 0;
+    while reading() == first {
+        polls += 1;
+        assert!(polls < 1000, "no sampler tick in 10 s after the interval went from 1h to 1s");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     let admitted: serde_json::Value = serde_json::from_str(&get(&p.base, &waiting).unwrap()).unwrap();
     assert_eq!(admitted["state"], "running", "a second slot admits the waiting execution");
     let unknown = exchange(&p.base, "GET", "/api/v1/cache/agent_plan/x", "", "").unwrap();
