@@ -66,9 +66,7 @@ impl Config {
             Reload { applied: changed_keys(self, &next)?, needs_restart: changed_keys(&next, fresh)? };
         Ok((next, reload))
     }
-}
 
-impl Config {
     /// The configuration as the file lays it out, for people (`perfd config`,
     /// `GET /api/v1/admin/config`): durations as `1h 30m`, the token as `"(set)"`, and the
     /// user and password of a URL left out.
