@@ -145,13 +145,14 @@ impl Executions {
         let expired = self.expire_locked(&mut inner, now);
         keep_locked(&mut inner, expired);
         let id = (self.next_id)();
-        let mut e = Execution::queued(id, crew_id, now, now + self.cfg.load().lease.as_millis() as i64);
-        if inner.queue.is_empty() && inner.running < self.cfg.load().max_concurrent && self.resources_ok() {
+        let cfg = self.cfg.load_full();
+        let mut e = Execution::queued(id, crew_id, now, now + cfg.lease.as_millis() as i64);
+        if inner.queue.is_empty() && inner.running < cfg.max_concurrent && self.resources_ok() {
             start(&mut inner, &mut e, now);
             inner.executions.insert(id, e.clone());
             return Ok(Admission::Running(e));
         }
-        if inner.queue.len() >= self.cfg.load().queue_capacity {
+        if inner.queue.len() >= cfg.queue_capacity {
             inner.rejected += 1;
             return Err(Error::QueueFull(format!(
                 "the execution queue is full ({} waiting)",

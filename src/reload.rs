@@ -27,9 +27,9 @@ pub struct Reloader {
     /// Weak: the executions hold the store (for record ids), which must be free once the daemon
     /// has shut down, while the daemon still holds this.
     executions: std::sync::Weak<Executions>,
-    /// One reload at a time (two at once could store the older result last), and the keys the
-    /// last one that loaded left waiting for a restart.
-    running: Mutex<Vec<String>>,
+    /// The keys the last reload that loaded left waiting for a restart. Held through a reload:
+    /// one at a time (two at once could store the older result last).
+    waiting_for_restart: Mutex<Vec<String>>,
     pub stats: ReloadStats,
 }
 
@@ -62,7 +62,7 @@ impl Reloader {
             cache,
             writer,
             executions: Arc::downgrade(executions),
-            running: Mutex::new(Vec::new()),
+            waiting_for_restart: Mutex::new(Vec::new()),
             stats: ReloadStats {
                 last_success_ms: AtomicU64::new(crate::model::now_ms().max(0) as u64),
                 ..ReloadStats::default()
@@ -79,7 +79,7 @@ impl Reloader {
                     .into(),
             ));
         };
-        let mut waiting = self.running.lock();
+        let mut waiting = self.waiting_for_restart.lock();
         let result = source.load().and_then(|fresh| self.apply(&fresh));
         if let Ok(r) = &result {
             waiting.clone_from(&r.needs_restart);
@@ -105,7 +105,7 @@ impl Reloader {
 
     /// The keys the last reload that loaded found changed but could not apply.
     pub fn needs_restart(&self) -> Vec<String> {
-        self.running.lock().clone()
+        self.waiting_for_restart.lock().clone()
     }
 
     /// Puts the live settings of `fresh` in effect.

@@ -36,7 +36,7 @@ pub async fn get_config(state: web::Data<AppState>) -> HttpResponse {
 
 /// Reads the configuration again, as SIGHUP does, and answers what it applied and what waits for
 /// a restart; a file that no longer loads is a 422 and changes nothing.
-pub async fn reload(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn reload_config(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let reloader = state.reloader.clone();
     let done = blocking(move || reloader.reload()).await?;
     Ok(HttpResponse::Ok().json(done))

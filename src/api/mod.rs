@@ -245,7 +245,7 @@ pub fn configure(state: AppState) -> impl Fn(&mut web::ServiceConfig) + Clone {
             .service(resource!("/api/v1/queries", POST => metrics::report_queries))
             .service(resource!("/api/v1/admin/backup", POST => admin::create_backup))
             .service(resource!("/api/v1/admin/backups", GET => admin::list_backups))
-            .service(resource!("/api/v1/admin/reload", POST => admin::reload))
+            .service(resource!("/api/v1/admin/reload", POST => admin::reload_config))
             .service(resource!("/api/v1/admin/config", GET => admin::get_config))
             .service(resource!("/api/v1/admin/tsdb/delete_series", POST => admin::delete_series))
             .service(resource!("/api/v1/metrics/database", GET => metrics::get_database))

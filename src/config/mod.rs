@@ -1,6 +1,7 @@
 //! Configuration: defaults < TOML file < `PERFD_*` environment < command-line flags, validated
-//! once into [`Config`]. Nothing reads the environment after start; each component receives only
-//! its own sub-struct.
+//! into [`Config`] at start and again on each reload (`live.rs`), which reads the environment
+//! captured at start ([`Source`]), never the process's again. Each component receives its own
+//! sub-struct, or the live `Config` where a reload must reach it.
 
 mod live;
 mod raw;
